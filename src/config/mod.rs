@@ -1,0 +1,3 @@
+//! Configuration (placeholder, being written).
+#[derive(Debug, Clone, Default)]
+pub struct Config;

@@ -1,0 +1,1 @@
+//! Agent files (placeholder, being written).

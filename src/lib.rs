@@ -1,0 +1,11 @@
+//! symbiont: launch agents on a security tier, enforce limits on them, watch and kill them.
+//!
+//! The supervisor core (`supervisor`) knows nothing of terminals; the headless printer,
+//! the dashboard and the library API ([`SandboxOrchestrator`]) are its clients.
+
+pub mod config;
+pub mod dsl;
+pub mod tier;
+
+pub use config::Config;
+pub use tier::SecurityTier;

@@ -1,0 +1,109 @@
+//! Security tiers (seed: "沙箱层级").
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an agent runs. `None` is a plain host process with no isolation.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+pub enum SecurityTier {
+    /// Native execution: a host process, no isolation.
+    None,
+    /// A Docker-compatible container.
+    #[default]
+    Tier1,
+    /// A container on the gVisor runtime (`runsc`).
+    Tier2,
+    /// A Firecracker microVM.
+    Tier3,
+}
+
+impl SecurityTier {
+    pub const ALL: [SecurityTier; 4] = [Self::None, Self::Tier1, Self::Tier2, Self::Tier3];
+
+    /// The canonical name, as written in config files (`None`, `Tier1`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "None",
+            Self::Tier1 => "Tier1",
+            Self::Tier2 => "Tier2",
+            Self::Tier3 => "Tier3",
+        }
+    }
+
+    /// The short name a user reads in tables (`native`, `docker`, ...).
+    pub fn runtime_name(self) -> &'static str {
+        match self {
+            Self::None => "native",
+            Self::Tier1 => "docker",
+            Self::Tier2 => "gvisor",
+            Self::Tier3 => "firecracker",
+        }
+    }
+
+    pub fn is_native(self) -> bool {
+        self == Self::None
+    }
+}
+
+impl fmt::Display for SecurityTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error for a tier name that is none of the accepted spellings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownTier(pub String);
+
+impl fmt::Display for UnknownTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown security tier `{}` (expected one of: None/native, Tier1/docker, Tier2/gvisor, Tier3/firecracker)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownTier {}
+
+impl FromStr for SecurityTier {
+    type Err = UnknownTier;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "native" => Ok(Self::None),
+            "tier1" | "docker" => Ok(Self::Tier1),
+            "tier2" | "gvisor" => Ok(Self::Tier2),
+            "tier3" | "firecracker" => Ok(Self::Tier3),
+            _ => Err(UnknownTier(s.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_parses() {
+        for (s, t) in [
+            ("None", SecurityTier::None),
+            ("none", SecurityTier::None),
+            ("native", SecurityTier::None),
+            ("Tier1", SecurityTier::Tier1),
+            ("docker", SecurityTier::Tier1),
+            ("TIER2", SecurityTier::Tier2),
+            ("gvisor", SecurityTier::Tier2),
+            ("tier3", SecurityTier::Tier3),
+            ("firecracker", SecurityTier::Tier3),
+        ] {
+            assert_eq!(s.parse::<SecurityTier>().unwrap(), t, "{s}");
+        }
+        assert!("tier4".parse::<SecurityTier>().is_err());
+    }
+}
