@@ -1,0 +1,318 @@
+//! Policy: what may run natively, decided once before launch and testable without spawning.
+//! The operator's configuration is the only source of policy; an agent file can tighten limits
+//! but never enable native execution, widen the allowlist or reach a host variable.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::NativeExecutionConfig;
+
+/// A refusal, with everything the operator needs to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// The message for a native run while native execution is disabled: the three ways to enable it.
+pub fn native_disabled_message(what: &str) -> String {
+    format!(
+        "{what} needs native execution (tier None: a host process with no isolation), which is disabled. \
+         Enable it in one of three ways: pass --native (or --sandbox-tier=none) for this run; \
+         set `allow_native_execution = true` under [security] (or `enabled = true` under [native_execution]) in the config file; \
+         or export SYMBIONT_ALLOW_NATIVE_EXECUTION=true"
+    )
+}
+
+/// One allowlist entry, resolved once.
+#[derive(Debug, Clone)]
+struct Allowed {
+    configured: String,
+    /// Where the entry resolved: PATH lookup for a name, the path itself for an absolute path.
+    path: Option<PathBuf>,
+}
+
+/// The executable allowlist, resolved through PATH once.
+#[derive(Debug, Clone)]
+pub struct Allowlist {
+    entries: Vec<Allowed>,
+    path_var: Option<OsString>,
+}
+
+/// `dir/name` with `dir` canonical: two paths name the same directory entry when these match.
+/// A symlink elsewhere that points at an allowed program is a different entry, and refused.
+fn entry_key(p: &Path) -> Option<(PathBuf, OsString)> {
+    let name = p.file_name()?.to_os_string();
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some((dir.canonicalize().ok()?, name))
+}
+
+impl Allowlist {
+    pub fn new(allowed: &[String], path_var: Option<&OsStr>) -> Allowlist {
+        let entries = allowed
+            .iter()
+            .map(|a| {
+                let p = Path::new(a);
+                let path = if p.is_absolute() { Some(p.to_path_buf()) } else { lookup(a, path_var) };
+                Allowed { configured: a.clone(), path }
+            })
+            .collect();
+        Allowlist { entries, path_var: path_var.map(OsStr::to_os_string) }
+    }
+
+    /// What is allowed, as the refusal message lists it.
+    pub fn describe(&self) -> String {
+        self.entries
+            .iter()
+            .map(|a| match &a.path {
+                Some(p) if p.as_os_str() != a.configured.as_str() => format!("{} ({})", a.configured, p.display()),
+                Some(_) => a.configured.clone(),
+                None => format!("{} (not found)", a.configured),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Resolves argv[0] and checks it: a bare name through PATH, a path relative to `cwd`.
+    /// The result is the program to execute.
+    pub fn resolve(&self, argv0: &str, cwd: &Path) -> Result<PathBuf, PolicyError> {
+        if argv0.is_empty() {
+            return Err(PolicyError("empty command".into()));
+        }
+        let candidate = if argv0.contains('/') || argv0.contains(std::path::MAIN_SEPARATOR) {
+            let p = Path::new(argv0);
+            let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+            if !abs.exists() {
+                return Err(PolicyError(format!("`{argv0}`: no such file (命令未找到: command not found)")));
+            }
+            abs
+        } else {
+            match lookup(argv0, self.path_var.as_deref()) {
+                Some(p) => p,
+                None => {
+                    let path = self.path_var.as_deref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    return Err(PolicyError(format!(
+                        "`{argv0}` was not found on PATH (命令未找到: command not found); PATH={path}. \
+                         Install it, add its directory to PATH, or list its absolute path in native_execution.allowed_executables"
+                    )));
+                }
+            }
+        };
+        let key = entry_key(&candidate);
+        let ok = key.is_some()
+            && self.entries.iter().any(|a| a.path.as_deref().and_then(entry_key) == key);
+        if ok {
+            Ok(candidate)
+        } else {
+            Err(PolicyError(format!(
+                "`{argv0}` ({}) is not an allowed executable. Allowed: {}. \
+                 To allow it, add its name or absolute path to native_execution.allowed_executables",
+                candidate.display(),
+                self.describe()
+            )))
+        }
+    }
+}
+
+/// Looks a name up on a PATH value.
+pub fn lookup(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    #[cfg(unix)]
+    {
+        crate::runner::native::which(name, path_var)
+    }
+    #[cfg(not(unix))]
+    {
+        let path_var = path_var?;
+        std::env::split_paths(path_var).map(|d| d.join(name)).find(|p| p.is_file())
+    }
+}
+
+/// The agent's complete environment: the passthrough variables from the host, then the
+/// agent's own variables, then the run's identity.
+pub fn environment(
+    passthrough: &[String],
+    host: &dyn Fn(&str) -> Option<String>,
+    agent_env: &[(String, String)],
+    identity: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| {
+        if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {
+            e.1 = v;
+        } else {
+            env.push((k.to_string(), v));
+        }
+    };
+    for k in passthrough {
+        if let Some(v) = host(k) {
+            set(k, v);
+        }
+    }
+    for (k, v) in agent_env {
+        set(k, v.clone());
+    }
+    for (k, v) in identity {
+        set(k, v.to_string());
+    }
+    env
+}
+
+/// Creates the working directory if missing (mode 0755) and checks that it is writable.
+pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
+    let fix = format!(
+        "mkdir -p {0} && chmod 755 {0}, or set native_execution.working_directory (SYMBIONT_NATIVE_WORKING_DIR)",
+        dir.display()
+    );
+    if !dir.exists() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o755);
+        }
+        b.create(dir).map_err(|e| {
+            PolicyError(format!(
+                "cannot create the working directory {} ({e}; 权限被拒绝: permission denied): {fix}",
+                dir.display()
+            ))
+        })?;
+    }
+    if !dir.is_dir() {
+        return Err(PolicyError(format!("the working directory {} is not a directory: {fix}", dir.display())));
+    }
+    if !writable(dir) {
+        return Err(PolicyError(format!(
+            "the working directory {} is not writable (权限被拒绝: permission denied): {fix}",
+            dir.display()
+        )));
+    }
+    dir.canonicalize().map_err(|e| PolicyError(format!("working directory {}: {e}", dir.display())))
+}
+
+fn writable(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+        unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(dir).map(|m| !m.permissions().readonly()).unwrap_or(false)
+    }
+}
+
+/// How `default_executable` takes a piece of code as an argument.
+pub fn code_argv(executable: &str, code: &str) -> Vec<String> {
+    let base = Path::new(executable)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let flag = match base.as_str() {
+        "node" | "nodejs" | "deno" | "perl" | "ruby" => "-e",
+        "cmd" => "/C",
+        "powershell" | "pwsh" => "-Command",
+        _ => "-c",
+    };
+    vec![executable.to_string(), flag.to_string(), code.to_string()]
+}
+
+/// The executable of `native_execution.default_executable`, checked like any other.
+pub fn check_default_executable(native: &NativeExecutionConfig, list: &Allowlist, cwd: &Path) -> Result<PathBuf, PolicyError> {
+    list.resolve(&native.default_executable, cwd)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn path() -> OsString {
+        std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into())
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("symbiont-policy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn allowed_names_resolve_and_others_are_refused() {
+        let p = path();
+        let l = Allowlist::new(&["sh".into(), "bash".into()], Some(&p));
+        let cwd = Path::new("/");
+        assert!(l.resolve("sh", cwd).is_ok());
+        assert!(l.resolve("bash", cwd).is_ok());
+        let e = l.resolve("env", cwd).unwrap_err().0;
+        assert!(e.contains("not an allowed executable") && e.contains("Allowed: sh"), "{e}");
+        let e = l.resolve("no-such-program-xyz", cwd).unwrap_err().0;
+        assert!(e.contains("命令未找到") && e.contains("PATH="), "{e}");
+    }
+
+    #[test]
+    fn a_symlink_or_copy_elsewhere_is_refused() {
+        let p = path();
+        let d = tmpdir("bypass");
+        std::os::unix::fs::symlink("/bin/sh", d.join("python3")).unwrap();
+        std::fs::copy(lookup("sh", Some(&p)).unwrap(), d.join("bash")).unwrap();
+        let l = Allowlist::new(&["python3".into(), "bash".into(), "sh".into()], Some(&p));
+        for cmd in ["./python3", "./bash"] {
+            let e = l.resolve(cmd, &d).unwrap_err().0;
+            assert!(e.contains("not an allowed executable"), "{cmd}: {e}");
+        }
+        let abs = d.join("bash");
+        assert!(l.resolve(abs.to_str().unwrap(), Path::new("/")).is_err());
+        // The same program through a directory symlink (/bin -> /usr/bin) is the same entry.
+        let sh = lookup("sh", Some(&p)).unwrap();
+        assert!(l.resolve(sh.to_str().unwrap(), Path::new("/")).is_ok());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn absolute_entries_match_exactly() {
+        let sh = lookup("sh", Some(&path())).unwrap();
+        let l = Allowlist::new(&[sh.to_string_lossy().into_owned()], Some(OsStr::new("")));
+        assert_eq!(l.resolve(sh.to_str().unwrap(), Path::new("/")).unwrap(), sh);
+        assert!(l.resolve("sh", Path::new("/")).is_err(), "a bare name needs PATH");
+    }
+
+    #[test]
+    fn environment_is_only_passthrough_plus_agent() {
+        let host = |k: &str| match k {
+            "PATH" => Some("/usr/bin".to_string()),
+            "SECRET" => Some("x".to_string()),
+            _ => None,
+        };
+        let env = environment(&["PATH".into(), "HOME".into()], &host, &[("A".into(), "1".into())], &[("SYMBIONT_AGENT", "w")]);
+        assert_eq!(
+            env,
+            vec![("PATH".into(), "/usr/bin".into()), ("A".into(), "1".into()), ("SYMBIONT_AGENT".into(), "w".into())]
+        );
+    }
+
+    #[test]
+    fn code_goes_to_the_interpreter_flag() {
+        assert_eq!(code_argv("python3", "print(1)"), vec!["python3", "-c", "print(1)"]);
+        assert_eq!(code_argv("/usr/bin/node", "1"), vec!["/usr/bin/node", "-e", "1"]);
+        assert_eq!(code_argv("cmd.exe", "dir"), vec!["cmd.exe", "/C", "dir"]);
+    }
+
+    #[test]
+    fn working_directory_is_created_and_checked() {
+        let d = tmpdir("wd").join("a/b");
+        let got = prepare_working_directory(&d).unwrap();
+        assert!(got.is_dir());
+        let f = d.join("file");
+        std::fs::write(&f, "").unwrap();
+        let e = prepare_working_directory(&f).unwrap_err().0;
+        assert!(e.contains("not a directory"), "{e}");
+    }
+}

@@ -1,0 +1,26 @@
+//! Sampling the processes of an agent: CPU time, resident memory, process count.
+
+#[cfg(target_os = "linux")]
+pub mod procfs;
+
+/// One process as sampled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcSample {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub state: char,
+    /// User plus system CPU time, in nanoseconds.
+    pub cpu_ns: u64,
+    pub rss_bytes: u64,
+    pub name: String,
+}
+
+/// The whole tree of one agent at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TreeSample {
+    pub processes: Vec<ProcSample>,
+    pub rss_bytes: u64,
+    /// CPU time of the whole run so far, exited processes included where the OS counts them.
+    pub cpu_ns: u64,
+}

@@ -1,0 +1,118 @@
+//! Linux /proc readers. One `stat` read gives a process's CPU ticks, resident pages, state,
+//! parent and process group.
+
+use std::fs;
+use std::sync::OnceLock;
+
+use super::ProcSample;
+
+fn clock_ticks() -> u64 {
+    static T: OnceLock<u64> = OnceLock::new();
+    *T.get_or_init(|| {
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 {
+            t as u64
+        } else {
+            100
+        }
+    })
+}
+
+fn page_size() -> u64 {
+    static P: OnceLock<u64> = OnceLock::new();
+    *P.get_or_init(|| {
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 {
+            p as u64
+        } else {
+            4096
+        }
+    })
+}
+
+/// Parses the text of `/proc/PID/stat`.
+pub fn parse_stat(text: &str) -> Option<ProcSample> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let name = text[open + 1..close].to_string();
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // rest[0] is field 3 (state); field N is rest[N - 3].
+    let field = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
+    let state = rest.first()?.chars().next()?;
+    let ppid = field(4)? as i32;
+    let pgid = field(5)? as i32;
+    let ticks = field(14)? + field(15)?;
+    let rss_pages = rest.get(24 - 3)?.parse::<i64>().ok()?.max(0) as u64;
+    Some(ProcSample {
+        pid,
+        ppid,
+        pgid,
+        state,
+        cpu_ns: ticks * (1_000_000_000 / clock_ticks()),
+        rss_bytes: rss_pages * page_size(),
+        name,
+    })
+}
+
+pub fn read_proc(pid: i32) -> Option<ProcSample> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every process on the host (the fallback when no cgroup holds the agent's tree).
+pub fn all_processes() -> Vec<ProcSample> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read_proc)
+        .collect()
+}
+
+/// The processes of an agent without a cgroup: its process group plus every descendant of
+/// its main process (a descendant that left the group with `setsid` is still found, as long
+/// as its parent chain leads back; one orphaned to init is not, which is why cgroups are preferred).
+pub fn tree_of(main_pid: i32, pgid: i32) -> Vec<ProcSample> {
+    let all = all_processes();
+    let mut member: std::collections::HashSet<i32> = all
+        .iter()
+        .filter(|p| p.pid == main_pid || (pgid > 1 && p.pgid == pgid))
+        .map(|p| p.pid)
+        .collect();
+    loop {
+        let before = member.len();
+        for p in &all {
+            if member.contains(&p.ppid) {
+                member.insert(p.pid);
+            }
+        }
+        if member.len() == before {
+            break;
+        }
+    }
+    all.into_iter().filter(|p| member.contains(&p.pid)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_name_with_spaces_and_parens() {
+        let s = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 25 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let p = parse_stat(s).unwrap();
+        assert_eq!(p.pid, 1234);
+        assert_eq!(p.name, "my (odd) prog");
+        assert_eq!(p.state, 'S');
+        assert_eq!(p.ppid, 1);
+        assert_eq!(p.pgid, 1234);
+        assert_eq!(p.cpu_ns, 10 * (1_000_000_000 / clock_ticks()));
+        assert_eq!(p.rss_bytes, 25 * page_size());
+    }
+
+    #[test]
+    fn reads_itself() {
+        let me = read_proc(std::process::id() as i32).unwrap();
+        assert!(me.rss_bytes > 0);
+        assert_eq!(me.pid, std::process::id() as i32);
+    }
+}

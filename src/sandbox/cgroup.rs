@@ -1,0 +1,550 @@
+//! Linux control groups: one group per run, so that the whole tree of an agent is found,
+//! counted, frozen and killed even when a descendant calls `setsid` or double-forks.
+//!
+//! Works on cgroup v2 (unified), v1 and hybrid hosts. On a hybrid host the v2 tree usually
+//! owns no controller, but it still gives `cgroup.kill`, `cgroup.freeze`, `cgroup.events`
+//! and `cpu.stat`; the v1 memory, pids and cpu controllers then carry the limits.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::Limits;
+
+/// The cgroup hierarchies this process may create groups in, each with the supervisor's
+/// own base directory already created (`<own cgroup>/symbiont-<pid>-<instance>`).
+#[derive(Debug, Default, Clone)]
+pub struct CgroupRoots {
+    /// The v2 base directory.
+    pub v2: Option<PathBuf>,
+    /// Controllers enabled for children of the v2 base.
+    pub v2_memory: bool,
+    pub v2_pids: bool,
+    pub v2_cpu: bool,
+    /// v1 base directories, per controller.
+    pub memory: Option<PathBuf>,
+    pub pids: Option<PathBuf>,
+    pub cpu: Option<PathBuf>,
+    pub cpuacct: Option<PathBuf>,
+    pub freezer: Option<PathBuf>,
+}
+
+impl CgroupRoots {
+    /// Finds the mounted hierarchies, creates this supervisor's base group in each one that is
+    /// writable and removes groups left by supervisors that died. Never fails: a host where
+    /// nothing is writable gives empty roots and the caller falls back to rlimits.
+    pub fn detect(instance: &str) -> CgroupRoots {
+        let mut roots = CgroupRoots::default();
+        let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+            return roots;
+        };
+        let Ok(own) = fs::read_to_string("/proc/self/cgroup") else {
+            return roots;
+        };
+        let base_name = format!("symbiont-{}-{instance}", std::process::id());
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let mut rf = right.split_whitespace();
+            let fstype = rf.next().unwrap_or("");
+            let _source = rf.next();
+            let super_opts = rf.next().unwrap_or("");
+            let fields: Vec<&str> = left.split_whitespace().collect();
+            if fields.len() < 5 {
+                continue;
+            }
+            let mount_root = fields[3];
+            let mount_point = fields[4];
+            match fstype {
+                "cgroup2" => {
+                    let Some(rel) = own_path(&own, None) else { continue };
+                    let Some(dir) = under_mount(mount_point, mount_root, &rel) else { continue };
+                    if let Some(base) = make_base(&dir, &base_name) {
+                        let controllers = fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+                        let mut want = String::new();
+                        for c in ["memory", "pids", "cpu"] {
+                            if controllers.split_whitespace().any(|x| x == c) {
+                                want.push_str(&format!("+{c} "));
+                            }
+                        }
+                        if !want.is_empty() {
+                            let _ = fs::write(base.join("cgroup.subtree_control"), want.trim());
+                        }
+                        let enabled = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+                        let has = |c: &str| enabled.split_whitespace().any(|x| x == c);
+                        roots.v2_memory = has("memory");
+                        roots.v2_pids = has("pids");
+                        roots.v2_cpu = has("cpu");
+                        roots.v2 = Some(base);
+                    }
+                }
+                "cgroup" => {
+                    for ctrl in super_opts.split(',') {
+                        let slot = match ctrl {
+                            "memory" => &mut roots.memory,
+                            "pids" => &mut roots.pids,
+                            "cpu" => &mut roots.cpu,
+                            "cpuacct" => &mut roots.cpuacct,
+                            "freezer" => &mut roots.freezer,
+                            _ => continue,
+                        };
+                        if slot.is_some() {
+                            continue;
+                        }
+                        let Some(rel) = own_path(&own, Some(ctrl)) else { continue };
+                        let Some(dir) = under_mount(mount_point, mount_root, &rel) else { continue };
+                        *slot = make_base(&dir, &base_name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        roots
+    }
+
+    pub fn any(&self) -> bool {
+        self.v2.is_some() || self.memory.is_some() || self.pids.is_some()
+    }
+
+    pub fn memory_limit_available(&self) -> bool {
+        self.memory.is_some() || self.v2_memory
+    }
+
+    pub fn pids_limit_available(&self) -> bool {
+        self.pids.is_some() || self.v2_pids
+    }
+
+    pub fn cpu_quota_available(&self) -> bool {
+        self.cpu.is_some() || self.v2_cpu
+    }
+
+    /// Every base directory, v2 first.
+    pub fn bases(&self) -> Vec<PathBuf> {
+        [&self.v2, &self.memory, &self.pids, &self.cpu, &self.cpuacct, &self.freezer]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// A human summary of the mechanisms in force, for `symbiont check`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(v2) = &self.v2 {
+            let mut c = Vec::new();
+            if self.v2_memory {
+                c.push("memory");
+            }
+            if self.v2_pids {
+                c.push("pids");
+            }
+            if self.v2_cpu {
+                c.push("cpu");
+            }
+            out.push(format!(
+                "cgroup v2 group per run under {} (kill, freeze, populated{}{})",
+                v2.display(),
+                if c.is_empty() { "" } else { "; limits: " },
+                c.join(", ")
+            ));
+        }
+        for (name, p) in [
+            ("memory", &self.memory),
+            ("pids", &self.pids),
+            ("cpu", &self.cpu),
+            ("cpuacct", &self.cpuacct),
+            ("freezer", &self.freezer),
+        ] {
+            if let Some(p) = p {
+                out.push(format!("cgroup v1 {name} controller under {}", p.display()));
+            }
+        }
+        out
+    }
+
+    /// Removes this supervisor's base groups (they must be empty).
+    pub fn remove_bases(&self) {
+        for b in self.bases() {
+            let _ = fs::remove_dir(&b);
+        }
+    }
+}
+
+/// This process's path in a hierarchy, from /proc/self/cgroup (`None` = the v2 line).
+fn own_path(own: &str, controller: Option<&str>) -> Option<String> {
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let ctrls = parts.next()?;
+        let path = parts.next()?;
+        match controller {
+            None if ctrls.is_empty() => return Some(path.to_string()),
+            Some(c) if ctrls.split(',').any(|x| x == c) => return Some(path.to_string()),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn under_mount(mount_point: &str, mount_root: &str, rel: &str) -> Option<PathBuf> {
+    let rel = rel.strip_prefix(mount_root).unwrap_or(rel);
+    let rel = rel.trim_start_matches('/');
+    let dir = Path::new(mount_point).join(rel);
+    dir.is_dir().then_some(dir)
+}
+
+/// Creates `<dir>/<name>` and sweeps siblings left by dead supervisors.
+fn make_base(dir: &Path, name: &str) -> Option<PathBuf> {
+    sweep_stale(dir);
+    let base = dir.join(name);
+    match fs::create_dir(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(_) => return None,
+    }
+    // A group we cannot join is no use to us.
+    let procs = base.join("cgroup.procs");
+    if fs::OpenOptions::new().write(true).open(&procs).is_err() {
+        let _ = fs::remove_dir(&base);
+        return None;
+    }
+    Some(base)
+}
+
+/// Removes `symbiont-<pid>` groups whose supervisor is gone, killing anything left in them.
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("symbiont-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let base = e.path();
+        if let Ok(runs) = fs::read_dir(&base) {
+            for r in runs.flatten() {
+                if r.path().is_dir() {
+                    kill_all_in(&r.path());
+                    let _ = remove_dir_retry(&r.path(), Duration::from_millis(200));
+                }
+            }
+        }
+        let _ = fs::remove_dir(&base);
+    }
+}
+
+fn remove_dir_retry(p: &Path, within: Duration) -> io::Result<()> {
+    let until = Instant::now() + within;
+    loop {
+        match fs::remove_dir(p) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                if Instant::now() >= until {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// SIGKILL every process of a group, through `cgroup.kill` where the kernel has it.
+fn kill_all_in(dir: &Path) {
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for _ in 0..100 {
+        let pids = read_pids(dir);
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+}
+
+fn read_pids(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// `key value` lines, as in memory.events, memory.oom_control, pids.events, cpu.stat.
+fn read_keyed(p: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(p).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// What a run's group enforces, for the record and `symbiont check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enforced {
+    pub memory: bool,
+    pub pids: bool,
+    pub cpu_quota: bool,
+    pub tree: bool,
+}
+
+/// The groups of one run.
+#[derive(Debug)]
+pub struct RunCgroup {
+    v2: Option<PathBuf>,
+    memory: Option<PathBuf>,
+    pids: Option<PathBuf>,
+    cpu: Option<PathBuf>,
+    cpuacct: Option<PathBuf>,
+    freezer: Option<PathBuf>,
+    /// `cgroup.procs` of every group, open for writing, so that the child joins them with
+    /// one async-signal-safe `write` each between fork and exec.
+    join: Vec<OwnedFd>,
+    pub enforced: Enforced,
+}
+
+impl RunCgroup {
+    /// Creates the groups of a run named `name` and writes its limits.
+    pub fn create(roots: &CgroupRoots, name: &str, limits: &Limits, enforce: bool) -> io::Result<RunCgroup> {
+        let mk = |base: &Option<PathBuf>| -> io::Result<Option<PathBuf>> {
+            match base {
+                Some(b) => {
+                    let d = b.join(name);
+                    match fs::create_dir(&d) {
+                        Ok(()) => Ok(Some(d)),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Some(d)),
+                        Err(e) => Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", d.display()))),
+                    }
+                }
+                None => Ok(None),
+            }
+        };
+        let mut cg = RunCgroup {
+            v2: mk(&roots.v2)?,
+            memory: mk(&roots.memory)?,
+            pids: mk(&roots.pids)?,
+            cpu: mk(&roots.cpu)?,
+            cpuacct: mk(&roots.cpuacct)?,
+            freezer: mk(&roots.freezer)?,
+            join: Vec::new(),
+            enforced: Enforced::default(),
+        };
+        cg.enforced.tree = cg.v2.is_some() || cg.memory.is_some() || cg.pids.is_some();
+        if enforce {
+            if let Some(bytes) = limits.memory_bytes {
+                if let Some(m) = &cg.memory {
+                    fs::write(m.join("memory.limit_in_bytes"), bytes.to_string())?;
+                    // Swap counts too, where the kernel accounts it.
+                    let _ = fs::write(m.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+                    cg.enforced.memory = true;
+                } else if roots.v2_memory {
+                    let v2 = cg.v2.as_ref().expect("v2 group");
+                    fs::write(v2.join("memory.max"), bytes.to_string())?;
+                    let _ = fs::write(v2.join("memory.swap.max"), "0");
+                    cg.enforced.memory = true;
+                }
+            }
+            if let Some(n) = limits.max_processes {
+                if let Some(p) = &cg.pids {
+                    fs::write(p.join("pids.max"), n.to_string())?;
+                    cg.enforced.pids = true;
+                } else if roots.v2_pids {
+                    fs::write(cg.v2.as_ref().expect("v2 group").join("pids.max"), n.to_string())?;
+                    cg.enforced.pids = true;
+                }
+            }
+            if let Some(cores) = limits.cpu_cores {
+                let period: u64 = 100_000;
+                let quota = ((cores * period as f64).round() as u64).max(1000);
+                if let Some(c) = &cg.cpu {
+                    fs::write(c.join("cpu.cfs_period_us"), period.to_string())?;
+                    fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
+                    cg.enforced.cpu_quota = true;
+                } else if roots.v2_cpu {
+                    fs::write(cg.v2.as_ref().expect("v2 group").join("cpu.max"), format!("{quota} {period}"))?;
+                    cg.enforced.cpu_quota = true;
+                }
+            }
+        }
+        let dirs: Vec<PathBuf> = cg.dirs().cloned().collect();
+        for d in dirs {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(d.join("cgroup.procs"))?;
+            cg.join.push(f.into());
+        }
+        Ok(cg)
+    }
+
+    fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.v2, &self.memory, &self.pids, &self.cpu, &self.cpuacct, &self.freezer]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Raw descriptors of the `cgroup.procs` files, for the child to write "0" into.
+    pub fn join_fds(&self) -> Vec<RawFd> {
+        self.join.iter().map(|f| f.as_raw_fd()).collect()
+    }
+
+    /// Closes the join descriptors once the child has started.
+    pub fn started(&mut self) {
+        self.join.clear();
+    }
+
+    /// The group that holds every process of the run.
+    fn tree_dir(&self) -> Option<&PathBuf> {
+        self.v2.as_ref().or(self.memory.as_ref()).or(self.pids.as_ref()).or(self.freezer.as_ref())
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        self.tree_dir().map(|d| read_pids(d)).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        if let Some(v2) = &self.v2 {
+            if let Some(p) = read_keyed(&v2.join("cgroup.events"), "populated") {
+                return p == 0;
+            }
+        }
+        self.pids().is_empty()
+    }
+
+    /// Sends `sig` to every process of the group. SIGKILL goes through `cgroup.kill`, which is
+    /// atomic against forks; other signals are sent to each process found, twice over, so that
+    /// children forked during the first pass get it too.
+    pub fn signal(&self, sig: i32) {
+        if sig == libc::SIGKILL {
+            if let Some(v2) = &self.v2 {
+                if fs::write(v2.join("cgroup.kill"), "1").is_ok() {
+                    return;
+                }
+            }
+        }
+        let mut sent = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let mut new = false;
+            for p in self.pids() {
+                if sent.insert(p) {
+                    new = true;
+                    unsafe { libc::kill(p, sig) };
+                }
+            }
+            if !new {
+                break;
+            }
+        }
+    }
+
+    /// Freezes or thaws the whole group, where a freezer exists.
+    pub fn freeze(&self, frozen: bool) -> bool {
+        if let Some(v2) = &self.v2 {
+            if fs::write(v2.join("cgroup.freeze"), if frozen { "1" } else { "0" }).is_ok() {
+                return true;
+            }
+        }
+        if let Some(f) = &self.freezer {
+            return fs::write(f.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }).is_ok();
+        }
+        false
+    }
+
+    /// Times the kernel's OOM killer acted in this group.
+    pub fn oom_kills(&self) -> u64 {
+        if let Some(m) = &self.memory {
+            return read_keyed(&m.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+        }
+        if let Some(v2) = &self.v2 {
+            return read_keyed(&v2.join("memory.events"), "oom_kill").unwrap_or(0);
+        }
+        0
+    }
+
+    /// Times a fork was refused because of the pids limit.
+    pub fn fork_refusals(&self) -> u64 {
+        if let Some(p) = &self.pids {
+            return read_keyed(&p.join("pids.events"), "max").unwrap_or(0);
+        }
+        if let Some(v2) = &self.v2 {
+            return read_keyed(&v2.join("pids.events"), "max").unwrap_or(0);
+        }
+        0
+    }
+
+    /// CPU time of the whole tree so far, including processes that have exited.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        if let Some(v2) = &self.v2 {
+            if let Some(us) = read_keyed(&v2.join("cpu.stat"), "usage_usec") {
+                return Some(Duration::from_micros(us));
+            }
+        }
+        if let Some(a) = &self.cpuacct {
+            return read_u64(&a.join("cpuacct.usage")).map(Duration::from_nanos);
+        }
+        None
+    }
+
+    /// The kernel's high-water mark of the group's memory, page cache included.
+    pub fn memory_peak(&self) -> Option<u64> {
+        if let Some(m) = &self.memory {
+            return read_u64(&m.join("memory.max_usage_in_bytes"));
+        }
+        self.v2.as_ref().and_then(|v2| read_u64(&v2.join("memory.peak")))
+    }
+
+    /// Kills what is left, waits for the groups to empty and removes them.
+    pub fn destroy(&mut self) {
+        self.join.clear();
+        let dirs: Vec<PathBuf> = self.dirs().cloned().collect();
+        if !self.is_empty() {
+            self.freeze(false);
+            self.signal(libc::SIGKILL);
+            for d in &dirs {
+                kill_all_in(d);
+            }
+        }
+        for d in dirs.iter().rev() {
+            let _ = remove_dir_retry(d, Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for RunCgroup {
+    fn drop(&mut self) {
+        // A group that is already gone costs nothing here.
+        for d in self.dirs() {
+            if d.exists() {
+                let _ = fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// Writes "0" to each descriptor: the calling process joins those groups.
+/// Async-signal-safe: called between fork and exec.
+pub fn join_in_child(fds: &[RawFd]) -> io::Result<()> {
+    for &fd in fds {
+        let r = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        if r != 1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Resource limits applied between fork and exec (async-signal-safe: plain setrlimit calls).
+
+use std::io;
+
+/// One limit to apply in the child: (resource, soft, hard).
+#[derive(Debug, Clone, Copy)]
+pub struct RlimitSet {
+    items: [(i32, u64, u64); 4],
+    len: usize,
+}
+
+impl Default for RlimitSet {
+    fn default() -> Self {
+        RlimitSet { items: [(0, 0, 0); 4], len: 0 }
+    }
+}
+
+impl RlimitSet {
+    pub fn push(&mut self, resource: i32, soft: u64, hard: u64) {
+        if self.len < self.items.len() {
+            self.items[self.len] = (resource, soft, hard);
+            self.len += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// CPU seconds: soft below hard, so the agent gets SIGXCPU first and the record can say why.
+    pub fn cpu_seconds(&mut self, secs: u64) {
+        self.push(libc::RLIMIT_CPU as i32, secs, secs + 2);
+    }
+
+    pub fn file_size(&mut self, bytes: u64) {
+        self.push(libc::RLIMIT_FSIZE as i32, bytes, bytes);
+    }
+
+    pub fn address_space(&mut self, bytes: u64) {
+        self.push(libc::RLIMIT_AS as i32, bytes, bytes);
+    }
+
+    pub fn processes(&mut self, n: u64) {
+        self.push(libc::RLIMIT_NPROC as i32, n, n);
+    }
+
+    /// Applies every limit, never raising a hard limit above the current one (that would need
+    /// CAP_SYS_RESOURCE). Async-signal-safe.
+    pub fn apply(&self) -> io::Result<()> {
+        for &(res, soft, hard) in &self.items[..self.len] {
+            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            #[allow(clippy::useless_conversion)]
+            let r = res.try_into().unwrap_or_default();
+            if unsafe { libc::getrlimit(r, &mut cur) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let hard = (hard as libc::rlim_t).min(cur.rlim_max);
+            let soft = (soft as libc::rlim_t).min(hard);
+            let new = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            if unsafe { libc::setrlimit(r, &new) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,556 @@
+//! The supervisor core: launches runs, limits, samples, warns and kills, and writes the audit log.
+//! It knows nothing of terminals: the headless printer, the dashboard and the library API are
+//! its clients, sending commands in and reading the event stream out.
+
+pub mod audit;
+#[cfg(unix)]
+pub mod guardian;
+pub mod output;
+#[cfg(unix)]
+pub mod reaper;
+#[cfg(unix)]
+mod run;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::config::Config;
+use crate::sandbox::Limits;
+use crate::tier::SecurityTier;
+use output::{SharedTail, Tail};
+pub use tree::TreeHandle;
+
+pub type RunId = u64;
+
+/// One command of a run: argv as written, and the program it resolved to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub program: PathBuf,
+    pub argv: Vec<String>,
+}
+
+/// A run to launch: decided entirely by the policy before it reaches the supervisor.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub agent: String,
+    pub trigger: String,
+    pub tier: SecurityTier,
+    /// Run in order; the run stops at the first step that fails.
+    pub steps: Vec<Step>,
+    pub cwd: PathBuf,
+    /// The complete environment of the agent.
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    /// Apply OS limits (cgroups, rlimits); off leaves only the watchdog.
+    pub enforce_limits: bool,
+    pub kill_grace: Duration,
+    pub image: Option<String>,
+    /// Where the run was defined ("agent.dsl:13:5"), for the audit log.
+    pub source: Option<String>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Exited,
+    Timeout,
+    MemoryLimit,
+    CpuLimit,
+    ProcessLimit,
+    KilledByOperator,
+    FailedToStart,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Exited => "exited",
+            Reason::Timeout => "timeout",
+            Reason::MemoryLimit => "memory_limit",
+            Reason::CpuLimit => "cpu_limit",
+            Reason::ProcessLimit => "process_limit",
+            Reason::KilledByOperator => "killed_by_operator",
+            Reason::FailedToStart => "failed_to_start",
+        }
+    }
+}
+
+/// Who ended a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    Operator,
+    Watchdog,
+    Timeout,
+    Kernel,
+}
+
+/// Signals the operator can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Sig {
+    /// SIGTERM, then SIGKILL after the grace period.
+    Term,
+    Kill,
+    Int,
+    Hup,
+    Stop,
+    Cont,
+}
+
+impl Sig {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sig::Term => "TERM",
+            Sig::Kill => "KILL",
+            Sig::Int => "INT",
+            Sig::Hup => "HUP",
+            Sig::Stop => "STOP",
+            Sig::Cont => "CONT",
+        }
+    }
+
+    #[cfg(unix)]
+    pub fn number(self) -> i32 {
+        match self {
+            Sig::Term => libc::SIGTERM,
+            Sig::Kill => libc::SIGKILL,
+            Sig::Int => libc::SIGINT,
+            Sig::Hup => libc::SIGHUP,
+            Sig::Stop => libc::SIGSTOP,
+            Sig::Cont => libc::SIGCONT,
+        }
+    }
+}
+
+/// Whole tree (the default) or a single process of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Tree,
+    Process(i32),
+}
+
+/// Operator and watchdog commands to a run.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Kill { sig: Sig, scope: Scope, by: Actor, reason: Reason },
+    Pause,
+    Resume,
+}
+
+/// The life of a run as the dashboard shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Starting,
+    Running,
+    Paused,
+    Stopping,
+    Exited,
+}
+
+/// What happened to a run, as `--json` prints it and the library returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub agent: String,
+    pub trigger: String,
+    pub tier: SecurityTier,
+    pub pid: Option<i32>,
+    pub container_id: Option<String>,
+    pub argv: Vec<String>,
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_secs: f64,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: Reason,
+    pub killed_by: Option<Actor>,
+    pub message: Option<String>,
+    pub peak_memory_bytes: u64,
+    pub cpu_seconds: f64,
+    pub processes: u64,
+    pub stdout_tail: Vec<String>,
+    pub stderr_tail: Vec<String>,
+    pub stdout_log: PathBuf,
+    pub stderr_log: PathBuf,
+}
+
+impl RunRecord {
+    pub fn success(&self) -> bool {
+        self.reason == Reason::Exited && self.exit_code == Some(0)
+    }
+}
+
+/// Events out of the supervisor, in the order they happened.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Launched {
+        run_id: RunId,
+        agent: String,
+        trigger: String,
+        tier: SecurityTier,
+        pid: i32,
+        argv: Vec<String>,
+    },
+    Warning {
+        run_id: RunId,
+        agent: String,
+        /// "memory", "time", "cpu"
+        limit: &'static str,
+        /// "warn" or "critical"
+        level: &'static str,
+        value: f64,
+        max: f64,
+    },
+    Killing {
+        run_id: RunId,
+        agent: String,
+        by: Actor,
+        reason: Reason,
+        signal: &'static str,
+    },
+    Exited {
+        record: Box<RunRecord>,
+    },
+}
+
+/// A live view of one run.
+#[derive(Debug, Clone)]
+pub struct RunStatus {
+    pub id: RunId,
+    pub agent: String,
+    pub trigger: String,
+    pub tier: SecurityTier,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env_names: Vec<String>,
+    pub limits: Limits,
+    pub state: RunState,
+    pub pid: Option<i32>,
+    pub started: std::time::Instant,
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub cpu_ns: u64,
+    pub processes: u64,
+    pub peak_processes: u64,
+    pub stdout: SharedTail,
+    pub stderr: SharedTail,
+    pub stdout_log: PathBuf,
+    pub stderr_log: PathBuf,
+    pub record: Option<Arc<RunRecord>>,
+}
+
+/// Settings of a supervisor, usually taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    pub data_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub tail_lines: usize,
+    pub refresh: Duration,
+    pub warn_ratio: f64,
+    pub critical_ratio: f64,
+    /// This process owns every child it has (the `symbiont` binary): become a child subreaper
+    /// and reap every orphan. A library inside another program leaves this off.
+    pub own_all_children: bool,
+}
+
+impl SupervisorOptions {
+    pub fn from_config(c: &Config) -> SupervisorOptions {
+        SupervisorOptions {
+            data_dir: c.supervisor.data_dir.clone(),
+            audit_log: c.supervisor.audit_log_path(),
+            tail_lines: c.supervisor.tail_lines,
+            refresh: Duration::from_millis(c.dashboard.refresh_ms.max(10)),
+            warn_ratio: c.dashboard.warn_ratio,
+            critical_ratio: c.dashboard.critical_ratio,
+            own_all_children: false,
+        }
+    }
+}
+
+/// Why a launch was refused before anything started.
+#[derive(Debug)]
+pub struct LaunchError(pub String);
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LaunchError {}
+
+struct RunEntry {
+    status: Arc<Mutex<RunStatus>>,
+    ctl: mpsc::UnboundedSender<Control>,
+    done: watch::Receiver<Option<Arc<RunRecord>>>,
+    tree: Arc<TreeHandle>,
+}
+
+pub(crate) struct Inner {
+    opts: SupervisorOptions,
+    runs_dir: PathBuf,
+    #[cfg(target_os = "linux")]
+    roots: crate::sandbox::cgroup::CgroupRoots,
+    #[cfg(unix)]
+    guardian: Option<guardian::Guardian>,
+    #[cfg(unix)]
+    reaper: reaper::Reaper,
+    audit: audit::AuditLog,
+    runs: Mutex<BTreeMap<RunId, RunEntry>>,
+    next_id: AtomicU64,
+    events: broadcast::Sender<Event>,
+}
+
+/// The supervisor. Dropping it kills every agent it started.
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+static INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl Supervisor {
+    /// Starts a supervisor. Must be called inside a tokio runtime.
+    pub fn new(opts: SupervisorOptions) -> std::io::Result<Supervisor> {
+        let data_dir = std::path::absolute(&opts.data_dir)?;
+        let audit = audit::AuditLog::open(&std::path::absolute(&opts.audit_log)?)?;
+        let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .replace([':', '-'], "");
+        let runs_dir = data_dir.join("runs").join(format!("{}-{}-{n}", stamp.trim_end_matches('Z'), std::process::id()));
+        #[cfg(target_os = "linux")]
+        let roots = crate::sandbox::cgroup::CgroupRoots::detect(&n.to_string());
+        #[cfg(unix)]
+        let (guardian, reaper) = {
+            if opts.own_all_children {
+                reaper::become_subreaper();
+            }
+            #[cfg(target_os = "linux")]
+            let kill_file = roots.v2.as_ref().map(|b| b.join("cgroup.kill"));
+            #[cfg(not(target_os = "linux"))]
+            let kill_file: Option<PathBuf> = None;
+            let g = guardian::Guardian::start(kill_file.as_deref()).ok();
+            (g, reaper::Reaper::start(opts.own_all_children)?)
+        };
+        let (events, _) = broadcast::channel(4096);
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                opts,
+                runs_dir,
+                #[cfg(target_os = "linux")]
+                roots,
+                #[cfg(unix)]
+                guardian,
+                #[cfg(unix)]
+                reaper,
+                audit,
+                runs: Mutex::new(BTreeMap::new()),
+                next_id: AtomicU64::new(1),
+                events,
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &SupervisorOptions {
+        &self.inner.opts
+    }
+
+    pub fn audit_path(&self) -> &std::path::Path {
+        self.inner.audit.path()
+    }
+
+    /// The mechanisms this supervisor can use to confine agents, for `symbiont check`.
+    pub fn mechanisms(&self) -> Vec<String> {
+        #[allow(unused_mut)]
+        let mut out = Vec::new();
+        #[cfg(target_os = "linux")]
+        {
+            out.extend(self.inner.roots.describe());
+            if !self.inner.roots.memory_limit_available() {
+                out.push("memory: no cgroup memory controller; RLIMIT_AS per process plus the watchdog".into());
+            }
+            if !self.inner.roots.pids_limit_available() {
+                out.push("processes: no pids controller; the watchdog counts processes".into());
+            }
+            if !self.inner.roots.any() {
+                out.push("process tree: process group plus /proc descendants (no writable cgroup)".into());
+            }
+        }
+        #[cfg(unix)]
+        {
+            out.push("rlimits: RLIMIT_CPU (soft < hard), RLIMIT_FSIZE".into());
+            out.push(format!(
+                "guardian: {}",
+                if self.inner.guardian.is_some() { "kills every agent if the supervisor dies" } else { "not running" }
+            ));
+        }
+        out.push("watchdog: memory, CPU time, process count and timeout".into());
+        out
+    }
+
+    /// Every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Starts a run. Refused only when the request itself cannot be served (a tier this build
+    /// cannot run); a program that fails to start ends as a `failed_to_start` record.
+    pub fn launch(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
+        if !spec.tier.is_native() {
+            return Err(LaunchError(format!(
+                "tier {} ({}) is not available in this build: container and microVM tiers are not wired up yet; use --native or tier None",
+                spec.tier,
+                spec.tier.runtime_name()
+            )));
+        }
+        if spec.steps.is_empty() {
+            return Err(LaunchError(format!("agent {} has nothing to run for {}", spec.agent, spec.trigger)));
+        }
+        self.launch_native(spec)
+    }
+
+    #[cfg(unix)]
+    fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let dir = self.inner.runs_dir.join(format!("{id}-{}-{}", sanitize(&spec.agent), sanitize(&spec.trigger)));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LaunchError(format!("cannot create the run log directory {}: {e}", dir.display())))?;
+        let tail = || Arc::new(Mutex::new(Tail::new(self.inner.opts.tail_lines)));
+        let status = Arc::new(Mutex::new(RunStatus {
+            id,
+            agent: spec.agent.clone(),
+            trigger: spec.trigger.clone(),
+            tier: spec.tier,
+            argv: spec.steps[0].argv.clone(),
+            cwd: spec.cwd.clone(),
+            env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),
+            limits: spec.limits.clone(),
+            state: RunState::Starting,
+            pid: None,
+            started: std::time::Instant::now(),
+            rss_bytes: 0,
+            peak_rss_bytes: 0,
+            cpu_ns: 0,
+            processes: 0,
+            peak_processes: 0,
+            stdout: tail(),
+            stderr: tail(),
+            stdout_log: dir.join("stdout.log"),
+            stderr_log: dir.join("stderr.log"),
+            record: None,
+        }));
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = watch::channel(None);
+        let tree = Arc::new(TreeHandle::default());
+        self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            id,
+            RunEntry { status: status.clone(), ctl, done, tree: tree.clone() },
+        );
+        let inner = self.inner.clone();
+        tokio::spawn(run::run(inner, id, spec, status, tree, ctl_rx, done_tx));
+        Ok(id)
+    }
+
+    #[cfg(not(unix))]
+    fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
+        Err(LaunchError(format!("native runs of {} are not available on this platform yet", spec.agent)))
+    }
+
+    /// Sends a command to a run. Returns false if the run is unknown or already over.
+    pub fn control(&self, id: RunId, c: Control) -> bool {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.get(&id).is_some_and(|r| r.ctl.send(c).is_ok())
+    }
+
+    /// The operator's kill: TERM then KILL after the grace period, to the whole tree.
+    pub fn kill(&self, id: RunId) -> bool {
+        self.control(id, Control::Kill { sig: Sig::Term, scope: Scope::Tree, by: Actor::Operator, reason: Reason::KilledByOperator })
+    }
+
+    /// Waits for a run to end and returns its record.
+    pub async fn wait(&self, id: RunId) -> Option<Arc<RunRecord>> {
+        let mut done = {
+            let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+            runs.get(&id)?.done.clone()
+        };
+        loop {
+            if let Some(r) = done.borrow_and_update().clone() {
+                return Some(r);
+            }
+            if done.changed().await.is_err() {
+                return done.borrow().clone();
+            }
+        }
+    }
+
+    /// Waits for every run launched so far.
+    pub async fn wait_all(&self) -> Vec<Arc<RunRecord>> {
+        let ids: Vec<RunId> = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(r) = self.wait(id).await {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// A copy of every run's live status.
+    pub fn snapshot(&self) -> Vec<RunStatus> {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.values().map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect()
+    }
+
+    pub fn status(&self, id: RunId) -> Option<RunStatus> {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.get(&id).map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Stops every live run (TERM, then KILL after each run's grace) and waits for all of them.
+    pub async fn shutdown(&self) -> Vec<Arc<RunRecord>> {
+        let ids: Vec<RunId> = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        for &id in &ids {
+            self.kill(id);
+        }
+        self.wait_all().await
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Nothing is left behind, even when the owner never called `shutdown`.
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        for r in runs.values() {
+            if r.done.borrow().is_none() {
+                r.tree.kill_now();
+            }
+        }
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(40)
+        .collect();
+    if t.is_empty() {
+        "_".into()
+    } else {
+        t
+    }
+}

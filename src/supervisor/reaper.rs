@@ -1,0 +1,118 @@
+//! Reaping: the supervisor waits for its agents itself (not through tokio's process module),
+//! because as a child subreaper it also inherits every orphaned descendant and must reap those
+//! zombies too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// How a main process ended, with the CPU time of it and its reaped descendants.
+#[derive(Debug, Clone, Copy)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub cpu: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    map: HashMap<i32, oneshot::Sender<ExitInfo>>,
+}
+
+/// Dispatches exit statuses to the tasks waiting for them.
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    waiters: Arc<Mutex<Waiters>>,
+    reap_all: bool,
+}
+
+impl Reaper {
+    /// `reap_all`: this process owns all its children (the binary), so every zombie is reaped;
+    /// otherwise (a library inside someone else's program) only the registered pids are.
+    pub fn start(reap_all: bool) -> std::io::Result<Reaper> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut sig = signal(SignalKind::child())?;
+        let r = Reaper { waiters: Arc::default(), reap_all };
+        let me = r.clone();
+        tokio::spawn(async move {
+            // A periodic sweep as well, in case a signal is coalesced across a registration.
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    s = sig.recv() => if s.is_none() { break },
+                    _ = tick.tick() => {}
+                }
+                me.reap();
+                if Arc::strong_count(&me.waiters) == 1 {
+                    break;
+                }
+            }
+        });
+        Ok(r)
+    }
+
+    /// Spawns with `spawn` while holding the lock, so the exit can never be reaped before the
+    /// waiter is registered.
+    pub fn spawn_registered<T, E>(
+        &self,
+        spawn: impl FnOnce() -> Result<(i32, T), E>,
+    ) -> Result<(i32, T, oneshot::Receiver<ExitInfo>), E> {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let (pid, t) = spawn()?;
+        let (tx, rx) = oneshot::channel();
+        w.map.insert(pid, tx);
+        Ok((pid, t, rx))
+    }
+
+    pub fn reap(&self) {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if self.reap_all {
+            loop {
+                let Some((pid, info)) = wait_one(-1) else { break };
+                if let Some(tx) = w.map.remove(&pid) {
+                    let _ = tx.send(info);
+                }
+            }
+        } else {
+            let pids: Vec<i32> = w.map.keys().copied().collect();
+            for pid in pids {
+                if let Some((_, info)) = wait_one(pid) {
+                    if let Some(tx) = w.map.remove(&pid) {
+                        let _ = tx.send(info);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn wait_one(pid: i32) -> Option<(i32, ExitInfo)> {
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+    if r <= 0 {
+        return None;
+    }
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64);
+    let info = ExitInfo {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+    };
+    Some((r, info))
+}
+
+/// Makes this process a child subreaper: orphaned descendants are reparented to it, not to init,
+/// so they stay in view until reaped.
+#[cfg(target_os = "linux")]
+pub fn become_subreaper() -> bool {
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn become_subreaper() -> bool {
+    false
+}

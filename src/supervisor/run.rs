@@ -1,0 +1,508 @@
+//! One run, from launch to record: its steps in order, the timeout, the watchdog, kill
+//! escalation, output draining and the final clean-up of its whole tree.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use super::reaper::ExitInfo;
+use super::{Actor, Control, Event, Inner, Reason, RunId, RunRecord, RunSpec, RunState, RunStatus, Scope, Sig, TreeHandle};
+use crate::runner::native::{self, NativeLaunch};
+use crate::sandbox::rlimit::RlimitSet;
+
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+struct Ending {
+    reason: Reason,
+    by: Actor,
+}
+
+fn open_log(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(p)
+}
+
+fn lock(s: &Arc<Mutex<RunStatus>>) -> std::sync::MutexGuard<'_, RunStatus> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}
+
+/// The rlimits of a run. RLIMIT_AS only where no cgroup limits memory: it breaks the JVM and
+/// WebAssembly in Node, so it is a fallback, never the first choice.
+fn rlimits_for(spec: &RunSpec, cgroup_memory: bool, cgroup_pids: bool) -> RlimitSet {
+    let mut rl = RlimitSet::default();
+    if !spec.enforce_limits {
+        return rl;
+    }
+    let l = &spec.limits;
+    if let Some(s) = l.cpu_seconds {
+        rl.cpu_seconds(s);
+    }
+    if let Some(b) = l.file_size_bytes {
+        rl.file_size(b);
+    }
+    if let (Some(b), false) = (l.memory_bytes, cgroup_memory) {
+        rl.address_space(b);
+    }
+    // RLIMIT_NPROC counts every process of the user and root ignores it: only a fallback for
+    // ordinary users, set above what the user already runs.
+    if let (Some(n), false) = (l.max_processes, cgroup_pids) {
+        let uid = unsafe { libc::getuid() };
+        if uid != 0 {
+            rl.processes(n + user_process_count(uid));
+        }
+    }
+    rl
+}
+
+fn user_process_count(uid: u32) -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+                    .filter(|e| e.metadata().map(|m| m.uid() == uid).unwrap_or(false))
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = uid;
+        256
+    }
+}
+
+/// Tree totals: resident memory, CPU time, process count.
+fn sample(tree: &TreeHandle, finished_cpu_ns: u64) -> (u64, u64, u64) {
+    #[cfg(target_os = "linux")]
+    {
+        let pids = tree.pids();
+        let mut rss = 0;
+        let mut cpu = 0;
+        let mut n = 0;
+        for p in pids {
+            if let Some(s) = crate::sampler::procfs::read_proc(p) {
+                if s.state == 'Z' {
+                    continue;
+                }
+                rss += s.rss_bytes;
+                cpu += s.cpu_ns;
+                n += 1;
+            }
+        }
+        let cg_cpu = tree
+            .cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().and_then(|c| c.cpu_time()))
+            .map(|d| d.as_nanos() as u64);
+        (rss, cg_cpu.unwrap_or(cpu + finished_cpu_ns), n)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (tree, finished_cpu_ns);
+        (0, finished_cpu_ns, 0)
+    }
+}
+
+fn cgroup_counter(tree: &TreeHandle, f: impl Fn(&crate::sandbox::cgroup::RunCgroup) -> u64) -> u64 {
+    tree.cgroup.lock().ok().and_then(|c| c.as_ref().map(&f)).unwrap_or(0)
+}
+
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    id: RunId,
+    spec: RunSpec,
+    status: Arc<Mutex<RunStatus>>,
+    tree: Arc<TreeHandle>,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+    done: watch::Sender<Option<Arc<RunRecord>>>,
+) {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let (stdout_log, stderr_log, stdout_tail, stderr_tail) = {
+        let s = lock(&status);
+        (s.stdout_log.clone(), s.stderr_log.clone(), s.stdout.clone(), s.stderr.clone())
+    };
+    let emit = |e: Event| {
+        let _ = inner.events.send(e);
+    };
+
+    // The run's groups: one per hierarchy, limits written before anything runs.
+    let mut message: Option<String> = None;
+    let (mut cg_memory, mut cg_pids) = (false, false);
+    #[cfg(target_os = "linux")]
+    if inner.roots.any() {
+        match crate::sandbox::cgroup::RunCgroup::create(&inner.roots, &format!("run-{id}"), &spec.limits, spec.enforce_limits) {
+            Ok(cg) => {
+                cg_memory = cg.enforced.memory;
+                cg_pids = cg.enforced.pids;
+                *tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(cg);
+            }
+            Err(e) => message = Some(format!("no cgroup for this run ({e}); rlimits and the watchdog enforce its limits")),
+        }
+    }
+    let rlimits = rlimits_for(&spec, cg_memory, cg_pids);
+    let limits = &spec.limits;
+
+    inner.audit.record(
+        "launch",
+        json!({
+            "run_id": id, "agent": spec.agent, "trigger": spec.trigger, "tier": spec.tier,
+            "argv": spec.steps.iter().map(|s| &s.argv).collect::<Vec<_>>(),
+            "program": spec.steps.iter().map(|s| &s.program).collect::<Vec<_>>(),
+            "cwd": spec.cwd, "source": spec.source,
+            "env_names": spec.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            "limits": {
+                "memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
+                "cpu_cores": limits.cpu_cores, "timeout_secs": limits.timeout.map(|t| t.as_secs_f64()),
+                "max_processes": limits.max_processes, "file_size_bytes": limits.file_size_bytes,
+                "enforced_by_os": spec.enforce_limits, "cgroup_memory": cg_memory, "cgroup_pids": cg_pids,
+            },
+        }),
+    );
+
+    let mut deadline = limits.timeout.map(|t| started + t);
+    let mut kill_at: Option<Instant> = None;
+    let mut ending: Option<Ending> = None;
+    let mut paused_since: Option<Instant> = None;
+    let mut last: Option<ExitInfo> = None;
+    let mut first_pid = None;
+    let mut finished_cpu_ns = 0u64;
+    let mut peak_rss = 0u64;
+    let mut peak_procs = 0u64;
+    let mut cpu_ns = 0u64;
+    let mut warned_mem = 0u8;
+    let mut warned_time = 0u8;
+    let mut failed_to_start = false;
+    let mut tick = tokio::time::interval(inner.opts.refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut argv_run = Vec::new();
+
+    for step in &spec.steps {
+        if ending.is_some() {
+            break;
+        }
+        let (out_log, err_log) = match (open_log(&stdout_log), open_log(&stderr_log)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                message = Some(format!("cannot open the run's log files: {e}"));
+                failed_to_start = true;
+                break;
+            }
+        };
+        #[cfg(target_os = "linux")]
+        let cgroup_fds = tree
+            .cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.join_fds()))
+            .unwrap_or_default();
+        #[cfg(not(target_os = "linux"))]
+        let cgroup_fds = Vec::new();
+        let launch = NativeLaunch {
+            program: &step.program,
+            argv: &step.argv,
+            cwd: &spec.cwd,
+            env: &spec.env,
+            cgroup_fds,
+            rlimits,
+        };
+        let spawned = inner.reaper.spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)));
+        let (pid, started_proc, exit_rx) = match spawned {
+            Ok(x) => x,
+            Err(e) => {
+                message = Some(format!("{}: {e}", step.program.display()));
+                failed_to_start = true;
+                break;
+            }
+        };
+        tree.set_main(pid);
+        if let Some(g) = &inner.guardian {
+            g.register(pid);
+        }
+        first_pid.get_or_insert(pid);
+        argv_run = step.argv.clone();
+        {
+            let mut s = lock(&status);
+            s.pid = Some(pid);
+            s.argv = step.argv.clone();
+            s.state = if ending.is_some() { RunState::Stopping } else { RunState::Running };
+        }
+        emit(Event::Launched {
+            run_id: id,
+            agent: spec.agent.clone(),
+            trigger: spec.trigger.clone(),
+            tier: spec.tier,
+            pid,
+            argv: step.argv.clone(),
+        });
+        let readers = [
+            (started_proc.stdout, out_log, stdout_tail.clone()),
+            (started_proc.stderr, err_log, stderr_tail.clone()),
+        ]
+        .map(|(fd, log, tail)| match native::async_pipe(fd) {
+            Ok(p) => Some(tokio::spawn(super::output::drain(p, log, tail))),
+            Err(_) => None,
+        });
+
+        let mut exit_rx = exit_rx;
+        let exit = loop {
+            let far = Instant::now() + Duration::from_secs(86400 * 365);
+            tokio::select! {
+                r = &mut exit_rx => break r.ok(),
+                Some(c) = ctl.recv() => match c {
+                    Control::Kill { sig, scope, by, reason } => {
+                        let target = match scope { Scope::Tree => None, Scope::Process(p) => Some(p) };
+                        let terminating = matches!(sig, Sig::Term | Sig::Kill | Sig::Int | Sig::Hup);
+                        if terminating && target.is_none() && ending.is_none() {
+                            ending = Some(Ending { reason, by });
+                        }
+                        inner.audit.record("kill", json!({
+                            "run_id": id, "agent": spec.agent, "by": by, "reason": reason,
+                            "signal": sig.name(), "scope": match target { None => "tree".to_string(), Some(p) => format!("pid {p}") },
+                        }));
+                        emit(Event::Killing { run_id: id, agent: spec.agent.clone(), by, reason, signal: sig.name() });
+                        if terminating && target.is_none() {
+                            lock(&status).state = RunState::Stopping;
+                            if paused_since.take().is_some() {
+                                tree.freeze(false);
+                            }
+                        }
+                        match target {
+                            Some(p) => { if tree.pids().contains(&p) { unsafe { libc::kill(p, sig.number()) }; } }
+                            None => tree.signal(sig.number()),
+                        }
+                        if sig == Sig::Term && target.is_none() {
+                            kill_at = Some(Instant::now() + spec.kill_grace);
+                        }
+                    }
+                    Control::Pause => if paused_since.is_none() && ending.is_none() {
+                        tree.freeze(true);
+                        paused_since = Some(Instant::now());
+                        lock(&status).state = RunState::Paused;
+                        inner.audit.record("pause", json!({"run_id": id, "agent": spec.agent}));
+                    },
+                    Control::Resume => if let Some(p) = paused_since.take() {
+                        tree.freeze(false);
+                        // Time spent paused does not count against the timeout.
+                        if let Some(d) = deadline.as_mut() { *d += p.elapsed(); }
+                        lock(&status).state = RunState::Running;
+                        inner.audit.record("resume", json!({"run_id": id, "agent": spec.agent}));
+                    },
+                },
+                _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ending.is_none() && paused_since.is_none() => {
+                    ending = Some(Ending { reason: Reason::Timeout, by: Actor::Timeout });
+                    inner.audit.record("kill", json!({
+                        "run_id": id, "agent": spec.agent, "by": Actor::Timeout, "reason": Reason::Timeout,
+                        "signal": "TERM", "scope": "tree", "timeout_secs": limits.timeout.map(|t| t.as_secs_f64()),
+                    }));
+                    emit(Event::Killing { run_id: id, agent: spec.agent.clone(), by: Actor::Timeout, reason: Reason::Timeout, signal: "TERM" });
+                    lock(&status).state = RunState::Stopping;
+                    tree.signal(libc::SIGTERM);
+                    kill_at = Some(Instant::now() + spec.kill_grace);
+                }
+                _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+                    kill_at = None;
+                    inner.audit.record("kill", json!({
+                        "run_id": id, "agent": spec.agent, "by": ending.as_ref().map(|e| e.by),
+                        "reason": ending.as_ref().map(|e| e.reason), "signal": "KILL", "scope": "tree", "escalation": true,
+                    }));
+                    tree.kill_now();
+                }
+                _ = tick.tick() => {
+                    let (rss, cpu, n) = sample(&tree, finished_cpu_ns);
+                    peak_rss = peak_rss.max(rss);
+                    peak_procs = peak_procs.max(n);
+                    cpu_ns = cpu_ns.max(cpu);
+                    {
+                        let mut s = lock(&status);
+                        s.rss_bytes = rss;
+                        s.peak_rss_bytes = peak_rss;
+                        s.cpu_ns = cpu_ns;
+                        s.processes = n;
+                        s.peak_processes = peak_procs;
+                    }
+                    if ending.is_some() || paused_since.is_some() {
+                        continue;
+                    }
+                    // The watchdog: the OS first, the supervisor wherever the OS did not act.
+                    let verdict = if cgroup_counter(&tree, |c| c.oom_kills()) > 0 {
+                        Some((Reason::MemoryLimit, Actor::Kernel))
+                    } else if cgroup_counter(&tree, |c| c.fork_refusals()) > 0 {
+                        Some((Reason::ProcessLimit, Actor::Watchdog))
+                    } else if limits.memory_bytes.is_some_and(|m| rss > m) {
+                        Some((Reason::MemoryLimit, Actor::Watchdog))
+                    } else if limits.cpu_seconds.is_some_and(|c| cpu > c * 1_000_000_000) {
+                        Some((Reason::CpuLimit, Actor::Watchdog))
+                    } else if limits.max_processes.is_some_and(|m| n > m) {
+                        Some((Reason::ProcessLimit, Actor::Watchdog))
+                    } else {
+                        None
+                    };
+                    if let Some((reason, by)) = verdict {
+                        ending = Some(Ending { reason, by });
+                        inner.audit.record("kill", json!({
+                            "run_id": id, "agent": spec.agent, "by": by, "reason": reason, "signal": "KILL", "scope": "tree",
+                            "rss_bytes": rss, "cpu_seconds": cpu as f64 / 1e9, "processes": n,
+                        }));
+                        emit(Event::Killing { run_id: id, agent: spec.agent.clone(), by, reason, signal: "KILL" });
+                        lock(&status).state = RunState::Stopping;
+                        tree.kill_now();
+                        continue;
+                    }
+                    let level = |ratio: f64| -> u8 {
+                        if ratio >= inner.opts.critical_ratio { 2 } else if ratio >= inner.opts.warn_ratio { 1 } else { 0 }
+                    };
+                    let warn = |what: &'static str, value: f64, max: f64, warned: &mut u8| {
+                        let l = level(value / max);
+                        if l > *warned {
+                            *warned = l;
+                            let lv = if l == 2 { "critical" } else { "warn" };
+                            inner.audit.record("warning", json!({"run_id": id, "agent": spec.agent, "limit": what, "level": lv, "value": value, "max": max}));
+                            emit(Event::Warning { run_id: id, agent: spec.agent.clone(), limit: what, level: lv, value, max });
+                        }
+                    };
+                    if let Some(m) = limits.memory_bytes {
+                        warn("memory", rss as f64, m as f64, &mut warned_mem);
+                    }
+                    if let (Some(t), Some(d)) = (limits.timeout, deadline) {
+                        let left = d.saturating_duration_since(Instant::now());
+                        warn("time", (t.saturating_sub(left)).as_secs_f64(), t.as_secs_f64(), &mut warned_time);
+                    }
+                }
+            }
+        };
+        // The main process is gone: whatever it left behind dies with it.
+        if let Some(g) = &inner.guardian {
+            g.unregister(pid);
+        }
+        if !tree.is_empty() {
+            tree.kill_now();
+        }
+        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+        for r in readers.into_iter().flatten() {
+            let abort = r.abort_handle();
+            if tokio::time::timeout_at(drain_until, r).await.is_err() {
+                abort.abort();
+            }
+        }
+        // Wait for the tree to be gone (the reaper collects the zombies).
+        let until = Instant::now() + Duration::from_secs(2);
+        while !tree.is_empty() && Instant::now() < until {
+            tree.kill_now();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if let Some(e) = exit {
+            finished_cpu_ns += e.cpu.as_nanos() as u64;
+        }
+        last = exit;
+        let ok = exit.is_some_and(|e| e.code == Some(0));
+        if !ok {
+            break;
+        }
+    }
+
+    // Final figures.
+    let (rss, cpu, _) = sample(&tree, finished_cpu_ns);
+    peak_rss = peak_rss.max(rss);
+    cpu_ns = cpu_ns.max(cpu).max(finished_cpu_ns);
+    let oom = cgroup_counter(&tree, |c| c.oom_kills()) > 0;
+    #[cfg(target_os = "linux")]
+    {
+        let mut c = tree.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cg) = c.as_mut() {
+            cg.destroy();
+        }
+        *c = None;
+    }
+    let signal = last.and_then(|e| e.signal);
+    let (reason, killed_by) = if failed_to_start {
+        (Reason::FailedToStart, None)
+    } else if let Some(e) = &ending {
+        (e.reason, Some(e.by))
+    } else if oom {
+        (Reason::MemoryLimit, Some(Actor::Kernel))
+    } else if signal == Some(libc::SIGXCPU)
+        || (signal == Some(libc::SIGKILL) && limits.cpu_seconds.is_some_and(|c| cpu_ns >= c * 1_000_000_000))
+    {
+        (Reason::CpuLimit, Some(Actor::Kernel))
+    } else {
+        (Reason::Exited, None)
+    };
+    let ended_at = SystemTime::now();
+    let (out_tail, err_tail) = (
+        stdout_tail.lock().map(|t| t.last(20)).unwrap_or_default(),
+        stderr_tail.lock().map(|t| t.last(20)).unwrap_or_default(),
+    );
+    let record = Arc::new(RunRecord {
+        run_id: id,
+        agent: spec.agent.clone(),
+        trigger: spec.trigger.clone(),
+        tier: spec.tier,
+        pid: first_pid,
+        container_id: None,
+        argv: if argv_run.is_empty() { spec.steps[0].argv.clone() } else { argv_run },
+        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+        ended_at: humantime::format_rfc3339_millis(ended_at).to_string(),
+        duration_secs: started.elapsed().as_secs_f64(),
+        exit_code: last.and_then(|e| e.code),
+        signal: signal.map(signal_name),
+        reason,
+        killed_by,
+        message,
+        peak_memory_bytes: peak_rss,
+        cpu_seconds: cpu_ns as f64 / 1e9,
+        processes: peak_procs.max(u64::from(first_pid.is_some())),
+        stdout_tail: out_tail,
+        stderr_tail: err_tail,
+        stdout_log,
+        stderr_log,
+    });
+    inner.audit.record(
+        "exit",
+        json!({
+            "run_id": id, "agent": spec.agent, "trigger": spec.trigger, "reason": reason, "killed_by": killed_by,
+            "exit_code": record.exit_code, "signal": record.signal, "duration_secs": record.duration_secs,
+            "peak_memory_bytes": record.peak_memory_bytes, "cpu_seconds": record.cpu_seconds, "message": record.message,
+        }),
+    );
+    {
+        let mut s = lock(&status);
+        s.state = RunState::Exited;
+        s.record = Some(record.clone());
+        s.peak_rss_bytes = peak_rss;
+        s.cpu_ns = cpu_ns;
+        s.rss_bytes = 0;
+        s.processes = 0;
+    }
+    emit(Event::Exited { record: Box::new((*record).clone()) });
+    let _ = done.send(Some(record));
+}

@@ -1,0 +1,127 @@
+//! The process tree of one run: found through its cgroup where there is one, else through its
+//! process group and the parent links in /proc.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+
+#[cfg(target_os = "linux")]
+use crate::sandbox::cgroup::RunCgroup;
+
+/// Finds, signals and kills every process of one run. Shared by the run task and the
+/// supervisor's `Drop`.
+#[derive(Debug, Default)]
+pub struct TreeHandle {
+    #[cfg(target_os = "linux")]
+    pub(crate) cgroup: Mutex<Option<RunCgroup>>,
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) cgroup: Mutex<Option<()>>,
+    main_pid: AtomicI32,
+    pgid: AtomicI32,
+}
+
+impl TreeHandle {
+    pub(crate) fn set_main(&self, pid: i32) {
+        self.main_pid.store(pid, Ordering::SeqCst);
+        self.pgid.store(pid, Ordering::SeqCst);
+    }
+
+    pub fn main_pid(&self) -> i32 {
+        self.main_pid.load(Ordering::SeqCst)
+    }
+
+    fn has_cgroup(&self) -> bool {
+        self.cgroup.lock().map(|c| c.is_some()).unwrap_or(false)
+    }
+
+    /// Every live process of the run.
+    pub fn pids(&self) -> Vec<i32> {
+        #[cfg(target_os = "linux")]
+        {
+            if let Ok(c) = self.cgroup.lock() {
+                if let Some(cg) = c.as_ref() {
+                    return cg.pids();
+                }
+            }
+            let (main, pg) = (self.main_pid(), self.pgid.load(Ordering::SeqCst));
+            if main <= 0 {
+                return Vec::new();
+            }
+            crate::sampler::procfs::tree_of(main, pg).into_iter().map(|p| p.pid).collect()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Vec::new()
+        }
+    }
+
+    /// Sends a signal to every process of the run.
+    #[cfg(unix)]
+    pub fn signal(&self, sig: i32) {
+        let pg = self.pgid.load(Ordering::SeqCst);
+        #[cfg(target_os = "linux")]
+        {
+            if let Ok(c) = self.cgroup.lock() {
+                if let Some(cg) = c.as_ref() {
+                    if sig == libc::SIGCONT {
+                        cg.freeze(false);
+                    }
+                    cg.signal(sig);
+                }
+            }
+        }
+        if pg > 1 {
+            unsafe { libc::kill(-pg, sig) };
+        }
+        if !self.has_cgroup() {
+            for p in self.pids() {
+                unsafe { libc::kill(p, sig) };
+            }
+        }
+    }
+
+    /// SIGKILL to the whole tree, at once.
+    pub fn kill_now(&self) {
+        #[cfg(unix)]
+        self.signal(libc::SIGKILL);
+    }
+
+    /// Whether any process of the run is still alive (zombies not yet reaped count as gone).
+    pub fn is_empty(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            if let Ok(c) = self.cgroup.lock() {
+                if let Some(cg) = c.as_ref() {
+                    return cg.is_empty();
+                }
+            }
+        }
+        self.pids().iter().all(|&p| is_zombie_or_gone(p))
+    }
+
+    /// Freezes (pause) or thaws the tree: the cgroup freezer where there is one, else STOP/CONT.
+    #[cfg(unix)]
+    pub fn freeze(&self, frozen: bool) {
+        #[cfg(target_os = "linux")]
+        {
+            if let Ok(c) = self.cgroup.lock() {
+                if let Some(cg) = c.as_ref() {
+                    if cg.freeze(frozen) {
+                        return;
+                    }
+                }
+            }
+        }
+        self.signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+    }
+}
+
+fn is_zombie_or_gone(pid: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        crate::sampler::procfs::read_proc(pid).is_none_or(|p| p.state == 'Z' || p.state == 'X')
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        unsafe { libc::kill(pid, 0) != 0 }
+    }
+}
