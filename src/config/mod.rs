@@ -1,10 +1,33 @@
-//! Configuration (temporary stub with the agreed API; the real module lands from branch `config`).
-#![allow(missing_docs)]
+//! Configuration: built-in defaults, the TOML file, and `SYMBIONT_*` environment overrides,
+//! with the origin of every value kept for `symbiont check`.
+//!
+//! Precedence, lowest first: defaults, config file, environment. Agent files and CLI flags
+//! are applied later by their own code, which writes the fields and calls
+//! [`LoadedConfig::set_origin`].
+//!
+//! Both TOML forms of the seed load: `[security]` + `[security.native_execution]`, and a
+//! top-level `[native_execution]` table next to upstream sections (`[api]`, `[database]`,
+//! ...) that the supervisor does not use; those are listed in [`LoadedConfig::unused`].
+
+mod env;
+mod error;
+mod file;
+mod schema;
+
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use crate::tier::SecurityTier;
 
+pub use error::ConfigError;
+
+use schema::{quote_list, Field};
+
+/// The effective settings of the supervisor. `Default` is the built-in defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub security: SecurityConfig,
@@ -13,97 +36,389 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub containers: ContainersConfig,
 }
-#[derive(Debug, Clone, Default, PartialEq)]
+
+/// `[security]`
+#[derive(Debug, Clone, PartialEq)]
 pub struct SecurityConfig {
+    /// Native execution allowed (also `native_execution.enabled`). Default false.
     pub allow_native_execution: bool,
+    /// Tier of an agent that names none. Default `Tier1`.
     pub default_sandbox_tier: SecurityTier,
 }
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            allow_native_execution: false,
+            default_sandbox_tier: SecurityTier::Tier1,
+        }
+    }
+}
+
+/// `[native_execution]` (or `[security.native_execution]`)
 #[derive(Debug, Clone, PartialEq)]
 pub struct NativeExecutionConfig {
+    /// Interpreter for code passed as a string. Default `bash`.
     pub default_executable: String,
+    /// Where native agents run. Default `/tmp/symbiont-native` (Windows: `%TEMP%\symbiont-native`).
     pub working_directory: PathBuf,
+    /// Apply OS limits; off means only the dashboard's watchdog. Default true.
     pub enforce_resource_limits: bool,
+    /// Memory limit of the whole agent. Default 2048; `None` = no limit.
     pub max_memory_mb: Option<u64>,
+    /// CPU time limit. Default 300; `None` = no limit.
     pub max_cpu_seconds: Option<u64>,
+    /// CPU bandwidth limit in cores. Default none.
     pub max_cpu_cores: Option<f64>,
+    /// Wall-clock timeout. Default 300.
     pub max_execution_time_seconds: u64,
+    /// Executables a native agent may start.
     pub allowed_executables: Vec<String>,
+    /// Fork bomb guard. Default 256.
     pub max_processes: u64,
+    /// RLIMIT_FSIZE in MB. Default 1024.
     pub max_file_size_mb: u64,
+    /// The only host variables an agent inherits.
     pub env_passthrough: Vec<String>,
+    /// SIGTERM to SIGKILL escalation. Default 5.
     pub kill_grace_seconds: f64,
 }
+
+/// The default native working directory: `/tmp/symbiont-native`, or `%TEMP%\symbiont-native`
+/// on Windows.
+pub fn default_working_directory() -> PathBuf {
+    if cfg!(windows) {
+        std::env::temp_dir().join("symbiont-native")
+    } else {
+        PathBuf::from("/tmp/symbiont-native")
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 impl Default for NativeExecutionConfig {
     fn default() -> Self {
         Self {
-            default_executable: "bash".into(),
-            working_directory: "/tmp/symbiont-native".into(),
+            default_executable: "bash".to_string(),
+            working_directory: default_working_directory(),
             enforce_resource_limits: true,
             max_memory_mb: Some(2048),
             max_cpu_seconds: Some(300),
             max_cpu_cores: None,
             max_execution_time_seconds: 300,
-            allowed_executables: ["bash", "sh", "python3", "python", "node"].map(String::from).to_vec(),
+            allowed_executables: strings(&["bash", "sh", "python3", "python", "node"]),
             max_processes: 256,
             max_file_size_mb: 1024,
-            env_passthrough: ["PATH", "HOME", "LANG", "TERM", "TZ", "USER"].map(String::from).to_vec(),
+            env_passthrough: strings(&["PATH", "HOME", "LANG", "TERM", "TZ", "USER"]),
             kill_grace_seconds: 5.0,
         }
     }
 }
+
+/// `[dashboard]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct DashboardConfig {
+    /// Sampling interval. Default 1000.
     pub refresh_ms: u64,
+    /// Yellow at this fraction of a limit. Default 0.8.
     pub warn_ratio: f64,
+    /// Red at this fraction of a limit. Default 0.95.
     pub critical_ratio: f64,
+    /// Remapped keys, `[dashboard.keys] action = "k"` or `["k", "F9"]`. The action names are
+    /// the dashboard's to check.
     pub keys: BTreeMap<String, Vec<String>>,
 }
+
 impl Default for DashboardConfig {
     fn default() -> Self {
-        Self { refresh_ms: 1000, warn_ratio: 0.8, critical_ratio: 0.95, keys: BTreeMap::new() }
+        Self {
+            refresh_ms: 1000,
+            warn_ratio: 0.8,
+            critical_ratio: 0.95,
+            keys: BTreeMap::new(),
+        }
     }
 }
+
+/// `[supervisor]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupervisorConfig {
+    /// Run logs and the audit log live here. Default `./data`.
     pub data_dir: PathBuf,
+    /// The audit log; `None` means `data_dir/audit.jsonl`.
     pub audit_log: Option<PathBuf>,
+    /// Lines of stdout/stderr kept in run records. Default 200.
     pub tail_lines: usize,
 }
+
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        Self { data_dir: "./data".into(), audit_log: None, tail_lines: 200 }
+        Self {
+            data_dir: PathBuf::from("./data"),
+            audit_log: None,
+            tail_lines: 200,
+        }
     }
 }
+
 impl SupervisorConfig {
+    /// `audit_log` if set, else `data_dir/audit.jsonl`.
     pub fn audit_log_path(&self) -> PathBuf {
-        self.audit_log.clone().unwrap_or_else(|| self.data_dir.join("audit.jsonl"))
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit.jsonl"))
     }
 }
+
+/// `[containers]`
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainersConfig {
+    /// Docker Engine endpoint; `None` = the container code's own default (`DOCKER_HOST`, socket).
     pub docker_host: Option<String>,
+    /// Image for container agents that name none.
     pub default_image: Option<String>,
 }
-#[derive(Debug, Clone)]
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Default,
-    File { path: PathBuf, line: usize },
+    /// The config file, at the line of the key.
+    File {
+        path: PathBuf,
+        line: usize,
+    },
+    /// An environment variable (its name).
     Env(String),
+    /// An agent file, as `"file:line"`.
     Agent(String),
+    /// A command-line flag, as `"--max-memory"`.
     Flag(String),
 }
-#[derive(Debug, Clone)]
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, line } => write!(f, "{}:{}", path.display(), line),
+            Origin::Env(name) => write!(f, "env {name}"),
+            Origin::Agent(at) => write!(f, "agent file {at}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// A config with the origin of each value. `Default` is the built-in defaults, every origin
+/// [`Origin::Default`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadedConfig {
     pub config: Config,
+    /// One entry per key, by dotted canonical name (`native_execution.max_memory_mb`).
+    /// Dashboard bindings appear as `dashboard.keys.<action>` when set in the file.
     pub origins: BTreeMap<String, Origin>,
+    /// The config file used, if any.
     pub file: Option<PathBuf>,
+    /// Sections and keys present in the file that the supervisor does not use, in file order.
     pub unused: Vec<String>,
 }
+
+impl Default for LoadedConfig {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            origins: Field::ALL
+                .into_iter()
+                .map(|f| (f.key(), Origin::Default))
+                .collect(),
+            file: None,
+            unused: Vec::new(),
+        }
+    }
+}
+
 impl LoadedConfig {
+    /// A configuration built in code (the library API): every value's origin is "default".
+    pub fn from_config(config: Config) -> LoadedConfig {
+        LoadedConfig { config, ..LoadedConfig::default() }
+    }
+
+    /// Record where the value of `key` (dotted canonical name) now comes from.
     pub fn set_origin(&mut self, key: &str, origin: Origin) {
         self.origins.insert(key.to_string(), origin);
     }
-    pub fn from_config(config: Config) -> LoadedConfig {
-        LoadedConfig { config, origins: BTreeMap::new(), file: None, unused: Vec::new() }
+
+    /// The origin of `key`, if known.
+    pub fn origin(&self, key: &str) -> Option<&Origin> {
+        self.origins.get(key)
     }
+
+    /// Every key with its effective value and origin, one aligned line each
+    /// (`key = value   (origin)`), then a `not used:` line.
+    pub fn render_effective(&self) -> String {
+        let origin = |key: &str| {
+            self.origins
+                .get(key)
+                .map_or_else(|| Origin::Default.to_string(), ToString::to_string)
+        };
+        let mut rows: Vec<(String, String, String)> = Field::ALL
+            .into_iter()
+            .map(|f| {
+                let key = f.key();
+                let value = f.get(&self.config).to_string();
+                let from = origin(&key);
+                (key, value, from)
+            })
+            .collect();
+        for (action, keys) in &self.config.dashboard.keys {
+            let key = format!("dashboard.keys.{action}");
+            let from = origin(&key);
+            rows.push((key, quote_list(keys), from));
+        }
+
+        const MAX_VALUE_WIDTH: usize = 40;
+        let key_width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+        let value_width = rows
+            .iter()
+            .map(|r| r.1.chars().count())
+            .filter(|w| *w <= MAX_VALUE_WIDTH)
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for (key, value, from) in &rows {
+            out.push_str(&format!(
+                "{key:<key_width$} = {value:<value_width$}   ({from})\n"
+            ));
+        }
+
+        let unused: Vec<String> = self
+            .unused
+            .iter()
+            .map(|name| {
+                // A top-level table that is one typo away from a section we use is worth a hint.
+                let near = (!name.contains('.'))
+                    .then(|| file::suggest(name, &SECTIONS))
+                    .flatten()
+                    .filter(|s| strsim::jaro_winkler(name, s) >= 0.9);
+                match near {
+                    Some(s) => format!("{name} (did you mean {s}?)"),
+                    None => name.clone(),
+                }
+            })
+            .collect();
+        if unused.is_empty() {
+            out.push_str("not used: (nothing)\n");
+        } else {
+            out.push_str(&format!("not used: {}\n", unused.join(", ")));
+        }
+        out
+    }
+}
+
+const SECTIONS: [&str; 5] = [
+    "security",
+    "native_execution",
+    "dashboard",
+    "supervisor",
+    "containers",
+];
+
+/// Every environment variable this module reads, with the key it sets (the seed's
+/// `SYMBIONT_*` names first where a key has two).
+pub fn env_variables() -> Vec<(String, String)> {
+    Field::ALL
+        .into_iter()
+        .flat_map(|f| env::vars_for(f).into_iter().map(move |v| (v, f.key())))
+        .collect()
+}
+
+/// Resolve and load the configuration the way the CLI does: `explicit` (the `--config`
+/// flag), else `$SYMBIONT_CONFIG`, else `./config.toml` if it exists, else built-in
+/// defaults; then environment overrides. Paths stay relative to the current directory as the
+/// user wrote them, so messages read `config.toml:12`.
+pub fn load(explicit: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+    load_with(explicit, &|name| std::env::var(name).ok(), Path::new(""))
+}
+
+/// [`load`] with the environment and the working directory given. An empty `cwd` means the
+/// process's current directory.
+pub fn load_with(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<LoadedConfig, ConfigError> {
+    let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut loaded = if let Some(path) = explicit {
+        let path = resolve(cwd, path);
+        if !path.exists() {
+            return Err(ConfigError::new(format!(
+                "config file {} (from --config) not found",
+                path.display()
+            )));
+        }
+        read_file(&path)?
+    } else if let Some(value) = env("SYMBIONT_CONFIG") {
+        let path = resolve(cwd, Path::new(&value));
+        if !path.exists() {
+            return Err(ConfigError::new(format!(
+                "environment variable SYMBIONT_CONFIG={value}: config file {} not found",
+                path.display()
+            )));
+        }
+        read_file(&path)?
+    } else {
+        let path = cwd.join("config.toml");
+        if path.is_file() {
+            read_file(&path)?
+        } else {
+            LoadedConfig::default()
+        }
+    };
+    env::apply(&mut loaded, &env)?;
+    check(&loaded)?;
+    Ok(loaded)
+}
+
+/// Parse config file text (no environment). `path` is used in messages and origins.
+pub fn parse_str(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let loaded = file::parse_file(text, path)?;
+    check(&loaded)?;
+    Ok(loaded)
+}
+
+fn resolve(cwd: &Path, path: &Path) -> PathBuf {
+    if cwd.as_os_str().is_empty() || path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    }
+}
+
+fn read_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    file::parse_file(&text, path)
+}
+
+/// Checks that involve more than one key, run on the final values.
+fn check(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let d = &loaded.config.dashboard;
+    if d.warn_ratio > d.critical_ratio {
+        let from = |key: &str| {
+            loaded
+                .origins
+                .get(key)
+                .map_or_else(|| Origin::Default.to_string(), ToString::to_string)
+        };
+        return Err(ConfigError::new(format!(
+            "`dashboard.warn_ratio = {:?}` ({}) is above `dashboard.critical_ratio = {:?}` ({}); the warning must come first",
+            d.warn_ratio,
+            from("dashboard.warn_ratio"),
+            d.critical_ratio,
+            from("dashboard.critical_ratio"),
+        )));
+    }
+    Ok(())
 }
