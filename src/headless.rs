@@ -35,21 +35,53 @@ pub fn event_line(e: &Event, json: bool) -> String {
     }
     let t = clock();
     match e {
-        Event::Launched { agent, trigger, tier, pid, argv, .. } => {
-            format!("[{t}] launched  {agent}/{trigger}  tier={tier} pid={pid}  {}", shell_words::join(argv))
+        Event::Launched {
+            agent,
+            trigger,
+            tier,
+            pid,
+            argv,
+            ..
+        } => {
+            format!(
+                "[{t}] launched  {agent}/{trigger}  tier={tier} pid={pid}  {}",
+                shell_words::join(argv)
+            )
         }
-        Event::Warning { agent, limit, level, value, max, .. } => {
+        Event::Warning {
+            agent,
+            limit,
+            level,
+            value,
+            max,
+            ..
+        } => {
             let pct = if *max > 0.0 { value / max * 100.0 } else { 0.0 };
             let (v, m) = if *limit == "memory" {
                 (bytes(*value as u64), bytes(*max as u64))
             } else {
                 (format!("{value:.1}s"), format!("{max:.0}s"))
             };
-            format!("[{t}] warning   {agent}  {limit} at {pct:.0}% of its limit ({v} of {m}) [{}]", level.to_uppercase())
+            format!(
+                "[{t}] warning   {agent}  {limit} at {pct:.0}% of its limit ({v} of {m}) [{}]",
+                level.to_uppercase()
+            )
         }
-        Event::Killing { agent, by, reason, signal, .. } => {
-            let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            format!("[{t}] killing   {agent}  by {by}: {} (SIG{signal}, whole tree)", reason.as_str())
+        Event::Killing {
+            agent,
+            by,
+            reason,
+            signal,
+            ..
+        } => {
+            let by = serde_json::to_value(by)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            format!(
+                "[{t}] killing   {agent}  by {by}: {} (SIG{signal}, whole tree)",
+                reason.as_str()
+            )
         }
         Event::Exited { record } => {
             let end = match (&record.exit_code, &record.signal) {
@@ -76,7 +108,9 @@ pub fn event_line(e: &Event, json: bool) -> String {
 
 /// The summary table printed when every run has ended.
 pub fn summary(records: &[Arc<RunRecord>]) -> String {
-    let head = ["AGENT", "TRIGGER", "TIER", "PID", "EXIT", "REASON", "TIME", "PEAK MEM", "CPU", "PROCS"];
+    let head = [
+        "AGENT", "TRIGGER", "TIER", "PID", "EXIT", "REASON", "TIME", "PEAK MEM", "CPU", "PROCS",
+    ];
     let rows: Vec<[String; 10]> = records
         .iter()
         .map(|r| {
@@ -122,7 +156,12 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
     }
     for r in records {
         if !r.success() {
-            out.push_str(&format!("\n{}/{}: {}", r.agent, r.trigger, r.reason.as_str()));
+            out.push_str(&format!(
+                "\n{}/{}: {}",
+                r.agent,
+                r.trigger,
+                r.reason.as_str()
+            ));
             if let Some(m) = &r.message {
                 out.push_str(&format!(": {m}"));
             }
@@ -130,7 +169,11 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
             for l in r.stderr_tail.iter().rev().take(5).rev() {
                 out.push_str(&format!("  stderr| {l}\n"));
             }
-            out.push_str(&format!("  logs: {} {}\n", r.stdout_log.display(), r.stderr_log.display()));
+            out.push_str(&format!(
+                "  logs: {} {}\n",
+                r.stdout_log.display(),
+                r.stderr_log.display()
+            ));
         }
     }
     out

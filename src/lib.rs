@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dsl;
+pub mod headless;
 pub mod runner;
 pub mod sampler;
 pub mod sandbox;

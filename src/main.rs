@@ -13,7 +13,11 @@ use symbiont::supervisor::{Event, RunRecord, Supervisor, SupervisorOptions};
 use symbiont::tier::SecurityTier;
 
 #[derive(Parser, Debug)]
-#[command(name = "symbiont", version, about = "Run AI agents and scripts on a security tier, with enforced limits and a kill that leaves nothing behind")]
+#[command(
+    name = "symbiont",
+    version,
+    about = "Run AI agents and scripts on a security tier, with enforced limits and a kill that leaves nothing behind"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -138,7 +142,11 @@ impl From<plan::PlanError> for Usage {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("symbiont: cannot start the runtime: {e}");
@@ -174,9 +182,19 @@ fn start_supervisor(loaded: &LoadedConfig) -> Result<Supervisor, Usage> {
 }
 
 /// Waits for every run, printing events; stops them all on SIGINT, SIGTERM or SIGHUP.
-async fn supervise(sup: &Supervisor, mut events: tokio::sync::broadcast::Receiver<Event>, json: bool, launched: usize) -> Vec<Arc<RunRecord>> {
+async fn supervise(
+    sup: &Supervisor,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+    json: bool,
+    launched: usize,
+) -> Vec<Arc<RunRecord>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut sigs = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()].map(|k| signal(k).ok());
+    let mut sigs = [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ]
+    .map(|k| signal(k).ok());
     let mut exited = 0;
     let mut stopping = false;
     while exited < launched {
@@ -216,10 +234,17 @@ async fn supervise(sup: &Supervisor, mut events: tokio::sync::broadcast::Receive
 async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
     let flags = a.policy.flags(a.triggers.clone());
     let loaded = load_config(a.policy.config.as_deref(), &flags)?;
-    let files = a.files.iter().map(|f| SourceFile::load(f)).collect::<Result<Vec<_>, _>>()?;
+    let files = a
+        .files
+        .iter()
+        .map(|f| SourceFile::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
     let specs = plan::plan_runs(&loaded, &flags, &files, &Host::real())?;
     if specs.is_empty() {
-        return Err(Usage("nothing to run: no agent has an `on start` or `on trigger` block with a statement".into()));
+        return Err(Usage(
+            "nothing to run: no agent has an `on start` or `on trigger` block with a statement"
+                .into(),
+        ));
     }
     let json = a.json;
     let sup = start_supervisor(&loaded)?;
@@ -236,22 +261,36 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
     }
     let records = supervise(&sup, events, json, launched).await;
     if json {
-        println!("{}", serde_json::to_string(&records.iter().map(|r| &**r).collect::<Vec<_>>()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string(&records.iter().map(|r| &**r).collect::<Vec<_>>())
+                .unwrap_or_default()
+        );
     } else {
         println!();
         print!("{}", headless::summary(&records));
         println!("audit log: {}", sup.audit_path().display());
     }
-    Ok(if records.iter().all(|r| r.success()) { 0 } else { 1 })
+    Ok(if records.iter().all(|r| r.success()) {
+        0
+    } else {
+        1
+    })
 }
 
 async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
     let flags = a.policy.flags(Vec::new());
     let loaded = load_config(a.policy.config.as_deref(), &flags)?;
     let argv = match (&a.code, a.command.is_empty()) {
-        (Some(code), _) => symbiont::policy::code_argv(&loaded.config.native_execution.default_executable, code),
+        (Some(code), _) => {
+            symbiont::policy::code_argv(&loaded.config.native_execution.default_executable, code)
+        }
         (None, false) => a.command.clone(),
-        (None, true) => return Err(Usage("exec needs a command after `--` (or --code CODE)".into())),
+        (None, true) => {
+            return Err(Usage(
+                "exec needs a command after `--` (or --code CODE)".into(),
+            ))
+        }
     };
     let spec = plan::plan_command(&loaded, &flags, argv, &[], &Host::real())?;
     let sup = start_supervisor(&loaded)?;
@@ -277,7 +316,9 @@ async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
         }
         sup.wait_all().await
     };
-    let Some(r) = records.first() else { return Ok(1) };
+    let Some(r) = records.first() else {
+        return Ok(1);
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&**r).unwrap_or_default());
     } else {
@@ -287,7 +328,15 @@ async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
         let _ = std::io::stdout().write_all(&out);
         let _ = std::io::stderr().write_all(&err);
         if !r.success() && r.reason != symbiont::supervisor::Reason::Exited {
-            eprintln!("symbiont: {} ({}){}", r.reason.as_str(), r.signal.as_deref().unwrap_or("-"), r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
+            eprintln!(
+                "symbiont: {} ({}){}",
+                r.reason.as_str(),
+                r.signal.as_deref().unwrap_or("-"),
+                r.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
         }
     }
     Ok(match (r.reason, r.exit_code) {
@@ -297,17 +346,43 @@ async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
 }
 
 fn cmd_check(a: CheckArgs) -> Result<u8, Usage> {
-    let flags = Flags { native: a.native, ..Flags::default() };
+    let flags = Flags {
+        native: a.native,
+        ..Flags::default()
+    };
     let loaded = load_config(a.config.as_deref(), &flags)?;
-    println!("config file: {}", loaded.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (built-in defaults)".into()));
+    println!(
+        "config file: {}",
+        loaded
+            .file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none (built-in defaults)".into())
+    );
     print!("{}", loaded.render_effective());
-    let files = a.files.iter().map(|f| SourceFile::load(f)).collect::<Result<Vec<_>, _>>()?;
+    let files = a
+        .files
+        .iter()
+        .map(|f| SourceFile::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
     for f in &files {
-        println!("agent file {}: {} agent(s)", f.file.path.display(), f.file.agents.len());
+        println!(
+            "agent file {}: {} agent(s)",
+            f.file.path.display(),
+            f.file.agents.len()
+        );
         for ag in &f.file.agents {
             let triggers: Vec<&str> = ag.handlers.iter().map(|h| h.kind.name()).collect();
-            let tier = ag.tier.map(|(t, _)| t).unwrap_or(loaded.config.security.default_sandbox_tier);
-            println!("  {} tier={} triggers=[{}]", ag.name, tier, triggers.join(", "));
+            let tier = ag
+                .tier
+                .map(|(t, _)| t)
+                .unwrap_or(loaded.config.security.default_sandbox_tier);
+            println!(
+                "  {} tier={} triggers=[{}]",
+                ag.name,
+                tier,
+                triggers.join(", ")
+            );
         }
     }
     if !files.is_empty() {

@@ -51,7 +51,10 @@ impl SandboxOrchestrator {
         if config.native_execution.default_executable.trim().is_empty() {
             return Err(Error("native_execution.default_executable is empty".into()));
         }
-        Ok(SandboxOrchestrator { config, supervisor: OnceCell::new() })
+        Ok(SandboxOrchestrator {
+            config,
+            supervisor: OnceCell::new(),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -91,11 +94,19 @@ impl SandboxOrchestrator {
         loaded.config.security.default_sandbox_tier = tier;
         let mut extra: Vec<(String, String)> = env.into_iter().collect();
         extra.sort();
-        let spec = plan::plan_command(&loaded, &Flags::default(), argv, &extra, &Host::real()).map_err(|e| Error(e.0))?;
+        let spec = plan::plan_command(&loaded, &Flags::default(), argv, &extra, &Host::real())
+            .map_err(|e| Error(e.0))?;
         let sup = self.supervisor().await?;
         let id = sup.launch(spec).map_err(|e| Error(e.0))?;
-        let record = sup.wait(id).await.ok_or_else(|| Error("the run vanished".into()))?;
-        let read = |p: &std::path::Path| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let record = sup
+            .wait(id)
+            .await
+            .ok_or_else(|| Error("the run vanished".into()))?;
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
         Ok(ExecutionResult {
             stdout: read(&record.stdout_log),
             stderr: read(&record.stderr_log),

@@ -53,11 +53,25 @@ impl Flags {
         }
         if self.native_consent() {
             loaded.config.security.allow_native_execution = true;
-            set.push(("security.allow_native_execution", if self.native { "--native" } else { "--sandbox-tier" }));
+            set.push((
+                "security.allow_native_execution",
+                if self.native {
+                    "--native"
+                } else {
+                    "--sandbox-tier"
+                },
+            ));
         }
         if let Some(t) = self.tier_override() {
             loaded.config.security.default_sandbox_tier = t;
-            set.push(("security.default_sandbox_tier", if self.native { "--native" } else { "--sandbox-tier" }));
+            set.push((
+                "security.default_sandbox_tier",
+                if self.native {
+                    "--native"
+                } else {
+                    "--sandbox-tier"
+                },
+            ));
         }
         for (k, f) in set {
             loaded.set_origin(k, Origin::Flag(f.to_string()));
@@ -135,8 +149,11 @@ pub fn limits_for(loaded: &LoadedConfig, flags: &Flags, agent: Option<&AgentDef>
     };
     let timeout = match flags.timeout {
         Some(t) => Duration::from_secs(t),
-        None => tighten(Some(Duration::from_secs(n.max_execution_time_seconds)), a.and_then(|a| a.timeout))
-            .unwrap_or(Duration::from_secs(n.max_execution_time_seconds)),
+        None => tighten(
+            Some(Duration::from_secs(n.max_execution_time_seconds)),
+            a.and_then(|a| a.timeout),
+        )
+        .unwrap_or(Duration::from_secs(n.max_execution_time_seconds)),
     };
     Limits {
         memory_bytes: memory.map(mb),
@@ -144,7 +161,8 @@ pub fn limits_for(loaded: &LoadedConfig, flags: &Flags, agent: Option<&AgentDef>
         cpu_cores: cores,
         timeout: Some(timeout),
         max_processes: tighten(Some(n.max_processes), a.and_then(|a| a.max_processes)),
-        file_size_bytes: tighten(Some(n.max_file_size_mb), a.and_then(|a| a.max_file_size_mb)).map(mb),
+        file_size_bytes: tighten(Some(n.max_file_size_mb), a.and_then(|a| a.max_file_size_mb))
+            .map(mb),
     }
 }
 
@@ -155,7 +173,9 @@ pub struct Host<'a> {
 
 impl Host<'_> {
     pub fn real() -> Host<'static> {
-        Host { env: &|k| std::env::var(k).ok() }
+        Host {
+            env: &|k| std::env::var(k).ok(),
+        }
     }
 }
 
@@ -170,26 +190,44 @@ impl NativeContext {
         let n = &loaded.config.native_execution;
         let path = (host.env)("PATH").map(std::ffi::OsString::from);
         let allowlist = Allowlist::new(&n.allowed_executables, path.as_deref());
-        let cwd = policy::prepare_working_directory(&n.working_directory).map_err(|e| PlanError(e.0))?;
+        let cwd =
+            policy::prepare_working_directory(&n.working_directory).map_err(|e| PlanError(e.0))?;
         Ok(NativeContext { allowlist, cwd })
     }
 }
 
 /// One run to launch: the agent, the trigger, and its spec.
-pub fn plan_runs(loaded: &LoadedConfig, flags: &Flags, files: &[SourceFile], host: &Host<'_>) -> Result<Vec<RunSpec>, PlanError> {
+pub fn plan_runs(
+    loaded: &LoadedConfig,
+    flags: &Flags,
+    files: &[SourceFile],
+    host: &Host<'_>,
+) -> Result<Vec<RunSpec>, PlanError> {
     let cfg = &loaded.config;
     let mut specs = Vec::new();
     // Triggers asked for must exist somewhere.
     for t in &flags.triggers {
-        let known = files.iter().flat_map(|f| &f.file.agents).flat_map(|a| &a.handlers).any(|h| h.kind.name() == t);
+        let known = files
+            .iter()
+            .flat_map(|f| &f.file.agents)
+            .flat_map(|a| &a.handlers)
+            .any(|h| h.kind.name() == t);
         if !known {
-            let mut all: Vec<&str> =
-                files.iter().flat_map(|f| &f.file.agents).flat_map(|a| &a.handlers).map(|h| h.kind.name()).collect();
+            let mut all: Vec<&str> = files
+                .iter()
+                .flat_map(|f| &f.file.agents)
+                .flat_map(|a| &a.handlers)
+                .map(|h| h.kind.name())
+                .collect();
             all.sort();
             all.dedup();
             return Err(PlanError(format!(
                 "--trigger {t}: no agent has a trigger named `{t}` (available: {})",
-                if all.is_empty() { "none".to_string() } else { all.join(", ") }
+                if all.is_empty() {
+                    "none".to_string()
+                } else {
+                    all.join(", ")
+                }
             )));
         }
     }
@@ -216,7 +254,10 @@ pub fn plan_runs(loaded: &LoadedConfig, flags: &Flags, files: &[SourceFile], hos
             }
             if tier.is_native() && !cfg.security.allow_native_execution {
                 let at = agent.tier.map(|(_, l)| l).unwrap_or(agent.location);
-                return Err(sf.diag(at, policy::native_disabled_message(&format!("agent {}", agent.name))));
+                return Err(sf.diag(
+                    at,
+                    policy::native_disabled_message(&format!("agent {}", agent.name)),
+                ));
             }
             if !tier.is_native() {
                 return Err(sf.diag(
@@ -241,22 +282,38 @@ pub fn plan_runs(loaded: &LoadedConfig, flags: &Flags, files: &[SourceFile], hos
                     if st.kind == StatementKind::ExecuteNative && !tier.is_native() {
                         return Err(sf.diag(
                             st.location,
-                            format!("execute_native in agent {}, whose tier is {}: use execute(...)", agent.name, tier),
+                            format!(
+                                "execute_native in agent {}, whose tier is {}: use execute(...)",
+                                agent.name, tier
+                            ),
                         ));
                     }
                     let argv0 = st.argv.first().map(String::as_str).unwrap_or("");
-                    let program = ctx.allowlist.resolve(argv0, &ctx.cwd).map_err(|e| sf.diag(st.location, e.0))?;
-                    steps.push(Step { program, argv: st.argv.clone() });
+                    let program = ctx
+                        .allowlist
+                        .resolve(argv0, &ctx.cwd)
+                        .map_err(|e| sf.diag(st.location, e.0))?;
+                    steps.push(Step {
+                        program,
+                        argv: st.argv.clone(),
+                    });
                 }
                 if steps.is_empty() {
                     continue;
                 }
-                let agent_env: Vec<(String, String)> = agent.env.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+                let agent_env: Vec<(String, String)> = agent
+                    .env
+                    .iter()
+                    .map(|(k, v, _)| (k.clone(), v.clone()))
+                    .collect();
                 let env = policy::environment(
                     &cfg.native_execution.env_passthrough,
                     host.env,
                     &agent_env,
-                    &[("SYMBIONT_AGENT", &agent.name), ("SYMBIONT_TRIGGER", h.kind.name())],
+                    &[
+                        ("SYMBIONT_AGENT", &agent.name),
+                        ("SYMBIONT_TRIGGER", h.kind.name()),
+                    ],
                 );
                 specs.push(RunSpec {
                     agent: agent.name.clone(),
@@ -267,9 +324,16 @@ pub fn plan_runs(loaded: &LoadedConfig, flags: &Flags, files: &[SourceFile], hos
                     env,
                     limits: limits.clone(),
                     enforce_limits: cfg.native_execution.enforce_resource_limits,
-                    kill_grace: Duration::from_secs_f64(cfg.native_execution.kill_grace_seconds.max(0.0)),
+                    kill_grace: Duration::from_secs_f64(
+                        cfg.native_execution.kill_grace_seconds.max(0.0),
+                    ),
                     image: flags.image.clone().or_else(|| agent.image.clone()),
-                    source: Some(format!("{}:{}:{}", sf.file.path.display(), h.location.line, h.location.column)),
+                    source: Some(format!(
+                        "{}:{}:{}",
+                        sf.file.path.display(),
+                        h.location.line,
+                        h.location.column
+                    )),
                 });
             }
         }
@@ -286,7 +350,9 @@ pub fn plan_command(
     host: &Host<'_>,
 ) -> Result<RunSpec, PlanError> {
     let cfg = &loaded.config;
-    let tier = flags.tier_override().unwrap_or(cfg.security.default_sandbox_tier);
+    let tier = flags
+        .tier_override()
+        .unwrap_or(cfg.security.default_sandbox_tier);
     if tier.is_native() && !cfg.security.allow_native_execution {
         return Err(PlanError(policy::native_disabled_message("this command")));
     }
@@ -299,7 +365,10 @@ pub fn plan_command(
     }
     let ctx = NativeContext::new(loaded, host)?;
     let argv0 = argv.first().cloned().unwrap_or_default();
-    let program = ctx.allowlist.resolve(&argv0, &ctx.cwd).map_err(|e| PlanError(e.0))?;
+    let program = ctx
+        .allowlist
+        .resolve(&argv0, &ctx.cwd)
+        .map_err(|e| PlanError(e.0))?;
     let env = policy::environment(
         &cfg.native_execution.env_passthrough,
         host.env,

@@ -49,7 +49,10 @@ pub struct Allowlist {
 /// A symlink elsewhere that points at an allowed program is a different entry, and refused.
 fn entry_key(p: &Path) -> Option<(PathBuf, OsString)> {
     let name = p.file_name()?.to_os_string();
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     Some((dir.canonicalize().ok()?, name))
 }
 
@@ -59,11 +62,21 @@ impl Allowlist {
             .iter()
             .map(|a| {
                 let p = Path::new(a);
-                let path = if p.is_absolute() { Some(p.to_path_buf()) } else { lookup(a, path_var) };
-                Allowed { configured: a.clone(), path }
+                let path = if p.is_absolute() {
+                    Some(p.to_path_buf())
+                } else {
+                    lookup(a, path_var)
+                };
+                Allowed {
+                    configured: a.clone(),
+                    path,
+                }
             })
             .collect();
-        Allowlist { entries, path_var: path_var.map(OsStr::to_os_string) }
+        Allowlist {
+            entries,
+            path_var: path_var.map(OsStr::to_os_string),
+        }
     }
 
     /// What is allowed, as the refusal message lists it.
@@ -71,7 +84,9 @@ impl Allowlist {
         self.entries
             .iter()
             .map(|a| match &a.path {
-                Some(p) if p.as_os_str() != a.configured.as_str() => format!("{} ({})", a.configured, p.display()),
+                Some(p) if p.as_os_str() != a.configured.as_str() => {
+                    format!("{} ({})", a.configured, p.display())
+                }
                 Some(_) => a.configured.clone(),
                 None => format!("{} (not found)", a.configured),
             })
@@ -87,16 +102,26 @@ impl Allowlist {
         }
         let candidate = if argv0.contains('/') || argv0.contains(std::path::MAIN_SEPARATOR) {
             let p = Path::new(argv0);
-            let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+            let abs = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                cwd.join(p)
+            };
             if !abs.exists() {
-                return Err(PolicyError(format!("`{argv0}`: no such file (命令未找到: command not found)")));
+                return Err(PolicyError(format!(
+                    "`{argv0}`: no such file (命令未找到: command not found)"
+                )));
             }
             abs
         } else {
             match lookup(argv0, self.path_var.as_deref()) {
                 Some(p) => p,
                 None => {
-                    let path = self.path_var.as_deref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    let path = self
+                        .path_var
+                        .as_deref()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     return Err(PolicyError(format!(
                         "`{argv0}` was not found on PATH (命令未找到: command not found); PATH={path}. \
                          Install it, add its directory to PATH, or list its absolute path in native_execution.allowed_executables"
@@ -106,7 +131,10 @@ impl Allowlist {
         };
         let key = entry_key(&candidate);
         let ok = key.is_some()
-            && self.entries.iter().any(|a| a.path.as_deref().and_then(entry_key) == key);
+            && self
+                .entries
+                .iter()
+                .any(|a| a.path.as_deref().and_then(entry_key) == key);
         if ok {
             Ok(candidate)
         } else {
@@ -129,7 +157,9 @@ pub fn lookup(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
     #[cfg(not(unix))]
     {
         let path_var = path_var?;
-        std::env::split_paths(path_var).map(|d| d.join(name)).find(|p| p.is_file())
+        std::env::split_paths(path_var)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
     }
 }
 
@@ -185,7 +215,10 @@ pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
         })?;
     }
     if !dir.is_dir() {
-        return Err(PolicyError(format!("the working directory {} is not a directory: {fix}", dir.display())));
+        return Err(PolicyError(format!(
+            "the working directory {} is not a directory: {fix}",
+            dir.display()
+        )));
     }
     if !writable(dir) {
         return Err(PolicyError(format!(
@@ -193,19 +226,24 @@ pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
             dir.display()
         )));
     }
-    dir.canonicalize().map_err(|e| PolicyError(format!("working directory {}: {e}", dir.display())))
+    dir.canonicalize()
+        .map_err(|e| PolicyError(format!("working directory {}: {e}", dir.display())))
 }
 
 fn writable(dir: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
-        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
         unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
     }
     #[cfg(not(unix))]
     {
-        std::fs::metadata(dir).map(|m| !m.permissions().readonly()).unwrap_or(false)
+        std::fs::metadata(dir)
+            .map(|m| !m.permissions().readonly())
+            .unwrap_or(false)
     }
 }
 
@@ -225,7 +263,11 @@ pub fn code_argv(executable: &str, code: &str) -> Vec<String> {
 }
 
 /// The executable of `native_execution.default_executable`, checked like any other.
-pub fn check_default_executable(native: &NativeExecutionConfig, list: &Allowlist, cwd: &Path) -> Result<PathBuf, PolicyError> {
+pub fn check_default_executable(
+    native: &NativeExecutionConfig,
+    list: &Allowlist,
+    cwd: &Path,
+) -> Result<PathBuf, PolicyError> {
     list.resolve(&native.default_executable, cwd)
 }
 
@@ -252,7 +294,10 @@ mod tests {
         assert!(l.resolve("sh", cwd).is_ok());
         assert!(l.resolve("bash", cwd).is_ok());
         let e = l.resolve("env", cwd).unwrap_err().0;
-        assert!(e.contains("not an allowed executable") && e.contains("Allowed: sh"), "{e}");
+        assert!(
+            e.contains("not an allowed executable") && e.contains("Allowed: sh"),
+            "{e}"
+        );
         let e = l.resolve("no-such-program-xyz", cwd).unwrap_err().0;
         assert!(e.contains("命令未找到") && e.contains("PATH="), "{e}");
     }
@@ -281,7 +326,10 @@ mod tests {
         let sh = lookup("sh", Some(&path())).unwrap();
         let l = Allowlist::new(&[sh.to_string_lossy().into_owned()], Some(OsStr::new("")));
         assert_eq!(l.resolve(sh.to_str().unwrap(), Path::new("/")).unwrap(), sh);
-        assert!(l.resolve("sh", Path::new("/")).is_err(), "a bare name needs PATH");
+        assert!(
+            l.resolve("sh", Path::new("/")).is_err(),
+            "a bare name needs PATH"
+        );
     }
 
     #[test]
@@ -291,17 +339,32 @@ mod tests {
             "SECRET" => Some("x".to_string()),
             _ => None,
         };
-        let env = environment(&["PATH".into(), "HOME".into()], &host, &[("A".into(), "1".into())], &[("SYMBIONT_AGENT", "w")]);
+        let env = environment(
+            &["PATH".into(), "HOME".into()],
+            &host,
+            &[("A".into(), "1".into())],
+            &[("SYMBIONT_AGENT", "w")],
+        );
         assert_eq!(
             env,
-            vec![("PATH".into(), "/usr/bin".into()), ("A".into(), "1".into()), ("SYMBIONT_AGENT".into(), "w".into())]
+            vec![
+                ("PATH".into(), "/usr/bin".into()),
+                ("A".into(), "1".into()),
+                ("SYMBIONT_AGENT".into(), "w".into())
+            ]
         );
     }
 
     #[test]
     fn code_goes_to_the_interpreter_flag() {
-        assert_eq!(code_argv("python3", "print(1)"), vec!["python3", "-c", "print(1)"]);
-        assert_eq!(code_argv("/usr/bin/node", "1"), vec!["/usr/bin/node", "-e", "1"]);
+        assert_eq!(
+            code_argv("python3", "print(1)"),
+            vec!["python3", "-c", "print(1)"]
+        );
+        assert_eq!(
+            code_argv("/usr/bin/node", "1"),
+            vec!["/usr/bin/node", "-e", "1"]
+        );
         assert_eq!(code_argv("cmd.exe", "dir"), vec!["cmd.exe", "/C", "dir"]);
     }
 

@@ -241,7 +241,10 @@ impl Default for LoadedConfig {
 impl LoadedConfig {
     /// A configuration built in code (the library API): every value's origin is "default".
     pub fn from_config(config: Config) -> LoadedConfig {
-        LoadedConfig { config, ..LoadedConfig::default() }
+        LoadedConfig {
+            config,
+            ..LoadedConfig::default()
+        }
     }
 
     /// Record where the value of `key` (dotted canonical name) now comes from.

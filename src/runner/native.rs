@@ -73,7 +73,11 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
         // A larger pipe lets a chatty agent write in bigger strides.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
     }
-    Ok(Started { pid, stdout, stderr })
+    Ok(Started {
+        pid,
+        stdout,
+        stderr,
+    })
 }
 
 /// Turns a pipe's read end into an async reader.

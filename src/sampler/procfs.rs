@@ -61,7 +61,9 @@ pub fn read_proc(pid: i32) -> Option<ProcSample> {
 
 /// Every process on the host (the fallback when no cgroup holds the agent's tree).
 pub fn all_processes() -> Vec<ProcSample> {
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(read_proc)
@@ -89,7 +91,9 @@ pub fn tree_of(main_pid: i32, pgid: i32) -> Vec<ProcSample> {
             break;
         }
     }
-    all.into_iter().filter(|p| member.contains(&p.pid)).collect()
+    all.into_iter()
+        .filter(|p| member.contains(&p.pid))
+        .collect()
 }
 
 #[cfg(test)]

@@ -46,7 +46,9 @@ impl CgroupRoots {
         };
         let base_name = format!("symbiont-{}-{instance}", std::process::id());
         for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let mut rf = right.split_whitespace();
             let fstype = rf.next().unwrap_or("");
             let _source = rf.next();
@@ -59,10 +61,15 @@ impl CgroupRoots {
             let mount_point = fields[4];
             match fstype {
                 "cgroup2" => {
-                    let Some(rel) = own_path(&own, None) else { continue };
-                    let Some(dir) = under_mount(mount_point, mount_root, &rel) else { continue };
+                    let Some(rel) = own_path(&own, None) else {
+                        continue;
+                    };
+                    let Some(dir) = under_mount(mount_point, mount_root, &rel) else {
+                        continue;
+                    };
                     if let Some(base) = make_base(&dir, &base_name) {
-                        let controllers = fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+                        let controllers =
+                            fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
                         let mut want = String::new();
                         for c in ["memory", "pids", "cpu"] {
                             if controllers.split_whitespace().any(|x| x == c) {
@@ -72,7 +79,8 @@ impl CgroupRoots {
                         if !want.is_empty() {
                             let _ = fs::write(base.join("cgroup.subtree_control"), want.trim());
                         }
-                        let enabled = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+                        let enabled = fs::read_to_string(base.join("cgroup.subtree_control"))
+                            .unwrap_or_default();
                         let has = |c: &str| enabled.split_whitespace().any(|x| x == c);
                         roots.v2_memory = has("memory");
                         roots.v2_pids = has("pids");
@@ -93,8 +101,12 @@ impl CgroupRoots {
                         if slot.is_some() {
                             continue;
                         }
-                        let Some(rel) = own_path(&own, Some(ctrl)) else { continue };
-                        let Some(dir) = under_mount(mount_point, mount_root, &rel) else { continue };
+                        let Some(rel) = own_path(&own, Some(ctrl)) else {
+                            continue;
+                        };
+                        let Some(dir) = under_mount(mount_point, mount_root, &rel) else {
+                            continue;
+                        };
                         *slot = make_base(&dir, &base_name);
                     }
                 }
@@ -122,11 +134,18 @@ impl CgroupRoots {
 
     /// Every base directory, v2 first.
     pub fn bases(&self) -> Vec<PathBuf> {
-        [&self.v2, &self.memory, &self.pids, &self.cpu, &self.cpuacct, &self.freezer]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        [
+            &self.v2,
+            &self.memory,
+            &self.pids,
+            &self.cpu,
+            &self.cpuacct,
+            &self.freezer,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 
     /// A human summary of the mechanisms in force, for `symbiont check`.
@@ -215,7 +234,9 @@ fn make_base(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Removes `symbiont-<pid>` groups whose supervisor is gone, killing anything left in them.
 fn sweep_stale(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(pid) = name
@@ -321,7 +342,12 @@ pub struct RunCgroup {
 
 impl RunCgroup {
     /// Creates the groups of a run named `name` and writes its limits.
-    pub fn create(roots: &CgroupRoots, name: &str, limits: &Limits, enforce: bool) -> io::Result<RunCgroup> {
+    pub fn create(
+        roots: &CgroupRoots,
+        name: &str,
+        limits: &Limits,
+        enforce: bool,
+    ) -> io::Result<RunCgroup> {
         let mk = |base: &Option<PathBuf>| -> io::Result<Option<PathBuf>> {
             match base {
                 Some(b) => {
@@ -329,7 +355,10 @@ impl RunCgroup {
                     match fs::create_dir(&d) {
                         Ok(()) => Ok(Some(d)),
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Some(d)),
-                        Err(e) => Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", d.display()))),
+                        Err(e) => Err(io::Error::new(
+                            e.kind(),
+                            format!("creating cgroup {}: {e}", d.display()),
+                        )),
                     }
                 }
                 None => Ok(None),
@@ -365,7 +394,10 @@ impl RunCgroup {
                     fs::write(p.join("pids.max"), n.to_string())?;
                     cg.enforced.pids = true;
                 } else if roots.v2_pids {
-                    fs::write(cg.v2.as_ref().expect("v2 group").join("pids.max"), n.to_string())?;
+                    fs::write(
+                        cg.v2.as_ref().expect("v2 group").join("pids.max"),
+                        n.to_string(),
+                    )?;
                     cg.enforced.pids = true;
                 }
             }
@@ -377,7 +409,10 @@ impl RunCgroup {
                     fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
                     cg.enforced.cpu_quota = true;
                 } else if roots.v2_cpu {
-                    fs::write(cg.v2.as_ref().expect("v2 group").join("cpu.max"), format!("{quota} {period}"))?;
+                    fs::write(
+                        cg.v2.as_ref().expect("v2 group").join("cpu.max"),
+                        format!("{quota} {period}"),
+                    )?;
                     cg.enforced.cpu_quota = true;
                 }
             }
@@ -394,9 +429,16 @@ impl RunCgroup {
     }
 
     fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.v2, &self.memory, &self.pids, &self.cpu, &self.cpuacct, &self.freezer]
-            .into_iter()
-            .flatten()
+        [
+            &self.v2,
+            &self.memory,
+            &self.pids,
+            &self.cpu,
+            &self.cpuacct,
+            &self.freezer,
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// Raw descriptors of the `cgroup.procs` files, for the child to write "0" into.
@@ -411,7 +453,11 @@ impl RunCgroup {
 
     /// The group that holds every process of the run.
     fn tree_dir(&self) -> Option<&PathBuf> {
-        self.v2.as_ref().or(self.memory.as_ref()).or(self.pids.as_ref()).or(self.freezer.as_ref())
+        self.v2
+            .as_ref()
+            .or(self.memory.as_ref())
+            .or(self.pids.as_ref())
+            .or(self.freezer.as_ref())
     }
 
     pub fn pids(&self) -> Vec<i32> {
@@ -461,7 +507,11 @@ impl RunCgroup {
             }
         }
         if let Some(f) = &self.freezer {
-            return fs::write(f.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }).is_ok();
+            return fs::write(
+                f.join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            )
+            .is_ok();
         }
         false
     }
@@ -506,7 +556,9 @@ impl RunCgroup {
         if let Some(m) = &self.memory {
             return read_u64(&m.join("memory.max_usage_in_bytes"));
         }
-        self.v2.as_ref().and_then(|v2| read_u64(&v2.join("memory.peak")))
+        self.v2
+            .as_ref()
+            .and_then(|v2| read_u64(&v2.join("memory.peak")))
     }
 
     /// Kills what is left, waits for the groups to empty and removes them.

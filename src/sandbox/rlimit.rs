@@ -11,7 +11,10 @@ pub struct RlimitSet {
 
 impl Default for RlimitSet {
     fn default() -> Self {
-        RlimitSet { items: [(0, 0, 0); 4], len: 0 }
+        RlimitSet {
+            items: [(0, 0, 0); 4],
+            len: 0,
+        }
     }
 }
 
@@ -48,7 +51,10 @@ impl RlimitSet {
     /// CAP_SYS_RESOURCE). Async-signal-safe.
     pub fn apply(&self) -> io::Result<()> {
         for &(res, soft, hard) in &self.items[..self.len] {
-            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             #[allow(clippy::useless_conversion)]
             let r = res.try_into().unwrap_or_default();
             if unsafe { libc::getrlimit(r, &mut cur) } != 0 {
@@ -56,7 +62,10 @@ impl RlimitSet {
             }
             let hard = (hard as libc::rlim_t).min(cur.rlim_max);
             let soft = (soft as libc::rlim_t).min(hard);
-            let new = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            let new = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
             if unsafe { libc::setrlimit(r, &new) } != 0 {
                 return Err(io::Error::last_os_error());
             }

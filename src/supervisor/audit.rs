@@ -21,10 +21,20 @@ impl AuditLog {
                 std::fs::create_dir_all(dir)?;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot open the audit log {}: {e}", path.display()))
-        })?;
-        Ok(AuditLog { path: path.to_path_buf(), file: Mutex::new(file) })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open the audit log {}: {e}", path.display()),
+                )
+            })?;
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
     }
 
     pub fn path(&self) -> &Path {

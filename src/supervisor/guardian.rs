@@ -52,7 +52,10 @@ impl Guardian {
         }
         unsafe { libc::close(rd) };
         let file = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(wr)) };
-        Ok(Guardian { pipe: Mutex::new(file), pid })
+        Ok(Guardian {
+            pipe: Mutex::new(file),
+            pid,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -89,7 +92,13 @@ unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table
     libc::close(wr);
     // Its own session: a signal to the supervisor's process group or terminal does not reach it.
     libc::setsid();
-    for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGQUIT, libc::SIGPIPE] {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGTERM,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+    ] {
         libc::signal(sig, libc::SIG_IGN);
     }
     // Close every descriptor but the pipe, so it keeps no terminal or agent pipe open.

@@ -140,7 +140,12 @@ pub enum Scope {
 /// Operator and watchdog commands to a run.
 #[derive(Debug, Clone)]
 pub enum Control {
-    Kill { sig: Sig, scope: Scope, by: Actor, reason: Reason },
+    Kill {
+        sig: Sig,
+        scope: Scope,
+        by: Actor,
+        reason: Reason,
+    },
     Pause,
     Resume,
 }
@@ -311,6 +316,14 @@ pub(crate) struct Inner {
     events: broadcast::Sender<Event>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Every run task has ended (each holds the Inner): the base groups are empty.
+        #[cfg(target_os = "linux")]
+        self.roots.remove_bases();
+    }
+}
+
 /// The supervisor. Dropping it kills every agent it started.
 pub struct Supervisor {
     inner: Arc<Inner>,
@@ -331,7 +344,11 @@ impl Supervisor {
         let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
             .to_string()
             .replace([':', '-'], "");
-        let runs_dir = data_dir.join("runs").join(format!("{}-{}-{n}", stamp.trim_end_matches('Z'), std::process::id()));
+        let runs_dir = data_dir.join("runs").join(format!(
+            "{}-{}-{n}",
+            stamp.trim_end_matches('Z'),
+            std::process::id()
+        ));
         #[cfg(target_os = "linux")]
         let roots = crate::sandbox::cgroup::CgroupRoots::detect(&n.to_string());
         #[cfg(unix)]
@@ -381,13 +398,19 @@ impl Supervisor {
         {
             out.extend(self.inner.roots.describe());
             if !self.inner.roots.memory_limit_available() {
-                out.push("memory: no cgroup memory controller; RLIMIT_AS per process plus the watchdog".into());
+                out.push(
+                    "memory: no cgroup memory controller; RLIMIT_AS per process plus the watchdog"
+                        .into(),
+                );
             }
             if !self.inner.roots.pids_limit_available() {
                 out.push("processes: no pids controller; the watchdog counts processes".into());
             }
             if !self.inner.roots.any() {
-                out.push("process tree: process group plus /proc descendants (no writable cgroup)".into());
+                out.push(
+                    "process tree: process group plus /proc descendants (no writable cgroup)"
+                        .into(),
+                );
             }
         }
         #[cfg(unix)]
@@ -395,7 +418,11 @@ impl Supervisor {
             out.push("rlimits: RLIMIT_CPU (soft < hard), RLIMIT_FSIZE".into());
             out.push(format!(
                 "guardian: {}",
-                if self.inner.guardian.is_some() { "kills every agent if the supervisor dies" } else { "not running" }
+                if self.inner.guardian.is_some() {
+                    "kills every agent if the supervisor dies"
+                } else {
+                    "not running"
+                }
             ));
         }
         out.push("watchdog: memory, CPU time, process count and timeout".into());
@@ -418,7 +445,10 @@ impl Supervisor {
             )));
         }
         if spec.steps.is_empty() {
-            return Err(LaunchError(format!("agent {} has nothing to run for {}", spec.agent, spec.trigger)));
+            return Err(LaunchError(format!(
+                "agent {} has nothing to run for {}",
+                spec.agent, spec.trigger
+            )));
         }
         self.launch_native(spec)
     }
@@ -426,9 +456,17 @@ impl Supervisor {
     #[cfg(unix)]
     fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let dir = self.inner.runs_dir.join(format!("{id}-{}-{}", sanitize(&spec.agent), sanitize(&spec.trigger)));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LaunchError(format!("cannot create the run log directory {}: {e}", dir.display())))?;
+        let dir = self.inner.runs_dir.join(format!(
+            "{id}-{}-{}",
+            sanitize(&spec.agent),
+            sanitize(&spec.trigger)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            LaunchError(format!(
+                "cannot create the run log directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let tail = || Arc::new(Mutex::new(Tail::new(self.inner.opts.tail_lines)));
         let status = Arc::new(Mutex::new(RunStatus {
             id,
@@ -456,10 +494,19 @@ impl Supervisor {
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(None);
         let tree = Arc::new(TreeHandle::default());
-        self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            id,
-            RunEntry { status: status.clone(), ctl, done, tree: tree.clone() },
-        );
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                RunEntry {
+                    status: status.clone(),
+                    ctl,
+                    done,
+                    tree: tree.clone(),
+                },
+            );
         let inner = self.inner.clone();
         tokio::spawn(run::run(inner, id, spec, status, tree, ctl_rx, done_tx));
         Ok(id)
@@ -467,7 +514,10 @@ impl Supervisor {
 
     #[cfg(not(unix))]
     fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
-        Err(LaunchError(format!("native runs of {} are not available on this platform yet", spec.agent)))
+        Err(LaunchError(format!(
+            "native runs of {} are not available on this platform yet",
+            spec.agent
+        )))
     }
 
     /// Sends a command to a run. Returns false if the run is unknown or already over.
@@ -478,7 +528,15 @@ impl Supervisor {
 
     /// The operator's kill: TERM then KILL after the grace period, to the whole tree.
     pub fn kill(&self, id: RunId) -> bool {
-        self.control(id, Control::Kill { sig: Sig::Term, scope: Scope::Tree, by: Actor::Operator, reason: Reason::KilledByOperator })
+        self.control(
+            id,
+            Control::Kill {
+                sig: Sig::Term,
+                scope: Scope::Tree,
+                by: Actor::Operator,
+                reason: Reason::KilledByOperator,
+            },
+        )
     }
 
     /// Waits for a run to end and returns its record.
@@ -499,7 +557,14 @@ impl Supervisor {
 
     /// Waits for every run launched so far.
     pub async fn wait_all(&self) -> Vec<Arc<RunRecord>> {
-        let ids: Vec<RunId> = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        let ids: Vec<RunId> = self
+            .inner
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
         let mut out = Vec::new();
         for id in ids {
             if let Some(r) = self.wait(id).await {
@@ -512,17 +577,27 @@ impl Supervisor {
     /// A copy of every run's live status.
     pub fn snapshot(&self) -> Vec<RunStatus> {
         let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.values().map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect()
+        runs.values()
+            .map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
     }
 
     pub fn status(&self, id: RunId) -> Option<RunStatus> {
         let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.get(&id).map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        runs.get(&id)
+            .map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Stops every live run (TERM, then KILL after each run's grace) and waits for all of them.
     pub async fn shutdown(&self) -> Vec<Arc<RunRecord>> {
-        let ids: Vec<RunId> = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        let ids: Vec<RunId> = self
+            .inner
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
         for &id in &ids {
             self.kill(id);
         }
@@ -545,7 +620,13 @@ impl Drop for Supervisor {
 fn sanitize(s: &str) -> String {
     let t: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     if t.is_empty() {

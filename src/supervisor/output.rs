@@ -26,7 +26,10 @@ pub struct Tail {
 
 impl Tail {
     pub fn new(max_lines: usize) -> Tail {
-        Tail { max_lines: max_lines.max(1), ..Tail::default() }
+        Tail {
+            max_lines: max_lines.max(1),
+            ..Tail::default()
+        }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -35,7 +38,9 @@ impl Tail {
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
             let take = nl.min(MAX_LINE.saturating_sub(self.partial.len()));
             self.partial.extend_from_slice(&rest[..take]);
-            let line = String::from_utf8_lossy(&self.partial).trim_end_matches('\r').to_string();
+            let line = String::from_utf8_lossy(&self.partial)
+                .trim_end_matches('\r')
+                .to_string();
             self.partial.clear();
             self.line_count += 1;
             if self.lines.len() == self.max_lines {
@@ -45,7 +50,8 @@ impl Tail {
             rest = &rest[nl + 1..];
         }
         let room = MAX_LINE.saturating_sub(self.partial.len());
-        self.partial.extend_from_slice(&rest[..rest.len().min(room)]);
+        self.partial
+            .extend_from_slice(&rest[..rest.len().min(room)]);
     }
 
     /// The last `n` lines, an unfinished last line included.
@@ -62,7 +68,11 @@ impl Tail {
 pub type SharedTail = Arc<Mutex<Tail>>;
 
 /// Reads `pipe` to its end, appending to `log` and `tail`. Returns the bytes read.
-pub async fn drain<R: tokio::io::AsyncRead + Unpin>(mut pipe: R, mut log: File, tail: SharedTail) -> u64 {
+pub async fn drain<R: tokio::io::AsyncRead + Unpin>(
+    mut pipe: R,
+    mut log: File,
+    tail: SharedTail,
+) -> u64 {
     let mut buf = vec![0u8; 128 * 1024];
     let mut total = 0u64;
     loop {

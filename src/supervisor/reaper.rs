@@ -14,6 +14,8 @@ pub struct ExitInfo {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub cpu: Duration,
+    /// Largest resident set of the process or any descendant it waited for, in bytes.
+    pub max_rss_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -34,7 +36,10 @@ impl Reaper {
     pub fn start(reap_all: bool) -> std::io::Result<Reaper> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut sig = signal(SignalKind::child())?;
-        let r = Reaper { waiters: Arc::default(), reap_all };
+        let r = Reaper {
+            waiters: Arc::default(),
+            reap_all,
+        };
         let me = r.clone();
         tokio::spawn(async move {
             // A periodic sweep as well, in case a signal is coalesced across a registration.
@@ -71,7 +76,9 @@ impl Reaper {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if self.reap_all {
             loop {
-                let Some((pid, info)) = wait_one(-1) else { break };
+                let Some((pid, info)) = wait_one(-1) else {
+                    break;
+                };
                 if let Some(tx) = w.map.remove(&pid) {
                     let _ = tx.send(info);
                 }
@@ -96,11 +103,19 @@ fn wait_one(pid: i32) -> Option<(i32, ExitInfo)> {
     if r <= 0 {
         return None;
     }
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
     let info = ExitInfo {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        // Linux and the BSDs report kilobytes; macOS reports bytes.
+        max_rss_bytes: if cfg!(target_os = "macos") {
+            ru.ru_maxrss.max(0) as u64
+        } else {
+            ru.ru_maxrss.max(0) as u64 * 1024
+        },
     };
     Some((r, info))
 }

@@ -11,7 +11,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
 use super::reaper::ExitInfo;
-use super::{Actor, Control, Event, Inner, Reason, RunId, RunRecord, RunSpec, RunState, RunStatus, Scope, Sig, TreeHandle};
+use super::{
+    Actor, Control, Event, Inner, Reason, RunId, RunRecord, RunSpec, RunState, RunStatus, Scope,
+    Sig, TreeHandle,
+};
 use crate::runner::native::{self, NativeLaunch};
 use crate::sandbox::rlimit::RlimitSet;
 
@@ -86,7 +89,11 @@ fn user_process_count(uid: u32) -> u64 {
         std::fs::read_dir("/proc")
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                    })
                     .filter(|e| e.metadata().map(|m| m.uid() == uid).unwrap_or(false))
                     .count() as u64
             })
@@ -133,7 +140,11 @@ fn sample(tree: &TreeHandle, finished_cpu_ns: u64) -> (u64, u64, u64) {
 }
 
 fn cgroup_counter(tree: &TreeHandle, f: impl Fn(&crate::sandbox::cgroup::RunCgroup) -> u64) -> u64 {
-    tree.cgroup.lock().ok().and_then(|c| c.as_ref().map(&f)).unwrap_or(0)
+    tree.cgroup
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().map(&f))
+        .unwrap_or(0)
 }
 
 pub(super) async fn run(
@@ -149,7 +160,12 @@ pub(super) async fn run(
     let started = Instant::now();
     let (stdout_log, stderr_log, stdout_tail, stderr_tail) = {
         let s = lock(&status);
-        (s.stdout_log.clone(), s.stderr_log.clone(), s.stdout.clone(), s.stderr.clone())
+        (
+            s.stdout_log.clone(),
+            s.stderr_log.clone(),
+            s.stdout.clone(),
+            s.stderr.clone(),
+        )
     };
     let emit = |e: Event| {
         let _ = inner.events.send(e);
@@ -160,13 +176,22 @@ pub(super) async fn run(
     let (mut cg_memory, mut cg_pids) = (false, false);
     #[cfg(target_os = "linux")]
     if inner.roots.any() {
-        match crate::sandbox::cgroup::RunCgroup::create(&inner.roots, &format!("run-{id}"), &spec.limits, spec.enforce_limits) {
+        match crate::sandbox::cgroup::RunCgroup::create(
+            &inner.roots,
+            &format!("run-{id}"),
+            &spec.limits,
+            spec.enforce_limits,
+        ) {
             Ok(cg) => {
                 cg_memory = cg.enforced.memory;
                 cg_pids = cg.enforced.pids;
                 *tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(cg);
             }
-            Err(e) => message = Some(format!("no cgroup for this run ({e}); rlimits and the watchdog enforce its limits")),
+            Err(e) => {
+                message = Some(format!(
+                    "no cgroup for this run ({e}); rlimits and the watchdog enforce its limits"
+                ))
+            }
         }
     }
     let rlimits = rlimits_for(&spec, cg_memory, cg_pids);
@@ -235,7 +260,9 @@ pub(super) async fn run(
             cgroup_fds,
             rlimits,
         };
-        let spawned = inner.reaper.spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)));
+        let spawned = inner
+            .reaper
+            .spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)));
         let (pid, started_proc, exit_rx) = match spawned {
             Ok(x) => x,
             Err(e) => {
@@ -254,7 +281,11 @@ pub(super) async fn run(
             let mut s = lock(&status);
             s.pid = Some(pid);
             s.argv = step.argv.clone();
-            s.state = if ending.is_some() { RunState::Stopping } else { RunState::Running };
+            s.state = if ending.is_some() {
+                RunState::Stopping
+            } else {
+                RunState::Running
+            };
         }
         emit(Event::Launched {
             run_id: id,
@@ -422,6 +453,7 @@ pub(super) async fn run(
         }
         if let Some(e) = exit {
             finished_cpu_ns += e.cpu.as_nanos() as u64;
+            peak_rss = peak_rss.max(e.max_rss_bytes);
         }
         last = exit;
         let ok = exit.is_some_and(|e| e.code == Some(0));
@@ -451,7 +483,10 @@ pub(super) async fn run(
     } else if oom {
         (Reason::MemoryLimit, Some(Actor::Kernel))
     } else if signal == Some(libc::SIGXCPU)
-        || (signal == Some(libc::SIGKILL) && limits.cpu_seconds.is_some_and(|c| cpu_ns >= c * 1_000_000_000))
+        || (signal == Some(libc::SIGKILL)
+            && limits
+                .cpu_seconds
+                .is_some_and(|c| cpu_ns >= c * 1_000_000_000))
     {
         (Reason::CpuLimit, Some(Actor::Kernel))
     } else {
@@ -469,7 +504,11 @@ pub(super) async fn run(
         tier: spec.tier,
         pid: first_pid,
         container_id: None,
-        argv: if argv_run.is_empty() { spec.steps[0].argv.clone() } else { argv_run },
+        argv: if argv_run.is_empty() {
+            spec.steps[0].argv.clone()
+        } else {
+            argv_run
+        },
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         ended_at: humantime::format_rfc3339_millis(ended_at).to_string(),
         duration_secs: started.elapsed().as_secs_f64(),
@@ -503,6 +542,8 @@ pub(super) async fn run(
         s.rss_bytes = 0;
         s.processes = 0;
     }
-    emit(Event::Exited { record: Box::new((*record).clone()) });
+    emit(Event::Exited {
+        record: Box::new((*record).clone()),
+    });
     let _ = done.send(Some(record));
 }

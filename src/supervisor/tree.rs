@@ -46,7 +46,10 @@ impl TreeHandle {
             if main <= 0 {
                 return Vec::new();
             }
-            crate::sampler::procfs::tree_of(main, pg).into_iter().map(|p| p.pid).collect()
+            crate::sampler::procfs::tree_of(main, pg)
+                .into_iter()
+                .map(|p| p.pid)
+                .collect()
         }
         #[cfg(not(target_os = "linux"))]
         {

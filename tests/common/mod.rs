@@ -1,0 +1,147 @@
+//! Shared helpers for black-box tests of the `symbiont` binary: a scratch directory with its
+//! own config, running the binary, and checking that no agent process is left behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_symbiont"))
+}
+
+/// A scratch directory: `work/` is the agents' working directory, `data/` the run logs.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("symbiont-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A config.toml that allows native execution, with `extra_native` lines under
+    /// [native_execution] and a fast watchdog.
+    pub fn config(&self, extra_native: &str) -> PathBuf {
+        self.write(
+            "config.toml",
+            &format!(
+                "[security]\nallow_native_execution = true\ndefault_sandbox_tier = \"None\"\n\n\
+                 [native_execution]\nworking_directory = \"{}\"\nkill_grace_seconds = 1\n{extra_native}\n\n\
+                 [supervisor]\ndata_dir = \"{}\"\n\n[dashboard]\nrefresh_ms = 100\n",
+                self.work().display(),
+                self.dir.join("data").display()
+            ),
+        )
+    }
+
+    /// Runs the binary in this directory with a clean, predictable environment.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args).current_dir(&self.dir);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SYMBIONT_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The final JSON array of run records printed by `run --json`.
+pub fn records(o: &Output) -> Vec<serde_json::Value> {
+    let out = stdout(o);
+    let last = out.lines().rev().find(|l| l.starts_with('[')).unwrap_or_else(|| panic!("no records in:\n{out}\nstderr:\n{}", stderr(o)));
+    serde_json::from_str::<serde_json::Value>(last).unwrap().as_array().unwrap().clone()
+}
+
+/// Pids of live processes whose environment holds `SYMBIONT_AGENT=<agent>` (every agent process
+/// and its descendants carry it).
+pub fn agent_pids(agent: &str) -> Vec<i32> {
+    let needle = format!("SYMBIONT_AGENT={agent}\0");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'));
+        if !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits up to `within` for every process of `agent` to be gone; returns the survivors.
+pub fn survivors_after(agent: &str, within: Duration) -> Vec<i32> {
+    let until = Instant::now() + within;
+    loop {
+        let left = agent_pids(agent);
+        if left.is_empty() || Instant::now() >= until {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts that no process of `agent` remains, killing any survivor so no test leaves one.
+pub fn assert_none_left(agent: &str) {
+    let left = survivors_after(agent, Duration::from_secs(3));
+    for &p in &left {
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "processes of agent {agent} left behind: {left:?}");
+}
+
+pub fn wait_for(mut cond: impl FnMut() -> bool, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
