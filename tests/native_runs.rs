@@ -1,0 +1,522 @@
+//! Native runs of the real binary: limits the kernel enforces, whole-tree kills, output,
+//! environment policy and the seed's files as written.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SEED_AGENT: &str = include_str!("fixtures/seed_agent.dsl");
+
+fn agent(name: &str, body: &str) -> String {
+    format!("agent {name} {{\n  security {{ tier: None }}\n{body}\n}}\n")
+}
+
+fn one(o: &std::process::Output) -> serde_json::Value {
+    let r = records(o);
+    assert_eq!(r.len(), 1, "{}", stdout(o));
+    r[0].clone()
+}
+
+#[test]
+fn seed_agent_runs_with_both_seed_configs() {
+    for (i, cfg) in ["seed_option1.toml", "seed_full.toml"].iter().enumerate() {
+        let s = Scratch::new(&format!("seed{i}"));
+        // The seed's config verbatim; only the working directory differs, through the
+        // seed's own environment variable, so parallel tests do not share it.
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{cfg}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        s.write("config.toml", &text);
+        s.write("agent.dsl", SEED_AGENT);
+        s.write(
+            "work/process.py",
+            "import os\nprint('processed in', os.getcwd())\n",
+        );
+        let o = s
+            .command(&["run", "agent.dsl", "--json"])
+            .env("SYMBIONT_NATIVE_WORKING_DIR", s.work())
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{cfg}: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let r = one(&o);
+        assert_eq!(r["agent"], "NativeWorker");
+        assert_eq!(r["trigger"], "local_processing");
+        assert_eq!(r["tier"], "None");
+        assert_eq!(r["reason"], "exited");
+        let line = r["stdout_tail"][0].as_str().unwrap().to_string();
+        assert!(
+            line.starts_with("processed in") && line.ends_with("/work"),
+            "{line}"
+        );
+        assert!(
+            s.path("data/audit.jsonl").exists()
+                || std::path::Path::new("./data/audit.jsonl").exists()
+        );
+        assert_none_left("NativeWorker");
+    }
+}
+
+#[test]
+fn seed_cli_commands_work_as_written() {
+    let s = Scratch::new("seedcli");
+    s.config("");
+    s.write("agent.dsl", SEED_AGENT);
+    s.write("work/process.py", "print('ok')\n");
+    // The config allows native; `--native` alone would too (tested in bad_input).
+    for args in [
+        vec!["run", "agent.dsl", "--native", "--headless"],
+        vec!["run", "agent.dsl", "--sandbox-tier=none", "--headless"],
+        vec![
+            "run",
+            "agent.dsl",
+            "--native",
+            "--max-memory=1024",
+            "--max-cpu=2.0",
+            "--timeout=300",
+            "--headless",
+        ],
+    ] {
+        let o = s.run(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let out = stdout(&o);
+        assert!(
+            out.contains("launched  NativeWorker/local_processing"),
+            "{out}"
+        );
+        assert!(out.contains("reason=exited"), "{out}");
+        assert!(
+            out.contains("AGENT") && out.contains("PEAK MEM"),
+            "summary table missing: {out}"
+        );
+    }
+}
+
+#[test]
+fn memory_hog_is_killed_with_reason_memory_limit_and_others_carry_on() {
+    let s = Scratch::new("memhog");
+    s.config("max_memory_mb = 256");
+    let f = s.write(
+        "a.dsl",
+        &format!(
+            "{}{}",
+            agent(
+                "MemHog",
+                "  on start { execute_native(\"python3 -c 'import time; b = bytearray(1 << 30); time.sleep(30)'\") }"
+            ),
+            agent("Steady", "  on start { execute_native(\"sh -c 'sleep 1; echo steady done'\") }")
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let rs = records(&o);
+    let hog = rs.iter().find(|r| r["agent"] == "MemHog").unwrap();
+    assert_eq!(hog["reason"], "memory_limit", "{hog}");
+    assert!(hog["duration_secs"].as_f64().unwrap() < 20.0);
+    let steady = rs.iter().find(|r| r["agent"] == "Steady").unwrap();
+    assert_eq!(steady["reason"], "exited");
+    assert_eq!(steady["exit_code"], 0);
+    assert_eq!(steady["stdout_tail"][0], "steady done");
+    assert_none_left("MemHog");
+    assert_none_left("Steady");
+}
+
+#[test]
+fn sleep_past_its_timeout_ends_with_reason_timeout() {
+    let s = Scratch::new("timeout");
+    s.config("max_execution_time_seconds = 2");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Sleeper",
+            "  on start { execute_native(\"sh -c 'sleep 100'\") }",
+        ),
+    );
+    let t = Instant::now();
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let r = one(&o);
+    assert_eq!(r["reason"], "timeout");
+    assert_eq!(r["killed_by"], "timeout");
+    let d = r["duration_secs"].as_f64().unwrap();
+    assert!((1.9..6.0).contains(&d), "duration {d}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+    assert_none_left("Sleeper");
+}
+
+#[test]
+fn agent_file_timeout_tightens_and_flag_overrides() {
+    let s = Scratch::new("timeout2");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        "agent Tight {\n security { tier: None }\n limits { timeout: 1500ms }\n on start { execute_native(\"sh -c 'sleep 30'\") }\n}\n",
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    let r = one(&o);
+    assert_eq!(r["reason"], "timeout");
+    assert!(r["duration_secs"].as_f64().unwrap() < 5.0);
+    let o = s.run(&["run", f.to_str().unwrap(), "--json", "--timeout=1"]);
+    let r = one(&o);
+    assert_eq!(r["reason"], "timeout");
+    assert!(r["duration_secs"].as_f64().unwrap() < 3.5);
+    assert_none_left("Tight");
+}
+
+/// An agent that starts a setsid daemon through a double fork and a background child that
+/// keeps stdout open, then exits. The run must end promptly and leave nothing.
+const ESCAPER: &str = "bash -c '(setsid sh -c \"sleep 300\" &) ; sleep 300 & echo started; exit 0'";
+
+#[test]
+fn escaped_daemons_and_pipe_holders_die_when_the_agent_ends() {
+    let s = Scratch::new("escape");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Escaper",
+            &format!(
+                "  on start {{ execute_native(\"{}\") }}",
+                ESCAPER.replace('"', "\\\"")
+            ),
+        ),
+    );
+    let t = Instant::now();
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let r = one(&o);
+    assert_eq!(r["stdout_tail"][0], "started");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "a background child holding stdout kept the run alive"
+    );
+    assert_none_left("Escaper");
+}
+
+#[test]
+fn operator_kill_takes_the_whole_tree_including_setsid_daemons() {
+    let s = Scratch::new("opkill");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Spawner",
+            "  on start { execute_native(\"bash -c '(setsid sleep 300 &); for i in 1 2 3; do sleep 300 & done; echo up; wait'\") }",
+        ),
+    );
+    let mut child = s
+        .command(&["run", f.to_str().unwrap(), "--headless"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("launched"), "{first}");
+    assert!(
+        wait_for(|| agent_pids("Spawner").len() >= 5, Duration::from_secs(5)),
+        "tree never grew: {:?}",
+        agent_pids("Spawner")
+    );
+    // The operator's kill from the headless client: SIGTERM to the supervisor stops every agent.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let all = rest.join("\n");
+    assert!(all.contains("killed_by_operator"), "{all}");
+    assert_none_left("Spawner");
+}
+
+#[test]
+fn fork_bomb_is_contained_and_killed_with_reason_process_limit() {
+    let s = Scratch::new("forkbomb");
+    s.config("max_processes = 50");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Bomb",
+            "  on start { execute_native(\"bash -c 'f() { f | f & }; f; sleep 60'\") }",
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let r = one(&o);
+    assert_eq!(r["reason"], "process_limit", "{r}");
+    assert!(r["processes"].as_u64().unwrap() <= 50, "{r}");
+    assert!(r["duration_secs"].as_f64().unwrap() < 30.0);
+    assert_none_left("Bomb");
+}
+
+#[test]
+fn a_gigabyte_of_stdout_is_logged_whole_with_bounded_supervisor_memory() {
+    let s = Scratch::new("chatty");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Chatty",
+            "  on start { execute_native(\"bash -c 'head -c 1073741824 /dev/zero'\") }",
+        ),
+    );
+    let mut child = s
+        .command(&["run", f.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut hwm_kb = 0u64;
+    let mut out = String::new();
+    let reader = {
+        let so = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut BufReader::new(so), &mut s).unwrap();
+            s
+        })
+    };
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(v) = st.lines().find(|l| l.starts_with("VmHWM:")) {
+                hwm_kb = hwm_kb.max(v.split_whitespace().nth(1).unwrap().parse().unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out.push_str(&reader.join().unwrap());
+    let last = out.lines().last().unwrap();
+    let r: serde_json::Value = serde_json::from_str::<Vec<serde_json::Value>>(last)
+        .unwrap()
+        .remove(0);
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let log = r["stdout_log"].as_str().unwrap();
+    assert_eq!(
+        std::fs::metadata(log).unwrap().len(),
+        1 << 30,
+        "the log lost bytes"
+    );
+    assert!(
+        hwm_kb > 0 && hwm_kb < 64 * 1024,
+        "supervisor peak RSS {hwm_kb} KiB"
+    );
+    std::fs::remove_file(log).unwrap();
+    assert_none_left("Chatty");
+}
+
+#[test]
+fn agents_die_with_a_sigkilled_supervisor() {
+    let s = Scratch::new("sigkill");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        &agent("Orphan", "  on start { execute_native(\"bash -c '(setsid sleep 300 &); sleep 300 & echo up; wait'\") }"),
+    );
+    let mut child = s
+        .command(&["run", f.to_str().unwrap(), "--headless"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("launched"));
+    assert!(wait_for(
+        || agent_pids("Orphan").len() >= 3,
+        Duration::from_secs(5)
+    ));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let left = survivors_after("Orphan", Duration::from_secs(1));
+    assert!(
+        left.is_empty(),
+        "alive 1 s after the supervisor was SIGKILLed: {left:?}"
+    );
+    assert_none_left("Orphan");
+}
+
+#[test]
+fn host_variables_outside_the_passthrough_are_invisible() {
+    let s = Scratch::new("env");
+    s.config("env_passthrough = [\"PATH\", \"HOME\"]");
+    let f = s.write(
+        "a.dsl",
+        "agent EnvAgent {\n security { tier: None }\n env { GREETING: \"hi\" }\n on start { execute_native(\"sh -c 'echo [$SECRET_TOKEN][$GREETING][$HOME]; env'\") }\n}\n",
+    );
+    let o = s
+        .command(&["run", f.to_str().unwrap(), "--json"])
+        .env("SECRET_TOKEN", "hunter2")
+        .env("HOME", "/home/someone")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = one(&o);
+    assert_eq!(r["stdout_tail"][0], "[][hi][/home/someone]");
+    let names: Vec<String> = r["stdout_tail"].as_array().unwrap()[1..]
+        .iter()
+        .map(|l| l.as_str().unwrap().split('=').next().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"PATH".to_string()), "{names:?}");
+    for n in &names {
+        assert!(
+            [
+                "PATH",
+                "HOME",
+                "GREETING",
+                "SYMBIONT_AGENT",
+                "SYMBIONT_TRIGGER",
+                "PWD",
+                "SHLVL",
+                "_"
+            ]
+            .contains(&n.as_str()),
+            "unexpected variable {n}"
+        );
+    }
+    assert!(!stdout(&o).contains("hunter2"));
+    assert_none_left("EnvAgent");
+}
+
+#[test]
+fn node_webassembly_works_under_the_default_memory_limit() {
+    if common::exists(std::path::Path::new("/usr/bin/node")) || which_node() {
+        let s = Scratch::new("wasm");
+        s.config("");
+        let f = s.write(
+            "a.dsl",
+            &agent(
+                "Wasm",
+                "  on start { execute_native(\"node -e 'WebAssembly.instantiate(new Uint8Array([0,97,115,109,1,0,0,0])).then(() => console.log(\\\"wasm ok\\\"))'\") }",
+            ),
+        );
+        let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+        let r = one(&o);
+        assert_eq!(r["exit_code"], 0, "{r}");
+        assert_eq!(r["stdout_tail"][0], "wasm ok");
+        assert_none_left("Wasm");
+    } else {
+        panic!(
+            "node is not installed: this test needs it (SPEC: WebAssembly under the default limit)"
+        );
+    }
+}
+
+fn which_node() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()))
+}
+
+#[test]
+fn several_statements_run_in_order_and_stop_at_the_first_failure() {
+    let s = Scratch::new("steps");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Steps",
+            "  on trigger \"go\" {\n    execute_native(\"sh -c 'echo one'\")\n    execute_native(\"sh -c 'echo two; exit 3'\")\n    execute_native(\"sh -c 'echo three'\")\n  }",
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json", "--trigger", "go"]);
+    assert_eq!(o.status.code(), Some(1));
+    let r = one(&o);
+    assert_eq!(r["exit_code"], 3);
+    assert_eq!(r["reason"], "exited");
+    assert_eq!(r["stdout_tail"], serde_json::json!(["one", "two"]));
+    assert_none_left("Steps");
+}
+
+#[test]
+fn exec_runs_one_command_and_propagates_its_exit_code() {
+    let s = Scratch::new("exec");
+    let cfg = s.config("");
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(stdout(&o), "out\n");
+    assert!(stderr(&o).contains("err"));
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo hi",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["stdout_tail"][0], "hi");
+    assert_eq!(r["reason"], "exited");
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--code",
+        "echo from code",
+    ]);
+    assert_eq!(stdout(&o), "from code\n");
+}
+
+#[test]
+fn cpu_time_limit_ends_a_spinning_agent_with_reason_cpu_limit() {
+    let s = Scratch::new("cpu");
+    s.config("max_cpu_seconds = 1");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Spinner",
+            "  on start { execute_native(\"sh -c 'while :; do :; done'\") }",
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    let r = one(&o);
+    assert_eq!(r["reason"], "cpu_limit", "{r}");
+    assert!(r["cpu_seconds"].as_f64().unwrap() >= 0.5, "{r}");
+    assert_eq!(r["signal"], "SIGXCPU", "soft < hard: SIGXCPU comes first");
+    assert_none_left("Spinner");
+}
+
+#[test]
+fn check_prints_every_setting_with_its_origin_and_the_mechanisms() {
+    let s = Scratch::new("check");
+    s.config("max_memory_mb = 512");
+    s.write("agent.dsl", SEED_AGENT);
+    let o = s
+        .command(&["check", "agent.dsl"])
+        .env("SYMBIONT_NATIVE_MAX_CPU_CORES", "1.5")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("native_execution.max_memory_mb") && out.contains("512"),
+        "{out}"
+    );
+    assert!(out.contains("config.toml:"), "{out}");
+    assert!(out.contains("SYMBIONT_NATIVE_MAX_CPU_CORES"), "{out}");
+    assert!(out.contains("default"), "{out}");
+    assert!(out.contains("NativeWorker"), "{out}");
+    assert!(out.contains("enforcement on this machine"), "{out}");
+}
