@@ -28,8 +28,15 @@ pub struct ExecutionResult {
 }
 
 /// An error of the library API: a refusal by policy, or a failure of the supervisor itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Error(pub String);
+
+// `main() -> Result<(), Box<dyn Error>>` prints errors with Debug: make that the message.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

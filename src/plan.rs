@@ -358,7 +358,8 @@ pub fn plan_command(
     }
     if !tier.is_native() {
         return Err(PlanError(format!(
-            "tier {} ({}) is not available in this build yet; use --native (or --sandbox-tier=none)",
+            "tier {} ({}) is not available in this build yet: container and microVM tiers are not wired up; \
+             run on tier None (native: --native or --sandbox-tier=none on the command line)",
             tier,
             tier.runtime_name()
         )));

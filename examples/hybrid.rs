@@ -1,0 +1,32 @@
+//! The seed's "Example 3: hybrid execution": native for trusted local code, Tier1 (Docker)
+//! for untrusted code, in one program. The seed's snippet is wrapped in a `main`; its
+//! variables get values; the default interpreter is python3 as in the seed's full config.
+use std::collections::HashMap;
+
+use symbiont::{Config, SandboxOrchestrator, SecurityTier};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = Config::default();
+    config.security.allow_native_execution = true;
+    config.native_execution.default_executable = "python3".into();
+    let orchestrator = SandboxOrchestrator::new(config)?;
+
+    let local_code = "print('trusted: native')";
+    let untrusted_code = "print('untrusted: isolated')";
+    let mut env_vars = HashMap::new();
+    env_vars.insert("AGENT_MODE".to_string(), "hybrid".to_string());
+
+    // Use native execution for trusted local operations
+    let local_result = orchestrator
+        .execute_code(SecurityTier::None, local_code, env_vars.clone())
+        .await?;
+    print!("native: {}", local_result.stdout);
+
+    // Use Docker for external/untrusted operations
+    let isolated_result = orchestrator
+        .execute_code(SecurityTier::Tier1, untrusted_code, env_vars)
+        .await?;
+    print!("docker: {}", isolated_result.stdout);
+    Ok(())
+}
