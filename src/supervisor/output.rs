@@ -102,7 +102,7 @@ mod tests {
     fn keeps_only_the_last_lines() {
         let mut t = Tail::new(3);
         t.push(b"a\nb\nc\nd\ne");
-        assert_eq!(t.last(10), vec!["c", "d", "e"]);
+        assert_eq!(t.last(10), vec!["b", "c", "d", "e"]);
         t.push(b"f\n");
         assert_eq!(t.last(2), vec!["d", "ef"]);
         assert_eq!(t.line_count, 5);
