@@ -520,3 +520,26 @@ fn check_prints_every_setting_with_its_origin_and_the_mechanisms() {
     assert!(out.contains("NativeWorker"), "{out}");
     assert!(out.contains("enforcement on this machine"), "{out}");
 }
+
+#[test]
+fn cpu_cores_limit_caps_a_spinning_tree() {
+    let s = Scratch::new("cores");
+    s.config("");
+    // Two spinning processes for 2 s of wall clock under half a core.
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Capped",
+            "  limits { max_cpu_cores: 0.5 }\n  on start { execute_native(\"bash -c 'for i in 1 2; do timeout 2 sh -c \\\"while :; do :; done\\\" & done; wait'\") }",
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    let r = one(&o);
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let cpu = r["cpu_seconds"].as_f64().unwrap();
+    assert!(
+        cpu > 0.3 && cpu < 1.3,
+        "0.5 cores for 2 s allows about 1 s of CPU, used {cpu}"
+    );
+    assert_none_left("Capped");
+}

@@ -22,6 +22,32 @@ pub struct NativeLaunch<'a> {
     /// `cgroup.procs` descriptors the child writes itself into.
     pub cgroup_fds: Vec<RawFd>,
     pub rlimits: RlimitSet,
+    /// CPUs the process may run on: the `max_cpu_cores` fallback where no cgroup sets a quota.
+    #[cfg(target_os = "linux")]
+    pub affinity: Option<libc::cpu_set_t>,
+}
+
+/// The first `ceil(cores)` CPUs this process may use, as an affinity mask.
+#[cfg(target_os = "linux")]
+pub fn affinity_for(cores: f64) -> Option<libc::cpu_set_t> {
+    let mut cur: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cur) } != 0
+    {
+        return None;
+    }
+    let want = cores.ceil().max(1.0) as usize;
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    for cpu in 0..libc::CPU_SETSIZE as usize {
+        if n == want {
+            break;
+        }
+        if unsafe { libc::CPU_ISSET(cpu, &cur) } {
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+            n += 1;
+        }
+    }
+    (n > 0).then_some(set)
 }
 
 /// A started process and the read ends of its output pipes.
@@ -47,6 +73,8 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
         .stderr(Stdio::piped());
     let fds = l.cgroup_fds.clone();
     let rl = l.rlimits;
+    #[cfg(target_os = "linux")]
+    let affinity = l.affinity;
     unsafe {
         cmd.pre_exec(move || {
             // Between fork and exec: async-signal-safe calls only.
@@ -58,6 +86,12 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
             #[cfg(not(target_os = "linux"))]
             let _ = &fds;
             rl.apply()?;
+            #[cfg(target_os = "linux")]
+            if let Some(set) = &affinity {
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }

@@ -96,6 +96,29 @@ pub fn tree_of(main_pid: i32, pgid: i32) -> Vec<ProcSample> {
         .collect()
 }
 
+/// Pids whose environment holds `marker` (a `NAME=value` pair every process of a run inherits):
+/// finds a run's descendants that left its process group and lost their parent link, when no
+/// cgroup holds them. Costs a read per process on the host, so it runs at kill and clean-up time.
+pub fn pids_with_env(marker: &str) -> Vec<i32> {
+    let needle: Vec<u8> = [marker.as_bytes(), b"\0"].concat();
+    let me = std::process::id() as i32;
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|&b| b == 0)
+                        .any(|kv| kv == &needle[..needle.len() - 1])
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -266,6 +266,9 @@ pub struct SupervisorOptions {
     /// This process owns every child it has (the `symbiont` binary): become a child subreaper
     /// and reap every orphan. A library inside another program leaves this off.
     pub own_all_children: bool,
+    /// Put each run in its own cgroups where the machine allows. Off (or the environment
+    /// variable `SYMBIONT_DISABLE_CGROUPS=1`) leaves process groups, rlimits and the watchdog.
+    pub use_cgroups: bool,
 }
 
 impl SupervisorOptions {
@@ -278,6 +281,8 @@ impl SupervisorOptions {
             warn_ratio: c.dashboard.warn_ratio,
             critical_ratio: c.dashboard.critical_ratio,
             own_all_children: false,
+            use_cgroups: std::env::var("SYMBIONT_DISABLE_CGROUPS")
+                .map_or(true, |v| v.is_empty() || v == "0"),
         }
     }
 }
@@ -314,6 +319,7 @@ pub(crate) struct Inner {
     runs: Mutex<BTreeMap<RunId, RunEntry>>,
     next_id: AtomicU64,
     events: broadcast::Sender<Event>,
+    instance: u64,
 }
 
 impl Drop for Inner {
@@ -350,7 +356,11 @@ impl Supervisor {
             std::process::id()
         ));
         #[cfg(target_os = "linux")]
-        let roots = crate::sandbox::cgroup::CgroupRoots::detect(&n.to_string());
+        let roots = if opts.use_cgroups {
+            crate::sandbox::cgroup::CgroupRoots::detect(&n.to_string())
+        } else {
+            crate::sandbox::cgroup::CgroupRoots::default()
+        };
         #[cfg(unix)]
         let (guardian, reaper) = {
             if opts.own_all_children {
@@ -378,6 +388,7 @@ impl Supervisor {
                 runs: Mutex::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
                 events,
+                instance: n,
             }),
         })
     }
@@ -493,7 +504,11 @@ impl Supervisor {
         }));
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(None);
-        let tree = Arc::new(TreeHandle::default());
+        let token = format!("{}-{}-{id}", std::process::id(), self.inner.instance);
+        let mut spec = spec;
+        spec.env.retain(|(k, _)| k != "SYMBIONT_RUN");
+        spec.env.push(("SYMBIONT_RUN".into(), token.clone()));
+        let tree = Arc::new(TreeHandle::new(format!("SYMBIONT_RUN={token}")));
         self.inner
             .runs
             .lock()

@@ -173,7 +173,7 @@ pub(super) async fn run(
 
     // The run's groups: one per hierarchy, limits written before anything runs.
     let mut message: Option<String> = None;
-    let (mut cg_memory, mut cg_pids) = (false, false);
+    let (mut cg_memory, mut cg_pids, mut cg_cpu) = (false, false, false);
     #[cfg(target_os = "linux")]
     if inner.roots.any() {
         match crate::sandbox::cgroup::RunCgroup::create(
@@ -185,6 +185,7 @@ pub(super) async fn run(
             Ok(cg) => {
                 cg_memory = cg.enforced.memory;
                 cg_pids = cg.enforced.pids;
+                cg_cpu = cg.enforced.cpu_quota;
                 *tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(cg);
             }
             Err(e) => {
@@ -195,6 +196,12 @@ pub(super) async fn run(
         }
     }
     let rlimits = rlimits_for(&spec, cg_memory, cg_pids);
+    // No CPU quota without a cgroup: pin the agent to as many CPUs as it may use instead.
+    #[cfg(target_os = "linux")]
+    let affinity = match spec.limits.cpu_cores {
+        Some(c) if spec.enforce_limits && !cg_cpu => native::affinity_for(c),
+        _ => None,
+    };
     let limits = &spec.limits;
 
     inner.audit.record(
@@ -209,7 +216,7 @@ pub(super) async fn run(
                 "memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
                 "cpu_cores": limits.cpu_cores, "timeout_secs": limits.timeout.map(|t| t.as_secs_f64()),
                 "max_processes": limits.max_processes, "file_size_bytes": limits.file_size_bytes,
-                "enforced_by_os": spec.enforce_limits, "cgroup_memory": cg_memory, "cgroup_pids": cg_pids,
+                "enforced_by_os": spec.enforce_limits, "cgroup_memory": cg_memory, "cgroup_pids": cg_pids, "cgroup_cpu": cg_cpu,
             },
         }),
     );
@@ -259,6 +266,8 @@ pub(super) async fn run(
             env: &spec.env,
             cgroup_fds,
             rlimits,
+            #[cfg(target_os = "linux")]
+            affinity,
         };
         let spawned = inner
             .reaper
@@ -328,7 +337,7 @@ pub(super) async fn run(
                             }
                         }
                         match target {
-                            Some(p) => { if tree.pids().contains(&p) { unsafe { libc::kill(p, sig.number()) }; } }
+                            Some(p) => { if tree.pids_thorough().contains(&p) { unsafe { libc::kill(p, sig.number()) }; } }
                             None => tree.signal(sig.number()),
                         }
                         if sig == Sig::Term && target.is_none() {

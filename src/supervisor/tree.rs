@@ -9,7 +9,7 @@ use crate::sandbox::cgroup::RunCgroup;
 
 /// Finds, signals and kills every process of one run. Shared by the run task and the
 /// supervisor's `Drop`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TreeHandle {
     #[cfg(target_os = "linux")]
     pub(crate) cgroup: Mutex<Option<RunCgroup>>,
@@ -17,9 +17,20 @@ pub struct TreeHandle {
     pub(crate) cgroup: Mutex<Option<()>>,
     main_pid: AtomicI32,
     pgid: AtomicI32,
+    /// `SYMBIONT_RUN=<token>`: in the environment of every process of the run.
+    marker: String,
 }
 
 impl TreeHandle {
+    pub(crate) fn new(marker: String) -> TreeHandle {
+        TreeHandle {
+            cgroup: Mutex::new(None),
+            main_pid: AtomicI32::new(0),
+            pgid: AtomicI32::new(0),
+            marker,
+        }
+    }
+
     pub(crate) fn set_main(&self, pid: i32) {
         self.main_pid.store(pid, Ordering::SeqCst);
         self.pgid.store(pid, Ordering::SeqCst);
@@ -57,6 +68,20 @@ impl TreeHandle {
         }
     }
 
+    /// Every process of the run, searching the whole host for its environment marker when no
+    /// cgroup holds the run (so a double-forked `setsid` daemon is found too).
+    pub fn pids_thorough(&self) -> Vec<i32> {
+        if self.has_cgroup() {
+            return self.pids();
+        }
+        let mut p = self.pids();
+        #[cfg(target_os = "linux")]
+        p.extend(crate::sampler::procfs::pids_with_env(&self.marker));
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
     /// Sends a signal to every process of the run.
     #[cfg(unix)]
     pub fn signal(&self, sig: i32) {
@@ -76,7 +101,7 @@ impl TreeHandle {
             unsafe { libc::kill(-pg, sig) };
         }
         if !self.has_cgroup() {
-            for p in self.pids() {
+            for p in self.pids_thorough() {
                 unsafe { libc::kill(p, sig) };
             }
         }
@@ -98,7 +123,7 @@ impl TreeHandle {
                 }
             }
         }
-        self.pids().iter().all(|&p| is_zombie_or_gone(p))
+        self.pids_thorough().iter().all(|&p| is_zombie_or_gone(p))
     }
 
     /// Freezes (pause) or thaws the tree: the cgroup freezer where there is one, else STOP/CONT.
