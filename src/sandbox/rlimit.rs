@@ -3,19 +3,10 @@
 use std::io;
 
 /// One limit to apply in the child: (resource, soft, hard).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RlimitSet {
     items: [(i32, u64, u64); 4],
     len: usize,
-}
-
-impl Default for RlimitSet {
-    fn default() -> Self {
-        RlimitSet {
-            items: [(0, 0, 0); 4],
-            len: 0,
-        }
-    }
 }
 
 impl RlimitSet {

@@ -75,10 +75,7 @@ impl Reaper {
     pub fn reap(&self) {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if self.reap_all {
-            loop {
-                let Some((pid, info)) = wait_one(-1) else {
-                    break;
-                };
+            while let Some((pid, info)) = wait_one(-1) {
                 if let Some(tx) = w.map.remove(&pid) {
                     let _ = tx.send(info);
                 }

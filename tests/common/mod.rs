@@ -89,8 +89,16 @@ pub fn stderr(o: &Output) -> String {
 /// The final JSON array of run records printed by `run --json`.
 pub fn records(o: &Output) -> Vec<serde_json::Value> {
     let out = stdout(o);
-    let last = out.lines().rev().find(|l| l.starts_with('[')).unwrap_or_else(|| panic!("no records in:\n{out}\nstderr:\n{}", stderr(o)));
-    serde_json::from_str::<serde_json::Value>(last).unwrap().as_array().unwrap().clone()
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('['))
+        .unwrap_or_else(|| panic!("no records in:\n{out}\nstderr:\n{}", stderr(o)));
+    serde_json::from_str::<serde_json::Value>(last)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// Pids of live processes whose environment holds `SYMBIONT_AGENT=<agent>` (every agent process
@@ -99,10 +107,16 @@ pub fn agent_pids(agent: &str) -> Vec<i32> {
     let needle = format!("SYMBIONT_AGENT={agent}\0");
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = state.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'));
+        let zombie = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'));
         if !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
             out.push(pid);
         }
@@ -128,7 +142,10 @@ pub fn assert_none_left(agent: &str) {
     for &p in &left {
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
-    assert!(left.is_empty(), "processes of agent {agent} left behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes of agent {agent} left behind: {left:?}"
+    );
 }
 
 pub fn wait_for(mut cond: impl FnMut() -> bool, within: Duration) -> bool {
