@@ -208,8 +208,18 @@ pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
             b.mode(0o755);
         }
         b.create(dir).map_err(|e| {
+            // Only a refusal by the OS is "permission denied"; a missing parent is not.
+            #[cfg(unix)]
+            let read_only = e.raw_os_error() == Some(libc::EROFS);
+            #[cfg(not(unix))]
+            let read_only = false;
+            let denied = if e.kind() == std::io::ErrorKind::PermissionDenied || read_only {
+                "; 权限被拒绝: permission denied"
+            } else {
+                ""
+            };
             PolicyError(format!(
-                "cannot create the working directory {} ({e}; 权限被拒绝: permission denied): {fix}",
+                "cannot create the working directory {} ({e}{denied}): {fix}",
                 dir.display()
             ))
         })?;

@@ -18,7 +18,16 @@ impl AuditLog {
     pub fn open(path: &Path) -> io::Result<AuditLog> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot create the directory {} of the audit log: {e}; \
+                             set supervisor.data_dir or supervisor.audit_log (SYMBIONT_DATA_DIR) to a writable place",
+                            dir.display()
+                        ),
+                    )
+                })?;
             }
         }
         let file = OpenOptions::new()

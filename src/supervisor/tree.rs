@@ -146,7 +146,7 @@ impl TreeHandle {
 fn is_zombie_or_gone(pid: i32) -> bool {
     #[cfg(target_os = "linux")]
     {
-        crate::sampler::procfs::read_proc(pid).is_none_or(|p| p.state == 'Z' || p.state == 'X')
+        crate::sampler::procfs::read_proc(pid).map_or(true, |p| p.state == 'Z' || p.state == 'X')
     }
     #[cfg(not(target_os = "linux"))]
     {
