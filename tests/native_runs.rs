@@ -378,6 +378,7 @@ fn host_variables_outside_the_passthrough_are_invisible() {
                 "GREETING",
                 "SYMBIONT_AGENT",
                 "SYMBIONT_TRIGGER",
+                "SYMBIONT_RUN",
                 "PWD",
                 "SHLVL",
                 "_"

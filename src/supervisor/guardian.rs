@@ -30,8 +30,12 @@ impl Guardian {
     /// group, if there is one.
     pub fn start(cgroup_kill: Option<&Path>) -> io::Result<Guardian> {
         let mut fds = [0 as RawFd; 2];
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
             return Err(io::Error::last_os_error());
+        }
+        // Close-on-exec on both ends: no agent may hold the pipe open.
+        for fd in fds {
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
         let (rd, wr) = (fds[0], fds[1]);
         let kill_path = cgroup_kill.and_then(|p| CString::new(p.as_os_str().as_bytes()).ok());
@@ -114,7 +118,7 @@ unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table
     loop {
         let n = libc::read(rd, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
         if n < 0 {
-            if *libc::__errno_location() == libc::EINTR {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
             break;

@@ -124,12 +124,7 @@ fn sample(tree: &TreeHandle, finished_cpu_ns: u64) -> (u64, u64, u64) {
                 n += 1;
             }
         }
-        let cg_cpu = tree
-            .cgroup
-            .lock()
-            .ok()
-            .and_then(|c| c.as_ref().and_then(|c| c.cpu_time()))
-            .map(|d| d.as_nanos() as u64);
+        let cg_cpu = tree.cgroup_cpu_time().map(|d| d.as_nanos() as u64);
         (rss, cg_cpu.unwrap_or(cpu + finished_cpu_ns), n)
     }
     #[cfg(not(target_os = "linux"))]
@@ -137,14 +132,6 @@ fn sample(tree: &TreeHandle, finished_cpu_ns: u64) -> (u64, u64, u64) {
         let _ = (tree, finished_cpu_ns);
         (0, finished_cpu_ns, 0)
     }
-}
-
-fn cgroup_counter(tree: &TreeHandle, f: impl Fn(&crate::sandbox::cgroup::RunCgroup) -> u64) -> u64 {
-    tree.cgroup
-        .lock()
-        .ok()
-        .and_then(|c| c.as_ref().map(&f))
-        .unwrap_or(0)
 }
 
 pub(super) async fn run(
@@ -173,6 +160,7 @@ pub(super) async fn run(
 
     // The run's groups: one per hierarchy, limits written before anything runs.
     let mut message: Option<String> = None;
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
     let (mut cg_memory, mut cg_pids, mut cg_cpu) = (false, false, false);
     #[cfg(target_os = "linux")]
     if inner.roots.any() {
@@ -394,9 +382,9 @@ pub(super) async fn run(
                         continue;
                     }
                     // The watchdog: the OS first, the supervisor wherever the OS did not act.
-                    let verdict = if cgroup_counter(&tree, |c| c.oom_kills()) > 0 {
+                    let verdict = if tree.oom_kills() > 0 {
                         Some((Reason::MemoryLimit, Actor::Kernel))
-                    } else if cgroup_counter(&tree, |c| c.fork_refusals()) > 0 {
+                    } else if tree.fork_refusals() > 0 {
                         Some((Reason::ProcessLimit, Actor::Watchdog))
                     } else if limits.memory_bytes.is_some_and(|m| rss > m) {
                         Some((Reason::MemoryLimit, Actor::Watchdog))
@@ -475,7 +463,7 @@ pub(super) async fn run(
     let (rss, cpu, _) = sample(&tree, finished_cpu_ns);
     peak_rss = peak_rss.max(rss);
     cpu_ns = cpu_ns.max(cpu).max(finished_cpu_ns);
-    let oom = cgroup_counter(&tree, |c| c.oom_kills()) > 0;
+    let oom = tree.oom_kills() > 0;
     #[cfg(target_os = "linux")]
     {
         let mut c = tree.cgroup.lock().unwrap_or_else(|e| e.into_inner());

@@ -18,6 +18,7 @@ pub struct TreeHandle {
     main_pid: AtomicI32,
     pgid: AtomicI32,
     /// `SYMBIONT_RUN=<token>`: in the environment of every process of the run.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     marker: String,
 }
 
@@ -143,10 +144,54 @@ impl TreeHandle {
     }
 }
 
+impl TreeHandle {
+    /// Times the kernel's OOM killer acted in the run's cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        if let Some(n) = self
+            .cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.oom_kills()))
+        {
+            return n;
+        }
+        0
+    }
+
+    /// Forks the pids controller refused.
+    pub fn fork_refusals(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        if let Some(n) = self
+            .cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.fork_refusals()))
+        {
+            return n;
+        }
+        0
+    }
+
+    /// CPU time of the whole tree, exited processes included, where a cgroup counts it.
+    pub fn cgroup_cpu_time(&self) -> Option<std::time::Duration> {
+        #[cfg(target_os = "linux")]
+        if let Some(t) = self
+            .cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().and_then(|c| c.cpu_time()))
+        {
+            return Some(t);
+        }
+        None
+    }
+}
+
 fn is_zombie_or_gone(pid: i32) -> bool {
     #[cfg(target_os = "linux")]
     {
-        crate::sampler::procfs::read_proc(pid).map_or(true, |p| p.state == 'Z' || p.state == 'X')
+        crate::sampler::procfs::read_proc(pid).is_none_or(|p| p.state == 'Z' || p.state == 'X')
     }
     #[cfg(not(target_os = "linux"))]
     {
