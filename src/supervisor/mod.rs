@@ -570,16 +570,20 @@ impl Supervisor {
         }
     }
 
-    /// Waits for every run launched so far.
-    pub async fn wait_all(&self) -> Vec<Arc<RunRecord>> {
-        let ids: Vec<RunId> = self
-            .inner
+    /// Every run launched so far, oldest first.
+    pub fn run_ids(&self) -> Vec<RunId> {
+        self.inner
             .runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .copied()
-            .collect();
+            .collect()
+    }
+
+    /// Waits for every run launched so far.
+    pub async fn wait_all(&self) -> Vec<Arc<RunRecord>> {
+        let ids = self.run_ids();
         let mut out = Vec::new();
         for id in ids {
             if let Some(r) = self.wait(id).await {
@@ -605,14 +609,7 @@ impl Supervisor {
 
     /// Stops every live run (TERM, then KILL after each run's grace) and waits for all of them.
     pub async fn shutdown(&self) -> Vec<Arc<RunRecord>> {
-        let ids: Vec<RunId> = self
-            .inner
-            .runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let ids = self.run_ids();
         for &id in &ids {
             self.kill(id);
         }
