@@ -364,13 +364,17 @@ impl RunCgroup {
                 None => Ok(None),
             }
         };
+        // Only the groups this run needs: each one costs a mkdir, a join and an rmdir. A v2
+        // group already counts CPU time and freezes, so v1 cpuacct and freezer are then spared.
+        let none = None;
+        let v2 = roots.v2.is_some();
         let mut cg = RunCgroup {
             v2: mk(&roots.v2)?,
             memory: mk(&roots.memory)?,
             pids: mk(&roots.pids)?,
-            cpu: mk(&roots.cpu)?,
-            cpuacct: mk(&roots.cpuacct)?,
-            freezer: mk(&roots.freezer)?,
+            cpu: mk(if enforce && limits.cpu_cores.is_some() { &roots.cpu } else { &none })?,
+            cpuacct: mk(if v2 { &none } else { &roots.cpuacct })?,
+            freezer: mk(if v2 { &none } else { &roots.freezer })?,
             join: Vec::new(),
             enforced: Enforced::default(),
         };
