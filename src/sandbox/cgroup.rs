@@ -372,7 +372,11 @@ impl RunCgroup {
             v2: mk(&roots.v2)?,
             memory: mk(&roots.memory)?,
             pids: mk(&roots.pids)?,
-            cpu: mk(if enforce && limits.cpu_cores.is_some() { &roots.cpu } else { &none })?,
+            cpu: mk(if enforce && limits.cpu_cores.is_some() {
+                &roots.cpu
+            } else {
+                &none
+            })?,
             cpuacct: mk(if v2 { &none } else { &roots.cpuacct })?,
             freezer: mk(if v2 { &none } else { &roots.freezer })?,
             join: Vec::new(),
@@ -553,6 +557,19 @@ impl RunCgroup {
             return read_u64(&a.join("cpuacct.usage")).map(Duration::from_nanos);
         }
         None
+    }
+
+    /// The file that counts the whole tree's CPU time, and whether it is v2's `cpu.stat`.
+    pub fn cpu_counter_path(&self) -> Option<(PathBuf, bool)> {
+        if let Some(v2) = &self.v2 {
+            let p = v2.join("cpu.stat");
+            if p.exists() {
+                return Some((p, true));
+            }
+        }
+        self.cpuacct
+            .as_ref()
+            .map(|a| (a.join("cpuacct.usage"), false))
     }
 
     /// The kernel's high-water mark of the group's memory, page cache included.

@@ -11,6 +11,7 @@ pub mod reaper;
 #[cfg(unix)]
 mod run;
 mod tree;
+pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -252,6 +253,17 @@ pub struct RunStatus {
     pub stdout_log: PathBuf,
     pub stderr_log: PathBuf,
     pub record: Option<Arc<RunRecord>>,
+    /// CPU of the whole tree over the last refresh, in percent of one core.
+    pub cpu_pct: f64,
+    /// (CPU %, resident bytes) per refresh, oldest first, bounded.
+    pub history: watchdog::History,
+    /// Each process of the tree, as last sampled.
+    pub procs: Vec<watchdog::ProcRow>,
+    /// When the timeout fires (moved on by time spent paused).
+    pub deadline: Option<std::time::Instant>,
+    pub sampled_at: Option<std::time::Instant>,
+    /// Bumped on every change, so a client redraws only what changed.
+    pub version: u64,
 }
 
 /// Settings of a supervisor, usually taken from the configuration.
@@ -315,7 +327,8 @@ pub(crate) struct Inner {
     guardian: Option<guardian::Guardian>,
     #[cfg(unix)]
     reaper: reaper::Reaper,
-    audit: audit::AuditLog,
+    audit: Arc<audit::AuditLog>,
+    watch: Mutex<std::sync::mpsc::Sender<watchdog::Watched>>,
     runs: Mutex<BTreeMap<RunId, RunEntry>>,
     next_id: AtomicU64,
     events: broadcast::Sender<Event>,
@@ -345,7 +358,9 @@ impl Supervisor {
     /// Starts a supervisor. Must be called inside a tokio runtime.
     pub fn new(opts: SupervisorOptions) -> std::io::Result<Supervisor> {
         let data_dir = std::path::absolute(&opts.data_dir)?;
-        let audit = audit::AuditLog::open(&std::path::absolute(&opts.audit_log)?)?;
+        let audit = Arc::new(audit::AuditLog::open(&std::path::absolute(
+            &opts.audit_log,
+        )?)?);
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
             .to_string()
@@ -374,6 +389,14 @@ impl Supervisor {
             (g, reaper::Reaper::start(opts.own_all_children)?)
         };
         let (events, _) = broadcast::channel(4096);
+        let (watch_tx, watch_rx) = std::sync::mpsc::channel();
+        {
+            let (ev, au) = (events.clone(), audit.clone());
+            let (refresh, warn, crit) = (opts.refresh, opts.warn_ratio, opts.critical_ratio);
+            std::thread::Builder::new()
+                .name("symbiont-watch".into())
+                .spawn(move || watchdog::watch_loop(watch_rx, refresh, warn, crit, ev, au))?;
+        }
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 opts,
@@ -385,6 +408,7 @@ impl Supervisor {
                 #[cfg(unix)]
                 reaper,
                 audit,
+                watch: Mutex::new(watch_tx),
                 runs: Mutex::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
                 events,
@@ -501,6 +525,12 @@ impl Supervisor {
             stdout_log: dir.join("stdout.log"),
             stderr_log: dir.join("stderr.log"),
             record: None,
+            cpu_pct: 0.0,
+            history: Default::default(),
+            procs: Vec::new(),
+            deadline: None,
+            sampled_at: None,
+            version: 0,
         }));
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(None);
@@ -523,7 +553,21 @@ impl Supervisor {
                 },
             );
         let inner = self.inner.clone();
-        tokio::spawn(run::run(inner, id, spec, status, tree, ctl_rx, done_tx));
+        let ctl_tx = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner())[&id]
+            .ctl
+            .clone();
+        tokio::spawn(run::run(
+            inner,
+            id,
+            spec,
+            run::RunParts {
+                status,
+                tree,
+                ctl_tx,
+                ctl: ctl_rx,
+                done: done_tx,
+            },
+        ));
         Ok(id)
     }
 

@@ -106,43 +106,23 @@ fn user_process_count(uid: u32) -> u64 {
     }
 }
 
-/// Tree totals: resident memory, CPU time, process count.
-fn sample(tree: &TreeHandle, finished_cpu_ns: u64) -> (u64, u64, u64) {
-    #[cfg(target_os = "linux")]
-    {
-        let pids = tree.pids();
-        let mut rss = 0;
-        let mut cpu = 0;
-        let mut n = 0;
-        for p in pids {
-            if let Some(s) = crate::sampler::procfs::read_proc(p) {
-                if s.state == 'Z' {
-                    continue;
-                }
-                rss += s.rss_bytes;
-                cpu += s.cpu_ns;
-                n += 1;
-            }
-        }
-        let cg_cpu = tree.cgroup_cpu_time().map(|d| d.as_nanos() as u64);
-        (rss, cg_cpu.unwrap_or(cpu + finished_cpu_ns), n)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (tree, finished_cpu_ns);
-        (0, finished_cpu_ns, 0)
-    }
+/// The channels and shared state of one run.
+pub(super) struct RunParts {
+    pub status: Arc<Mutex<RunStatus>>,
+    pub tree: Arc<TreeHandle>,
+    pub ctl_tx: mpsc::UnboundedSender<Control>,
+    pub ctl: mpsc::UnboundedReceiver<Control>,
+    pub done: watch::Sender<Option<Arc<RunRecord>>>,
 }
 
-pub(super) async fn run(
-    inner: Arc<Inner>,
-    id: RunId,
-    spec: RunSpec,
-    status: Arc<Mutex<RunStatus>>,
-    tree: Arc<TreeHandle>,
-    mut ctl: mpsc::UnboundedReceiver<Control>,
-    done: watch::Sender<Option<Arc<RunRecord>>>,
-) {
+pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunParts) {
+    let RunParts {
+        status,
+        tree,
+        ctl_tx,
+        mut ctl,
+        done,
+    } = parts;
     let started_at = SystemTime::now();
     let started = Instant::now();
     let (stdout_log, stderr_log, stdout_tail, stderr_tail) = {
@@ -216,15 +196,11 @@ pub(super) async fn run(
     let mut last: Option<ExitInfo> = None;
     let mut first_pid = None;
     let mut finished_cpu_ns = 0u64;
-    let mut peak_rss = 0u64;
-    let mut peak_procs = 0u64;
-    let mut cpu_ns = 0u64;
-    let mut warned_mem = 0u8;
-    let mut warned_time = 0u8;
+    let mut rusage_peak = 0u64;
     let mut failed_to_start = false;
-    let mut tick = tokio::time::interval(inner.opts.refresh);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut argv_run = Vec::new();
+    let mut watched = false;
+    lock(&status).deadline = deadline.map(|d| d.into_std());
 
     for step in &spec.steps {
         if ending.is_some() {
@@ -284,6 +260,24 @@ pub(super) async fn run(
                 RunState::Running
             };
         }
+        if !watched {
+            watched = true;
+            let w = super::watchdog::Watched::new(
+                id,
+                spec.agent.clone(),
+                status.clone(),
+                tree.clone(),
+                ctl_tx.clone(),
+                spec.limits.clone(),
+                super::watchdog::OsEnforced {
+                    memory: cg_memory,
+                    pids: cg_pids,
+                },
+            );
+            if let Ok(tx) = inner.watch.lock() {
+                let _ = tx.send(w);
+            }
+        }
         emit(Event::Launched {
             run_id: id,
             agent: spec.agent.clone(),
@@ -342,7 +336,9 @@ pub(super) async fn run(
                         tree.freeze(false);
                         // Time spent paused does not count against the timeout.
                         if let Some(d) = deadline.as_mut() { *d += p.elapsed(); }
-                        lock(&status).state = RunState::Running;
+                        let mut st = lock(&status);
+                        st.state = RunState::Running;
+                        st.deadline = deadline.map(|d| d.into_std());
                         inner.audit.record("resume", json!({"run_id": id, "agent": spec.agent}));
                     },
                 },
@@ -364,67 +360,6 @@ pub(super) async fn run(
                         "reason": ending.as_ref().map(|e| e.reason), "signal": "KILL", "scope": "tree", "escalation": true,
                     }));
                     tree.kill_now();
-                }
-                _ = tick.tick() => {
-                    let (rss, cpu, n) = sample(&tree, finished_cpu_ns);
-                    peak_rss = peak_rss.max(rss);
-                    peak_procs = peak_procs.max(n);
-                    cpu_ns = cpu_ns.max(cpu);
-                    {
-                        let mut s = lock(&status);
-                        s.rss_bytes = rss;
-                        s.peak_rss_bytes = peak_rss;
-                        s.cpu_ns = cpu_ns;
-                        s.processes = n;
-                        s.peak_processes = peak_procs;
-                    }
-                    if ending.is_some() || paused_since.is_some() {
-                        continue;
-                    }
-                    // The watchdog: the OS first, the supervisor wherever the OS did not act.
-                    let verdict = if tree.oom_kills() > 0 {
-                        Some((Reason::MemoryLimit, Actor::Kernel))
-                    } else if tree.fork_refusals() > 0 {
-                        Some((Reason::ProcessLimit, Actor::Watchdog))
-                    } else if limits.memory_bytes.is_some_and(|m| rss > m) {
-                        Some((Reason::MemoryLimit, Actor::Watchdog))
-                    } else if limits.cpu_seconds.is_some_and(|c| cpu > c * 1_000_000_000) {
-                        Some((Reason::CpuLimit, Actor::Watchdog))
-                    } else if limits.max_processes.is_some_and(|m| n > m) {
-                        Some((Reason::ProcessLimit, Actor::Watchdog))
-                    } else {
-                        None
-                    };
-                    if let Some((reason, by)) = verdict {
-                        ending = Some(Ending { reason, by });
-                        inner.audit.record("kill", json!({
-                            "run_id": id, "agent": spec.agent, "by": by, "reason": reason, "signal": "KILL", "scope": "tree",
-                            "rss_bytes": rss, "cpu_seconds": cpu as f64 / 1e9, "processes": n,
-                        }));
-                        emit(Event::Killing { run_id: id, agent: spec.agent.clone(), by, reason, signal: "KILL" });
-                        lock(&status).state = RunState::Stopping;
-                        tree.kill_now();
-                        continue;
-                    }
-                    let level = |ratio: f64| -> u8 {
-                        if ratio >= inner.opts.critical_ratio { 2 } else if ratio >= inner.opts.warn_ratio { 1 } else { 0 }
-                    };
-                    let warn = |what: &'static str, value: f64, max: f64, warned: &mut u8| {
-                        let l = level(value / max);
-                        if l > *warned {
-                            *warned = l;
-                            let lv = if l == 2 { "critical" } else { "warn" };
-                            inner.audit.record("warning", json!({"run_id": id, "agent": spec.agent, "limit": what, "level": lv, "value": value, "max": max}));
-                            emit(Event::Warning { run_id: id, agent: spec.agent.clone(), limit: what, level: lv, value, max });
-                        }
-                    };
-                    if let Some(m) = limits.memory_bytes {
-                        warn("memory", rss as f64, m as f64, &mut warned_mem);
-                    }
-                    if let (Some(t), Some(d)) = (limits.timeout, deadline) {
-                        let left = d.saturating_duration_since(Instant::now());
-                        warn("time", (t.saturating_sub(left)).as_secs_f64(), t.as_secs_f64(), &mut warned_time);
-                    }
                 }
             }
         };
@@ -450,7 +385,7 @@ pub(super) async fn run(
         }
         if let Some(e) = exit {
             finished_cpu_ns += e.cpu.as_nanos() as u64;
-            peak_rss = peak_rss.max(e.max_rss_bytes);
+            rusage_peak = rusage_peak.max(e.max_rss_bytes);
         }
         last = exit;
         let ok = exit.is_some_and(|e| e.code == Some(0));
@@ -459,10 +394,21 @@ pub(super) async fn run(
         }
     }
 
-    // Final figures.
-    let (rss, cpu, _) = sample(&tree, finished_cpu_ns);
-    peak_rss = peak_rss.max(rss);
-    cpu_ns = cpu_ns.max(cpu).max(finished_cpu_ns);
+    // Final figures: the sampler's peaks, the kernel's rusage, the cgroup's CPU counter.
+    let (peak_rss, peak_procs, sampled_cpu) = {
+        let s = lock(&status);
+        (
+            s.peak_rss_bytes.max(rusage_peak),
+            s.peak_processes,
+            s.cpu_ns,
+        )
+    };
+    let cpu_ns = tree
+        .cgroup_cpu_time()
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        .max(sampled_cpu)
+        .max(finished_cpu_ns);
     let oom = tree.oom_kills() > 0;
     #[cfg(target_os = "linux")]
     {

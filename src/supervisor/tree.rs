@@ -173,6 +173,15 @@ impl TreeHandle {
         0
     }
 
+    /// The cgroup file counting the tree's CPU time (`cpu.stat` of v2: true; `cpuacct.usage`: false).
+    #[cfg(target_os = "linux")]
+    pub fn cpu_counter_path(&self) -> Option<(std::path::PathBuf, bool)> {
+        self.cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().and_then(|c| c.cpu_counter_path()))
+    }
+
     /// CPU time of the whole tree, exited processes included, where a cgroup counts it.
     pub fn cgroup_cpu_time(&self) -> Option<std::time::Duration> {
         #[cfg(target_os = "linux")]

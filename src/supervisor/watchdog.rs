@@ -1,0 +1,399 @@
+//! The sampler and watchdog: one thread samples every live run once per refresh, publishes
+//! the figures into each run's status, warns near a limit, and orders a kill where the OS did
+//! not enforce one. Nothing here waits on an agent or on a client.
+//!
+//! The fast path keeps files open and re-reads them with `pread`: the run's cgroup CPU counter
+//! first, and only if it moved (the tree ran since the last sample) its process list and each
+//! process's `/proc/PID/stat`. An idle agent costs one read per refresh.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Actor, Control, Event, Reason, RunId, RunState, RunStatus, Scope, Sig, TreeHandle};
+use crate::sandbox::Limits;
+
+/// Samples kept per run for the sparklines (two minutes at the default refresh).
+pub const HISTORY: usize = 120;
+
+/// One process of a run's tree, as last sampled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcRow {
+    pub pid: i32,
+    pub ppid: i32,
+    pub name: String,
+    pub cpu_pct: f64,
+    pub rss_bytes: u64,
+}
+
+/// Limits the OS enforces for a run, which the watchdog then leaves to it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OsEnforced {
+    /// A cgroup memory limit.
+    pub memory: bool,
+    /// A pids cgroup.
+    pub pids: bool,
+}
+
+/// A run under watch.
+pub(crate) struct Watched {
+    pub id: RunId,
+    pub agent: String,
+    pub status: Arc<Mutex<RunStatus>>,
+    pub tree: Arc<TreeHandle>,
+    pub ctl: UnboundedSender<Control>,
+    pub limits: Limits,
+    pub os: OsEnforced,
+    probe: Probe,
+    warned_mem: u8,
+    warned_time: u8,
+    killed: bool,
+}
+
+impl Watched {
+    pub fn new(
+        id: RunId,
+        agent: String,
+        status: Arc<Mutex<RunStatus>>,
+        tree: Arc<TreeHandle>,
+        ctl: UnboundedSender<Control>,
+        limits: Limits,
+        os: OsEnforced,
+    ) -> Watched {
+        Watched {
+            id,
+            agent,
+            status,
+            tree,
+            ctl,
+            limits,
+            os,
+            probe: Probe::default(),
+            warned_mem: 0,
+            warned_time: 0,
+            killed: false,
+        }
+    }
+}
+
+/// Kept-open files of one run.
+#[derive(Default)]
+struct Probe {
+    /// The tree's CPU counter (cgroup), read first to skip idle runs.
+    cpu: Option<File>,
+    cpu_v2: bool,
+    opened: bool,
+    /// `/proc/PID/stat` of each process, with its last CPU time.
+    stats: HashMap<i32, (File, u64)>,
+    last_total_ns: Option<u64>,
+    last_at: Option<Instant>,
+    idle_ticks: u32,
+}
+
+fn pread_string(f: &File, buf: &mut Vec<u8>) -> Option<usize> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    buf.resize(4096, 0);
+    let n = f.read_at(buf, 0).ok()?;
+    buf.truncate(n);
+    Some(n)
+}
+
+fn parse_cpu(text: &[u8], v2: bool) -> Option<u64> {
+    let t = std::str::from_utf8(text).ok()?;
+    if v2 {
+        let us: u64 = t
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(us * 1000)
+    } else {
+        t.trim().parse().ok()
+    }
+}
+
+/// The figures of one sample.
+struct Figures {
+    rss: u64,
+    total_cpu_ns: u64,
+    procs: Vec<ProcRow>,
+}
+
+impl Probe {
+    fn open_cpu(&mut self, tree: &TreeHandle) {
+        self.opened = true;
+        #[cfg(target_os = "linux")]
+        if let Some((path, v2)) = tree.cpu_counter_path() {
+            self.cpu = File::open(path).ok();
+            self.cpu_v2 = v2;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = tree;
+    }
+
+    /// Samples the tree; `None` when the tree did not run since the last sample.
+    fn sample(&mut self, tree: &TreeHandle, force: bool, buf: &mut Vec<u8>) -> Option<Figures> {
+        if !self.opened {
+            self.open_cpu(tree);
+        }
+        let now = Instant::now();
+        let cg_total = self
+            .cpu
+            .as_ref()
+            .and_then(|f| pread_string(f, buf).and_then(|_| parse_cpu(buf, self.cpu_v2)));
+        if let (Some(t), Some(last)) = (cg_total, self.last_total_ns) {
+            if t == last && !force {
+                self.idle_ticks += 1;
+                return None;
+            }
+        }
+        self.idle_ticks = 0;
+        let dt = self
+            .last_at
+            .map(|t| now.duration_since(t).as_nanos() as f64)
+            .unwrap_or(0.0);
+        let pids = tree.pids();
+        self.stats.retain(|p, _| pids.contains(p));
+        let mut procs = Vec::with_capacity(pids.len());
+        let mut rss = 0;
+        let mut sum_cpu = 0;
+        for pid in pids {
+            #[cfg(target_os = "linux")]
+            {
+                let entry = match self.stats.entry(pid) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        match File::open(format!("/proc/{pid}/stat")) {
+                            Ok(f) => v.insert((f, u64::MAX)),
+                            Err(_) => continue,
+                        }
+                    }
+                };
+                let Some(_) = pread_string(&entry.0, buf) else {
+                    continue;
+                };
+                let Some(s) = std::str::from_utf8(buf)
+                    .ok()
+                    .and_then(crate::sampler::procfs::parse_stat)
+                else {
+                    continue;
+                };
+                if s.state == 'Z' {
+                    continue;
+                }
+                let prev = entry.1;
+                entry.1 = s.cpu_ns;
+                let pct = if prev != u64::MAX && dt > 0.0 {
+                    s.cpu_ns.saturating_sub(prev) as f64 / dt * 100.0
+                } else {
+                    0.0
+                };
+                rss += s.rss_bytes;
+                sum_cpu += s.cpu_ns;
+                procs.push(ProcRow {
+                    pid: s.pid,
+                    ppid: s.ppid,
+                    name: s.name,
+                    cpu_pct: pct,
+                    rss_bytes: s.rss_bytes,
+                });
+            }
+        }
+        let total = cg_total.unwrap_or(sum_cpu);
+        self.last_total_ns = Some(total);
+        self.last_at = Some(now);
+        Some(Figures {
+            rss,
+            total_cpu_ns: total,
+            procs,
+        })
+    }
+}
+
+/// The sampler thread's main loop.
+pub(crate) fn watch_loop(
+    rx: Receiver<Watched>,
+    refresh: Duration,
+    warn_ratio: f64,
+    critical_ratio: f64,
+    events: tokio::sync::broadcast::Sender<Event>,
+    audit: Arc<super::audit::AuditLog>,
+) {
+    let mut runs: Vec<Watched> = Vec::new();
+    let mut buf = Vec::with_capacity(4096);
+    let mut next = Instant::now();
+    let mut tick: u64 = 0;
+    loop {
+        // Take new runs until the next sample is due.
+        loop {
+            let wait = next.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(w) => runs.push(w),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if runs.is_empty() {
+                        return;
+                    }
+                    std::thread::sleep(wait);
+                    break;
+                }
+            }
+        }
+        next += refresh;
+        if next < Instant::now() {
+            next = Instant::now() + refresh;
+        }
+        tick += 1;
+        runs.retain(|w| {
+            w.status
+                .lock()
+                .map(|s| s.state != RunState::Exited)
+                .unwrap_or(false)
+        });
+        for w in &mut runs {
+            let (state, deadline, started) = {
+                let s = w.status.lock().unwrap_or_else(|e| e.into_inner());
+                (s.state, s.deadline, s.started)
+            };
+            if state == RunState::Starting {
+                continue;
+            }
+            // Every tenth refresh the sample is taken even if the tree did not run, so a process
+            // count or a kernel counter can never go stale for long.
+            let force = tick % 10 == 0 || w.probe.last_total_ns.is_none();
+            let fig = w.probe.sample(&w.tree, force, &mut buf);
+            let now = Instant::now();
+            let (rss, cpu_ns, nprocs) = {
+                let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(f) = &fig {
+                    let dt = s
+                        .sampled_at
+                        .map(|t| now.duration_since(t).as_nanos() as f64)
+                        .unwrap_or(0.0);
+                    s.cpu_pct = if dt > 0.0 && s.cpu_ns > 0 {
+                        f.total_cpu_ns.saturating_sub(s.cpu_ns) as f64 / dt * 100.0
+                    } else {
+                        0.0
+                    };
+                    s.rss_bytes = f.rss;
+                    s.peak_rss_bytes = s.peak_rss_bytes.max(f.rss);
+                    s.cpu_ns = s.cpu_ns.max(f.total_cpu_ns);
+                    s.processes = f.procs.len() as u64;
+                    s.peak_processes = s.peak_processes.max(s.processes);
+                    s.procs = f.procs.clone();
+                    s.version += 1;
+                } else if s.cpu_pct != 0.0 {
+                    s.cpu_pct = 0.0;
+                    for p in &mut s.procs {
+                        p.cpu_pct = 0.0;
+                    }
+                    s.version += 1;
+                }
+                s.sampled_at = Some(now);
+                let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
+                if s.history.len() == HISTORY {
+                    s.history.pop_front();
+                }
+                s.history.push_back((pct, rss));
+                (s.rss_bytes, s.cpu_ns, s.processes)
+            };
+            if w.killed || state != RunState::Running {
+                continue;
+            }
+            // The watchdog: the OS first, the supervisor wherever the OS did not act.
+            let l = &w.limits;
+            let verdict = if fig.is_some() && w.tree.oom_kills() > 0 {
+                Some((Reason::MemoryLimit, Actor::Kernel))
+            } else if fig.is_some() && w.tree.fork_refusals() > 0 {
+                Some((Reason::ProcessLimit, Actor::Watchdog))
+            } else if !w.os.memory && l.memory_bytes.is_some_and(|m| rss > m) {
+                Some((Reason::MemoryLimit, Actor::Watchdog))
+            } else if l.cpu_seconds.is_some_and(|c| cpu_ns > c * 1_000_000_000) {
+                Some((Reason::CpuLimit, Actor::Watchdog))
+            } else if !w.os.pids && l.max_processes.is_some_and(|m| nprocs > m) {
+                Some((Reason::ProcessLimit, Actor::Watchdog))
+            } else {
+                None
+            };
+            if let Some((reason, by)) = verdict {
+                w.killed = true;
+                let _ = w.ctl.send(Control::Kill {
+                    sig: Sig::Kill,
+                    scope: Scope::Tree,
+                    by,
+                    reason,
+                });
+                continue;
+            }
+            let level = |ratio: f64| -> u8 {
+                if ratio >= critical_ratio {
+                    2
+                } else if ratio >= warn_ratio {
+                    1
+                } else {
+                    0
+                }
+            };
+            let warn = |what: &'static str, value: f64, max: f64, warned: &mut u8| {
+                let lv = level(value / max);
+                if lv > *warned {
+                    *warned = lv;
+                    let name = if lv == 2 { "critical" } else { "warn" };
+                    audit.record(
+                        "warning",
+                        json!({"run_id": w.id, "agent": w.agent, "limit": what, "level": name, "value": value, "max": max}),
+                    );
+                    let _ = events.send(Event::Warning {
+                        run_id: w.id,
+                        agent: w.agent.clone(),
+                        limit: what,
+                        level: name,
+                        value,
+                        max,
+                    });
+                }
+            };
+            if let Some(m) = l.memory_bytes {
+                warn("memory", rss as f64, m as f64, &mut w.warned_mem);
+            }
+            if let (Some(t), Some(d)) = (l.timeout, deadline) {
+                let used = t.saturating_sub(d.saturating_duration_since(now));
+                let _ = started;
+                warn(
+                    "time",
+                    used.as_secs_f64(),
+                    t.as_secs_f64(),
+                    &mut w.warned_time,
+                );
+            }
+        }
+    }
+}
+
+/// The ratio of a run's use to each of its limits, the largest first: what the dashboard
+/// highlights and what "only agents near a limit" filters on.
+pub fn pressure(s: &RunStatus) -> f64 {
+    let mut p: f64 = 0.0;
+    if let Some(m) = s.limits.memory_bytes {
+        p = p.max(s.rss_bytes as f64 / m as f64);
+    }
+    if let (Some(t), Some(d)) = (s.limits.timeout, s.deadline) {
+        if s.state != RunState::Exited {
+            let used = t.saturating_sub(d.saturating_duration_since(Instant::now()));
+            p = p.max(used.as_secs_f64() / t.as_secs_f64());
+        }
+    }
+    if let Some(c) = s.limits.cpu_seconds {
+        p = p.max(s.cpu_ns as f64 / 1e9 / c as f64);
+    }
+    p
+}
+
+pub type History = VecDeque<(f32, u64)>;
