@@ -138,6 +138,32 @@ impl Probe {
         let _ = tree;
     }
 
+    /// One process, through its kept-open `/proc/PID/stat`.
+    #[cfg(target_os = "linux")]
+    fn read_process(&mut self, pid: i32, buf: &mut Vec<u8>) -> Option<crate::sampler::ProcSample> {
+        let entry = match self.stats.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((File::open(format!("/proc/{pid}/stat")).ok()?, u64::MAX))
+            }
+        };
+        pread_string(&entry.0, buf)?;
+        std::str::from_utf8(buf)
+            .ok()
+            .and_then(crate::sampler::procfs::parse_stat)
+    }
+
+    /// Per-process figures come from sysinfo on other systems (not yet wired: the watchdog
+    /// there works from the totals it has).
+    #[cfg(not(target_os = "linux"))]
+    fn read_process(
+        &mut self,
+        _pid: i32,
+        _buf: &mut Vec<u8>,
+    ) -> Option<crate::sampler::ProcSample> {
+        None
+    }
+
     /// Samples the tree; `None` when the tree did not run since the last sample.
     fn sample(&mut self, tree: &TreeHandle, force: bool, buf: &mut Vec<u8>) -> Option<Figures> {
         if !self.opened {
@@ -165,46 +191,31 @@ impl Probe {
         let mut rss = 0;
         let mut sum_cpu = 0;
         for pid in pids {
-            #[cfg(target_os = "linux")]
-            {
-                let entry = match self.stats.entry(pid) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        match File::open(format!("/proc/{pid}/stat")) {
-                            Ok(f) => v.insert((f, u64::MAX)),
-                            Err(_) => continue,
-                        }
-                    }
-                };
-                let Some(_) = pread_string(&entry.0, buf) else {
-                    continue;
-                };
-                let Some(s) = std::str::from_utf8(buf)
-                    .ok()
-                    .and_then(crate::sampler::procfs::parse_stat)
-                else {
-                    continue;
-                };
-                if s.state == 'Z' {
-                    continue;
-                }
-                let prev = entry.1;
-                entry.1 = s.cpu_ns;
-                let pct = if prev != u64::MAX && dt > 0.0 {
-                    s.cpu_ns.saturating_sub(prev) as f64 / dt * 100.0
-                } else {
-                    0.0
-                };
-                rss += s.rss_bytes;
-                sum_cpu += s.cpu_ns;
-                procs.push(ProcRow {
-                    pid: s.pid,
-                    ppid: s.ppid,
-                    name: s.name,
-                    cpu_pct: pct,
-                    rss_bytes: s.rss_bytes,
-                });
+            let Some(s) = self.read_process(pid, buf) else {
+                continue;
+            };
+            if s.state == 'Z' {
+                continue;
             }
+            let Some(entry) = self.stats.get_mut(&pid) else {
+                continue;
+            };
+            let prev = entry.1;
+            entry.1 = s.cpu_ns;
+            let pct = if prev != u64::MAX && dt > 0.0 {
+                s.cpu_ns.saturating_sub(prev) as f64 / dt * 100.0
+            } else {
+                0.0
+            };
+            rss += s.rss_bytes;
+            sum_cpu += s.cpu_ns;
+            procs.push(ProcRow {
+                pid: s.pid,
+                ppid: s.ppid,
+                name: s.name,
+                cpu_pct: pct,
+                rss_bytes: s.rss_bytes,
+            });
         }
         let total = cg_total.unwrap_or(sum_cpu);
         self.last_total_ns = Some(total);
