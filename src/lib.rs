@@ -11,6 +11,8 @@ pub mod sampler;
 pub mod sandbox;
 pub mod supervisor;
 pub mod tier;
+#[cfg(unix)]
+pub mod tui;
 
 pub use config::Config;
 pub use tier::SecurityTier;

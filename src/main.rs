@@ -31,6 +31,17 @@ enum Command {
     Exec(ExecArgs),
     /// Validate the configuration and agent files; print every effective setting and its origin.
     Check(CheckArgs),
+    /// Open the dashboard with no agent started; launch agents from it.
+    Dashboard(DashboardArgs),
+}
+
+#[derive(Args, Debug)]
+struct DashboardArgs {
+    /// Agent files whose agents the launch dialog offers (none is started).
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -158,6 +169,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cmd_run(a).await,
             Command::Exec(a) => cmd_exec(a).await,
             Command::Check(a) => cmd_check(a),
+            Command::Dashboard(a) => cmd_dashboard(a).await,
         }
     });
     match result {
@@ -248,6 +260,11 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
     }
     let json = a.json;
     let sup = start_supervisor(&loaded)?;
+    if !a.headless && !json && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        let all = plan::plan_runs(&loaded, &Flags { triggers: Vec::new(), ..flags.clone() }, &files, &Host::real())?;
+        let records = dashboard(sup, &loaded, &flags, specs, all).await?;
+        return Ok(exit_code(&records));
+    }
     let events = sup.subscribe();
     let mut launched = 0;
     for spec in specs {
@@ -271,11 +288,60 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
         print!("{}", headless::summary(&records));
         println!("audit log: {}", sup.audit_path().display());
     }
-    Ok(if records.iter().all(|r| r.success()) {
+    Ok(exit_code(&records))
+}
+
+fn exit_code(records: &[Arc<RunRecord>]) -> u8 {
+    if records.iter().all(|r| r.success()) {
         0
     } else {
         1
-    })
+    }
+}
+
+/// Opens the dashboard: `initial` starts at once, `offered` fills the launch dialog.
+async fn dashboard(
+    sup: Supervisor,
+    loaded: &LoadedConfig,
+    flags: &Flags,
+    initial: Vec<symbiont::supervisor::RunSpec>,
+    offered: Vec<symbiont::supervisor::RunSpec>,
+) -> Result<Vec<Arc<RunRecord>>, Usage> {
+    use symbiont::tui::{app::App, app::Launchable, keymap::Keymap, Dashboard};
+    let c = &loaded.config;
+    let keymap = Keymap::new(&c.dashboard.keys).map_err(Usage)?;
+    let app = App::new(
+        keymap,
+        c.dashboard.warn_ratio,
+        c.dashboard.critical_ratio,
+        std::time::Duration::from_millis(c.dashboard.refresh_ms),
+    );
+    let launchables = offered
+        .into_iter()
+        .map(|s| (Launchable { agent: s.agent.clone(), trigger: s.trigger.clone(), tier: s.tier }, s))
+        .collect();
+    let (loaded2, flags2) = (loaded.clone(), flags.clone());
+    let plan_command = Box::new(move |command: &str, tier: SecurityTier| {
+        let argv = shell_words::split(command).map_err(|e| format!("command: {e}"))?;
+        let f = Flags { sandbox_tier: Some(tier), native: false, ..flags2.clone() };
+        plan::plan_command(&loaded2, &f, argv, &[], &Host::real()).map_err(|e| e.0)
+    });
+    let d = Dashboard { supervisor: sup, initial, launchables, plan_command, app };
+    d.run().await.map_err(|e| Usage(format!("dashboard: {e}")))
+}
+
+async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
+    let flags = a.policy.flags(Vec::new());
+    let loaded = load_config(a.policy.config.as_deref(), &flags)?;
+    let files = a.files.iter().map(|f| SourceFile::load(f)).collect::<Result<Vec<_>, _>>()?;
+    let offered = if files.is_empty() {
+        Vec::new()
+    } else {
+        plan::plan_runs(&loaded, &flags, &files, &Host::real())?
+    };
+    let sup = start_supervisor(&loaded)?;
+    let records = dashboard(sup, &loaded, &flags, Vec::new(), offered).await?;
+    Ok(exit_code(&records))
 }
 
 async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {

@@ -645,6 +645,25 @@ impl Supervisor {
             .collect()
     }
 
+    /// Calls `f` with every run's live status, in launch order, without copying them.
+    pub fn visit(&self, mut f: impl FnMut(&RunStatus)) {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        for r in runs.values() {
+            f(&r.status.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    /// The in-memory tail of a run's stdout (or stderr).
+    pub fn tail(&self, id: RunId, stderr: bool) -> Option<Vec<String>> {
+        let tail = {
+            let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+            let st = runs.get(&id)?.status.lock().unwrap_or_else(|e| e.into_inner());
+            if stderr { st.stderr.clone() } else { st.stdout.clone() }
+        };
+        let t = tail.lock().unwrap_or_else(|e| e.into_inner());
+        Some(t.last(usize::MAX))
+    }
+
     pub fn status(&self, id: RunId) -> Option<RunStatus> {
         let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
         runs.get(&id)

@@ -484,6 +484,9 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         s.cpu_ns = cpu_ns;
         s.rss_bytes = 0;
         s.processes = 0;
+        s.procs.clear();
+        s.cpu_pct = 0.0;
+        s.version += 1;
     }
     emit(Event::Exited {
         record: Box::new((*record).clone()),

@@ -1,0 +1,683 @@
+//! The dashboard's state and its answers to keys and mouse clicks. Pure data: it never touches
+//! the terminal or the supervisor; what it wants done comes back as [`Cmd`]s.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::layout::Rect;
+
+use super::keymap::{Action, Keymap};
+use crate::sandbox::Limits;
+use crate::supervisor::watchdog::ProcRow;
+use crate::supervisor::{Reason, RunId, RunState, RunStatus, Scope, Sig};
+use crate::tier::SecurityTier;
+
+/// One agent as the dashboard shows it: a copy of the supervisor's figures at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub id: RunId,
+    pub agent: String,
+    pub trigger: String,
+    pub tier: SecurityTier,
+    pub pid: Option<i32>,
+    pub state: RunState,
+    pub cpu_pct: f64,
+    pub rss: u64,
+    pub cpu_secs: f64,
+    pub processes: u64,
+    pub elapsed: Duration,
+    pub limits: Limits,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: Option<Reason>,
+    pub procs: Vec<ProcRow>,
+    pub history: Vec<(f32, u64)>,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub env_names: Vec<String>,
+    pub version: u64,
+}
+
+impl AgentRow {
+    pub fn from_status(s: &RunStatus, now: Instant) -> AgentRow {
+        let rec = s.record.as_ref();
+        AgentRow {
+            id: s.id,
+            agent: s.agent.clone(),
+            trigger: s.trigger.clone(),
+            tier: s.tier,
+            pid: s.pid,
+            state: s.state,
+            cpu_pct: s.cpu_pct,
+            rss: s.rss_bytes,
+            cpu_secs: s.cpu_ns as f64 / 1e9,
+            processes: s.processes,
+            elapsed: match rec {
+                Some(r) => Duration::from_secs_f64(r.duration_secs),
+                None => now.saturating_duration_since(s.started),
+            },
+            limits: s.limits.clone(),
+            exit_code: rec.and_then(|r| r.exit_code),
+            signal: rec.and_then(|r| r.signal.clone()),
+            reason: rec.map(|r| r.reason),
+            procs: s.procs.clone(),
+            history: s.history.iter().copied().collect(),
+            argv: s.argv.clone(),
+            cwd: s.cwd.display().to_string(),
+            env_names: s.env_names.clone(),
+            version: s.version,
+        }
+    }
+
+    pub fn alive(&self) -> bool {
+        self.state != RunState::Exited
+    }
+
+    pub fn mem_ratio(&self) -> Option<f64> {
+        self.limits.memory_bytes.filter(|&m| m > 0).map(|m| self.rss as f64 / m as f64)
+    }
+
+    pub fn time_ratio(&self) -> Option<f64> {
+        self.limits.timeout.filter(|t| !t.is_zero()).map(|t| self.elapsed.as_secs_f64() / t.as_secs_f64())
+    }
+
+    /// The largest use of any limit, as a fraction of it.
+    pub fn pressure(&self) -> f64 {
+        if !self.alive() {
+            return 0.0;
+        }
+        let cpu = self.limits.cpu_seconds.map(|c| self.cpu_secs / c as f64);
+        [self.mem_ratio(), self.time_ratio(), cpu].into_iter().flatten().fold(0.0, f64::max)
+    }
+
+    /// "exited 0", "timeout", "killed (operator)", ...
+    pub fn outcome(&self) -> String {
+        match (self.reason, self.exit_code, &self.signal) {
+            (None, _, _) => String::new(),
+            (Some(Reason::Exited), Some(c), _) => format!("exit {c}"),
+            (Some(Reason::Exited), None, Some(s)) => s.clone(),
+            (Some(r), _, _) => r.as_str().replace('_', " "),
+        }
+    }
+}
+
+/// How close to a limit: the row's colour and its text marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warn,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    Launch,
+    Cpu,
+    Memory,
+    Time,
+    Name,
+}
+
+/// A line of the table: an agent, or one process of an expanded agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    Agent(usize),
+    Proc(usize, usize),
+}
+
+pub const SIGNALS: [(Sig, &str); 6] = [
+    (Sig::Term, "TERM, then KILL after the grace period"),
+    (Sig::Kill, "KILL at once"),
+    (Sig::Int, "INT (interrupt)"),
+    (Sig::Hup, "HUP (hang up)"),
+    (Sig::Stop, "STOP (pause)"),
+    (Sig::Cont, "CONT (resume)"),
+];
+
+/// Something to launch from the loaded agent files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launchable {
+    pub agent: String,
+    pub trigger: String,
+    pub tier: SecurityTier,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dialog {
+    Kill { run: RunId, agent: String, signal: usize, tree: bool, pid: Option<i32> },
+    Help,
+    Filter(String),
+    Search(String),
+    Launch { choice: usize, command: String, tier: usize },
+    ConfirmQuit { alive: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What the dashboard asks of the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cmd {
+    Signal { run: RunId, sig: Sig, scope: Scope },
+    Pause(RunId),
+    Resume(RunId),
+    Restart(RunId),
+    Launch(usize),
+    LaunchCommand { command: String, tier: SecurityTier },
+    /// Quit; `stop` first stops every live agent.
+    Quit { stop: bool },
+}
+
+pub const LAUNCH_TIERS: [SecurityTier; 4] = [SecurityTier::None, SecurityTier::Tier1, SecurityTier::Tier2, SecurityTier::Tier3];
+
+pub struct App {
+    pub rows: Vec<AgentRow>,
+    pub items: Vec<Item>,
+    pub selected: usize,
+    pub offset: usize,
+    pub sort: Sort,
+    pub filter: String,
+    pub near_only: bool,
+    pub expanded: HashSet<RunId>,
+    pub detail: bool,
+    pub dialog: Option<Dialog>,
+    pub keymap: Keymap,
+    pub warn_ratio: f64,
+    pub critical_ratio: f64,
+    pub refresh: Duration,
+    pub launchables: Vec<Launchable>,
+    pub message: Option<String>,
+    /// Detail pane: which stream, its lines, scroll (lines up from the end), follow, search.
+    pub stream: Stream,
+    pub log_lines: Vec<String>,
+    pub log_scroll: usize,
+    pub follow: bool,
+    pub search: Option<String>,
+    /// Where the table's first agent line was drawn, for mouse clicks.
+    pub table_area: Rect,
+    pub quitting: bool,
+}
+
+impl App {
+    pub fn new(keymap: Keymap, warn_ratio: f64, critical_ratio: f64, refresh: Duration) -> App {
+        App {
+            rows: Vec::new(),
+            items: Vec::new(),
+            selected: 0,
+            offset: 0,
+            sort: Sort::Launch,
+            filter: String::new(),
+            near_only: false,
+            expanded: HashSet::new(),
+            detail: false,
+            dialog: None,
+            keymap,
+            warn_ratio,
+            critical_ratio,
+            refresh,
+            launchables: Vec::new(),
+            message: None,
+            stream: Stream::Stdout,
+            log_lines: Vec::new(),
+            log_scroll: 0,
+            follow: true,
+            search: None,
+            table_area: Rect::default(),
+            quitting: false,
+        }
+    }
+
+    pub fn level(&self, r: &AgentRow) -> Level {
+        let p = r.pressure();
+        if p >= self.critical_ratio {
+            Level::Critical
+        } else if p >= self.warn_ratio {
+            Level::Warn
+        } else {
+            Level::Ok
+        }
+    }
+
+    /// Replaces the rows and rebuilds the visible lines, keeping the selection on the same
+    /// agent (or process) where it still shows.
+    pub fn set_rows(&mut self, rows: Vec<AgentRow>) {
+        let keep = self.selected_key();
+        self.rows = rows;
+        self.rebuild(keep);
+    }
+
+    fn selected_key(&self) -> Option<(RunId, Option<i32>)> {
+        match self.items.get(self.selected)? {
+            Item::Agent(i) => Some((self.rows.get(*i)?.id, None)),
+            Item::Proc(i, p) => {
+                let r = self.rows.get(*i)?;
+                Some((r.id, r.procs.get(*p).map(|p| p.pid)))
+            }
+        }
+    }
+
+    pub fn rebuild(&mut self, keep: Option<(RunId, Option<i32>)>) {
+        let f = self.filter.to_lowercase();
+        let mut idx: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| {
+                let r = &self.rows[i];
+                (f.is_empty()
+                    || r.agent.to_lowercase().contains(&f)
+                    || r.trigger.to_lowercase().contains(&f)
+                    || r.argv.join(" ").to_lowercase().contains(&f))
+                    && (!self.near_only || self.level(r) != Level::Ok)
+            })
+            .collect();
+        let rows = &self.rows;
+        match self.sort {
+            Sort::Launch => {}
+            Sort::Cpu => idx.sort_by(|&a, &b| rows[b].cpu_pct.total_cmp(&rows[a].cpu_pct)),
+            Sort::Memory => idx.sort_by(|&a, &b| rows[b].rss.cmp(&rows[a].rss)),
+            Sort::Time => idx.sort_by(|&a, &b| rows[b].elapsed.cmp(&rows[a].elapsed)),
+            Sort::Name => idx.sort_by(|&a, &b| rows[a].agent.to_lowercase().cmp(&rows[b].agent.to_lowercase())),
+        }
+        self.items.clear();
+        for i in idx {
+            self.items.push(Item::Agent(i));
+            if self.expanded.contains(&self.rows[i].id) {
+                for p in tree_order(&self.rows[i].procs) {
+                    self.items.push(Item::Proc(i, p));
+                }
+            }
+        }
+        if let Some((id, pid)) = keep {
+            let found = self.items.iter().position(|it| match *it {
+                Item::Agent(i) => pid.is_none() && self.rows[i].id == id,
+                Item::Proc(i, p) => self.rows[i].id == id && Some(self.rows[i].procs[p].pid) == pid,
+            });
+            let found = found.or_else(|| self.items.iter().position(|it| matches!(*it, Item::Agent(i) if self.rows[i].id == id)));
+            if let Some(f) = found {
+                self.selected = f;
+            }
+        }
+        self.selected = self.selected.min(self.items.len().saturating_sub(1));
+    }
+
+    /// The agent under the selection (an agent line or one of its processes).
+    pub fn selected_row(&self) -> Option<&AgentRow> {
+        match self.items.get(self.selected)? {
+            Item::Agent(i) | Item::Proc(i, _) => self.rows.get(*i),
+        }
+    }
+
+    fn selected_pid(&self) -> Option<i32> {
+        match self.items.get(self.selected)? {
+            Item::Agent(i) => self.rows.get(*i)?.pid,
+            Item::Proc(i, p) => self.rows.get(*i)?.procs.get(*p).map(|p| p.pid),
+        }
+    }
+
+    pub fn alive(&self) -> usize {
+        self.rows.iter().filter(|r| r.alive()).count()
+    }
+
+    fn move_by(&mut self, d: isize) {
+        if self.items.is_empty() {
+            return;
+        }
+        let n = self.items.len() as isize;
+        self.selected = (self.selected as isize + d).clamp(0, n - 1) as usize;
+    }
+
+    fn page(&self) -> isize {
+        (self.table_area.height.saturating_sub(1) as isize).max(1)
+    }
+
+    fn open_kill_dialog(&mut self) {
+        let pid = self.selected_pid();
+        let tree = matches!(self.items.get(self.selected), Some(Item::Agent(_)));
+        if let Some(r) = self.selected_row().filter(|r| r.alive()) {
+            self.dialog = Some(Dialog::Kill { run: r.id, agent: r.agent.clone(), signal: 0, tree, pid });
+        } else {
+            self.message = Some("nothing to kill: the agent has exited".into());
+        }
+    }
+
+    /// A key press; returns what the supervisor must do.
+    pub fn on_key(&mut self, ev: KeyEvent) -> Vec<Cmd> {
+        self.message = None;
+        if ev.modifiers.contains(KeyModifiers::CONTROL) && ev.code == KeyCode::Char('c') {
+            return self.ask_quit();
+        }
+        if let Some(d) = self.dialog.take() {
+            return self.on_dialog_key(d, ev);
+        }
+        if self.detail {
+            match ev.code {
+                KeyCode::Esc => {
+                    self.detail = false;
+                    return vec![];
+                }
+                KeyCode::Char('s') => {
+                    self.stream = if self.stream == Stream::Stdout { Stream::Stderr } else { Stream::Stdout };
+                    self.log_scroll = 0;
+                    return vec![];
+                }
+                KeyCode::Char('/') => {
+                    self.dialog = Some(Dialog::Search(self.search.clone().unwrap_or_default()));
+                    return vec![];
+                }
+                KeyCode::Char('n') if self.search.is_some() => {
+                    self.jump_to_match(true);
+                    return vec![];
+                }
+                KeyCode::Char('N') if self.search.is_some() => {
+                    self.jump_to_match(false);
+                    return vec![];
+                }
+                KeyCode::Up | KeyCode::Char('k') => {
+                    self.log_scroll = (self.log_scroll + 1).min(self.log_lines.len());
+                    self.follow = false;
+                    return vec![];
+                }
+                KeyCode::Down | KeyCode::Char('j') => {
+                    self.log_scroll = self.log_scroll.saturating_sub(1);
+                    return vec![];
+                }
+                KeyCode::PageUp => {
+                    self.log_scroll = (self.log_scroll + 20).min(self.log_lines.len());
+                    self.follow = false;
+                    return vec![];
+                }
+                KeyCode::PageDown => {
+                    self.log_scroll = self.log_scroll.saturating_sub(20);
+                    return vec![];
+                }
+                _ => {}
+            }
+        }
+        let Some(a) = self.keymap.action(&ev) else { return vec![] };
+        self.on_action(a)
+    }
+
+    pub fn on_action(&mut self, a: Action) -> Vec<Cmd> {
+        let keep = self.selected_key();
+        match a {
+            Action::Up => self.move_by(-1),
+            Action::Down => self.move_by(1),
+            Action::PageUp => self.move_by(-self.page()),
+            Action::PageDown => self.move_by(self.page()),
+            Action::Home => self.selected = 0,
+            Action::End => self.selected = self.items.len().saturating_sub(1),
+            Action::Detail => {
+                self.detail = !self.detail;
+                self.log_scroll = 0;
+                self.follow = true;
+            }
+            Action::ExpandTree => {
+                if let Some(id) = self.selected_row().map(|r| r.id) {
+                    if !self.expanded.remove(&id) {
+                        self.expanded.insert(id);
+                    }
+                    // Collapsing leaves the selection on the agent.
+                    let key = keep.map(|(id, _)| (id, None));
+                    self.rebuild(key);
+                }
+            }
+            Action::KillDialog => self.open_kill_dialog(),
+            Action::KillTreeNow => {
+                if let Some((id, agent)) = self.selected_row().filter(|r| r.alive()).map(|r| (r.id, r.agent.clone())) {
+                    self.message = Some(format!("killing {agent} and its whole tree (SIGKILL)"));
+                    return vec![Cmd::Signal { run: id, sig: Sig::Kill, scope: Scope::Tree }];
+                }
+            }
+            Action::PauseResume => {
+                if let Some(r) = self.selected_row() {
+                    match r.state {
+                        RunState::Paused => return vec![Cmd::Resume(r.id)],
+                        RunState::Running => return vec![Cmd::Pause(r.id)],
+                        _ => {}
+                    }
+                }
+            }
+            Action::Restart => {
+                if let Some(r) = self.selected_row() {
+                    return vec![Cmd::Restart(r.id)];
+                }
+            }
+            Action::Launch => self.dialog = Some(Dialog::Launch { choice: 0, command: String::new(), tier: 0 }),
+            Action::Filter => self.dialog = Some(Dialog::Filter(self.filter.clone())),
+            Action::SortCpu => self.set_sort(Sort::Cpu),
+            Action::SortMemory => self.set_sort(Sort::Memory),
+            Action::SortTime => self.set_sort(Sort::Time),
+            Action::SortName => self.set_sort(Sort::Name),
+            Action::NearLimitOnly => {
+                self.near_only = !self.near_only;
+                self.rebuild(keep);
+            }
+            Action::Follow => {
+                self.follow = !self.follow;
+                if self.follow {
+                    self.log_scroll = 0;
+                }
+            }
+            Action::Help => self.dialog = Some(Dialog::Help),
+            Action::Quit => return self.ask_quit(),
+        }
+        vec![]
+    }
+
+    fn set_sort(&mut self, s: Sort) {
+        let keep = self.selected_key();
+        self.sort = if self.sort == s { Sort::Launch } else { s };
+        self.rebuild(keep);
+    }
+
+    fn ask_quit(&mut self) -> Vec<Cmd> {
+        let alive = self.alive();
+        if alive == 0 {
+            self.quitting = true;
+            return vec![Cmd::Quit { stop: false }];
+        }
+        self.dialog = Some(Dialog::ConfirmQuit { alive });
+        vec![]
+    }
+
+    fn jump_to_match(&mut self, older: bool) {
+        let Some(q) = self.search.clone().filter(|q| !q.is_empty()) else { return };
+        let n = self.log_lines.len();
+        // Lines are indexed from the end: scroll s shows line n-1-s at the bottom.
+        let range: Vec<usize> = if older {
+            (self.log_scroll + 1..n).collect()
+        } else {
+            (0..self.log_scroll).rev().collect()
+        };
+        if let Some(s) = range.into_iter().find(|&s| self.log_lines[n - 1 - s].contains(&q)) {
+            self.log_scroll = s;
+            self.follow = false;
+        } else {
+            self.message = Some(format!("no more matches for `{q}`"));
+        }
+    }
+
+    fn on_dialog_key(&mut self, d: Dialog, ev: KeyEvent) -> Vec<Cmd> {
+        match d {
+            Dialog::Help => {
+                // Any key closes the help.
+            }
+            Dialog::ConfirmQuit { alive } => match ev.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                    self.quitting = true;
+                    self.message = Some(format!("stopping {alive} agent(s)..."));
+                    return vec![Cmd::Quit { stop: true }];
+                }
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {}
+                _ => self.dialog = Some(Dialog::ConfirmQuit { alive }),
+            },
+            Dialog::Kill { run, agent, signal, tree, pid } => match ev.code {
+                KeyCode::Esc | KeyCode::Char('q') => {}
+                KeyCode::Up | KeyCode::Char('k') => {
+                    self.dialog = Some(Dialog::Kill { run, agent, signal: signal.saturating_sub(1), tree, pid })
+                }
+                KeyCode::Down | KeyCode::Char('j') => {
+                    self.dialog = Some(Dialog::Kill { run, agent, signal: (signal + 1).min(SIGNALS.len() - 1), tree, pid })
+                }
+                KeyCode::Tab | KeyCode::Char(' ') | KeyCode::Left | KeyCode::Right => {
+                    self.dialog = Some(Dialog::Kill { run, agent, signal, tree: !tree || pid.is_none(), pid })
+                }
+                KeyCode::Enter => {
+                    let sig = SIGNALS[signal].0;
+                    let scope = match (tree, pid) {
+                        (false, Some(p)) => Scope::Process(p),
+                        _ => Scope::Tree,
+                    };
+                    self.message = Some(format!(
+                        "SIG{} to {}",
+                        sig.name(),
+                        match scope {
+                            Scope::Tree => format!("{agent} (whole tree)"),
+                            Scope::Process(p) => format!("pid {p} of {agent}"),
+                        }
+                    ));
+                    return vec![Cmd::Signal { run, sig, scope }];
+                }
+                _ => self.dialog = Some(Dialog::Kill { run, agent, signal, tree, pid }),
+            },
+            Dialog::Filter(mut s) => match ev.code {
+                KeyCode::Esc => {
+                    self.filter.clear();
+                    self.rebuild(self.selected_key());
+                }
+                KeyCode::Enter => {}
+                KeyCode::Backspace => {
+                    s.pop();
+                    self.filter = s.clone();
+                    self.rebuild(self.selected_key());
+                    self.dialog = Some(Dialog::Filter(s));
+                }
+                KeyCode::Char(c) => {
+                    s.push(c);
+                    self.filter = s.clone();
+                    self.rebuild(self.selected_key());
+                    self.dialog = Some(Dialog::Filter(s));
+                }
+                _ => self.dialog = Some(Dialog::Filter(s)),
+            },
+            Dialog::Search(mut s) => match ev.code {
+                KeyCode::Esc => self.search = None,
+                KeyCode::Enter => {
+                    self.search = Some(s);
+                    self.log_scroll = 0;
+                    self.jump_to_match(true);
+                    if self.log_lines.last().is_some_and(|l| self.search.as_ref().is_some_and(|q| l.contains(q))) {
+                        self.message = None;
+                    }
+                }
+                KeyCode::Backspace => {
+                    s.pop();
+                    self.dialog = Some(Dialog::Search(s));
+                }
+                KeyCode::Char(c) => {
+                    s.push(c);
+                    self.dialog = Some(Dialog::Search(s));
+                }
+                _ => self.dialog = Some(Dialog::Search(s)),
+            },
+            Dialog::Launch { choice, mut command, tier } => {
+                let n = self.launchables.len() + 1; // the last choice is "a command"
+                let typing = choice == n - 1;
+                match ev.code {
+                    KeyCode::Esc => {}
+                    KeyCode::Up => self.dialog = Some(Dialog::Launch { choice: choice.saturating_sub(1), command, tier }),
+                    KeyCode::Down => self.dialog = Some(Dialog::Launch { choice: (choice + 1).min(n - 1), command, tier }),
+                    KeyCode::Tab => {
+                        self.dialog = Some(Dialog::Launch { choice, command, tier: (tier + 1) % LAUNCH_TIERS.len() })
+                    }
+                    KeyCode::Enter => {
+                        if typing {
+                            if command.trim().is_empty() {
+                                self.dialog = Some(Dialog::Launch { choice, command, tier });
+                            } else {
+                                return vec![Cmd::LaunchCommand { command, tier: LAUNCH_TIERS[tier] }];
+                            }
+                        } else {
+                            return vec![Cmd::Launch(choice)];
+                        }
+                    }
+                    KeyCode::Backspace if typing => {
+                        command.pop();
+                        self.dialog = Some(Dialog::Launch { choice, command, tier });
+                    }
+                    KeyCode::Char(c) if typing => {
+                        command.push(c);
+                        self.dialog = Some(Dialog::Launch { choice, command, tier });
+                    }
+                    _ => self.dialog = Some(Dialog::Launch { choice, command, tier }),
+                }
+            }
+        }
+        vec![]
+    }
+
+    /// A mouse event: a click selects a line; a right click opens the kill dialog for it; the
+    /// wheel moves the selection.
+    pub fn on_mouse(&mut self, m: MouseEvent) -> Vec<Cmd> {
+        match m.kind {
+            MouseEventKind::ScrollDown => self.move_by(3),
+            MouseEventKind::ScrollUp => self.move_by(-3),
+            MouseEventKind::Down(b @ (MouseButton::Left | MouseButton::Right)) => {
+                if self.dialog.is_some() {
+                    return vec![];
+                }
+                let a = self.table_area;
+                if m.column >= a.x && m.column < a.x + a.width && m.row >= a.y && m.row < a.y + a.height {
+                    let i = self.offset + (m.row - a.y) as usize;
+                    if i < self.items.len() {
+                        self.selected = i;
+                        if b == MouseButton::Right {
+                            self.open_kill_dialog();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        vec![]
+    }
+}
+
+/// The processes of a tree in depth-first order, each child after its parent.
+pub fn tree_order(procs: &[ProcRow]) -> Vec<usize> {
+    let pids: HashSet<i32> = procs.iter().map(|p| p.pid).collect();
+    let mut out = Vec::with_capacity(procs.len());
+    let mut stack: Vec<usize> = procs.iter().enumerate().filter(|(_, p)| !pids.contains(&p.ppid)).map(|(i, _)| i).rev().collect();
+    let mut seen = HashSet::new();
+    while let Some(i) = stack.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        out.push(i);
+        let pid = procs[i].pid;
+        let kids: Vec<usize> = procs.iter().enumerate().filter(|(_, p)| p.ppid == pid).map(|(j, _)| j).rev().collect();
+        stack.extend(kids);
+    }
+    for i in 0..procs.len() {
+        if !seen.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Depth of each process in its tree (0 for a root), for indentation.
+pub fn depth(procs: &[ProcRow], i: usize) -> usize {
+    let mut d = 0;
+    let mut cur = procs[i].ppid;
+    while let Some(p) = procs.iter().find(|p| p.pid == cur) {
+        d += 1;
+        cur = p.ppid;
+        if d > 32 {
+            break;
+        }
+    }
+    d
+}

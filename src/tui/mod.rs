@@ -1,0 +1,289 @@
+//! The dashboard: a client of the supervisor that shows every agent's live tree CPU and memory,
+//! highlights agents near a limit and lets the operator kill, pause, restart and launch.
+//!
+//! The event loop merges keys (read on their own thread), the refresh tick, the supervisor's
+//! events and signals; it redraws only when something changed and never waits on an agent.
+
+pub mod app;
+pub mod keymap;
+pub mod ui;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent};
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use ratatui::Terminal;
+use tokio::sync::mpsc;
+
+use crate::supervisor::{Actor, Control, Reason, RunId, RunRecord, RunSpec, RunState, Supervisor};
+use crate::tier::SecurityTier;
+use app::{AgentRow, App, Cmd, Launchable};
+
+/// Builds the spec of an ad-hoc command typed in the launch dialog.
+pub type CommandPlanner = Box<dyn Fn(&str, SecurityTier) -> Result<RunSpec, String> + Send>;
+
+/// Everything the dashboard starts with.
+pub struct Dashboard {
+    pub supervisor: Supervisor,
+    /// Runs to launch when the dashboard opens.
+    pub initial: Vec<RunSpec>,
+    /// What the launch dialog offers, with the spec of each.
+    pub launchables: Vec<(Launchable, RunSpec)>,
+    pub plan_command: CommandPlanner,
+    pub app: App,
+}
+
+/// Leaves raw mode and the alternate screen. Safe to call more than once.
+pub fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let mut out = io::stdout();
+    let _ = execute!(out, DisableMouseCapture, LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
+    let _ = out.flush();
+}
+
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+enum Input {
+    Term(TermEvent),
+    Lost,
+}
+
+/// Copies the supervisor's figures into the app, rebuilding only rows whose figures changed.
+pub fn refresh_rows(sup: &Supervisor, app: &mut App) -> bool {
+    let now = Instant::now();
+    let mut changed = false;
+    let old: HashMap<RunId, usize> = app.rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let mut rows = Vec::with_capacity(app.rows.len());
+    let selected = app.selected_row().map(|r| r.id);
+    sup.visit(|s| {
+        let fresh = match old.get(&s.id).map(|&i| &app.rows[i]) {
+            Some(r) if r.version == s.version && r.state == s.state && Some(s.id) != selected => {
+                let mut r = r.clone();
+                if r.alive() {
+                    r.elapsed = now.saturating_duration_since(s.started);
+                    changed = true;
+                }
+                r
+            }
+            _ => {
+                changed = true;
+                AgentRow::from_status(s, now)
+            }
+        };
+        rows.push(fresh);
+    });
+    if rows.len() != app.rows.len() {
+        changed = true;
+    }
+    if changed {
+        app.set_rows(rows);
+    }
+    changed
+}
+
+fn refresh_logs(sup: &Supervisor, app: &mut App) -> bool {
+    let Some(id) = app.selected_row().map(|r| r.id) else { return false };
+    let Some(lines) = sup.tail(id, app.stream == app::Stream::Stderr) else { return false };
+    if lines != app.log_lines {
+        app.log_lines = lines;
+        if app.follow {
+            app.log_scroll = 0;
+        }
+        return true;
+    }
+    false
+}
+
+impl Dashboard {
+    /// Runs the dashboard until the operator quits (stopping every agent first) or a signal
+    /// arrives. Returns every run's record.
+    pub async fn run(mut self) -> io::Result<Vec<Arc<RunRecord>>> {
+        enable_raw_mode()?;
+        let _guard = TerminalGuard;
+        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+        let prev_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            prev_hook(info);
+        }));
+        let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+        terminal.clear()?;
+
+        let (tx, mut input) = mpsc::channel::<Input>(64);
+        std::thread::Builder::new().name("symbiont-keys".into()).spawn(move || loop {
+            match event::read() {
+                Ok(e) => {
+                    if tx.blocking_send(Input::Term(e)).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = tx.blocking_send(Input::Lost);
+                    break;
+                }
+            }
+        })?;
+
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+
+        let sup = &self.supervisor;
+        let mut events = sup.subscribe();
+        let mut specs: HashMap<RunId, RunSpec> = HashMap::new();
+        self.app.launchables = self.launchables.iter().map(|(l, _)| l.clone()).collect();
+        for spec in std::mem::take(&mut self.initial) {
+            match sup.launch(spec.clone()) {
+                Ok(id) => {
+                    specs.insert(id, spec);
+                }
+                Err(e) => self.app.message = Some(e.0),
+            }
+        }
+        let app = &mut self.app;
+        let mut tick = tokio::time::interval(app.refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut log_tick = tokio::time::interval(Duration::from_millis(250));
+        log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = true;
+        let mut stopping = false;
+        loop {
+            if dirty {
+                refresh_rows(sup, app);
+                if app.detail {
+                    refresh_logs(sup, app);
+                }
+                terminal.draw(|f| ui::draw(f, app))?;
+                dirty = false;
+            }
+            if stopping && app.alive() == 0 {
+                break;
+            }
+            tokio::select! {
+                i = input.recv() => match i {
+                    Some(Input::Term(TermEvent::Key(k))) if k.kind == event::KeyEventKind::Press => {
+                        let cmds = app.on_key(k);
+                        stopping |= self::exec(sup, app, &self.launchables, &self.plan_command, &mut specs, cmds);
+                        if app.quitting && !stopping {
+                            break;
+                        }
+                        dirty = true;
+                    }
+                    Some(Input::Term(TermEvent::Mouse(m))) => {
+                        let cmds = app.on_mouse(m);
+                        stopping |= self::exec(sup, app, &self.launchables, &self.plan_command, &mut specs, cmds);
+                        dirty = true;
+                    }
+                    Some(Input::Term(TermEvent::Resize(..))) => {
+                        terminal.autoresize()?;
+                        dirty = true;
+                    }
+                    Some(Input::Term(_)) => {}
+                    Some(Input::Lost) | None => {
+                        // The terminal is gone: nobody can watch the agents, so stop them.
+                        stop_all(sup);
+                        stopping = true;
+                        app.quitting = true;
+                    }
+                },
+                _ = tick.tick() => {
+                    dirty = refresh_rows(sup, app) || dirty;
+                }
+                _ = log_tick.tick(), if app.detail => {
+                    dirty = refresh_logs(sup, app) || dirty;
+                }
+                e = events.recv() => {
+                    dirty = true;
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
+                        break;
+                    }
+                }
+                _ = sigterm.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
+                _ = sighup.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
+                _ = sigint.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
+            }
+        }
+        drop(terminal);
+        restore_terminal();
+        Ok(sup.wait_all().await)
+    }
+}
+
+fn stop_all(sup: &Supervisor) {
+    for id in sup.run_ids() {
+        sup.kill(id);
+    }
+}
+
+/// Carries out the app's commands. Returns true once the dashboard is stopping every agent.
+fn exec(
+    sup: &Supervisor,
+    app: &mut App,
+    launchables: &[(Launchable, RunSpec)],
+    plan_command: &CommandPlanner,
+    specs: &mut HashMap<RunId, RunSpec>,
+    cmds: Vec<Cmd>,
+) -> bool {
+    let mut stopping = false;
+    let launch = |spec: RunSpec, app: &mut App, specs: &mut HashMap<RunId, RunSpec>| match sup.launch(spec.clone()) {
+        Ok(id) => {
+            app.message = Some(format!("launched {} / {} (run {id})", spec.agent, spec.trigger));
+            specs.insert(id, spec);
+        }
+        Err(e) => app.message = Some(e.0),
+    };
+    for c in cmds {
+        match c {
+            Cmd::Signal { run, sig, scope } => {
+                let reason = Reason::KilledByOperator;
+                sup.control(run, Control::Kill { sig, scope, by: Actor::Operator, reason });
+            }
+            Cmd::Pause(run) => {
+                sup.control(run, Control::Pause);
+            }
+            Cmd::Resume(run) => {
+                sup.control(run, Control::Resume);
+            }
+            Cmd::Restart(run) => match specs.get(&run).cloned() {
+                Some(spec) => {
+                    if sup.status(run).is_some_and(|s| s.state != RunState::Exited) {
+                        sup.kill(run);
+                    }
+                    launch(spec, app, specs);
+                }
+                None => app.message = Some("this run cannot be restarted".into()),
+            },
+            Cmd::Launch(i) => {
+                if let Some((_, spec)) = launchables.get(i) {
+                    launch(spec.clone(), app, specs);
+                }
+            }
+            Cmd::LaunchCommand { command, tier } => match plan_command(&command, tier) {
+                Ok(spec) => launch(spec, app, specs),
+                Err(e) => app.message = Some(e),
+            },
+            Cmd::Quit { stop } => {
+                if stop {
+                    stop_all(sup);
+                    stopping = true;
+                }
+            }
+        }
+    }
+    stopping
+}
+
+#[cfg(test)]
+mod tests;

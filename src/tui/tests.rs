@@ -1,0 +1,303 @@
+//! The dashboard drawn into a test backend and compared with snapshots, and its key and
+//! mouse handling driven directly.
+
+use std::time::Duration;
+
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+use super::app::{AgentRow, App, Cmd, Dialog, Launchable};
+use super::keymap::Keymap;
+use super::ui::draw;
+use crate::sandbox::Limits;
+use crate::supervisor::watchdog::ProcRow;
+use crate::supervisor::{Reason, RunState, Scope, Sig};
+use crate::tier::SecurityTier;
+
+const MB: u64 = 1 << 20;
+
+fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: u64) -> AgentRow {
+    AgentRow {
+        id,
+        agent: agent.into(),
+        trigger: "start".into(),
+        tier: SecurityTier::None,
+        pid: Some(1000 + id as i32),
+        state: RunState::Running,
+        cpu_pct: 12.5,
+        rss: rss_mb * MB,
+        cpu_secs: 1.5,
+        processes: 1,
+        elapsed: Duration::from_secs(elapsed),
+        limits: Limits {
+            memory_bytes: Some(limit_mb * MB),
+            timeout: Some(Duration::from_secs(timeout)),
+            cpu_seconds: Some(300),
+            max_processes: Some(256),
+            ..Limits::default()
+        },
+        exit_code: None,
+        signal: None,
+        reason: None,
+        procs: vec![ProcRow { pid: 1000 + id as i32, ppid: 1, name: "python3".into(), cpu_pct: 12.5, rss_bytes: rss_mb * MB }],
+        history: (0..40).map(|i| ((i % 10) as f32 * 5.0, (i as u64) * MB)).collect(),
+        argv: vec!["python3".into(), "worker.py".into(), "--fast".into()],
+        cwd: "/tmp/symbiont-native".into(),
+        env_names: vec!["PATH".into(), "HOME".into(), "SYMBIONT_AGENT".into()],
+        version: 1,
+    }
+}
+
+/// Three agents: a normal one, one at 85 % of its memory limit (warn) and one at 97 % of its
+/// timeout (critical), plus one that exited.
+fn app() -> App {
+    let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
+    let mut done = row(4, "Finished", 0, 256, 3, 60);
+    done.state = RunState::Exited;
+    done.reason = Some(Reason::Exited);
+    done.exit_code = Some(0);
+    done.procs.clear();
+    let mut killed = row(5, "Runaway", 0, 256, 7, 60);
+    killed.state = RunState::Exited;
+    killed.reason = Some(Reason::KilledByOperator);
+    killed.signal = Some("SIGKILL".into());
+    killed.procs.clear();
+    a.set_rows(vec![
+        row(1, "Steady", 40, 512, 20, 300),
+        row(2, "Leaky", 218, 256, 30, 300),
+        row(3, "Slowpoke", 5, 256, 58, 60),
+        done,
+        killed,
+    ]);
+    a
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| draw(f, app)).unwrap();
+    t
+}
+
+fn text(buf: &Buffer) -> String {
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn line_of<'a>(screen: &'a str, needle: &str) -> (usize, &'a str) {
+    screen.lines().enumerate().find(|(_, l)| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in\n{screen}"))
+}
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+#[test]
+fn table_with_a_normal_a_yellow_and_a_red_agent() {
+    let mut a = app();
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("table_levels", screen);
+    // Colour is never the only signal: a marker says it in text too.
+    let (y_leaky, l) = line_of(&screen, "Leaky");
+    assert!(l.contains("▲mem 85%"), "{l}");
+    let (y_slow, l) = line_of(&screen, "Slowpoke");
+    assert!(l.contains("‼time 97%"), "{l}");
+    let (y_steady, l) = line_of(&screen, "Steady");
+    assert!(!l.contains('▲') && !l.contains('‼'), "{l}");
+    let buf = t.backend().buffer();
+    assert_eq!(buf[(4, y_leaky as u16)].fg, Color::Yellow);
+    assert_eq!(buf[(4, y_slow as u16)].fg, Color::Red);
+    assert_ne!(buf[(4, y_steady as u16)].fg, Color::Yellow);
+    assert!(screen.contains("NATIVE: NO ISOLATION"));
+    assert!(line_of(&screen, "Runaway").1.contains("killed by operator"));
+    assert!(line_of(&screen, "Finished").1.contains("exit 0"));
+}
+
+#[test]
+fn expanded_tree_shows_each_process() {
+    let mut a = app();
+    a.rows[1].procs = vec![
+        ProcRow { pid: 1002, ppid: 1, name: "bash".into(), cpu_pct: 0.0, rss_bytes: 3 * MB },
+        ProcRow { pid: 1010, ppid: 1002, name: "python3".into(), cpu_pct: 40.0, rss_bytes: 200 * MB },
+        ProcRow { pid: 1011, ppid: 1010, name: "sleep".into(), cpu_pct: 0.0, rss_bytes: MB },
+    ];
+    a.set_rows(a.rows.clone());
+    a.on_key(key(KeyCode::Down));
+    assert!(a.on_key(key(KeyCode::Tab)).is_empty());
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("expanded_tree", screen);
+    let (yb, _) = line_of(&screen, "└ bash");
+    let (yp, lp) = line_of(&screen, "└ python3");
+    let (ys, _) = line_of(&screen, "└ sleep");
+    assert!(yb < yp && yp < ys, "children follow their parents");
+    assert!(lp.contains("1010") && lp.contains("200.0 MiB") && lp.contains("40.0"), "{lp}");
+}
+
+#[test]
+fn detail_pane_with_sparklines_and_logs() {
+    let mut a = app();
+    a.on_key(key(KeyCode::Enter));
+    a.log_lines = (1..=30).map(|i| format!("log line {i}")).collect();
+    let t = render(&mut a, 120, 40);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("detail_pane", screen);
+    assert!(screen.contains("CPU 12.5%") && screen.contains("MEM 40.0 MiB of 512.0 MiB"));
+    assert!(screen.contains("argv: python3 worker.py --fast"));
+    assert!(screen.contains("env: PATH HOME SYMBIONT_AGENT"));
+    assert!(screen.contains("log line 30"), "follow shows the newest line");
+    // Scroll back, then search.
+    for _ in 0..10 {
+        a.on_key(key(KeyCode::Up));
+    }
+    let screen = text(render(&mut a, 120, 40).backend().buffer());
+    assert!(!screen.contains("log line 30") && screen.contains("log line 20") && screen.contains("scrolled"));
+    a.on_key(key(KeyCode::Char('/')));
+    for c in "line 3".chars() {
+        a.on_key(key(KeyCode::Char(c)));
+    }
+    a.on_key(key(KeyCode::Enter));
+    assert_eq!(a.search.as_deref(), Some("line 3"));
+    let screen = text(render(&mut a, 120, 40).backend().buffer());
+    assert!(screen.contains("search `line 3`"));
+}
+
+#[test]
+fn kill_dialog_offers_signals_and_scope() {
+    let mut a = app();
+    a.on_key(key(KeyCode::Down));
+    assert!(a.on_key(key(KeyCode::Char('x'))).is_empty());
+    assert!(matches!(a.dialog, Some(Dialog::Kill { .. })));
+    let t = render(&mut a, 100, 30);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("kill_dialog", screen);
+    assert!(screen.contains("SIGTERM") && screen.contains("then KILL after the grace period"));
+    assert!(screen.contains("[x] whole tree"));
+    // Down to KILL, Enter: the whole tree of the selected agent (Leaky, run 2).
+    a.on_key(key(KeyCode::Down));
+    let cmds = a.on_key(key(KeyCode::Enter));
+    assert_eq!(cmds, vec![Cmd::Signal { run: 2, sig: Sig::Kill, scope: Scope::Tree }]);
+    assert!(a.dialog.is_none());
+    // Default choice is TERM (with escalation); Tab switches to the one process.
+    a.on_key(key(KeyCode::F(9)));
+    a.on_key(key(KeyCode::Tab));
+    let cmds = a.on_key(key(KeyCode::Enter));
+    assert_eq!(cmds, vec![Cmd::Signal { run: 2, sig: Sig::Term, scope: Scope::Process(1002) }]);
+}
+
+#[test]
+fn capital_x_kills_the_tree_at_once() {
+    let mut a = app();
+    a.on_key(key(KeyCode::Down));
+    a.on_key(key(KeyCode::Down));
+    let cmds = a.on_key(key(KeyCode::Char('X')));
+    assert_eq!(cmds, vec![Cmd::Signal { run: 3, sig: Sig::Kill, scope: Scope::Tree }]);
+    assert!(a.dialog.is_none());
+}
+
+#[test]
+fn help_lists_every_key() {
+    let mut a = app();
+    a.on_key(key(KeyCode::Char('?')));
+    let t = render(&mut a, 120, 40);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("help", screen);
+    for action in super::keymap::Action::ALL {
+        assert!(screen.contains(action.name()), "help misses {}", action.name());
+    }
+    a.on_key(key(KeyCode::Char('z')));
+    assert!(a.dialog.is_none(), "any key closes the help");
+}
+
+#[test]
+fn narrow_terminal_80x24() {
+    let mut a = app();
+    let t = render(&mut a, 80, 24);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("narrow_80x24", screen);
+    assert!(screen.contains("Leaky") && screen.contains("▲mem"));
+}
+
+#[test]
+fn mouse_selects_a_row_and_right_click_opens_the_kill_dialog() {
+    let mut a = app();
+    render(&mut a, 160, 20);
+    let area = a.table_area;
+    let click = |kind, row| MouseEvent { kind, column: area.x + 3, row, modifiers: KeyModifiers::NONE };
+    a.on_mouse(click(MouseEventKind::Down(MouseButton::Left), area.y + 2));
+    assert_eq!(a.selected_row().unwrap().agent, "Slowpoke");
+    a.on_mouse(click(MouseEventKind::Down(MouseButton::Right), area.y + 1));
+    assert_eq!(a.selected_row().unwrap().agent, "Leaky");
+    assert!(matches!(&a.dialog, Some(Dialog::Kill { agent, .. }) if agent == "Leaky"));
+}
+
+#[test]
+fn filter_sort_and_near_limit_toggle() {
+    let mut a = app();
+    a.on_key(key(KeyCode::Char('!')));
+    let names: Vec<&str> = a.items.iter().map(|_| "").collect();
+    assert_eq!(names.len(), 2, "only Leaky and Slowpoke are near a limit");
+    a.on_key(key(KeyCode::Char('!')));
+    assert_eq!(a.selected_row().unwrap().agent, "Leaky", "Steady was hidden, the selection moved to Leaky");
+    a.on_key(key(KeyCode::Char('N')));
+    assert_eq!(a.selected_row().unwrap().agent, "Leaky", "the selection stays on its agent");
+    a.on_key(key(KeyCode::Char('M')));
+    a.selected = 0;
+    assert_eq!(a.selected_row().unwrap().agent, "Leaky", "largest memory first");
+    a.on_key(key(KeyCode::Char('/')));
+    for c in "slow".chars() {
+        a.on_key(key(KeyCode::Char(c)));
+    }
+    a.on_key(key(KeyCode::Enter));
+    assert_eq!(a.items.len(), 1);
+    assert_eq!(a.selected_row().unwrap().agent, "Slowpoke");
+}
+
+#[test]
+fn quitting_with_live_agents_asks_first() {
+    let mut a = app();
+    assert!(a.on_key(key(KeyCode::Char('q'))).is_empty());
+    assert_eq!(a.dialog, Some(Dialog::ConfirmQuit { alive: 3 }));
+    assert!(a.on_key(key(KeyCode::Esc)).is_empty());
+    a.on_key(key(KeyCode::Char('q')));
+    assert_eq!(a.on_key(key(KeyCode::Char('y'))), vec![Cmd::Quit { stop: true }]);
+}
+
+#[test]
+fn launch_dialog_offers_loaded_agents_and_a_command() {
+    let mut a = app();
+    a.launchables = vec![Launchable { agent: "Steady".into(), trigger: "start".into(), tier: SecurityTier::None }];
+    a.on_key(key(KeyCode::Char('n')));
+    assert_eq!(a.on_key(key(KeyCode::Enter)), vec![Cmd::Launch(0)]);
+    a.on_key(key(KeyCode::Char('n')));
+    a.on_key(key(KeyCode::Down));
+    for c in "sh -c 'sleep 1'".chars() {
+        a.on_key(key(KeyCode::Char(c)));
+    }
+    let screen = text(render(&mut a, 100, 30).backend().buffer());
+    assert!(screen.contains("command: sh -c 'sleep 1'"), "{screen}");
+    assert_eq!(
+        a.on_key(key(KeyCode::Enter)),
+        vec![Cmd::LaunchCommand { command: "sh -c 'sleep 1'".into(), tier: SecurityTier::None }]
+    );
+}
+
+#[test]
+fn drawing_a_thousand_agents_builds_only_the_visible_lines() {
+    let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
+    a.set_rows((0..1000).map(|i| row(i, &format!("agent-{i:04}"), 10, 512, 5, 300)).collect());
+    a.selected = 700;
+    let screen = text(render(&mut a, 200, 50).backend().buffer());
+    assert!(screen.contains("agent-0700"));
+    assert!(!screen.contains("agent-0000"));
+    assert!(screen.contains("1000/1000"));
+}

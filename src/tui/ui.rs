@@ -1,0 +1,464 @@
+//! Drawing the dashboard. Only the visible lines are built, so a frame of a thousand agents
+//! costs what a frame of fifty does.
+
+use std::time::Duration;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
+use ratatui::Frame;
+
+use super::app::{depth, AgentRow, App, Dialog, Item, Level, Sort, Stream, LAUNCH_TIERS, SIGNALS};
+use super::keymap::Action;
+use crate::headless::bytes;
+use crate::supervisor::RunState;
+
+fn level_style(l: Level) -> Style {
+    match l {
+        Level::Ok => Style::default(),
+        Level::Warn => Style::default().fg(Color::Yellow),
+        Level::Critical => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+    }
+}
+
+fn dur(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// A text gauge: `█████░░░░░ 52%` (a table cell cannot hold a widget).
+fn bar(ratio: f64, width: usize) -> String {
+    let r = ratio.clamp(0.0, 1.0);
+    let full = (r * width as f64).round() as usize;
+    format!("{}{} {:>3.0}%", "█".repeat(full), "░".repeat(width - full), ratio * 100.0)
+}
+
+fn state_text(r: &AgentRow) -> &'static str {
+    match r.state {
+        RunState::Starting => "starting",
+        RunState::Running => "running",
+        RunState::Paused => "paused",
+        RunState::Stopping => "stopping",
+        RunState::Exited => "exited",
+    }
+}
+
+/// The marker that says in text what the colour says: which limit, how close.
+fn limit_marker(app: &App, r: &AgentRow) -> String {
+    let l = app.level(r);
+    if l == Level::Ok {
+        return String::new();
+    }
+    let (what, ratio) = [
+        ("mem", r.mem_ratio()),
+        ("time", r.time_ratio()),
+        ("cpu", r.limits.cpu_seconds.map(|c| r.cpu_secs / c as f64)),
+    ]
+    .into_iter()
+    .filter_map(|(w, x)| x.map(|x| (w, x)))
+    .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let sym = if l == Level::Critical { "‼" } else { "▲" };
+    format!("{sym}{what} {:.0}%", ratio * 100.0)
+}
+
+pub fn draw(f: &mut Frame, app: &mut App) {
+    let area = f.area();
+    let [header, body, footer] =
+        Layout::vertical([Constraint::Length(2), Constraint::Min(3), Constraint::Length(1)]).areas(area);
+    draw_header(f, app, header);
+    if app.detail && body.height >= 12 {
+        let [top, bottom] = Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
+        draw_table(f, app, top);
+        draw_detail(f, app, bottom);
+    } else {
+        draw_table(f, app, body);
+    }
+    draw_footer(f, app, footer);
+    if let Some(d) = app.dialog.clone() {
+        draw_dialog(f, app, &d, area);
+    }
+}
+
+fn draw_header(f: &mut Frame, app: &App, area: Rect) {
+    let count = |s: RunState| app.rows.iter().filter(|r| r.state == s).count();
+    let exited_ok = app.rows.iter().filter(|r| r.state == RunState::Exited && r.outcome() == "exit 0").count();
+    let failed = count(RunState::Exited) - exited_ok;
+    let cpu: f64 = app.rows.iter().filter(|r| r.alive()).map(|r| r.cpu_pct).sum();
+    let mem: u64 = app.rows.iter().filter(|r| r.alive()).map(|r| r.rss).sum();
+    let native_alive = app.rows.iter().any(|r| r.alive() && r.tier.is_native());
+    let mut spans = vec![Span::styled(" symbiont ", Style::default().add_modifier(Modifier::BOLD).fg(Color::Cyan))];
+    // The warning goes first, so that no terminal is too narrow to show it.
+    if native_alive {
+        spans.push(Span::styled(
+            " NATIVE: NO ISOLATION ",
+            Style::default().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD),
+        ));
+    }
+    spans.push(Span::raw(format!(
+        " {} agents: {} running, {} paused, {} stopping, {} done, {} failed/killed │ CPU {:.0}% │ MEM {} │ refresh {:.1}s",
+        app.rows.len(),
+        count(RunState::Running) + count(RunState::Starting),
+        count(RunState::Paused),
+        count(RunState::Stopping),
+        exited_ok,
+        failed,
+        cpu,
+        bytes(mem),
+        app.refresh.as_secs_f64()
+    )));
+    let mut status = Vec::new();
+    if app.sort != Sort::Launch {
+        status.push(format!("sort: {:?}", app.sort).to_lowercase());
+    }
+    if !app.filter.is_empty() {
+        status.push(format!("filter: {}", app.filter));
+    }
+    if app.near_only {
+        status.push("only agents near a limit".to_string());
+    }
+    let second = match &app.message {
+        Some(m) => Line::from(Span::styled(format!(" {m}"), Style::default().fg(Color::Cyan))),
+        None => Line::from(Span::styled(format!(" {}", status.join(" │ ")), Style::default().fg(Color::DarkGray))),
+    };
+    f.render_widget(Paragraph::new(vec![Line::from(spans), second]), area);
+}
+
+/// Columns for the width at hand: everything from 110 columns, less below, the essentials at 80.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Agent,
+    Trigger,
+    Tier,
+    Pid,
+    State,
+    Cpu,
+    Mem,
+    MemBar,
+    MemPct,
+    Procs,
+    Time,
+    TimeShort,
+    Limit,
+    Result,
+}
+
+fn columns(width: u16) -> Vec<(Col, &'static str, Constraint)> {
+    use Col::*;
+    let all = [
+        (Agent, "AGENT", Constraint::Min(12)),
+        (Trigger, "TRIGGER", Constraint::Min(10)),
+        (Tier, "TIER", Constraint::Length(7)),
+        (Pid, "PID", Constraint::Length(7)),
+        (State, "STATE", Constraint::Length(8)),
+        (Cpu, "CPU%", Constraint::Length(6)),
+        (Mem, "MEM", Constraint::Length(9)),
+        (MemBar, "MEM/LIMIT", Constraint::Length(14)),
+        (MemPct, "MEM%", Constraint::Length(4)),
+        (Procs, "PROCS", Constraint::Length(5)),
+        (Time, "TIME/TIMEOUT", Constraint::Length(13)),
+        (TimeShort, "TIME", Constraint::Length(7)),
+        (Limit, "LIMIT", Constraint::Length(10)),
+        (Result, "RESULT", Constraint::Min(10)),
+    ];
+    let keep: &[Col] = if width >= 110 {
+        &[Agent, Trigger, Tier, Pid, State, Cpu, Mem, MemBar, Procs, Time, Limit, Result]
+    } else if width >= 90 {
+        &[Agent, Tier, Pid, State, Cpu, Mem, MemBar, Time, Limit, Result]
+    } else {
+        &[Agent, Pid, State, Cpu, Mem, MemPct, TimeShort, Limit, Result]
+    };
+    all.into_iter().filter(|(c, _, _)| keep.contains(c)).collect()
+}
+
+fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
+    match c {
+        Col::Agent => format!("{}{}", if app.expanded.contains(&r.id) { "▾ " } else { "▸ " }, r.agent),
+        Col::Trigger => r.trigger.clone(),
+        Col::Tier => r.tier.runtime_name().to_string(),
+        Col::Pid => r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        Col::State => state_text(r).to_string(),
+        Col::Cpu if r.alive() => format!("{:.1}", r.cpu_pct),
+        Col::Mem if r.alive() => bytes(r.rss),
+        Col::MemBar => match r.mem_ratio() {
+            Some(x) if r.alive() => bar(x, 8),
+            _ => "-".into(),
+        },
+        Col::MemPct => match r.mem_ratio() {
+            Some(x) if r.alive() => format!("{:.0}%", x * 100.0),
+            _ => "-".into(),
+        },
+        Col::Procs if r.alive() => r.processes.to_string(),
+        Col::Time => match r.limits.timeout {
+            Some(t) => format!("{}/{}", dur(r.elapsed), dur(t)),
+            None => dur(r.elapsed),
+        },
+        Col::TimeShort => dur(r.elapsed),
+        Col::Limit => limit_marker(app, r),
+        Col::Result => r.outcome(),
+        Col::Cpu | Col::Mem | Col::Procs => "-".into(),
+    }
+}
+
+fn proc_cell(r: &AgentRow, p: usize, c: Col) -> String {
+    let pr = &r.procs[p];
+    match c {
+        Col::Agent => format!("{}└ {}", "  ".repeat(depth(&r.procs, p) + 1), pr.name),
+        Col::Pid => pr.pid.to_string(),
+        Col::Cpu => format!("{:.1}", pr.cpu_pct),
+        Col::Mem => bytes(pr.rss_bytes),
+        _ => String::new(),
+    }
+}
+
+fn draw_table(f: &mut Frame, app: &mut App, area: Rect) {
+    let cols = columns(area.width);
+    let block = Block::default().borders(Borders::TOP | Borders::BOTTOM);
+    let inner = block.inner(area);
+    // First line inside the block is the header; agent lines follow.
+    let visible = inner.height.saturating_sub(1) as usize;
+    app.table_area = Rect { x: inner.x, y: inner.y + 1, width: inner.width, height: visible as u16 };
+    if app.selected < app.offset {
+        app.offset = app.selected;
+    } else if visible > 0 && app.selected >= app.offset + visible {
+        app.offset = app.selected + 1 - visible;
+    }
+    app.offset = app.offset.min(app.items.len().saturating_sub(visible.max(1)));
+    let end = (app.offset + visible).min(app.items.len());
+    let mut rows = Vec::with_capacity(end - app.offset);
+    for (n, item) in app.items[app.offset..end].iter().enumerate() {
+        let selected = app.offset + n == app.selected;
+        let row = match *item {
+            Item::Agent(i) => {
+                let r = &app.rows[i];
+                Row::new(cols.iter().map(|(c, _, _)| Cell::from(agent_cell(app, r, *c)))).style(level_style(app.level(r)))
+            }
+            Item::Proc(i, p) => {
+                let r = &app.rows[i];
+                Row::new(cols.iter().map(|(c, _, _)| Cell::from(proc_cell(r, p, *c)))).style(Style::default().fg(Color::Gray))
+            }
+        };
+        rows.push(if selected { row.add_modifier(Modifier::REVERSED) } else { row });
+    }
+    let header = Row::new(cols.iter().map(|(_, h, _)| *h))
+        .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let title = format!(" agents {}/{} ", app.items.iter().filter(|i| matches!(i, Item::Agent(_))).count(), app.rows.len());
+    let widths: Vec<Constraint> = cols.iter().map(|(_, _, w)| *w).collect();
+    let table = Table::new(rows, widths).header(header).column_spacing(1).block(block.title(title));
+    f.render_widget(table, area);
+    if app.items.is_empty() {
+        let msg = if app.rows.is_empty() {
+            "no agents yet: press n to launch one"
+        } else {
+            "no agent matches the filter"
+        };
+        f.render_widget(Paragraph::new(msg).italic(), app.table_area);
+    }
+}
+
+fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
+    let Some(r) = app.selected_row() else { return };
+    let block = Block::default().borders(Borders::ALL).title(format!(" {} / {} (run {}) ", r.agent, r.trigger, r.id));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [left, right] = Layout::horizontal([Constraint::Length(44.min(inner.width / 2)), Constraint::Min(10)]).areas(inner);
+    let [cpu_a, mem_a, info_a] =
+        Layout::vertical([Constraint::Length(4), Constraint::Length(4), Constraint::Min(1)]).areas(left);
+    let cpu: Vec<u64> = r.history.iter().map(|(c, _)| (*c * 10.0) as u64).collect();
+    let mem: Vec<u64> = r.history.iter().map(|(_, m)| *m).collect();
+    let tail = |v: &[u64], w: u16| -> Vec<u64> { v[v.len().saturating_sub(w as usize)..].to_vec() };
+    f.render_widget(
+        Sparkline::default()
+            .block(Block::default().title(format!("CPU {:.1}%", r.cpu_pct)))
+            .data(tail(&cpu, cpu_a.width))
+            .style(Style::default().fg(Color::Green)),
+        cpu_a,
+    );
+    let mem_max = r.limits.memory_bytes.unwrap_or_else(|| mem.iter().copied().max().unwrap_or(1));
+    f.render_widget(
+        Sparkline::default()
+            .block(Block::default().title(format!(
+                "MEM {}{}",
+                bytes(r.rss),
+                r.limits.memory_bytes.map(|m| format!(" of {}", bytes(m))).unwrap_or_default()
+            )))
+            .data(tail(&mem, mem_a.width))
+            .max(mem_max)
+            .style(Style::default().fg(Color::Magenta)),
+        mem_a,
+    );
+    let l = &r.limits;
+    let lim = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let info = vec![
+        Line::from(format!(
+            "limits: mem {} · cpu {} · cores {} · timeout {} · procs {}",
+            lim(l.memory_bytes.map(bytes)),
+            lim(l.cpu_seconds.map(|s| format!("{s}s"))),
+            lim(l.cpu_cores.map(|c| format!("{c}"))),
+            lim(l.timeout.map(dur)),
+            lim(l.max_processes.map(|p| p.to_string()))
+        )),
+        Line::from(format!("cpu time {:.2}s · processes {}", r.cpu_secs, r.processes)),
+        Line::from(format!("argv: {}", shell_words::join(&r.argv))),
+        Line::from(format!("cwd: {}", r.cwd)),
+        Line::from(format!("env: {}", r.env_names.join(" "))),
+    ];
+    f.render_widget(Paragraph::new(info).wrap(Wrap { trim: false }), info_a);
+
+    let stream = match app.stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    let h = right.height.saturating_sub(1) as usize;
+    let n = app.log_lines.len();
+    let end = n.saturating_sub(app.log_scroll);
+    let start = end.saturating_sub(h);
+    let q = app.search.as_deref().unwrap_or("");
+    let lines: Vec<Line> = app.log_lines[start..end]
+        .iter()
+        .map(|l| {
+            if !q.is_empty() && l.contains(q) {
+                Line::from(Span::styled(l.clone(), Style::default().bg(Color::Yellow).fg(Color::Black)))
+            } else {
+                Line::from(l.as_str())
+            }
+        })
+        .collect();
+    let title = format!(
+        "{stream} · {} · lines {}-{} of {}{}  (s: switch stream, /: search, f: follow)",
+        if app.follow { "following" } else { "scrolled" },
+        start + 1,
+        end,
+        n,
+        if q.is_empty() { String::new() } else { format!(" · search `{q}`") }
+    );
+    let [t, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(right);
+    f.render_widget(Paragraph::new(Line::from(Span::styled(title, Style::default().add_modifier(Modifier::BOLD)))), t);
+    f.render_widget(Paragraph::new(lines), body);
+}
+
+fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
+    let k = |a: Action| app.keymap.keys(a).first().cloned().unwrap_or_default();
+    let items = if app.detail {
+        vec![("Esc", "table"), ("↑↓", "scroll"), ("/", "search"), ("s", "stream")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b))
+            .collect::<Vec<_>>()
+    } else {
+        vec![
+            (k(Action::Detail), "detail"),
+            (k(Action::ExpandTree), "tree"),
+            (k(Action::KillDialog), "kill…"),
+            (k(Action::KillTreeNow), "kill now"),
+            (k(Action::PauseResume), "pause"),
+            (k(Action::Restart), "restart"),
+            (k(Action::Launch), "launch"),
+            (k(Action::Filter), "filter"),
+            (k(Action::NearLimitOnly), "near limit"),
+            (k(Action::Help), "help"),
+            (k(Action::Quit), "quit"),
+        ]
+    };
+    let mut spans = Vec::new();
+    for (key, what) in items {
+        spans.push(Span::styled(format!(" {key} "), Style::default().add_modifier(Modifier::REVERSED)));
+        spans.push(Span::raw(format!(" {what} ")));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
+    match d {
+        Dialog::Help => {
+            let mut lines = vec![Line::from("keys (remap them under [dashboard.keys] in the config)").bold(), Line::from("")];
+            for a in Action::ALL {
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{:<18}", app.keymap.keys(a).join(" ")), Style::default().fg(Color::Cyan)),
+                    Span::raw(format!("{:<16}", a.name())),
+                    Span::raw(a.help()),
+                ]));
+            }
+            lines.push(Line::from(""));
+            lines.push(Line::from("detail pane: ↑↓ PgUp PgDn scroll · / search · n N next/previous match · s stdout/stderr · Esc back"));
+            lines.push(Line::from("mouse: click selects a line · right click opens the kill dialog · wheel scrolls"));
+            lines.push(Line::from("rows: yellow ▲ at warn_ratio of a limit, red ‼ at critical_ratio · press any key to close"));
+            let r = centered(area, 110, lines.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" help ")), r);
+        }
+        Dialog::Kill { agent, signal, tree, pid, .. } => {
+            let mut lines = vec![Line::from(format!("kill {agent}")).bold(), Line::from("")];
+            for (i, (sig, text)) in SIGNALS.iter().enumerate() {
+                let mark = if i == *signal { "▶ " } else { "  " };
+                let l = Line::from(format!("{mark}SIG{:<5} {text}", sig.name()));
+                lines.push(if i == *signal { l.add_modifier(Modifier::REVERSED) } else { l });
+            }
+            lines.push(Line::from(""));
+            let scope = if *tree {
+                "[x] whole tree   [ ] this process only".to_string()
+            } else {
+                format!("[ ] whole tree   [x] this process only (pid {})", pid.unwrap_or(0))
+            };
+            lines.push(Line::from(format!("target: {scope}")));
+            lines.push(Line::from(""));
+            lines.push(Line::from("↑↓ signal · Tab whole tree/process · Enter send · Esc cancel").italic());
+            let r = centered(area, 64, lines.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" kill ").border_style(Style::default().fg(Color::Red))),
+                r,
+            );
+        }
+        Dialog::Filter(s) | Dialog::Search(s) => {
+            let what = if matches!(d, Dialog::Filter(_)) { "filter agents" } else { "search the log" };
+            let r = Rect { x: area.x, y: area.y + area.height.saturating_sub(1), width: area.width, height: 1 };
+            f.render_widget(Clear, r);
+            f.render_widget(Paragraph::new(format!("{what}: {s}█   (Enter keep · Esc clear)")), r);
+        }
+        Dialog::Launch { choice, command, tier } => {
+            let mut lines = vec![Line::from("launch").bold(), Line::from("")];
+            for (i, l) in app.launchables.iter().enumerate() {
+                let t = format!("{}{} / {}  (tier {})", if i == *choice { "▶ " } else { "  " }, l.agent, l.trigger, l.tier);
+                let line = Line::from(t);
+                lines.push(if i == *choice { line.add_modifier(Modifier::REVERSED) } else { line });
+            }
+            let typing = *choice == app.launchables.len();
+            let cmd = Line::from(format!(
+                "{}command: {}{}   tier: {} (Tab)",
+                if typing { "▶ " } else { "  " },
+                command,
+                if typing { "█" } else { "" },
+                LAUNCH_TIERS[*tier]
+            ));
+            lines.push(if typing { cmd.add_modifier(Modifier::REVERSED) } else { cmd });
+            lines.push(Line::from(""));
+            lines.push(Line::from("↑↓ choose · type a command on the last line · Enter launch · Esc cancel").italic());
+            let r = centered(area, 80, lines.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" launch ")), r);
+        }
+        Dialog::ConfirmQuit { alive } => {
+            let lines = vec![
+                Line::from(format!("{alive} agent(s) still running.")),
+                Line::from("Stop them all and quit? (TERM, then KILL after the grace period)"),
+                Line::from(""),
+                Line::from("y / Enter: stop and quit    n / Esc: stay").italic(),
+            ];
+            let r = centered(area, 70, 6);
+            f.render_widget(Clear, r);
+            f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" quit ")), r);
+        }
+    }
+}
