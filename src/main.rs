@@ -261,7 +261,15 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
     let json = a.json;
     let sup = start_supervisor(&loaded)?;
     if !a.headless && !json && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        let all = plan::plan_runs(&loaded, &Flags { triggers: Vec::new(), ..flags.clone() }, &files, &Host::real())?;
+        let all = plan::plan_runs(
+            &loaded,
+            &Flags {
+                triggers: Vec::new(),
+                ..flags.clone()
+            },
+            &files,
+            &Host::real(),
+        )?;
         let records = dashboard(sup, &loaded, &flags, specs, all).await?;
         return Ok(exit_code(&records));
     }
@@ -318,22 +326,45 @@ async fn dashboard(
     );
     let launchables = offered
         .into_iter()
-        .map(|s| (Launchable { agent: s.agent.clone(), trigger: s.trigger.clone(), tier: s.tier }, s))
+        .map(|s| {
+            (
+                Launchable {
+                    agent: s.agent.clone(),
+                    trigger: s.trigger.clone(),
+                    tier: s.tier,
+                },
+                s,
+            )
+        })
         .collect();
     let (loaded2, flags2) = (loaded.clone(), flags.clone());
     let plan_command = Box::new(move |command: &str, tier: SecurityTier| {
         let argv = shell_words::split(command).map_err(|e| format!("command: {e}"))?;
-        let f = Flags { sandbox_tier: Some(tier), native: false, ..flags2.clone() };
+        let f = Flags {
+            sandbox_tier: Some(tier),
+            native: false,
+            ..flags2.clone()
+        };
         plan::plan_command(&loaded2, &f, argv, &[], &Host::real()).map_err(|e| e.0)
     });
-    let d = Dashboard { supervisor: sup, initial, launchables, plan_command, app };
+    let d = Dashboard {
+        supervisor: sup,
+        initial,
+        launchables,
+        plan_command,
+        app,
+    };
     d.run().await.map_err(|e| Usage(format!("dashboard: {e}")))
 }
 
 async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
     let flags = a.policy.flags(Vec::new());
     let loaded = load_config(a.policy.config.as_deref(), &flags)?;
-    let files = a.files.iter().map(|f| SourceFile::load(f)).collect::<Result<Vec<_>, _>>()?;
+    let files = a
+        .files
+        .iter()
+        .map(|f| SourceFile::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
     let offered = if files.is_empty() {
         Vec::new()
     } else {

@@ -657,8 +657,16 @@ impl Supervisor {
     pub fn tail(&self, id: RunId, stderr: bool) -> Option<Vec<String>> {
         let tail = {
             let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
-            let st = runs.get(&id)?.status.lock().unwrap_or_else(|e| e.into_inner());
-            if stderr { st.stderr.clone() } else { st.stdout.clone() }
+            let st = runs
+                .get(&id)?
+                .status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if stderr {
+                st.stderr.clone()
+            } else {
+                st.stdout.clone()
+            }
         };
         let t = tail.lock().unwrap_or_else(|e| e.into_inner());
         Some(t.last(usize::MAX))

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 use ratatui::layout::Rect;
 
 use super::keymap::{Action, Keymap};
@@ -75,11 +77,17 @@ impl AgentRow {
     }
 
     pub fn mem_ratio(&self) -> Option<f64> {
-        self.limits.memory_bytes.filter(|&m| m > 0).map(|m| self.rss as f64 / m as f64)
+        self.limits
+            .memory_bytes
+            .filter(|&m| m > 0)
+            .map(|m| self.rss as f64 / m as f64)
     }
 
     pub fn time_ratio(&self) -> Option<f64> {
-        self.limits.timeout.filter(|t| !t.is_zero()).map(|t| self.elapsed.as_secs_f64() / t.as_secs_f64())
+        self.limits
+            .timeout
+            .filter(|t| !t.is_zero())
+            .map(|t| self.elapsed.as_secs_f64() / t.as_secs_f64())
     }
 
     /// The largest use of any limit, as a fraction of it.
@@ -88,7 +96,10 @@ impl AgentRow {
             return 0.0;
         }
         let cpu = self.limits.cpu_seconds.map(|c| self.cpu_secs / c as f64);
-        [self.mem_ratio(), self.time_ratio(), cpu].into_iter().flatten().fold(0.0, f64::max)
+        [self.mem_ratio(), self.time_ratio(), cpu]
+            .into_iter()
+            .flatten()
+            .fold(0.0, f64::max)
     }
 
     /// "exited 0", "timeout", "killed (operator)", ...
@@ -145,12 +156,24 @@ pub struct Launchable {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dialog {
-    Kill { run: RunId, agent: String, signal: usize, tree: bool, pid: Option<i32> },
+    Kill {
+        run: RunId,
+        agent: String,
+        signal: usize,
+        tree: bool,
+        pid: Option<i32>,
+    },
     Help,
     Filter(String),
     Search(String),
-    Launch { choice: usize, command: String, tier: usize },
-    ConfirmQuit { alive: usize },
+    Launch {
+        choice: usize,
+        command: String,
+        tier: usize,
+    },
+    ConfirmQuit {
+        alive: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,17 +185,31 @@ pub enum Stream {
 /// What the dashboard asks of the supervisor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cmd {
-    Signal { run: RunId, sig: Sig, scope: Scope },
+    Signal {
+        run: RunId,
+        sig: Sig,
+        scope: Scope,
+    },
     Pause(RunId),
     Resume(RunId),
     Restart(RunId),
     Launch(usize),
-    LaunchCommand { command: String, tier: SecurityTier },
+    LaunchCommand {
+        command: String,
+        tier: SecurityTier,
+    },
     /// Quit; `stop` first stops every live agent.
-    Quit { stop: bool },
+    Quit {
+        stop: bool,
+    },
 }
 
-pub const LAUNCH_TIERS: [SecurityTier; 4] = [SecurityTier::None, SecurityTier::Tier1, SecurityTier::Tier2, SecurityTier::Tier3];
+pub const LAUNCH_TIERS: [SecurityTier; 4] = [
+    SecurityTier::None,
+    SecurityTier::Tier1,
+    SecurityTier::Tier2,
+    SecurityTier::Tier3,
+];
 
 pub struct App {
     pub rows: Vec<AgentRow>,
@@ -278,7 +315,12 @@ impl App {
             Sort::Cpu => idx.sort_by(|&a, &b| rows[b].cpu_pct.total_cmp(&rows[a].cpu_pct)),
             Sort::Memory => idx.sort_by(|&a, &b| rows[b].rss.cmp(&rows[a].rss)),
             Sort::Time => idx.sort_by(|&a, &b| rows[b].elapsed.cmp(&rows[a].elapsed)),
-            Sort::Name => idx.sort_by(|&a, &b| rows[a].agent.to_lowercase().cmp(&rows[b].agent.to_lowercase())),
+            Sort::Name => idx.sort_by(|&a, &b| {
+                rows[a]
+                    .agent
+                    .to_lowercase()
+                    .cmp(&rows[b].agent.to_lowercase())
+            }),
         }
         self.items.clear();
         for i in idx {
@@ -294,7 +336,11 @@ impl App {
                 Item::Agent(i) => pid.is_none() && self.rows[i].id == id,
                 Item::Proc(i, p) => self.rows[i].id == id && Some(self.rows[i].procs[p].pid) == pid,
             });
-            let found = found.or_else(|| self.items.iter().position(|it| matches!(*it, Item::Agent(i) if self.rows[i].id == id)));
+            let found = found.or_else(|| {
+                self.items
+                    .iter()
+                    .position(|it| matches!(*it, Item::Agent(i) if self.rows[i].id == id))
+            });
             if let Some(f) = found {
                 self.selected = f;
             }
@@ -336,7 +382,13 @@ impl App {
         let pid = self.selected_pid();
         let tree = matches!(self.items.get(self.selected), Some(Item::Agent(_)));
         if let Some(r) = self.selected_row().filter(|r| r.alive()) {
-            self.dialog = Some(Dialog::Kill { run: r.id, agent: r.agent.clone(), signal: 0, tree, pid });
+            self.dialog = Some(Dialog::Kill {
+                run: r.id,
+                agent: r.agent.clone(),
+                signal: 0,
+                tree,
+                pid,
+            });
         } else {
             self.message = Some("nothing to kill: the agent has exited".into());
         }
@@ -358,7 +410,11 @@ impl App {
                     return vec![];
                 }
                 KeyCode::Char('s') => {
-                    self.stream = if self.stream == Stream::Stdout { Stream::Stderr } else { Stream::Stdout };
+                    self.stream = if self.stream == Stream::Stdout {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    };
                     self.log_scroll = 0;
                     return vec![];
                 }
@@ -395,7 +451,9 @@ impl App {
                 _ => {}
             }
         }
-        let Some(a) = self.keymap.action(&ev) else { return vec![] };
+        let Some(a) = self.keymap.action(&ev) else {
+            return vec![];
+        };
         self.on_action(a)
     }
 
@@ -425,9 +483,17 @@ impl App {
             }
             Action::KillDialog => self.open_kill_dialog(),
             Action::KillTreeNow => {
-                if let Some((id, agent)) = self.selected_row().filter(|r| r.alive()).map(|r| (r.id, r.agent.clone())) {
+                if let Some((id, agent)) = self
+                    .selected_row()
+                    .filter(|r| r.alive())
+                    .map(|r| (r.id, r.agent.clone()))
+                {
                     self.message = Some(format!("killing {agent} and its whole tree (SIGKILL)"));
-                    return vec![Cmd::Signal { run: id, sig: Sig::Kill, scope: Scope::Tree }];
+                    return vec![Cmd::Signal {
+                        run: id,
+                        sig: Sig::Kill,
+                        scope: Scope::Tree,
+                    }];
                 }
             }
             Action::PauseResume => {
@@ -444,7 +510,13 @@ impl App {
                     return vec![Cmd::Restart(r.id)];
                 }
             }
-            Action::Launch => self.dialog = Some(Dialog::Launch { choice: 0, command: String::new(), tier: 0 }),
+            Action::Launch => {
+                self.dialog = Some(Dialog::Launch {
+                    choice: 0,
+                    command: String::new(),
+                    tier: 0,
+                })
+            }
             Action::Filter => self.dialog = Some(Dialog::Filter(self.filter.clone())),
             Action::SortCpu => self.set_sort(Sort::Cpu),
             Action::SortMemory => self.set_sort(Sort::Memory),
@@ -483,7 +555,9 @@ impl App {
     }
 
     fn jump_to_match(&mut self, older: bool) {
-        let Some(q) = self.search.clone().filter(|q| !q.is_empty()) else { return };
+        let Some(q) = self.search.clone().filter(|q| !q.is_empty()) else {
+            return;
+        };
         let n = self.log_lines.len();
         // Lines are indexed from the end: scroll s shows line n-1-s at the bottom.
         let range: Vec<usize> = if older {
@@ -491,7 +565,10 @@ impl App {
         } else {
             (0..self.log_scroll).rev().collect()
         };
-        if let Some(s) = range.into_iter().find(|&s| self.log_lines[n - 1 - s].contains(&q)) {
+        if let Some(s) = range
+            .into_iter()
+            .find(|&s| self.log_lines[n - 1 - s].contains(&q))
+        {
             self.log_scroll = s;
             self.follow = false;
         } else {
@@ -513,16 +590,40 @@ impl App {
                 KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {}
                 _ => self.dialog = Some(Dialog::ConfirmQuit { alive }),
             },
-            Dialog::Kill { run, agent, signal, tree, pid } => match ev.code {
+            Dialog::Kill {
+                run,
+                agent,
+                signal,
+                tree,
+                pid,
+            } => match ev.code {
                 KeyCode::Esc | KeyCode::Char('q') => {}
                 KeyCode::Up | KeyCode::Char('k') => {
-                    self.dialog = Some(Dialog::Kill { run, agent, signal: signal.saturating_sub(1), tree, pid })
+                    self.dialog = Some(Dialog::Kill {
+                        run,
+                        agent,
+                        signal: signal.saturating_sub(1),
+                        tree,
+                        pid,
+                    })
                 }
                 KeyCode::Down | KeyCode::Char('j') => {
-                    self.dialog = Some(Dialog::Kill { run, agent, signal: (signal + 1).min(SIGNALS.len() - 1), tree, pid })
+                    self.dialog = Some(Dialog::Kill {
+                        run,
+                        agent,
+                        signal: (signal + 1).min(SIGNALS.len() - 1),
+                        tree,
+                        pid,
+                    })
                 }
                 KeyCode::Tab | KeyCode::Char(' ') | KeyCode::Left | KeyCode::Right => {
-                    self.dialog = Some(Dialog::Kill { run, agent, signal, tree: !tree || pid.is_none(), pid })
+                    self.dialog = Some(Dialog::Kill {
+                        run,
+                        agent,
+                        signal,
+                        tree: !tree || pid.is_none(),
+                        pid,
+                    })
                 }
                 KeyCode::Enter => {
                     let sig = SIGNALS[signal].0;
@@ -540,7 +641,15 @@ impl App {
                     ));
                     return vec![Cmd::Signal { run, sig, scope }];
                 }
-                _ => self.dialog = Some(Dialog::Kill { run, agent, signal, tree, pid }),
+                _ => {
+                    self.dialog = Some(Dialog::Kill {
+                        run,
+                        agent,
+                        signal,
+                        tree,
+                        pid,
+                    })
+                }
             },
             Dialog::Filter(mut s) => match ev.code {
                 KeyCode::Esc => {
@@ -568,7 +677,11 @@ impl App {
                     self.search = Some(s);
                     self.log_scroll = 0;
                     self.jump_to_match(true);
-                    if self.log_lines.last().is_some_and(|l| self.search.as_ref().is_some_and(|q| l.contains(q))) {
+                    if self
+                        .log_lines
+                        .last()
+                        .is_some_and(|l| self.search.as_ref().is_some_and(|q| l.contains(q)))
+                    {
                         self.message = None;
                     }
                 }
@@ -582,22 +695,49 @@ impl App {
                 }
                 _ => self.dialog = Some(Dialog::Search(s)),
             },
-            Dialog::Launch { choice, mut command, tier } => {
+            Dialog::Launch {
+                choice,
+                mut command,
+                tier,
+            } => {
                 let n = self.launchables.len() + 1; // the last choice is "a command"
                 let typing = choice == n - 1;
                 match ev.code {
                     KeyCode::Esc => {}
-                    KeyCode::Up => self.dialog = Some(Dialog::Launch { choice: choice.saturating_sub(1), command, tier }),
-                    KeyCode::Down => self.dialog = Some(Dialog::Launch { choice: (choice + 1).min(n - 1), command, tier }),
+                    KeyCode::Up => {
+                        self.dialog = Some(Dialog::Launch {
+                            choice: choice.saturating_sub(1),
+                            command,
+                            tier,
+                        })
+                    }
+                    KeyCode::Down => {
+                        self.dialog = Some(Dialog::Launch {
+                            choice: (choice + 1).min(n - 1),
+                            command,
+                            tier,
+                        })
+                    }
                     KeyCode::Tab => {
-                        self.dialog = Some(Dialog::Launch { choice, command, tier: (tier + 1) % LAUNCH_TIERS.len() })
+                        self.dialog = Some(Dialog::Launch {
+                            choice,
+                            command,
+                            tier: (tier + 1) % LAUNCH_TIERS.len(),
+                        })
                     }
                     KeyCode::Enter => {
                         if typing {
                             if command.trim().is_empty() {
-                                self.dialog = Some(Dialog::Launch { choice, command, tier });
+                                self.dialog = Some(Dialog::Launch {
+                                    choice,
+                                    command,
+                                    tier,
+                                });
                             } else {
-                                return vec![Cmd::LaunchCommand { command, tier: LAUNCH_TIERS[tier] }];
+                                return vec![Cmd::LaunchCommand {
+                                    command,
+                                    tier: LAUNCH_TIERS[tier],
+                                }];
                             }
                         } else {
                             return vec![Cmd::Launch(choice)];
@@ -605,13 +745,27 @@ impl App {
                     }
                     KeyCode::Backspace if typing => {
                         command.pop();
-                        self.dialog = Some(Dialog::Launch { choice, command, tier });
+                        self.dialog = Some(Dialog::Launch {
+                            choice,
+                            command,
+                            tier,
+                        });
                     }
                     KeyCode::Char(c) if typing => {
                         command.push(c);
-                        self.dialog = Some(Dialog::Launch { choice, command, tier });
+                        self.dialog = Some(Dialog::Launch {
+                            choice,
+                            command,
+                            tier,
+                        });
                     }
-                    _ => self.dialog = Some(Dialog::Launch { choice, command, tier }),
+                    _ => {
+                        self.dialog = Some(Dialog::Launch {
+                            choice,
+                            command,
+                            tier,
+                        })
+                    }
                 }
             }
         }
@@ -629,7 +783,11 @@ impl App {
                     return vec![];
                 }
                 let a = self.table_area;
-                if m.column >= a.x && m.column < a.x + a.width && m.row >= a.y && m.row < a.y + a.height {
+                if m.column >= a.x
+                    && m.column < a.x + a.width
+                    && m.row >= a.y
+                    && m.row < a.y + a.height
+                {
                     let i = self.offset + (m.row - a.y) as usize;
                     if i < self.items.len() {
                         self.selected = i;
@@ -649,7 +807,13 @@ impl App {
 pub fn tree_order(procs: &[ProcRow]) -> Vec<usize> {
     let pids: HashSet<i32> = procs.iter().map(|p| p.pid).collect();
     let mut out = Vec::with_capacity(procs.len());
-    let mut stack: Vec<usize> = procs.iter().enumerate().filter(|(_, p)| !pids.contains(&p.ppid)).map(|(i, _)| i).rev().collect();
+    let mut stack: Vec<usize> = procs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !pids.contains(&p.ppid))
+        .map(|(i, _)| i)
+        .rev()
+        .collect();
     let mut seen = HashSet::new();
     while let Some(i) = stack.pop() {
         if !seen.insert(i) {
@@ -657,7 +821,13 @@ pub fn tree_order(procs: &[ProcRow]) -> Vec<usize> {
         }
         out.push(i);
         let pid = procs[i].pid;
-        let kids: Vec<usize> = procs.iter().enumerate().filter(|(_, p)| p.ppid == pid).map(|(j, _)| j).rev().collect();
+        let kids: Vec<usize> = procs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.ppid == pid)
+            .map(|(j, _)| j)
+            .rev()
+            .collect();
         stack.extend(kids);
     }
     for i in 0..procs.len() {

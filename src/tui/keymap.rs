@@ -169,7 +169,9 @@ pub fn parse_key(s: &str) -> Option<Key> {
         "Delete" => KeyCode::Delete,
         "Backspace" => KeyCode::Backspace,
         "Space" => KeyCode::Char(' '),
-        f if f.len() >= 2 && f.starts_with('F') && f[1..].parse::<u8>().is_ok() => KeyCode::F(f[1..].parse().ok()?),
+        f if f.len() >= 2 && f.starts_with('F') && f[1..].parse::<u8>().is_ok() => {
+            KeyCode::F(f[1..].parse().ok()?)
+        }
         c if c.chars().count() == 1 => KeyCode::Char(c.chars().next()?),
         _ => return None,
     };
@@ -210,14 +212,18 @@ impl Keymap {
                 None => a.defaults().iter().map(|s| s.to_string()).collect(),
             };
             for k in keys {
-                let key = parse_key(&k).ok_or_else(|| format!("[dashboard.keys] {}: unknown key `{k}`", a.name()))?;
+                let key = parse_key(&k)
+                    .ok_or_else(|| format!("[dashboard.keys] {}: unknown key `{k}`", a.name()))?;
                 bindings.push((key, a));
             }
         }
         for name in overrides.keys() {
             if !Action::ALL.iter().any(|a| a.name() == name) {
                 let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
-                return Err(format!("[dashboard.keys]: unknown action `{name}` (actions: {})", names.join(", ")));
+                return Err(format!(
+                    "[dashboard.keys]: unknown action `{name}` (actions: {})",
+                    names.join(", ")
+                ));
             }
         }
         Ok(Keymap { bindings })
@@ -225,12 +231,19 @@ impl Keymap {
 
     pub fn action(&self, ev: &KeyEvent) -> Option<Action> {
         let ctrl = ev.modifiers.contains(KeyModifiers::CONTROL);
-        self.bindings.iter().find(|(k, _)| k.code == ev.code && k.ctrl == ctrl).map(|(_, a)| *a)
+        self.bindings
+            .iter()
+            .find(|(k, _)| k.code == ev.code && k.ctrl == ctrl)
+            .map(|(_, a)| *a)
     }
 
     /// The keys bound to an action, for the help screen and the key bar.
     pub fn keys(&self, a: Action) -> Vec<String> {
-        self.bindings.iter().filter(|(_, b)| *b == a).map(|(k, _)| key_name(k)).collect()
+        self.bindings
+            .iter()
+            .filter(|(_, b)| *b == a)
+            .map(|(k, _)| key_name(k))
+            .collect()
     }
 }
 
@@ -255,14 +268,20 @@ mod tests {
         assert_eq!(k.action(&ev(KeyCode::F(9))), Some(Action::KillDialog));
         assert_eq!(k.action(&ev(KeyCode::Delete)), Some(Action::KillDialog));
         assert_eq!(k.action(&ev(KeyCode::Char('X'))), Some(Action::KillTreeNow));
-        assert_eq!(k.action(&ev(KeyCode::Char('!'))), Some(Action::NearLimitOnly));
+        assert_eq!(
+            k.action(&ev(KeyCode::Char('!'))),
+            Some(Action::NearLimitOnly)
+        );
         assert_eq!(k.action(&ev(KeyCode::Tab)), Some(Action::ExpandTree));
     }
 
     #[test]
     fn a_remapped_action_loses_its_default_keys() {
         let mut o = BTreeMap::new();
-        o.insert("kill_dialog".to_string(), vec!["K".to_string(), "Ctrl-d".to_string()]);
+        o.insert(
+            "kill_dialog".to_string(),
+            vec!["K".to_string(), "Ctrl-d".to_string()],
+        );
         let k = Keymap::new(&o).unwrap();
         assert_eq!(k.action(&ev(KeyCode::Char('K'))), Some(Action::KillDialog));
         assert_eq!(k.action(&ev(KeyCode::Char('x'))), None);
@@ -275,7 +294,9 @@ mod tests {
     fn unknown_actions_and_keys_are_errors() {
         let mut o = BTreeMap::new();
         o.insert("explode".to_string(), vec!["e".to_string()]);
-        assert!(Keymap::new(&o).unwrap_err().contains("unknown action `explode`"));
+        assert!(Keymap::new(&o)
+            .unwrap_err()
+            .contains("unknown action `explode`"));
         let mut o = BTreeMap::new();
         o.insert("quit".to_string(), vec!["Hyper-q".to_string()]);
         assert!(Keymap::new(&o).unwrap_err().contains("unknown key"));

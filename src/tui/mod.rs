@@ -14,9 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent};
+use ratatui::crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent,
+};
 use ratatui::crossterm::execute;
-use ratatui::crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use ratatui::crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
 use ratatui::Terminal;
 use tokio::sync::mpsc;
 
@@ -42,7 +46,12 @@ pub struct Dashboard {
 pub fn restore_terminal() {
     let _ = disable_raw_mode();
     let mut out = io::stdout();
-    let _ = execute!(out, DisableMouseCapture, LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
+    let _ = execute!(
+        out,
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        ratatui::crossterm::cursor::Show
+    );
     let _ = out.flush();
 }
 
@@ -63,7 +72,12 @@ enum Input {
 pub fn refresh_rows(sup: &Supervisor, app: &mut App) -> bool {
     let now = Instant::now();
     let mut changed = false;
-    let old: HashMap<RunId, usize> = app.rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let old: HashMap<RunId, usize> = app
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id, i))
+        .collect();
     let mut rows = Vec::with_capacity(app.rows.len());
     let selected = app.selected_row().map(|r| r.id);
     sup.visit(|s| {
@@ -93,8 +107,12 @@ pub fn refresh_rows(sup: &Supervisor, app: &mut App) -> bool {
 }
 
 fn refresh_logs(sup: &Supervisor, app: &mut App) -> bool {
-    let Some(id) = app.selected_row().map(|r| r.id) else { return false };
-    let Some(lines) = sup.tail(id, app.stream == app::Stream::Stderr) else { return false };
+    let Some(id) = app.selected_row().map(|r| r.id) else {
+        return false;
+    };
+    let Some(lines) = sup.tail(id, app.stream == app::Stream::Stderr) else {
+        return false;
+    };
     if lines != app.log_lines {
         app.log_lines = lines;
         if app.follow {
@@ -117,23 +135,30 @@ impl Dashboard {
             restore_terminal();
             prev_hook(info);
         }));
+        // No `terminal.clear()`: it asks the terminal for the cursor position, and a terminal
+        // that does not answer would stall the start. The alternate screen starts blank.
+        execute!(
+            io::stdout(),
+            ratatui::crossterm::terminal::Clear(ratatui::crossterm::terminal::ClearType::All)
+        )?;
         let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-        terminal.clear()?;
 
         let (tx, mut input) = mpsc::channel::<Input>(64);
-        std::thread::Builder::new().name("symbiont-keys".into()).spawn(move || loop {
-            match event::read() {
-                Ok(e) => {
-                    if tx.blocking_send(Input::Term(e)).is_err() {
+        std::thread::Builder::new()
+            .name("symbiont-keys".into())
+            .spawn(move || loop {
+                match event::read() {
+                    Ok(e) => {
+                        if tx.blocking_send(Input::Term(e)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tx.blocking_send(Input::Lost);
                         break;
                     }
                 }
-                Err(_) => {
-                    let _ = tx.blocking_send(Input::Lost);
-                    break;
-                }
-            }
-        })?;
+            })?;
 
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -237,9 +262,14 @@ fn exec(
     cmds: Vec<Cmd>,
 ) -> bool {
     let mut stopping = false;
-    let launch = |spec: RunSpec, app: &mut App, specs: &mut HashMap<RunId, RunSpec>| match sup.launch(spec.clone()) {
+    let launch = |spec: RunSpec, app: &mut App, specs: &mut HashMap<RunId, RunSpec>| match sup
+        .launch(spec.clone())
+    {
         Ok(id) => {
-            app.message = Some(format!("launched {} / {} (run {id})", spec.agent, spec.trigger));
+            app.message = Some(format!(
+                "launched {} / {} (run {id})",
+                spec.agent, spec.trigger
+            ));
             specs.insert(id, spec);
         }
         Err(e) => app.message = Some(e.0),
@@ -248,7 +278,15 @@ fn exec(
         match c {
             Cmd::Signal { run, sig, scope } => {
                 let reason = Reason::KilledByOperator;
-                sup.control(run, Control::Kill { sig, scope, by: Actor::Operator, reason });
+                sup.control(
+                    run,
+                    Control::Kill {
+                        sig,
+                        scope,
+                        by: Actor::Operator,
+                        reason,
+                    },
+                );
             }
             Cmd::Pause(run) => {
                 sup.control(run, Control::Pause);

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 use ratatui::style::Color;
 use ratatui::Terminal;
 
@@ -42,8 +44,16 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         exit_code: None,
         signal: None,
         reason: None,
-        procs: vec![ProcRow { pid: 1000 + id as i32, ppid: 1, name: "python3".into(), cpu_pct: 12.5, rss_bytes: rss_mb * MB }],
-        history: (0..40).map(|i| ((i % 10) as f32 * 5.0, (i as u64) * MB)).collect(),
+        procs: vec![ProcRow {
+            pid: 1000 + id as i32,
+            ppid: 1,
+            name: "python3".into(),
+            cpu_pct: 12.5,
+            rss_bytes: rss_mb * MB,
+        }],
+        history: (0..40)
+            .map(|i| ((i % 10) as f32 * 5.0, (i as u64) * MB))
+            .collect(),
         argv: vec!["python3".into(), "worker.py".into(), "--fast".into()],
         cwd: "/tmp/symbiont-native".into(),
         env_names: vec!["PATH".into(), "HOME".into(), "SYMBIONT_AGENT".into()],
@@ -93,7 +103,11 @@ fn text(buf: &Buffer) -> String {
 }
 
 fn line_of<'a>(screen: &'a str, needle: &str) -> (usize, &'a str) {
-    screen.lines().enumerate().find(|(_, l)| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in\n{screen}"))
+    screen
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(needle))
+        .unwrap_or_else(|| panic!("no `{needle}` in\n{screen}"))
 }
 
 fn key(c: KeyCode) -> KeyEvent {
@@ -126,9 +140,27 @@ fn table_with_a_normal_a_yellow_and_a_red_agent() {
 fn expanded_tree_shows_each_process() {
     let mut a = app();
     a.rows[1].procs = vec![
-        ProcRow { pid: 1002, ppid: 1, name: "bash".into(), cpu_pct: 0.0, rss_bytes: 3 * MB },
-        ProcRow { pid: 1010, ppid: 1002, name: "python3".into(), cpu_pct: 40.0, rss_bytes: 200 * MB },
-        ProcRow { pid: 1011, ppid: 1010, name: "sleep".into(), cpu_pct: 0.0, rss_bytes: MB },
+        ProcRow {
+            pid: 1002,
+            ppid: 1,
+            name: "bash".into(),
+            cpu_pct: 0.0,
+            rss_bytes: 3 * MB,
+        },
+        ProcRow {
+            pid: 1010,
+            ppid: 1002,
+            name: "python3".into(),
+            cpu_pct: 40.0,
+            rss_bytes: 200 * MB,
+        },
+        ProcRow {
+            pid: 1011,
+            ppid: 1010,
+            name: "sleep".into(),
+            cpu_pct: 0.0,
+            rss_bytes: MB,
+        },
     ];
     a.set_rows(a.rows.clone());
     a.on_key(key(KeyCode::Down));
@@ -140,7 +172,10 @@ fn expanded_tree_shows_each_process() {
     let (yp, lp) = line_of(&screen, "└ python3");
     let (ys, _) = line_of(&screen, "└ sleep");
     assert!(yb < yp && yp < ys, "children follow their parents");
-    assert!(lp.contains("1010") && lp.contains("200.0 MiB") && lp.contains("40.0"), "{lp}");
+    assert!(
+        lp.contains("1010") && lp.contains("200.0 MiB") && lp.contains("40.0"),
+        "{lp}"
+    );
 }
 
 #[test]
@@ -154,13 +189,20 @@ fn detail_pane_with_sparklines_and_logs() {
     assert!(screen.contains("CPU 12.5%") && screen.contains("MEM 40.0 MiB of 512.0 MiB"));
     assert!(screen.contains("argv: python3 worker.py --fast"));
     assert!(screen.contains("env: PATH HOME SYMBIONT_AGENT"));
-    assert!(screen.contains("log line 30"), "follow shows the newest line");
+    assert!(
+        screen.contains("log line 30"),
+        "follow shows the newest line"
+    );
     // Scroll back, then search.
     for _ in 0..10 {
         a.on_key(key(KeyCode::Up));
     }
     let screen = text(render(&mut a, 120, 40).backend().buffer());
-    assert!(!screen.contains("log line 30") && screen.contains("log line 20") && screen.contains("scrolled"));
+    assert!(
+        !screen.contains("log line 30")
+            && screen.contains("log line 20")
+            && screen.contains("scrolled")
+    );
     a.on_key(key(KeyCode::Char('/')));
     for c in "line 3".chars() {
         a.on_key(key(KeyCode::Char(c)));
@@ -185,13 +227,27 @@ fn kill_dialog_offers_signals_and_scope() {
     // Down to KILL, Enter: the whole tree of the selected agent (Leaky, run 2).
     a.on_key(key(KeyCode::Down));
     let cmds = a.on_key(key(KeyCode::Enter));
-    assert_eq!(cmds, vec![Cmd::Signal { run: 2, sig: Sig::Kill, scope: Scope::Tree }]);
+    assert_eq!(
+        cmds,
+        vec![Cmd::Signal {
+            run: 2,
+            sig: Sig::Kill,
+            scope: Scope::Tree
+        }]
+    );
     assert!(a.dialog.is_none());
     // Default choice is TERM (with escalation); Tab switches to the one process.
     a.on_key(key(KeyCode::F(9)));
     a.on_key(key(KeyCode::Tab));
     let cmds = a.on_key(key(KeyCode::Enter));
-    assert_eq!(cmds, vec![Cmd::Signal { run: 2, sig: Sig::Term, scope: Scope::Process(1002) }]);
+    assert_eq!(
+        cmds,
+        vec![Cmd::Signal {
+            run: 2,
+            sig: Sig::Term,
+            scope: Scope::Process(1002)
+        }]
+    );
 }
 
 #[test]
@@ -200,7 +256,14 @@ fn capital_x_kills_the_tree_at_once() {
     a.on_key(key(KeyCode::Down));
     a.on_key(key(KeyCode::Down));
     let cmds = a.on_key(key(KeyCode::Char('X')));
-    assert_eq!(cmds, vec![Cmd::Signal { run: 3, sig: Sig::Kill, scope: Scope::Tree }]);
+    assert_eq!(
+        cmds,
+        vec![Cmd::Signal {
+            run: 3,
+            sig: Sig::Kill,
+            scope: Scope::Tree
+        }]
+    );
     assert!(a.dialog.is_none());
 }
 
@@ -212,7 +275,11 @@ fn help_lists_every_key() {
     let screen = text(t.backend().buffer());
     insta::assert_snapshot!("help", screen);
     for action in super::keymap::Action::ALL {
-        assert!(screen.contains(action.name()), "help misses {}", action.name());
+        assert!(
+            screen.contains(action.name()),
+            "help misses {}",
+            action.name()
+        );
     }
     a.on_key(key(KeyCode::Char('z')));
     assert!(a.dialog.is_none(), "any key closes the help");
@@ -232,7 +299,12 @@ fn mouse_selects_a_row_and_right_click_opens_the_kill_dialog() {
     let mut a = app();
     render(&mut a, 160, 20);
     let area = a.table_area;
-    let click = |kind, row| MouseEvent { kind, column: area.x + 3, row, modifiers: KeyModifiers::NONE };
+    let click = |kind, row| MouseEvent {
+        kind,
+        column: area.x + 3,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
     a.on_mouse(click(MouseEventKind::Down(MouseButton::Left), area.y + 2));
     assert_eq!(a.selected_row().unwrap().agent, "Slowpoke");
     a.on_mouse(click(MouseEventKind::Down(MouseButton::Right), area.y + 1));
@@ -247,12 +319,24 @@ fn filter_sort_and_near_limit_toggle() {
     let names: Vec<&str> = a.items.iter().map(|_| "").collect();
     assert_eq!(names.len(), 2, "only Leaky and Slowpoke are near a limit");
     a.on_key(key(KeyCode::Char('!')));
-    assert_eq!(a.selected_row().unwrap().agent, "Leaky", "Steady was hidden, the selection moved to Leaky");
+    assert_eq!(
+        a.selected_row().unwrap().agent,
+        "Leaky",
+        "Steady was hidden, the selection moved to Leaky"
+    );
     a.on_key(key(KeyCode::Char('N')));
-    assert_eq!(a.selected_row().unwrap().agent, "Leaky", "the selection stays on its agent");
+    assert_eq!(
+        a.selected_row().unwrap().agent,
+        "Leaky",
+        "the selection stays on its agent"
+    );
     a.on_key(key(KeyCode::Char('M')));
     a.selected = 0;
-    assert_eq!(a.selected_row().unwrap().agent, "Leaky", "largest memory first");
+    assert_eq!(
+        a.selected_row().unwrap().agent,
+        "Leaky",
+        "largest memory first"
+    );
     a.on_key(key(KeyCode::Char('/')));
     for c in "slow".chars() {
         a.on_key(key(KeyCode::Char(c)));
@@ -269,13 +353,20 @@ fn quitting_with_live_agents_asks_first() {
     assert_eq!(a.dialog, Some(Dialog::ConfirmQuit { alive: 3 }));
     assert!(a.on_key(key(KeyCode::Esc)).is_empty());
     a.on_key(key(KeyCode::Char('q')));
-    assert_eq!(a.on_key(key(KeyCode::Char('y'))), vec![Cmd::Quit { stop: true }]);
+    assert_eq!(
+        a.on_key(key(KeyCode::Char('y'))),
+        vec![Cmd::Quit { stop: true }]
+    );
 }
 
 #[test]
 fn launch_dialog_offers_loaded_agents_and_a_command() {
     let mut a = app();
-    a.launchables = vec![Launchable { agent: "Steady".into(), trigger: "start".into(), tier: SecurityTier::None }];
+    a.launchables = vec![Launchable {
+        agent: "Steady".into(),
+        trigger: "start".into(),
+        tier: SecurityTier::None,
+    }];
     a.on_key(key(KeyCode::Char('n')));
     assert_eq!(a.on_key(key(KeyCode::Enter)), vec![Cmd::Launch(0)]);
     a.on_key(key(KeyCode::Char('n')));
@@ -287,14 +378,21 @@ fn launch_dialog_offers_loaded_agents_and_a_command() {
     assert!(screen.contains("command: sh -c 'sleep 1'"), "{screen}");
     assert_eq!(
         a.on_key(key(KeyCode::Enter)),
-        vec![Cmd::LaunchCommand { command: "sh -c 'sleep 1'".into(), tier: SecurityTier::None }]
+        vec![Cmd::LaunchCommand {
+            command: "sh -c 'sleep 1'".into(),
+            tier: SecurityTier::None
+        }]
     );
 }
 
 #[test]
 fn drawing_a_thousand_agents_builds_only_the_visible_lines() {
     let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
-    a.set_rows((0..1000).map(|i| row(i, &format!("agent-{i:04}"), 10, 512, 5, 300)).collect());
+    a.set_rows(
+        (0..1000)
+            .map(|i| row(i, &format!("agent-{i:04}"), 10, 512, 5, 300))
+            .collect(),
+    );
     a.selected = 700;
     let screen = text(render(&mut a, 200, 50).backend().buffer());
     assert!(screen.contains("agent-0700"));

@@ -37,7 +37,12 @@ fn dur(d: Duration) -> String {
 fn bar(ratio: f64, width: usize) -> String {
     let r = ratio.clamp(0.0, 1.0);
     let full = (r * width as f64).round() as usize;
-    format!("{}{} {:>3.0}%", "█".repeat(full), "░".repeat(width - full), ratio * 100.0)
+    format!(
+        "{}{} {:>3.0}%",
+        "█".repeat(full),
+        "░".repeat(width - full),
+        ratio * 100.0
+    )
 }
 
 fn state_text(r: &AgentRow) -> &'static str {
@@ -70,11 +75,16 @@ fn limit_marker(app: &App, r: &AgentRow) -> String {
 
 pub fn draw(f: &mut Frame, app: &mut App) {
     let area = f.area();
-    let [header, body, footer] =
-        Layout::vertical([Constraint::Length(2), Constraint::Min(3), Constraint::Length(1)]).areas(area);
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     draw_header(f, app, header);
     if app.detail && body.height >= 12 {
-        let [top, bottom] = Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
+        let [top, bottom] =
+            Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
         draw_table(f, app, top);
         draw_detail(f, app, bottom);
     } else {
@@ -88,17 +98,34 @@ pub fn draw(f: &mut Frame, app: &mut App) {
 
 fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     let count = |s: RunState| app.rows.iter().filter(|r| r.state == s).count();
-    let exited_ok = app.rows.iter().filter(|r| r.state == RunState::Exited && r.outcome() == "exit 0").count();
+    let exited_ok = app
+        .rows
+        .iter()
+        .filter(|r| r.state == RunState::Exited && r.outcome() == "exit 0")
+        .count();
     let failed = count(RunState::Exited) - exited_ok;
-    let cpu: f64 = app.rows.iter().filter(|r| r.alive()).map(|r| r.cpu_pct).sum();
+    let cpu: f64 = app
+        .rows
+        .iter()
+        .filter(|r| r.alive())
+        .map(|r| r.cpu_pct)
+        .sum();
     let mem: u64 = app.rows.iter().filter(|r| r.alive()).map(|r| r.rss).sum();
     let native_alive = app.rows.iter().any(|r| r.alive() && r.tier.is_native());
-    let mut spans = vec![Span::styled(" symbiont ", Style::default().add_modifier(Modifier::BOLD).fg(Color::Cyan))];
+    let mut spans = vec![Span::styled(
+        " symbiont ",
+        Style::default()
+            .add_modifier(Modifier::BOLD)
+            .fg(Color::Cyan),
+    )];
     // The warning goes first, so that no terminal is too narrow to show it.
     if native_alive {
         spans.push(Span::styled(
             " NATIVE: NO ISOLATION ",
-            Style::default().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD),
+            Style::default()
+                .bg(Color::Red)
+                .fg(Color::White)
+                .add_modifier(Modifier::BOLD),
         ));
     }
     spans.push(Span::raw(format!(
@@ -124,8 +151,14 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         status.push("only agents near a limit".to_string());
     }
     let second = match &app.message {
-        Some(m) => Line::from(Span::styled(format!(" {m}"), Style::default().fg(Color::Cyan))),
-        None => Line::from(Span::styled(format!(" {}", status.join(" │ ")), Style::default().fg(Color::DarkGray))),
+        Some(m) => Line::from(Span::styled(
+            format!(" {m}"),
+            Style::default().fg(Color::Cyan),
+        )),
+        None => Line::from(Span::styled(
+            format!(" {}", status.join(" │ ")),
+            Style::default().fg(Color::DarkGray),
+        )),
     };
     f.render_widget(Paragraph::new(vec![Line::from(spans), second]), area);
 }
@@ -168,18 +201,34 @@ fn columns(width: u16) -> Vec<(Col, &'static str, Constraint)> {
         (Result, "RESULT", Constraint::Min(10)),
     ];
     let keep: &[Col] = if width >= 110 {
-        &[Agent, Trigger, Tier, Pid, State, Cpu, Mem, MemBar, Procs, Time, Limit, Result]
+        &[
+            Agent, Trigger, Tier, Pid, State, Cpu, Mem, MemBar, Procs, Time, Limit, Result,
+        ]
     } else if width >= 90 {
-        &[Agent, Tier, Pid, State, Cpu, Mem, MemBar, Time, Limit, Result]
+        &[
+            Agent, Tier, Pid, State, Cpu, Mem, MemBar, Time, Limit, Result,
+        ]
     } else {
-        &[Agent, Pid, State, Cpu, Mem, MemPct, TimeShort, Limit, Result]
+        &[
+            Agent, Pid, State, Cpu, Mem, MemPct, TimeShort, Limit, Result,
+        ]
     };
-    all.into_iter().filter(|(c, _, _)| keep.contains(c)).collect()
+    all.into_iter()
+        .filter(|(c, _, _)| keep.contains(c))
+        .collect()
 }
 
 fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
     match c {
-        Col::Agent => format!("{}{}", if app.expanded.contains(&r.id) { "▾ " } else { "▸ " }, r.agent),
+        Col::Agent => format!(
+            "{}{}",
+            if app.expanded.contains(&r.id) {
+                "▾ "
+            } else {
+                "▸ "
+            },
+            r.agent
+        ),
         Col::Trigger => r.trigger.clone(),
         Col::Tier => r.tier.runtime_name().to_string(),
         Col::Pid => r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
@@ -223,13 +272,20 @@ fn draw_table(f: &mut Frame, app: &mut App, area: Rect) {
     let inner = block.inner(area);
     // First line inside the block is the header; agent lines follow.
     let visible = inner.height.saturating_sub(1) as usize;
-    app.table_area = Rect { x: inner.x, y: inner.y + 1, width: inner.width, height: visible as u16 };
+    app.table_area = Rect {
+        x: inner.x,
+        y: inner.y + 1,
+        width: inner.width,
+        height: visible as u16,
+    };
     if app.selected < app.offset {
         app.offset = app.selected;
     } else if visible > 0 && app.selected >= app.offset + visible {
         app.offset = app.selected + 1 - visible;
     }
-    app.offset = app.offset.min(app.items.len().saturating_sub(visible.max(1)));
+    app.offset = app
+        .offset
+        .min(app.items.len().saturating_sub(visible.max(1)));
     let end = (app.offset + visible).min(app.items.len());
     let mut rows = Vec::with_capacity(end - app.offset);
     for (n, item) in app.items[app.offset..end].iter().enumerate() {
@@ -237,20 +293,39 @@ fn draw_table(f: &mut Frame, app: &mut App, area: Rect) {
         let row = match *item {
             Item::Agent(i) => {
                 let r = &app.rows[i];
-                Row::new(cols.iter().map(|(c, _, _)| Cell::from(agent_cell(app, r, *c)))).style(level_style(app.level(r)))
+                Row::new(
+                    cols.iter()
+                        .map(|(c, _, _)| Cell::from(agent_cell(app, r, *c))),
+                )
+                .style(level_style(app.level(r)))
             }
             Item::Proc(i, p) => {
                 let r = &app.rows[i];
-                Row::new(cols.iter().map(|(c, _, _)| Cell::from(proc_cell(r, p, *c)))).style(Style::default().fg(Color::Gray))
+                Row::new(cols.iter().map(|(c, _, _)| Cell::from(proc_cell(r, p, *c))))
+                    .style(Style::default().fg(Color::Gray))
             }
         };
-        rows.push(if selected { row.add_modifier(Modifier::REVERSED) } else { row });
+        rows.push(if selected {
+            row.add_modifier(Modifier::REVERSED)
+        } else {
+            row
+        });
     }
     let header = Row::new(cols.iter().map(|(_, h, _)| *h))
         .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let title = format!(" agents {}/{} ", app.items.iter().filter(|i| matches!(i, Item::Agent(_))).count(), app.rows.len());
+    let title = format!(
+        " agents {}/{} ",
+        app.items
+            .iter()
+            .filter(|i| matches!(i, Item::Agent(_)))
+            .count(),
+        app.rows.len()
+    );
     let widths: Vec<Constraint> = cols.iter().map(|(_, _, w)| *w).collect();
-    let table = Table::new(rows, widths).header(header).column_spacing(1).block(block.title(title));
+    let table = Table::new(rows, widths)
+        .header(header)
+        .column_spacing(1)
+        .block(block.title(title));
     f.render_widget(table, area);
     if app.items.is_empty() {
         let msg = if app.rows.is_empty() {
@@ -264,12 +339,22 @@ fn draw_table(f: &mut Frame, app: &mut App, area: Rect) {
 
 fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
     let Some(r) = app.selected_row() else { return };
-    let block = Block::default().borders(Borders::ALL).title(format!(" {} / {} (run {}) ", r.agent, r.trigger, r.id));
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(format!(" {} / {} (run {}) ", r.agent, r.trigger, r.id));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let [left, right] = Layout::horizontal([Constraint::Length(44.min(inner.width / 2)), Constraint::Min(10)]).areas(inner);
-    let [cpu_a, mem_a, info_a] =
-        Layout::vertical([Constraint::Length(4), Constraint::Length(4), Constraint::Min(1)]).areas(left);
+    let [left, right] = Layout::horizontal([
+        Constraint::Length(44.min(inner.width / 2)),
+        Constraint::Min(10),
+    ])
+    .areas(inner);
+    let [cpu_a, mem_a, info_a] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Length(4),
+        Constraint::Min(1),
+    ])
+    .areas(left);
     let cpu: Vec<u64> = r.history.iter().map(|(c, _)| (*c * 10.0) as u64).collect();
     let mem: Vec<u64> = r.history.iter().map(|(_, m)| *m).collect();
     let tail = |v: &[u64], w: u16| -> Vec<u64> { v[v.len().saturating_sub(w as usize)..].to_vec() };
@@ -280,7 +365,10 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
             .style(Style::default().fg(Color::Green)),
         cpu_a,
     );
-    let mem_max = r.limits.memory_bytes.unwrap_or_else(|| mem.iter().copied().max().unwrap_or(1));
+    let mem_max = r
+        .limits
+        .memory_bytes
+        .unwrap_or_else(|| mem.iter().copied().max().unwrap_or(1));
     f.render_widget(
         Sparkline::default()
             .block(Block::default().title(format!(
@@ -304,7 +392,10 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
             lim(l.timeout.map(dur)),
             lim(l.max_processes.map(|p| p.to_string()))
         )),
-        Line::from(format!("cpu time {:.2}s · processes {}", r.cpu_secs, r.processes)),
+        Line::from(format!(
+            "cpu time {:.2}s · processes {}",
+            r.cpu_secs, r.processes
+        )),
         Line::from(format!("argv: {}", shell_words::join(&r.argv))),
         Line::from(format!("cwd: {}", r.cwd)),
         Line::from(format!("env: {}", r.env_names.join(" "))),
@@ -324,7 +415,10 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
         .iter()
         .map(|l| {
             if !q.is_empty() && l.contains(q) {
-                Line::from(Span::styled(l.clone(), Style::default().bg(Color::Yellow).fg(Color::Black)))
+                Line::from(Span::styled(
+                    l.clone(),
+                    Style::default().bg(Color::Yellow).fg(Color::Black),
+                ))
             } else {
                 Line::from(l.as_str())
             }
@@ -336,20 +430,35 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
         start + 1,
         end,
         n,
-        if q.is_empty() { String::new() } else { format!(" · search `{q}`") }
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!(" · search `{q}`")
+        }
     );
     let [t, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(right);
-    f.render_widget(Paragraph::new(Line::from(Span::styled(title, Style::default().add_modifier(Modifier::BOLD)))), t);
+    f.render_widget(
+        Paragraph::new(Line::from(Span::styled(
+            title,
+            Style::default().add_modifier(Modifier::BOLD),
+        ))),
+        t,
+    );
     f.render_widget(Paragraph::new(lines), body);
 }
 
 fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
     let k = |a: Action| app.keymap.keys(a).first().cloned().unwrap_or_default();
     let items = if app.detail {
-        vec![("Esc", "table"), ("↑↓", "scroll"), ("/", "search"), ("s", "stream")]
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b))
-            .collect::<Vec<_>>()
+        vec![
+            ("Esc", "table"),
+            ("↑↓", "scroll"),
+            ("/", "search"),
+            ("s", "stream"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b))
+        .collect::<Vec<_>>()
     } else {
         vec![
             (k(Action::Detail), "detail"),
@@ -367,7 +476,10 @@ fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
     };
     let mut spans = Vec::new();
     for (key, what) in items {
-        spans.push(Span::styled(format!(" {key} "), Style::default().add_modifier(Modifier::REVERSED)));
+        spans.push(Span::styled(
+            format!(" {key} "),
+            Style::default().add_modifier(Modifier::REVERSED),
+        ));
         spans.push(Span::raw(format!(" {what} ")));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -376,63 +488,125 @@ fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
-    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
 }
 
 fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
     match d {
         Dialog::Help => {
-            let mut lines = vec![Line::from("keys (remap them under [dashboard.keys] in the config)").bold(), Line::from("")];
+            let mut lines = vec![
+                Line::from("keys (remap them under [dashboard.keys] in the config)").bold(),
+                Line::from(""),
+            ];
             for a in Action::ALL {
                 lines.push(Line::from(vec![
-                    Span::styled(format!("{:<18}", app.keymap.keys(a).join(" ")), Style::default().fg(Color::Cyan)),
+                    Span::styled(
+                        format!("{:<18}", app.keymap.keys(a).join(" ")),
+                        Style::default().fg(Color::Cyan),
+                    ),
                     Span::raw(format!("{:<16}", a.name())),
                     Span::raw(a.help()),
                 ]));
             }
             lines.push(Line::from(""));
             lines.push(Line::from("detail pane: ↑↓ PgUp PgDn scroll · / search · n N next/previous match · s stdout/stderr · Esc back"));
-            lines.push(Line::from("mouse: click selects a line · right click opens the kill dialog · wheel scrolls"));
+            lines.push(Line::from(
+                "mouse: click selects a line · right click opens the kill dialog · wheel scrolls",
+            ));
             lines.push(Line::from("rows: yellow ▲ at warn_ratio of a limit, red ‼ at critical_ratio · press any key to close"));
             let r = centered(area, 110, lines.len() as u16 + 2);
             f.render_widget(Clear, r);
-            f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" help ")), r);
+            f.render_widget(
+                Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" help ")),
+                r,
+            );
         }
-        Dialog::Kill { agent, signal, tree, pid, .. } => {
+        Dialog::Kill {
+            agent,
+            signal,
+            tree,
+            pid,
+            ..
+        } => {
             let mut lines = vec![Line::from(format!("kill {agent}")).bold(), Line::from("")];
             for (i, (sig, text)) in SIGNALS.iter().enumerate() {
                 let mark = if i == *signal { "▶ " } else { "  " };
                 let l = Line::from(format!("{mark}SIG{:<5} {text}", sig.name()));
-                lines.push(if i == *signal { l.add_modifier(Modifier::REVERSED) } else { l });
+                lines.push(if i == *signal {
+                    l.add_modifier(Modifier::REVERSED)
+                } else {
+                    l
+                });
             }
             lines.push(Line::from(""));
             let scope = if *tree {
                 "[x] whole tree   [ ] this process only".to_string()
             } else {
-                format!("[ ] whole tree   [x] this process only (pid {})", pid.unwrap_or(0))
+                format!(
+                    "[ ] whole tree   [x] this process only (pid {})",
+                    pid.unwrap_or(0)
+                )
             };
             lines.push(Line::from(format!("target: {scope}")));
             lines.push(Line::from(""));
-            lines.push(Line::from("↑↓ signal · Tab whole tree/process · Enter send · Esc cancel").italic());
+            lines.push(
+                Line::from("↑↓ signal · Tab whole tree/process · Enter send · Esc cancel").italic(),
+            );
             let r = centered(area, 64, lines.len() as u16 + 2);
             f.render_widget(Clear, r);
             f.render_widget(
-                Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" kill ").border_style(Style::default().fg(Color::Red))),
+                Paragraph::new(lines).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(" kill ")
+                        .border_style(Style::default().fg(Color::Red)),
+                ),
                 r,
             );
         }
         Dialog::Filter(s) | Dialog::Search(s) => {
-            let what = if matches!(d, Dialog::Filter(_)) { "filter agents" } else { "search the log" };
-            let r = Rect { x: area.x, y: area.y + area.height.saturating_sub(1), width: area.width, height: 1 };
+            let what = if matches!(d, Dialog::Filter(_)) {
+                "filter agents"
+            } else {
+                "search the log"
+            };
+            let r = Rect {
+                x: area.x,
+                y: area.y + area.height.saturating_sub(1),
+                width: area.width,
+                height: 1,
+            };
             f.render_widget(Clear, r);
-            f.render_widget(Paragraph::new(format!("{what}: {s}█   (Enter keep · Esc clear)")), r);
+            f.render_widget(
+                Paragraph::new(format!("{what}: {s}█   (Enter keep · Esc clear)")),
+                r,
+            );
         }
-        Dialog::Launch { choice, command, tier } => {
+        Dialog::Launch {
+            choice,
+            command,
+            tier,
+        } => {
             let mut lines = vec![Line::from("launch").bold(), Line::from("")];
             for (i, l) in app.launchables.iter().enumerate() {
-                let t = format!("{}{} / {}  (tier {})", if i == *choice { "▶ " } else { "  " }, l.agent, l.trigger, l.tier);
+                let t = format!(
+                    "{}{} / {}  (tier {})",
+                    if i == *choice { "▶ " } else { "  " },
+                    l.agent,
+                    l.trigger,
+                    l.tier
+                );
                 let line = Line::from(t);
-                lines.push(if i == *choice { line.add_modifier(Modifier::REVERSED) } else { line });
+                lines.push(if i == *choice {
+                    line.add_modifier(Modifier::REVERSED)
+                } else {
+                    line
+                });
             }
             let typing = *choice == app.launchables.len();
             let cmd = Line::from(format!(
@@ -442,12 +616,25 @@ fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
                 if typing { "█" } else { "" },
                 LAUNCH_TIERS[*tier]
             ));
-            lines.push(if typing { cmd.add_modifier(Modifier::REVERSED) } else { cmd });
+            lines.push(if typing {
+                cmd.add_modifier(Modifier::REVERSED)
+            } else {
+                cmd
+            });
             lines.push(Line::from(""));
-            lines.push(Line::from("↑↓ choose · type a command on the last line · Enter launch · Esc cancel").italic());
+            lines.push(
+                Line::from(
+                    "↑↓ choose · type a command on the last line · Enter launch · Esc cancel",
+                )
+                .italic(),
+            );
             let r = centered(area, 80, lines.len() as u16 + 2);
             f.render_widget(Clear, r);
-            f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" launch ")), r);
+            f.render_widget(
+                Paragraph::new(lines)
+                    .block(Block::default().borders(Borders::ALL).title(" launch ")),
+                r,
+            );
         }
         Dialog::ConfirmQuit { alive } => {
             let lines = vec![
@@ -458,7 +645,10 @@ fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
             ];
             let r = centered(area, 70, 6);
             f.render_widget(Clear, r);
-            f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" quit ")), r);
+            f.render_widget(
+                Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" quit ")),
+                r,
+            );
         }
     }
 }

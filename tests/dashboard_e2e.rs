@@ -1,0 +1,244 @@
+//! The real binary in a real pseudo-terminal: the screen is read back through a terminal
+//! emulator (vt100), keys and mouse clicks are typed into it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Pty {
+    child: Child,
+    master: std::fs::File,
+    slave: OwnedFd,
+    screen: Arc<Mutex<vt100::Parser>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+}
+
+const W: u16 = 160;
+const H: u16 = 40;
+
+impl Pty {
+    fn spawn(s: &Scratch, args: &[&str]) -> Pty {
+        let ws = nix::pty::Winsize {
+            ws_row: H,
+            ws_col: W,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let p = nix::pty::openpty(Some(&ws), None).unwrap();
+        let mut cmd = s.command(args);
+        let slave_fd = p.slave.as_raw_fd();
+        cmd.env("TERM", "xterm-256color")
+            .stdin(Stdio::from(p.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(p.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(p.slave.try_clone().unwrap()));
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                let _ = slave_fd;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        let master = std::fs::File::from(p.master);
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(H, W, 0)));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (mut rd, sc, rw) = (master.try_clone().unwrap(), screen.clone(), raw.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = rd.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sc.lock().unwrap().process(&buf[..n]);
+                rw.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            child,
+            master,
+            slave: p.slave,
+            screen,
+            raw,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    fn wait_for(&self, what: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        loop {
+            let t = self.text();
+            if t.contains(what) {
+                return t;
+            }
+            if Instant::now() > until {
+                panic!("`{what}` never appeared; screen:\n{t}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn line_with(&self, what: &str) -> Option<(u16, String)> {
+        self.text()
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.contains(what))
+            .map(|(i, l)| (i as u16, l.to_string()))
+    }
+
+    fn send(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!("the dashboard did not exit; screen:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the terminal is back in cooked mode (canonical input, echo).
+    fn cooked(&self) -> bool {
+        let t = nix::sys::termios::tcgetattr(&self.slave).unwrap();
+        use nix::sys::termios::LocalFlags;
+        t.local_flags.contains(LocalFlags::ICANON) && t.local_flags.contains(LocalFlags::ECHO)
+    }
+
+    fn left_alternate_screen(&self) -> bool {
+        let raw = self.raw.lock().unwrap();
+        raw.windows(8).any(|w| w == b"\x1b[?1049l")
+    }
+}
+
+impl Drop for Pty {
+    // A failed test must not leave its dashboard, or its agents, running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let until = Instant::now() + Duration::from_secs(10);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn three_agents(s: &Scratch, tag: &str) -> std::path::PathBuf {
+    s.config("max_memory_mb = 256");
+    s.write(
+        "agents.dsl",
+        &format!(
+            "agent Calm{tag} {{ security {{ tier: None }} on start {{ execute_native(\"sh -c 'sleep 300'\") }} }}\n\
+             agent Hungry{tag} {{ security {{ tier: None }} on start {{ execute_native(\"python3 -c 'import time, subprocess; b = bytearray(225 << 20); subprocess.Popen([\\\"sleep\\\", \\\"300\\\"]); print(\\\"allocated\\\", flush=True); time.sleep(300)'\") }} }}\n\
+             agent Other{tag} {{ security {{ tier: None }} on start {{ execute_native(\"bash -c 'sleep 300 & wait'\") }} }}\n"
+        ),
+    )
+}
+
+#[test]
+fn warning_shown_then_keyboard_kill_takes_the_tree_and_shows_the_reason() {
+    let s = Scratch::new("e2e-kbd");
+    let f = three_agents(&s, "K");
+    let mut p = Pty::spawn(&s, &["run", f.to_str().unwrap()]);
+    p.wait_for("NATIVE: NO ISOLATION", Duration::from_secs(10));
+    p.wait_for("▲mem", Duration::from_secs(15));
+    let (_, line) = p.line_with("▸ HungryK").unwrap();
+    assert!(
+        line.contains("▲mem"),
+        "the warning is on the hungry agent: {line}"
+    );
+    assert!(
+        wait_for(|| agent_pids("HungryK").len() >= 2, Duration::from_secs(5)),
+        "python and its sleep child"
+    );
+    // Keyboard only: down to the second agent, the kill dialog, Enter (TERM, whole tree).
+    p.send("j");
+    p.send("x");
+    p.wait_for("kill HungryK", Duration::from_secs(5));
+    p.send("\r");
+    let screen = p.wait_for("killed by operator", Duration::from_secs(10));
+    let (_, line) = p.line_with("▸ HungryK").unwrap();
+    assert!(
+        line.contains("killed by operator") && line.contains("exited"),
+        "{line}\n{screen}"
+    );
+    assert_none_left("HungryK");
+    // The others are untouched.
+    assert!(!agent_pids("CalmK").is_empty() && !agent_pids("OtherK").is_empty());
+    // Quit asks, then stops everything and gives the terminal back.
+    p.send("q");
+    p.wait_for("still running", Duration::from_secs(5));
+    p.send("y");
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(1));
+    assert!(
+        p.left_alternate_screen() && p.cooked(),
+        "terminal not restored"
+    );
+    assert_none_left("CalmK");
+    assert_none_left("OtherK");
+}
+
+#[test]
+fn mouse_right_click_reaches_the_kill_dialog_and_capital_x_kills_at_once() {
+    let s = Scratch::new("e2e-mouse");
+    let f = three_agents(&s, "M");
+    let mut p = Pty::spawn(&s, &["run", f.to_str().unwrap()]);
+    p.wait_for("OtherM", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let (row, _) = p.line_with("▸ OtherM").unwrap();
+    // SGR mouse report: right button press at column 5 of that line (1-based).
+    p.send(&format!("\x1b[<2;5;{}M", row + 1));
+    p.wait_for("kill OtherM", Duration::from_secs(5));
+    p.send("\x1b");
+    std::thread::sleep(Duration::from_millis(300));
+    // `X` on the selected (clicked) agent: SIGKILL to its tree, no dialog.
+    p.send("X");
+    p.wait_for("killed by operator", Duration::from_secs(10));
+    assert_none_left("OtherM");
+    p.send("q");
+    p.send("y");
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(1));
+    assert_none_left("CalmM");
+    assert_none_left("HungryM");
+}
+
+#[test]
+fn sigterm_restores_the_terminal_and_leaves_no_agent() {
+    let s = Scratch::new("e2e-term");
+    let f = three_agents(&s, "T");
+    let mut p = Pty::spawn(&s, &["run", f.to_str().unwrap()]);
+    p.wait_for("OtherT", Duration::from_secs(10));
+    assert!(wait_for(
+        || !agent_pids("OtherT").is_empty(),
+        Duration::from_secs(5)
+    ));
+    assert!(!p.cooked(), "the dashboard runs in raw mode");
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    p.wait_exit(Duration::from_secs(15));
+    assert!(p.left_alternate_screen(), "alternate screen not left");
+    assert!(p.cooked(), "raw mode not undone");
+    for a in ["CalmT", "HungryT", "OtherT"] {
+        assert_none_left(a);
+    }
+}
