@@ -3,146 +3,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::pty::Pty;
 use common::*;
-
-struct Pty {
-    child: Child,
-    master: std::fs::File,
-    slave: OwnedFd,
-    screen: Arc<Mutex<vt100::Parser>>,
-    raw: Arc<Mutex<Vec<u8>>>,
-}
 
 const W: u16 = 160;
 const H: u16 = 40;
-
-impl Pty {
-    fn spawn(s: &Scratch, args: &[&str]) -> Pty {
-        let ws = nix::pty::Winsize {
-            ws_row: H,
-            ws_col: W,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let p = nix::pty::openpty(Some(&ws), None).unwrap();
-        let mut cmd = s.command(args);
-        let slave_fd = p.slave.as_raw_fd();
-        cmd.env("TERM", "xterm-256color")
-            .stdin(Stdio::from(p.slave.try_clone().unwrap()))
-            .stdout(Stdio::from(p.slave.try_clone().unwrap()))
-            .stderr(Stdio::from(p.slave.try_clone().unwrap()));
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-                let _ = slave_fd;
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap();
-        let master = std::fs::File::from(p.master);
-        let screen = Arc::new(Mutex::new(vt100::Parser::new(H, W, 0)));
-        let raw = Arc::new(Mutex::new(Vec::new()));
-        let (mut rd, sc, rw) = (master.try_clone().unwrap(), screen.clone(), raw.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 65536];
-            while let Ok(n) = rd.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sc.lock().unwrap().process(&buf[..n]);
-                rw.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        Pty {
-            child,
-            master,
-            slave: p.slave,
-            screen,
-            raw,
-        }
-    }
-
-    fn text(&self) -> String {
-        self.screen.lock().unwrap().screen().contents()
-    }
-
-    fn wait_for(&self, what: &str, within: Duration) -> String {
-        let until = Instant::now() + within;
-        loop {
-            let t = self.text();
-            if t.contains(what) {
-                return t;
-            }
-            if Instant::now() > until {
-                panic!("`{what}` never appeared; screen:\n{t}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn line_with(&self, what: &str) -> Option<(u16, String)> {
-        self.text()
-            .lines()
-            .enumerate()
-            .find(|(_, l)| l.contains(what))
-            .map(|(i, l)| (i as u16, l.to_string()))
-    }
-
-    fn send(&mut self, keys: &str) {
-        self.master.write_all(keys.as_bytes()).unwrap();
-        self.master.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(150));
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                panic!("the dashboard did not exit; screen:\n{}", self.text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Whether the terminal is back in cooked mode (canonical input, echo).
-    fn cooked(&self) -> bool {
-        let t = nix::sys::termios::tcgetattr(&self.slave).unwrap();
-        use nix::sys::termios::LocalFlags;
-        t.local_flags.contains(LocalFlags::ICANON) && t.local_flags.contains(LocalFlags::ECHO)
-    }
-
-    fn left_alternate_screen(&self) -> bool {
-        let raw = self.raw.lock().unwrap();
-        raw.windows(8).any(|w| w == b"\x1b[?1049l")
-    }
-}
-
-impl Drop for Pty {
-    // A failed test must not leave its dashboard, or its agents, running.
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let until = Instant::now() + Duration::from_secs(10);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn three_agents(s: &Scratch, tag: &str) -> std::path::PathBuf {
     s.config("max_memory_mb = 256");
@@ -160,7 +27,7 @@ fn three_agents(s: &Scratch, tag: &str) -> std::path::PathBuf {
 fn warning_shown_then_keyboard_kill_takes_the_tree_and_shows_the_reason() {
     let s = Scratch::new("e2e-kbd");
     let f = three_agents(&s, "K");
-    let mut p = Pty::spawn(&s, &["run", f.to_str().unwrap()]);
+    let mut p = Pty::spawn(s.command(&["run", f.to_str().unwrap()]), W, H);
     p.wait_for("NATIVE: NO ISOLATION", Duration::from_secs(10));
     p.wait_for("▲mem", Duration::from_secs(15));
     let (_, line) = p.line_with("▸ HungryK").unwrap();
@@ -203,7 +70,7 @@ fn warning_shown_then_keyboard_kill_takes_the_tree_and_shows_the_reason() {
 fn mouse_right_click_reaches_the_kill_dialog_and_capital_x_kills_at_once() {
     let s = Scratch::new("e2e-mouse");
     let f = three_agents(&s, "M");
-    let mut p = Pty::spawn(&s, &["run", f.to_str().unwrap()]);
+    let mut p = Pty::spawn(s.command(&["run", f.to_str().unwrap()]), W, H);
     p.wait_for("OtherM", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     let (row, _) = p.line_with("▸ OtherM").unwrap();
@@ -227,7 +94,7 @@ fn mouse_right_click_reaches_the_kill_dialog_and_capital_x_kills_at_once() {
 fn sigterm_restores_the_terminal_and_leaves_no_agent() {
     let s = Scratch::new("e2e-term");
     let f = three_agents(&s, "T");
-    let mut p = Pty::spawn(&s, &["run", f.to_str().unwrap()]);
+    let mut p = Pty::spawn(s.command(&["run", f.to_str().unwrap()]), W, H);
     p.wait_for("OtherT", Duration::from_secs(10));
     assert!(wait_for(
         || !agent_pids("OtherT").is_empty(),

@@ -2,6 +2,8 @@
 //! own config, running the binary, and checking that no agent process is left behind.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
