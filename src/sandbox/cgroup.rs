@@ -132,6 +132,20 @@ impl CgroupRoots {
         self.cpu.is_some() || self.v2_cpu
     }
 
+    /// The CPU counter of the base group, which holds every run: v2 `cpu.stat` (true) or
+    /// v1 `cpuacct.usage` (false).
+    pub fn fleet_cpu_counter(&self) -> Option<(PathBuf, bool)> {
+        if let Some(v2) = &self.v2 {
+            let p = v2.join("cpu.stat");
+            if p.exists() {
+                return Some((p, true));
+            }
+        }
+        self.cpuacct
+            .as_ref()
+            .map(|a| (a.join("cpuacct.usage"), false))
+    }
+
     /// Every base directory, v2 first.
     pub fn bases(&self) -> Vec<PathBuf> {
         [

@@ -393,9 +393,15 @@ impl Supervisor {
         {
             let (ev, au) = (events.clone(), audit.clone());
             let (refresh, warn, crit) = (opts.refresh, opts.warn_ratio, opts.critical_ratio);
+            #[cfg(target_os = "linux")]
+            let fleet = roots.fleet_cpu_counter();
+            #[cfg(not(target_os = "linux"))]
+            let fleet = None;
             std::thread::Builder::new()
                 .name("symbiont-watch".into())
-                .spawn(move || watchdog::watch_loop(watch_rx, refresh, warn, crit, ev, au))?;
+                .spawn(move || {
+                    watchdog::watch_loop(watch_rx, refresh, warn, crit, ev, au, fleet)
+                })?;
         }
         Ok(Supervisor {
             inner: Arc::new(Inner {

@@ -7,8 +7,6 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncReadExt;
-
 /// Longest line kept in a tail; longer lines are cut (the log file keeps them whole).
 const MAX_LINE: usize = 4096;
 
@@ -68,15 +66,19 @@ impl Tail {
 pub type SharedTail = Arc<Mutex<Tail>>;
 
 /// Reads `pipe` to its end, appending to `log` and `tail`. Returns the bytes read.
-pub async fn drain<R: tokio::io::AsyncRead + Unpin>(
-    mut pipe: R,
-    mut log: File,
-    tail: SharedTail,
-) -> u64 {
-    let mut buf = vec![0u8; 128 * 1024];
+/// The read buffer is allocated on the first byte: a thousand silent agents cost nothing.
+#[cfg(unix)]
+pub async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut log: File, tail: SharedTail) -> u64 {
+    let mut buf: Vec<u8> = Vec::new();
     let mut total = 0u64;
     loop {
-        match pipe.read(&mut buf).await {
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; 128 * 1024];
+        }
+        match pipe.try_read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 total += n as u64;
@@ -86,7 +88,14 @@ pub async fn drain<R: tokio::io::AsyncRead + Unpin>(
                     t.push(&buf[..n]);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
             Err(_) => break,
         }
     }

@@ -43,7 +43,7 @@ impl Reaper {
         let me = r.clone();
         tokio::spawn(async move {
             // A periodic sweep as well, in case a signal is coalesced across a registration.
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

@@ -53,6 +53,8 @@ pub(crate) struct Watched {
     warned_mem: u8,
     warned_time: u8,
     killed: bool,
+    /// The run has ended: dropped at the next refresh.
+    done: bool,
 }
 
 impl Watched {
@@ -77,6 +79,7 @@ impl Watched {
             warned_mem: 0,
             warned_time: 0,
             killed: false,
+            done: false,
         }
     }
 }
@@ -92,7 +95,6 @@ struct Probe {
     stats: HashMap<i32, (File, u64)>,
     last_total_ns: Option<u64>,
     last_at: Option<Instant>,
-    idle_ticks: u32,
 }
 
 fn pread_string(f: &File, buf: &mut Vec<u8>) -> Option<usize> {
@@ -176,11 +178,9 @@ impl Probe {
             .and_then(|f| pread_string(f, buf).and_then(|_| parse_cpu(buf, self.cpu_v2)));
         if let (Some(t), Some(last)) = (cg_total, self.last_total_ns) {
             if t == last && !force {
-                self.idle_ticks += 1;
                 return None;
             }
         }
-        self.idle_ticks = 0;
         let dt = self
             .last_at
             .map(|t| now.duration_since(t).as_nanos() as f64)
@@ -236,11 +236,15 @@ pub(crate) fn watch_loop(
     critical_ratio: f64,
     events: tokio::sync::broadcast::Sender<Event>,
     audit: Arc<super::audit::AuditLog>,
+    fleet_counter: Option<(std::path::PathBuf, bool)>,
 ) {
+    // The CPU counter of the group holding every run: when it has not moved, no run ran, and
+    // a refresh of a thousand idle agents costs one read.
+    let fleet = fleet_counter.and_then(|(p, v2)| File::open(p).ok().map(|f| (f, v2)));
+    let mut fleet_last: Option<u64> = None;
     let mut runs: Vec<Watched> = Vec::new();
     let mut buf = Vec::with_capacity(4096);
     let mut next = Instant::now();
-    let mut tick: u64 = 0;
     loop {
         // Take new runs until the next sample is due.
         loop {
@@ -261,60 +265,65 @@ pub(crate) fn watch_loop(
         if next < Instant::now() {
             next = Instant::now() + refresh;
         }
-        tick += 1;
-        runs.retain(|w| {
-            w.status
-                .lock()
-                .map(|s| s.state != RunState::Exited)
-                .unwrap_or(false)
-        });
+        runs.retain(|w| !w.done);
+        let fleet_now = fleet
+            .as_ref()
+            .and_then(|(f, v2)| pread_string(f, &mut buf).and_then(|_| parse_cpu(&buf, *v2)));
+        let fleet_idle = fleet_now.is_some() && fleet_now == fleet_last;
+        fleet_last = fleet_now;
         for w in &mut runs {
-            let (state, deadline, started) = {
-                let s = w.status.lock().unwrap_or_else(|e| e.into_inner());
-                (s.state, s.deadline, s.started)
-            };
+            // One lock per run per refresh: the sample is taken while holding it (a few reads).
+            let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
+            let (state, deadline) = (s.state, s.deadline);
+            if state == RunState::Exited {
+                w.done = true;
+                continue;
+            }
             if state == RunState::Starting {
                 continue;
             }
-            // Every tenth refresh the sample is taken even if the tree did not run, so a process
-            // count or a kernel counter can never go stale for long.
-            let force = tick % 10 == 0 || w.probe.last_total_ns.is_none();
-            let fig = w.probe.sample(&w.tree, force, &mut buf);
-            let now = Instant::now();
-            let (rss, cpu_ns, nprocs) = {
-                let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(f) = &fig {
-                    let dt = s
-                        .sampled_at
-                        .map(|t| now.duration_since(t).as_nanos() as f64)
-                        .unwrap_or(0.0);
-                    s.cpu_pct = if dt > 0.0 && s.cpu_ns > 0 {
-                        f.total_cpu_ns.saturating_sub(s.cpu_ns) as f64 / dt * 100.0
-                    } else {
-                        0.0
-                    };
-                    s.rss_bytes = f.rss;
-                    s.peak_rss_bytes = s.peak_rss_bytes.max(f.rss);
-                    s.cpu_ns = s.cpu_ns.max(f.total_cpu_ns);
-                    s.processes = f.procs.len() as u64;
-                    s.peak_processes = s.peak_processes.max(s.processes);
-                    s.procs = f.procs.clone();
-                    s.version += 1;
-                } else if s.cpu_pct != 0.0 {
-                    s.cpu_pct = 0.0;
-                    for p in &mut s.procs {
-                        p.cpu_pct = 0.0;
-                    }
-                    s.version += 1;
-                }
-                s.sampled_at = Some(now);
-                let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
-                if s.history.len() == HISTORY {
-                    s.history.pop_front();
-                }
-                s.history.push_back((pct, rss));
-                (s.rss_bytes, s.cpu_ns, s.processes)
+            // A tree whose CPU counter did not move ran nothing since the last sample: no fork,
+            // no allocation, no OOM kill (each costs CPU time), so its figures still hold. Only
+            // the first sample is forced; runs without a counter are sampled every time.
+            let force = w.probe.last_total_ns.is_none();
+            let fig = if fleet_idle && !force && w.probe.cpu.is_some() {
+                None
+            } else {
+                w.probe.sample(&w.tree, force, &mut buf)
             };
+            let now = Instant::now();
+            if let Some(f) = &fig {
+                let dt = s
+                    .sampled_at
+                    .map(|t| now.duration_since(t).as_nanos() as f64)
+                    .unwrap_or(0.0);
+                s.cpu_pct = if dt > 0.0 && s.cpu_ns > 0 {
+                    f.total_cpu_ns.saturating_sub(s.cpu_ns) as f64 / dt * 100.0
+                } else {
+                    0.0
+                };
+                s.rss_bytes = f.rss;
+                s.peak_rss_bytes = s.peak_rss_bytes.max(f.rss);
+                s.cpu_ns = s.cpu_ns.max(f.total_cpu_ns);
+                s.processes = f.procs.len() as u64;
+                s.peak_processes = s.peak_processes.max(s.processes);
+                s.procs = f.procs.clone();
+                s.version += 1;
+            } else if s.cpu_pct != 0.0 {
+                s.cpu_pct = 0.0;
+                for p in &mut s.procs {
+                    p.cpu_pct = 0.0;
+                }
+                s.version += 1;
+            }
+            s.sampled_at = Some(now);
+            let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
+            if s.history.len() == HISTORY {
+                s.history.pop_front();
+            }
+            s.history.push_back((pct, rss));
+            let (rss, cpu_ns, nprocs) = (s.rss_bytes, s.cpu_ns, s.processes);
+            drop(s);
             if w.killed || state != RunState::Running {
                 continue;
             }
@@ -376,7 +385,6 @@ pub(crate) fn watch_loop(
             }
             if let (Some(t), Some(d)) = (l.timeout, deadline) {
                 let used = t.saturating_sub(d.saturating_duration_since(now));
-                let _ = started;
                 warn(
                     "time",
                     used.as_secs_f64(),

@@ -42,7 +42,8 @@ pub struct AgentRow {
 }
 
 impl AgentRow {
-    pub fn from_status(s: &RunStatus, now: Instant) -> AgentRow {
+    /// A copy of a run's status; the history (for the detail pane's sparklines) only when asked.
+    pub fn from_status(s: &RunStatus, now: Instant, with_history: bool) -> AgentRow {
         let rec = s.record.as_ref();
         AgentRow {
             id: s.id,
@@ -64,7 +65,11 @@ impl AgentRow {
             signal: rec.and_then(|r| r.signal.clone()),
             reason: rec.map(|r| r.reason),
             procs: s.procs.clone(),
-            history: s.history.iter().copied().collect(),
+            history: if with_history {
+                s.history.iter().copied().collect()
+            } else {
+                Vec::new()
+            },
             argv: s.argv.clone(),
             cwd: s.cwd.display().to_string(),
             env_names: s.env_names.clone(),
@@ -287,7 +292,7 @@ impl App {
         self.rebuild(keep);
     }
 
-    fn selected_key(&self) -> Option<(RunId, Option<i32>)> {
+    pub fn selected_key(&self) -> Option<(RunId, Option<i32>)> {
         match self.items.get(self.selected)? {
             Item::Agent(i) => Some((self.rows.get(*i)?.id, None)),
             Item::Proc(i, p) => {

@@ -68,40 +68,41 @@ enum Input {
     Lost,
 }
 
-/// Copies the supervisor's figures into the app, rebuilding only rows whose figures changed.
+/// Copies the supervisor's figures into the app. Rows whose figures did not change only get
+/// their elapsed time moved on; only the selected agent's history is copied.
 pub fn refresh_rows(sup: &Supervisor, app: &mut App) -> bool {
     let now = Instant::now();
-    let mut changed = false;
-    let old: HashMap<RunId, usize> = app
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id, i))
-        .collect();
-    let mut rows = Vec::with_capacity(app.rows.len());
     let selected = app.selected_row().map(|r| r.id);
+    let mut changed = false;
+    let mut n = 0;
+    let rows = &mut app.rows;
     sup.visit(|s| {
-        let fresh = match old.get(&s.id).map(|&i| &app.rows[i]) {
-            Some(r) if r.version == s.version && r.state == s.state && Some(s.id) != selected => {
-                let mut r = r.clone();
-                if r.alive() {
+        let fresh = |hist| AgentRow::from_status(s, now, hist);
+        match rows.get_mut(n) {
+            Some(r) if r.id == s.id => {
+                if r.version != s.version || r.state != s.state || Some(s.id) == selected {
+                    *r = fresh(Some(s.id) == selected);
+                    changed = true;
+                } else if r.alive() {
                     r.elapsed = now.saturating_duration_since(s.started);
                     changed = true;
                 }
-                r
             }
-            _ => {
+            Some(r) => {
+                *r = fresh(Some(s.id) == selected);
                 changed = true;
-                AgentRow::from_status(s, now)
             }
-        };
-        rows.push(fresh);
+            None => {
+                rows.push(fresh(Some(s.id) == selected));
+                changed = true;
+            }
+        }
+        n += 1;
     });
-    if rows.len() != app.rows.len() {
-        changed = true;
-    }
     if changed {
-        app.set_rows(rows);
+        app.rows.truncate(n);
+        let keep = app.selected_key();
+        app.rebuild(keep);
     }
     changed
 }
@@ -183,15 +184,24 @@ impl Dashboard {
         let mut log_tick = tokio::time::interval(Duration::from_millis(250));
         log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = true;
+        // The rows need the supervisor's latest figures before the next frame.
+        let mut stale = true;
         let mut stopping = false;
+        // At most one frame per FRAME: a burst of events (a thousand launches) is one redraw.
+        const FRAME: Duration = Duration::from_millis(40);
+        let mut next_frame = tokio::time::Instant::now();
         loop {
-            if dirty {
-                refresh_rows(sup, app);
+            if dirty && tokio::time::Instant::now() >= next_frame {
+                if stale {
+                    refresh_rows(sup, app);
+                    stale = false;
+                }
                 if app.detail {
                     refresh_logs(sup, app);
                 }
                 terminal.draw(|f| ui::draw(f, app))?;
                 dirty = false;
+                next_frame = tokio::time::Instant::now() + FRAME;
             }
             if stopping && app.alive() == 0 {
                 break;
@@ -223,6 +233,7 @@ impl Dashboard {
                         app.quitting = true;
                     }
                 },
+                _ = tokio::time::sleep_until(next_frame), if dirty => {}
                 _ = tick.tick() => {
                     dirty = refresh_rows(sup, app) || dirty;
                 }
@@ -231,6 +242,7 @@ impl Dashboard {
                 }
                 e = events.recv() => {
                     dirty = true;
+                    stale = true;
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
                         break;
                     }
