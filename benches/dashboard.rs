@@ -197,9 +197,16 @@ fn main() {
         Duration::from_secs(120),
     );
     let launch_all = t.elapsed();
-    // Steady state: the launches and their first samples are over.
-    std::thread::sleep(Duration::from_secs(5));
     let pid = p.child.id();
+    // Steady state: wait until the launches' after-work is over (a 1 s slice under 2 % of a
+    // core, three in a row), at most 30 s.
+    let settle_start = Instant::now();
+    let mut calm = 0;
+    while calm < 3 && settle_start.elapsed() < Duration::from_secs(30) {
+        let (c, _) = measure(pid, Duration::from_secs(1));
+        calm = if c < 2.0 { calm + 1 } else { 0 };
+    }
+    let settled = settle_start.elapsed();
     let (ours_cpu, ours_rss) = measure(pid, window);
 
     let settle = Duration::from_secs(3);
@@ -273,8 +280,9 @@ fn main() {
         ratio(btop)
     );
     println!(
-        "launching all {AGENTS} agents until the screen showed them running: {:.2} s; quit with stop: {:.2} s (exit {code:?}); agent processes left: {left}",
+        "launching all {AGENTS} agents until the screen showed them running: {:.2} s; settled after {:.1} s more; quit with stop: {:.2} s (exit {code:?}); agent processes left: {left}",
         launch_all.as_secs_f64(),
+        settled.as_secs_f64(),
         stop_all.as_secs_f64()
     );
 }
