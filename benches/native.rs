@@ -1,0 +1,1439 @@
+//! Benchmark of the native runner against SPEC section 6, each figure next to a baseline
+//! measured in the same run:
+//!
+//! 1. launch latency with limits, `launch()` to the `Launched` event, against a bare
+//!    `std::process::Command` spawn of the same program;
+//! 2. 1000 agents launched (first `launch()` to the 1000th `Launched`), then shut down;
+//! 3. killing a 100-process tree, command to the `Exited` event (every process reaped);
+//! 4. timeout precision, how late a run ends past its deadline.
+//!
+//! `cargo bench --bench native [-- --quick] [--json PATH] [--only LIST] [--keep]`
+//!
+//! `--only` takes a comma-separated subset of `launch,breakdown,many,tree,timeout` (for
+//! profiling). `--keep` leaves the scratch directory (run logs, audit log) in place.
+//! A small hand-written timing loop, no criterion: the build stays lean.
+
+fn main() {
+    #[cfg(target_os = "linux")]
+    bench::main();
+    #[cfg(not(target_os = "linux"))]
+    eprintln!("the native runner benchmark measures Linux mechanisms; nothing to do here");
+}
+
+#[cfg(target_os = "linux")]
+mod bench {
+    use std::os::unix::process::CommandExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc as std_mpsc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+    use symbiont::runner::native::{self, NativeLaunch};
+    use symbiont::sampler::procfs;
+    use symbiont::sandbox::cgroup::{CgroupRoots, RunCgroup};
+    use symbiont::sandbox::rlimit::RlimitSet;
+    use symbiont::sandbox::Limits;
+    use symbiont::supervisor::audit::AuditLog;
+    use symbiont::supervisor::{
+        Actor, Control, Event, Reason, RunId, RunRecord, RunSpec, Scope, Sig, Step, Supervisor,
+        SupervisorOptions,
+    };
+    use symbiont::SecurityTier;
+    use tokio::sync::broadcast;
+
+    /// Every process the bench starts carries `SYMBIONT_AGENT=bench-...` in its environment,
+    /// so that anything left behind can be found in /proc afterwards.
+    const MARK: &str = "SYMBIONT_AGENT";
+    const TREE_SCRIPT: &str = "for i in $(seq 99); do sleep 1000 & done; wait";
+    const TREE_SIZE: usize = 100;
+    const MANY: usize = 1000;
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    /// A pause before each timed launch, so that the clean-up of the previous sample (process
+    /// exit, cgroup removal in kernel workers) does not land in the next one.
+    const SETTLE: Duration = Duration::from_millis(3);
+
+    type Res<T> = Result<T, String>;
+
+    // ---------------------------------------------------------------- arguments and facts
+
+    struct Args {
+        quick: bool,
+        json: PathBuf,
+        only: Option<Vec<String>>,
+        keep: bool,
+    }
+
+    impl Args {
+        fn wants(&self, what: &str) -> bool {
+            match &self.only {
+                None => true,
+                Some(o) => o.iter().any(|x| x == what),
+            }
+        }
+    }
+
+    fn default_json() -> PathBuf {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        target.join("bench-native.json")
+    }
+
+    fn parse_args() -> Args {
+        let mut a = Args {
+            quick: false,
+            json: default_json(),
+            only: None,
+            keep: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(x) = it.next() {
+            match x.as_str() {
+                "--quick" => a.quick = true,
+                "--keep" => a.keep = true,
+                "--json" => match it.next() {
+                    Some(p) => a.json = PathBuf::from(p),
+                    None => fail("--json needs a path"),
+                },
+                "--only" => match it.next() {
+                    Some(l) => a.only = Some(l.split(',').map(|s| s.trim().to_string()).collect()),
+                    None => fail("--only needs a list: launch,breakdown,many,tree,timeout"),
+                },
+                // cargo passes --bench to a harness = false bench.
+                "--bench" => {}
+                s => {
+                    if let Some(p) = s.strip_prefix("--json=") {
+                        a.json = PathBuf::from(p);
+                    } else if let Some(l) = s.strip_prefix("--only=") {
+                        a.only = Some(l.split(',').map(|s| s.trim().to_string()).collect());
+                    } else {
+                        eprintln!("native bench: ignoring argument {s:?}");
+                    }
+                }
+            }
+        }
+        a
+    }
+
+    fn fail(msg: &str) -> ! {
+        eprintln!("native bench: {msg}");
+        std::process::exit(2)
+    }
+
+    fn read_trim(p: &str) -> String {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    fn machine_facts() -> Value {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_else(|| "?".into());
+        let mem_kb = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        json!({
+            "cores": cores,
+            "cpu_model": model,
+            "memory_mib": mem_kb / 1024,
+            "load_average": read_trim("/proc/loadavg"),
+            "kernel": read_trim("/proc/sys/kernel/osrelease"),
+            "uid": unsafe { libc::getuid() },
+        })
+    }
+
+    // ---------------------------------------------------------------- statistics and table
+
+    #[derive(Clone, Copy, Debug)]
+    struct Stats {
+        n: usize,
+        min: f64,
+        p10: f64,
+        median: f64,
+        p90: f64,
+        max: f64,
+    }
+
+    impl Stats {
+        fn of(v: &[f64]) -> Stats {
+            let mut s = v.to_vec();
+            s.sort_by(|a, b| a.total_cmp(b));
+            let n = s.len();
+            if n == 0 {
+                return Stats {
+                    n,
+                    min: f64::NAN,
+                    p10: f64::NAN,
+                    median: f64::NAN,
+                    p90: f64::NAN,
+                    max: f64::NAN,
+                };
+            }
+            let q = |p: f64| s[((n - 1) as f64 * p).round() as usize];
+            let median = if n % 2 == 1 {
+                s[n / 2]
+            } else {
+                (s[n / 2 - 1] + s[n / 2]) / 2.0
+            };
+            Stats {
+                n,
+                min: s[0],
+                p10: q(0.1),
+                median,
+                p90: q(0.9),
+                max: s[n - 1],
+            }
+        }
+
+        fn json(&self) -> Value {
+            json!({
+                "n": self.n, "min": self.min, "p10": self.p10, "median": self.median,
+                "p90": self.p90, "max": self.max,
+            })
+        }
+
+        fn spread(&self) -> String {
+            if self.n >= 10 {
+                format!(
+                    "{}..{} [{}..{}]",
+                    num(self.p10),
+                    num(self.p90),
+                    num(self.min),
+                    num(self.max)
+                )
+            } else {
+                format!("[{}..{}]", num(self.min), num(self.max))
+            }
+        }
+    }
+
+    fn num(x: f64) -> String {
+        if x.is_nan() {
+            "-".into()
+        } else if x.abs() >= 100.0 {
+            format!("{x:.1}")
+        } else if x.abs() >= 1.0 {
+            format!("{x:.2}")
+        } else {
+            format!("{x:.3}")
+        }
+    }
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
+    }
+
+    #[derive(Clone, Copy)]
+    enum Target {
+        /// Our median at most this times the baseline's.
+        Ratio(f64),
+        /// Our median at most this many milliseconds.
+        MaxMs(f64),
+        /// Reported, no target.
+        Info,
+    }
+
+    struct Row {
+        key: &'static str,
+        name: String,
+        ours: Stats,
+        base: Option<Stats>,
+        base_what: &'static str,
+        target: Target,
+        /// Every sample, ours then the baseline's, in milliseconds.
+        samples: (Vec<f64>, Vec<f64>),
+    }
+
+    impl Row {
+        fn ratio(&self) -> Option<f64> {
+            self.base
+                .map(|b| self.ours.median / b.median)
+                .filter(|r| r.is_finite())
+        }
+
+        fn pass(&self) -> Option<bool> {
+            match self.target {
+                Target::Ratio(r) => Some(self.ratio().is_some_and(|x| x <= r)),
+                Target::MaxMs(m) => Some(self.ours.median <= m),
+                Target::Info => None,
+            }
+        }
+
+        fn target_text(&self) -> String {
+            match self.target {
+                Target::Ratio(r) => format!("ratio <= {r}"),
+                Target::MaxMs(m) => format!("<= {} ms", num(m)),
+                Target::Info => "-".into(),
+            }
+        }
+
+        fn json(&self) -> Value {
+            json!({
+                "key": self.key,
+                "figure": self.name,
+                "unit": "ms",
+                "ours": self.ours.json(),
+                "baseline": self.base.map(|b| b.json()),
+                "baseline_is": self.base_what,
+                "ratio": self.ratio(),
+                "target": self.target_text(),
+                "pass": self.pass(),
+                "samples": {"ours": self.samples.0, "baseline": self.samples.1},
+            })
+        }
+    }
+
+    fn print_table(rows: &[Row]) {
+        let header = [
+            "figure",
+            "ours median",
+            "spread p10..p90 [min..max]",
+            "baseline",
+            "ratio",
+            "target",
+            "result",
+        ];
+        let mut lines: Vec<[String; 7]> = vec![header.map(String::from)];
+        for r in rows {
+            lines.push([
+                r.name.clone(),
+                format!("{} ms", num(r.ours.median)),
+                r.ours.spread(),
+                r.base
+                    .map(|b| format!("{} ms", num(b.median)))
+                    .unwrap_or_else(|| "-".into()),
+                r.ratio()
+                    .map(|x| format!("{x:.2}x"))
+                    .unwrap_or_else(|| "-".into()),
+                r.target_text(),
+                match r.pass() {
+                    Some(true) => "PASS".into(),
+                    Some(false) => "FAIL".into(),
+                    None => "info".into(),
+                },
+            ]);
+        }
+        let mut w = [0usize; 7];
+        for l in &lines {
+            for (i, c) in l.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let fmt = |l: &[String; 7]| {
+            let cells: Vec<String> = l
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+                .collect();
+            format!("| {} |", cells.join(" | "))
+        };
+        println!("{}", fmt(&lines[0]));
+        let sep: Vec<String> = w.iter().map(|&n| "-".repeat(n)).collect();
+        println!("|-{}-|", sep.join("-|-"));
+        for l in &lines[1..] {
+            println!("{}", fmt(l));
+        }
+        println!();
+        for r in rows {
+            println!("  {}: n = {}; baseline: {}", r.name, r.ours.n, r.base_what);
+        }
+    }
+
+    // ---------------------------------------------------------------- supervisor helpers
+
+    struct Ctx {
+        root: PathBuf,
+        work: PathBuf,
+        sleep: PathBuf,
+        bash: PathBuf,
+        quick: bool,
+        mechanisms: Vec<String>,
+    }
+
+    fn std_limits() -> Limits {
+        Limits {
+            memory_bytes: Some(256 << 20),
+            cpu_seconds: Some(60),
+            cpu_cores: None,
+            timeout: None,
+            max_processes: Some(64),
+            file_size_bytes: Some(1 << 30),
+        }
+    }
+
+    fn spec(ctx: &Ctx, agent: &str, program: &Path, argv: &[&str], limits: Limits) -> RunSpec {
+        RunSpec {
+            agent: agent.to_string(),
+            trigger: "bench".into(),
+            tier: SecurityTier::None,
+            steps: vec![Step {
+                program: program.to_path_buf(),
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+            }],
+            cwd: ctx.work.clone(),
+            env: vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                (MARK.into(), agent.to_string()),
+            ],
+            limits,
+            enforce_limits: true,
+            kill_grace: Duration::from_secs(2),
+            image: None,
+            source: None,
+        }
+    }
+
+    fn new_sup(ctx: &Ctx, refresh: Duration) -> Res<Supervisor> {
+        Supervisor::new(SupervisorOptions {
+            data_dir: ctx.root.join("data"),
+            audit_log: ctx.root.join("audit.log"),
+            tail_lines: 50,
+            refresh,
+            warn_ratio: 0.8,
+            critical_ratio: 0.95,
+            own_all_children: true,
+        })
+        .map_err(|e| format!("cannot start a supervisor: {e}"))
+    }
+
+    /// Stops every run, drops the supervisor and gives its reaper task time to end, so that
+    /// two reapers (each reaping every child) never run at once.
+    async fn retire(sup: Supervisor) {
+        let _ = tokio::time::timeout(Duration::from_secs(30), sup.shutdown()).await;
+        drop(sup);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+
+    fn kill_ctl() -> Control {
+        Control::Kill {
+            sig: Sig::Kill,
+            scope: Scope::Tree,
+            by: Actor::Operator,
+            reason: Reason::KilledByOperator,
+        }
+    }
+
+    fn is_launched(e: &Event, id: RunId) -> bool {
+        matches!(e, Event::Launched { run_id, .. } if *run_id == id)
+    }
+
+    /// Receives events until one matches; its arrival time. An `Exited` of the same run that
+    /// does not match ends the wait with an error.
+    async fn wait_for(
+        rx: &mut broadcast::Receiver<Event>,
+        id: RunId,
+        what: &str,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Res<(Instant, Event)> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Err(_) => return Err(format!("run {id}: no {what} event within 20 s")),
+                Ok(Ok(e)) => {
+                    if pred(&e) {
+                        return Ok((Instant::now(), e));
+                    }
+                    if let Event::Exited { record } = &e {
+                        if record.run_id == id {
+                            return Err(format!(
+                                "run {id} ended while waiting for {what}: {} {:?}",
+                                record.reason.as_str(),
+                                record.message
+                            ));
+                        }
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err("the event stream closed".into())
+                }
+            }
+        }
+    }
+
+    /// Receives events of run `id` until its `Exited`: (time of `Killing`, time of `Exited`, record).
+    async fn until_exit(
+        rx: &mut broadcast::Receiver<Event>,
+        id: RunId,
+    ) -> Res<(Option<Instant>, Instant, Box<RunRecord>)> {
+        let mut killing = None;
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Err(_) => return Err(format!("run {id}: no Exited event within 20 s")),
+                Ok(Ok(Event::Killing { run_id, .. })) if run_id == id => {
+                    killing.get_or_insert(Instant::now());
+                }
+                Ok(Ok(Event::Exited { record })) if record.run_id == id => {
+                    return Ok((killing, Instant::now(), record))
+                }
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err("the event stream closed".into())
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- /proc helpers
+
+    /// Live processes whose environment carries `SYMBIONT_AGENT=<value>` (or starts with it
+    /// when `prefix`), as (pid, name). Zombies have no environment and are not counted here.
+    fn marked(value: &str, prefix: bool) -> Vec<(i32, String)> {
+        let me = std::process::id() as i32;
+        let needle = format!("{MARK}={value}");
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let hit = env.split(|&b| b == 0).any(|var| {
+                let var = String::from_utf8_lossy(var);
+                if prefix {
+                    var.starts_with(&needle)
+                } else {
+                    var == needle
+                }
+            });
+            if hit {
+                let name = read_trim(&format!("/proc/{pid}/comm"));
+                out.push((pid, name));
+            }
+        }
+        out
+    }
+
+    /// Unreaped children of this process.
+    fn zombie_children() -> usize {
+        let me = std::process::id() as i32;
+        procfs::all_processes()
+            .iter()
+            .filter(|p| p.ppid == me && p.state == 'Z')
+            .count()
+    }
+
+    fn live_in_group(pgid: i32) -> usize {
+        procfs::all_processes()
+            .iter()
+            .filter(|p| p.pgid == pgid && p.state != 'Z')
+            .count()
+    }
+
+    /// A field of /proc/self/status in KiB (VmRSS, VmPTE, ...).
+    fn status_kib(field: &str) -> f64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Kills a baseline child and reaps it (or lets a supervisor's reaper have it: then `wait`
+    /// fails with ECHILD, which is fine).
+    fn kill_child(mut c: std::process::Child) {
+        unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+        let _ = c.wait();
+    }
+
+    /// A thread that polls (every 200 us) until the process group `pgid` is gone (every
+    /// member reaped: `kill(-pgid, 0)` fails with ESRCH), measuring from the instant it is sent.
+    fn group_gone_watcher(pgid: i32) -> (std_mpsc::Sender<Instant>, std_mpsc::Receiver<f64>) {
+        let (start_tx, start_rx) = std_mpsc::channel::<Instant>();
+        let (done_tx, done_rx) = std_mpsc::channel::<f64>();
+        std::thread::spawn(move || {
+            let Ok(t0) = start_rx.recv() else { return };
+            let until = t0 + Duration::from_secs(10);
+            loop {
+                if unsafe { libc::kill(-pgid, 0) } != 0 {
+                    let _ = done_tx.send(ms(t0.elapsed()));
+                    return;
+                }
+                if Instant::now() > until {
+                    let _ = done_tx.send(f64::NAN);
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        (start_tx, done_rx)
+    }
+
+    // ---------------------------------------------------------------- 1. launch latency
+
+    async fn fig_launch(ctx: &Ctx, rows: &mut Vec<Row>, diag: &mut Value) -> Res<()> {
+        let n = if ctx.quick { 30 } else { 200 };
+        let warm = 5;
+        let sup = new_sup(ctx, Duration::from_secs(1))?;
+        let mut rx = sup.subscribe();
+        let (mut ours, mut base, mut call, mut exit) = (vec![], vec![], vec![], vec![]);
+        for i in 0..warm + n {
+            let base_first = i % 2 == 0;
+            let baseline = || -> Res<f64> {
+                let t = Instant::now();
+                let c = Command::new("/bin/sleep")
+                    .arg("5")
+                    .spawn()
+                    .map_err(|e| format!("baseline spawn: {e}"))?;
+                let d = ms(t.elapsed());
+                kill_child(c);
+                Ok(d)
+            };
+            let b = if base_first {
+                tokio::time::sleep(SETTLE).await;
+                Some(baseline()?)
+            } else {
+                None
+            };
+
+            let agent = format!("bench-launch-{i}");
+            tokio::time::sleep(SETTLE).await;
+            let t0 = Instant::now();
+            let id = sup
+                .launch(spec(ctx, &agent, &ctx.sleep, &["sleep", "5"], std_limits()))
+                .map_err(|e| e.to_string())?;
+            let returned = t0.elapsed();
+            let (t1, _) = wait_for(&mut rx, id, "Launched", |e| is_launched(e, id)).await?;
+            let o = ms(t1 - t0);
+            let tk = Instant::now();
+            sup.control(id, kill_ctl());
+            let (_, te, rec) = until_exit(&mut rx, id).await?;
+            if rec.reason != Reason::KilledByOperator {
+                return Err(format!("launch run {id} ended as {}", rec.reason.as_str()));
+            }
+
+            let b = match b {
+                Some(b) => b,
+                None => {
+                    tokio::time::sleep(SETTLE).await;
+                    baseline()?
+                }
+            };
+            if i >= warm {
+                ours.push(o);
+                base.push(b);
+                call.push(ms(returned));
+                exit.push(ms(te - tk));
+            }
+        }
+        retire(sup).await;
+        let (so, sb) = (Stats::of(&ours), Stats::of(&base));
+        diag["launch"] = json!({
+            "launch_call_returns_ms": Stats::of(&call).json(),
+            "kill_sigkill_to_exited_single_sleep_ms": Stats::of(&exit).json(),
+            "limits": "memory 256 MiB, pids 64, cpu 60 s, file size 1 GiB; enforce_limits = true",
+        });
+        println!(
+            "  launch() call itself returns after {} ms (median); KILL of that one sleep to Exited {} ms",
+            num(Stats::of(&call).median),
+            num(Stats::of(&exit).median)
+        );
+        rows.push(Row {
+            key: "launch_latency",
+            name: "1. launch with limits -> Launched".into(),
+            ours: so,
+            base: Some(sb),
+            base_what: "Command::new(\"/bin/sleep\").arg(\"5\").spawn(), interleaved",
+            target: Target::Ratio(1.5),
+            samples: (ours, base),
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- launch breakdown
+
+    /// The parts of a launch, each timed on its own with the crate's own pieces (no
+    /// supervisor alive: this loop reaps its own children).
+    async fn breakdown(ctx: &Ctx, diag: &mut Value) -> Res<()> {
+        let n = if ctx.quick { 30 } else { 200 };
+        let roots = CgroupRoots::detect("bench");
+        let audit = AuditLog::open(&ctx.root.join("breakdown-audit.log"))
+            .map_err(|e| format!("audit log: {e}"))?;
+        let env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            (MARK.into(), "bench-breakdown".into()),
+        ];
+        let argv: Vec<String> = vec!["sleep".into(), "5".into()];
+        let mut rl = RlimitSet::default();
+        rl.cpu_seconds(60);
+        rl.file_size(1 << 30);
+        let names = [
+            "a_bare_command_spawn",
+            "b_runner_shaped_command_no_pre_exec",
+            "c_runner_shaped_command_pre_exec_setpgid",
+            "d_native_spawn_rlimits_no_cgroup",
+            "e_cgroup_create_mkdirs_limits_opens",
+            "f_native_spawn_full_cgroup_join_rlimits",
+            "g_cgroup_destroy_after_exit",
+            "h_run_dir_and_two_log_files",
+            "i_audit_record_launch",
+            "j_tokio_spawn_and_broadcast_hop",
+        ];
+        let mut t: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        let runner_cmd = || {
+            let mut c = Command::new(&ctx.sleep);
+            c.arg0("sleep")
+                .arg("5")
+                .current_dir(&ctx.work)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c
+        };
+        let reap = |pid: i32| unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(pid, &mut st, 0);
+        };
+        let (etx, _) = broadcast::channel::<u64>(16);
+        for i in 0..n + 5 {
+            let mut s = [0f64; 10];
+            // a
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            let c = Command::new("/bin/sleep")
+                .arg("5")
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            s[0] = ms(t0.elapsed());
+            kill_child(c);
+            // b
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            let c = runner_cmd().spawn().map_err(|e| e.to_string())?;
+            s[1] = ms(t0.elapsed());
+            kill_child(c);
+            // c
+            let mut cmd = runner_cmd();
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setpgid(0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            let c = cmd.spawn().map_err(|e| e.to_string())?;
+            s[2] = ms(t0.elapsed());
+            kill_child(c);
+            // d
+            let l = NativeLaunch {
+                program: &ctx.sleep,
+                argv: &argv,
+                cwd: &ctx.work,
+                env: &env,
+                cgroup_fds: Vec::new(),
+                rlimits: rl,
+            };
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            let st = native::spawn(&l).map_err(|e| e.to_string())?;
+            s[3] = ms(t0.elapsed());
+            reap(st.pid);
+            drop(st);
+            // e, f, g
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            let mut cg = RunCgroup::create(&roots, &format!("run-b{i}"), &std_limits(), true)
+                .map_err(|e| format!("cgroup: {e}"))?;
+            s[4] = ms(t0.elapsed());
+            let l = NativeLaunch {
+                cgroup_fds: cg.join_fds(),
+                ..l
+            };
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            let st = native::spawn(&l).map_err(|e| e.to_string())?;
+            s[5] = ms(t0.elapsed());
+            reap(st.pid);
+            drop(st);
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            cg.destroy();
+            s[6] = ms(t0.elapsed());
+            drop(cg);
+            // h
+            let dir = ctx.root.join("breakdown").join(format!("{i}-bench-x"));
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            for f in ["stdout.log", "stderr.log"] {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(f))
+                    .map_err(|e| e.to_string())?;
+            }
+            s[7] = ms(t0.elapsed());
+            // i
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            audit.record(
+                "launch",
+                json!({
+                    "run_id": i, "agent": "bench-breakdown", "trigger": "bench", "tier": "None",
+                    "argv": [&argv], "program": [&ctx.sleep], "cwd": &ctx.work, "source": null,
+                    "env_names": ["PATH", MARK],
+                    "limits": {"memory_bytes": 256u64 << 20, "cpu_seconds": 60, "cpu_cores": null,
+                        "timeout_secs": null, "max_processes": 64, "file_size_bytes": 1u64 << 30,
+                        "enforced_by_os": true, "cgroup_memory": true, "cgroup_pids": true},
+                }),
+            );
+            s[8] = ms(t0.elapsed());
+            // j
+            let mut erx = etx.subscribe();
+            let tx = etx.clone();
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            tokio::spawn(async move {
+                let _ = tx.send(1);
+            });
+            let _ = erx.recv().await;
+            s[9] = ms(t0.elapsed());
+            if i >= 5 {
+                for (k, v) in s.iter().enumerate() {
+                    t[k].push(*v);
+                }
+            }
+        }
+        // Joining a cgroup (a write to cgroup.procs) takes the kernel's global
+        // cgroup_threadgroup_rwsem for writing; after a quiet spell that waits for an RCU
+        // grace period. Timed here from the parent, moving a bare child into a v2 group.
+        let mut joins = (Vec::new(), Vec::new());
+        if let Some(v2) = &roots.v2 {
+            let g = v2.join("join-test");
+            let _ = std::fs::create_dir(&g);
+            for i in 0..(n / 2).max(10) {
+                for (k, pause) in [(0, 0u64), (1, 50)] {
+                    let c = Command::new("/bin/sleep")
+                        .arg("5")
+                        .spawn()
+                        .map_err(|e| e.to_string())?;
+                    if k == 0 {
+                        // Back to back: another join just before.
+                        let _ = std::fs::write(g.join("cgroup.procs"), c.id().to_string());
+                    }
+                    std::thread::sleep(Duration::from_millis(pause));
+                    let c2 = Command::new("/bin/sleep")
+                        .arg("5")
+                        .spawn()
+                        .map_err(|e| e.to_string())?;
+                    if k == 0 {
+                        let _ = std::fs::write(g.join("cgroup.procs"), c.id().to_string());
+                    }
+                    let t0 = Instant::now();
+                    let r = std::fs::write(g.join("cgroup.procs"), c2.id().to_string());
+                    let d = ms(t0.elapsed());
+                    if r.is_ok() && i > 0 {
+                        if k == 0 {
+                            joins.0.push(d);
+                        } else {
+                            joins.1.push(d);
+                        }
+                    }
+                    kill_child(c);
+                    kill_child(c2);
+                }
+            }
+            let _ = std::fs::remove_dir(&g);
+        }
+        roots.remove_bases();
+        let mut obj = serde_json::Map::new();
+        println!("  launch breakdown (each part timed alone, median / p90 of {n}):");
+        for (k, name) in names.iter().enumerate() {
+            let st = Stats::of(&t[k]);
+            println!(
+                "    {name:<44} {:>8} ms  p90 {:>8} ms",
+                num(st.median),
+                num(st.p90)
+            );
+            obj.insert(name.to_string(), st.json());
+        }
+        obj.insert(
+            "cgroup_hierarchies".into(),
+            json!(roots
+                .bases()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()),
+        );
+        for (name, v) in [
+            ("k_cgroup_join_write_back_to_back", &joins.0),
+            ("l_cgroup_join_write_after_50ms_quiet", &joins.1),
+        ] {
+            let st = Stats::of(v);
+            println!(
+                "    {name:<44} {:>8} ms  p90 {:>8} ms",
+                num(st.median),
+                num(st.p90)
+            );
+            obj.insert(name.to_string(), st.json());
+        }
+        diag["launch_breakdown_ms"] = Value::Object(obj);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- 2. 1000 agents
+
+    async fn fig_many(ctx: &Ctx, rows: &mut Vec<Row>, diag: &mut Value) -> Res<()> {
+        let reps = if ctx.quick { 1 } else { 3 };
+        let (mut ours, mut ours_down, mut base, mut base_down) = (vec![], vec![], vec![], vec![]);
+        let (mut per_run, mut loop_ms, mut fds) = (vec![], vec![], vec![]);
+        let (mut rss, mut pte, mut gap_first, mut gap_last) = (vec![], vec![], vec![], vec![]);
+        let mut vmas = vec![];
+        for r in 0..reps {
+            // Baseline: 1000 bare spawns, then SIGKILL and reap all (no supervisor alive).
+            let t0 = Instant::now();
+            let mut kids = Vec::with_capacity(MANY);
+            for _ in 0..MANY {
+                kids.push(
+                    Command::new("/bin/sleep")
+                        .arg("1000")
+                        .spawn()
+                        .map_err(|e| format!("baseline spawn: {e}"))?,
+                );
+            }
+            base.push(ms(t0.elapsed()));
+            let t0 = Instant::now();
+            for k in &kids {
+                unsafe { libc::kill(k.id() as i32, libc::SIGKILL) };
+            }
+            for k in &mut kids {
+                let _ = k.wait();
+            }
+            base_down.push(ms(t0.elapsed()));
+            drop(kids);
+
+            // Ours.
+            let rss_before = status_kib("VmRSS") / 1024.0;
+            let sup = new_sup(ctx, Duration::from_secs(1))?;
+            let mut rx = sup.subscribe();
+            let (wtx, wrx) = std_mpsc::channel();
+            std::thread::spawn(move || {
+                // Timestamps every Launched as it is sent, off the launching thread.
+                let mut seen = Vec::with_capacity(MANY);
+                let mut failed = Vec::new();
+                while seen.len() + failed.len() < MANY {
+                    match rx.blocking_recv() {
+                        Ok(Event::Launched { run_id, .. }) => seen.push((run_id, Instant::now())),
+                        Ok(Event::Exited { record }) if record.reason == Reason::FailedToStart => {
+                            failed.push(format!("{:?}", record.message))
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+                let _ = wtx.send((seen, failed));
+            });
+            let mut calls = Vec::with_capacity(MANY);
+            let t0 = Instant::now();
+            for i in 0..MANY {
+                let agent = format!("bench-many-{r}-{i}");
+                let tc = Instant::now();
+                let id = sup
+                    .launch(spec(
+                        ctx,
+                        &agent,
+                        &ctx.sleep,
+                        &["sleep", "1000"],
+                        std_limits(),
+                    ))
+                    .map_err(|e| e.to_string())?;
+                calls.push((id, tc));
+            }
+            loop_ms.push(ms(t0.elapsed()));
+            let (seen, failed) = wrx
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| "1000 agents: not all launched within 60 s".to_string())?;
+            if !failed.is_empty() {
+                return Err(format!(
+                    "{} of 1000 agents failed to start, first: {}",
+                    failed.len(),
+                    failed[0]
+                ));
+            }
+            let last = seen.iter().map(|(_, t)| *t).max().unwrap_or(t0);
+            ours.push(ms(last - t0));
+            let called: std::collections::HashMap<RunId, Instant> = calls.into_iter().collect();
+            per_run.extend(
+                seen.iter()
+                    .filter_map(|(id, t)| called.get(id).map(|c| ms(*t - *c))),
+            );
+            fds.push(open_fds() as f64);
+            rss.push(status_kib("VmRSS") / 1024.0);
+            pte.push(status_kib("VmPTE") / 1024.0);
+            vmas.push(
+                std::fs::read_to_string("/proc/self/maps")
+                    .map(|m| m.lines().count())
+                    .unwrap_or(0) as f64,
+            );
+            // Launch rate at the start and at the end: time per launch over the first and
+            // the last 100 Launched events.
+            let mut ts: Vec<Instant> = seen.iter().map(|(_, t)| *t).collect();
+            ts.sort();
+            if ts.len() >= 200 {
+                gap_first.push(ms(ts[100] - ts[0]) / 100.0);
+                gap_last.push(ms(ts[ts.len() - 1] - ts[ts.len() - 101]) / 100.0);
+            }
+            let alive = marked(&format!("bench-many-{r}-"), true).len();
+            if alive != MANY {
+                println!("  warning: {alive} of {MANY} agents found alive in /proc after launch");
+            }
+
+            let t0 = Instant::now();
+            let recs = tokio::time::timeout(Duration::from_secs(60), sup.shutdown())
+                .await
+                .map_err(|_| "shutdown of 1000 agents took over 60 s".to_string())?;
+            ours_down.push(ms(t0.elapsed()));
+            let not_killed = recs
+                .iter()
+                .filter(|r| r.reason != Reason::KilledByOperator)
+                .count();
+            if recs.len() != MANY || not_killed > 0 {
+                println!(
+                    "  warning: shutdown returned {} records, {not_killed} not killed_by_operator",
+                    recs.len()
+                );
+            }
+            drop(sup);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            println!(
+                "  rep {r}: 1000th Launched at {} ms (launch() loop {} ms); shutdown {} ms; baseline spawn {} ms, kill+reap {} ms; supervisor RSS {} MiB before, {} MiB with 1000 running",
+                num(*ours.last().unwrap_or(&0.0)),
+                num(*loop_ms.last().unwrap_or(&0.0)),
+                num(*ours_down.last().unwrap_or(&0.0)),
+                num(*base.last().unwrap_or(&0.0)),
+                num(*base_down.last().unwrap_or(&0.0)),
+                num(rss_before),
+                num(*rss.last().unwrap_or(&0.0)),
+            );
+        }
+        diag["many"] = json!({
+            "launch_loop_ms": Stats::of(&loop_ms).json(),
+            "per_run_launch_to_launched_ms": Stats::of(&per_run).json(),
+            "open_fds_with_1000_running": Stats::of(&fds).json(),
+            "supervisor_rss_mib_with_1000_running": Stats::of(&rss).json(),
+            "supervisor_page_tables_mib_with_1000_running": Stats::of(&pte).json(),
+            "supervisor_memory_mappings_with_1000_running": Stats::of(&vmas).json(),
+            "ms_per_launch_first_100": Stats::of(&gap_first).json(),
+            "ms_per_launch_last_100": Stats::of(&gap_last).json(),
+        });
+        println!(
+            "  with 1000 running: {} open fds, RSS {} MiB, page tables {} MiB, {} mappings; {} ms per launch over the first 100, {} ms over the last 100",
+            num(Stats::of(&fds).median),
+            num(Stats::of(&rss).median),
+            num(Stats::of(&pte).median),
+            num(Stats::of(&vmas).median),
+            num(Stats::of(&gap_first).median),
+            num(Stats::of(&gap_last).median)
+        );
+        rows.push(Row {
+            key: "launch_1000",
+            name: "2. 1000 agents: 1st launch -> 1000th Launched".into(),
+            ours: Stats::of(&ours),
+            base: Some(Stats::of(&base)),
+            base_what: "1000 serial Command::new(\"/bin/sleep\").arg(\"1000\").spawn()",
+            target: Target::MaxMs(1000.0),
+            samples: (ours, base),
+        });
+        rows.push(Row {
+            key: "shutdown_1000",
+            name: "2b. shutdown() of those 1000".into(),
+            ours: Stats::of(&ours_down),
+            base: Some(Stats::of(&base_down)),
+            base_what: "SIGKILL to 1000 bare children, then wait() each",
+            target: Target::Info,
+            samples: (ours_down, base_down),
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- 3. kill a 100-process tree
+
+    async fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Res<()> {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            if Instant::now() > until {
+                return Err(format!("timed out waiting for {what}"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn fig_tree(ctx: &Ctx, rows: &mut Vec<Row>, diag: &mut Value) -> Res<()> {
+        let reps = if ctx.quick { 3 } else { 10 };
+        // Baseline first, with no supervisor alive (this loop reaps the orphans itself; the
+        // bench process is a child subreaper, so they come back to it).
+        let mut base = vec![];
+        for r in 0..reps {
+            let agent = format!("bench-basetree-{r}");
+            let mut child = Command::new(&ctx.bash)
+                .args(["-c", TREE_SCRIPT])
+                .process_group(0)
+                .env(MARK, &agent)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("baseline bash: {e}"))?;
+            let pg = child.id() as i32;
+            wait_until("the baseline tree", || live_in_group(pg) == TREE_SIZE).await?;
+            // The same watcher thread as for ours, so both sides share its CPU cost.
+            let (start, done) = group_gone_watcher(pg);
+            let t0 = Instant::now();
+            let _ = start.send(t0);
+            unsafe { libc::kill(-pg, libc::SIGKILL) };
+            loop {
+                if unsafe { libc::kill(-pg, 0) } != 0 {
+                    break;
+                }
+                let mut st = 0;
+                if unsafe { libc::waitpid(-1, &mut st, 0) } < 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+            base.push(ms(t0.elapsed()));
+            let _ = done.recv_timeout(Duration::from_secs(11));
+            let _ = child.try_wait();
+        }
+
+        let sup = new_sup(ctx, Duration::from_millis(20))?;
+        let mut rx = sup.subscribe();
+        let (mut ours, mut gone, mut killing, mut left) = (vec![], vec![], vec![], 0usize);
+        for r in 0..reps {
+            let agent = format!("bench-tree-{r}");
+            let limits = Limits {
+                memory_bytes: Some(512 << 20),
+                max_processes: Some(256),
+                ..std_limits()
+            };
+            let id = sup
+                .launch(spec(
+                    ctx,
+                    &agent,
+                    &ctx.bash,
+                    &["bash", "-c", TREE_SCRIPT],
+                    limits,
+                ))
+                .map_err(|e| e.to_string())?;
+            wait_for(&mut rx, id, "Launched", |e| is_launched(e, id)).await?;
+            wait_until("the agent's tree of 100 (status.processes)", || {
+                sup.status(id)
+                    .is_some_and(|s| s.processes == TREE_SIZE as u64)
+            })
+            .await?;
+            wait_until("100 processes in /proc", || {
+                marked(&agent, false).len() == TREE_SIZE
+            })
+            .await?;
+            let pgid = sup.status(id).and_then(|s| s.pid).unwrap_or(0);
+            let (start, done) = group_gone_watcher(pgid);
+            let t0 = Instant::now();
+            let _ = start.send(t0);
+            sup.control(id, kill_ctl());
+            let (tk, te, rec) = until_exit(&mut rx, id).await?;
+            ours.push(ms(te - t0));
+            if let Some(tk) = tk {
+                killing.push(ms(tk - t0));
+            }
+            gone.push(
+                done.recv_timeout(Duration::from_secs(11))
+                    .unwrap_or(f64::NAN),
+            );
+            if rec.reason != Reason::KilledByOperator || rec.processes < TREE_SIZE as u64 {
+                println!(
+                    "  warning: tree run {id} ended as {} with peak {} processes",
+                    rec.reason.as_str(),
+                    rec.processes
+                );
+            }
+            left += marked(&agent, false).len();
+        }
+        retire(sup).await;
+        // Whether Exited came only after the watcher saw the whole group reaped (within the
+        // watcher's 200 us polling).
+        let reaped_first = ours
+            .iter()
+            .zip(&gone)
+            .filter(|(e, g)| **g <= **e + 0.2)
+            .count();
+        let g = Stats::of(&gone);
+        println!(
+            "  tree: process group fully reaped {} ms after the command (median), Killing event at {} ms; group reaped before Exited in {reaped_first} of {reps}; {} processes of the trees left",
+            num(g.median),
+            num(Stats::of(&killing).median),
+            left
+        );
+        diag["tree"] = json!({
+            "command_to_group_reaped_ms": g.json(),
+            "command_to_killing_event_ms": Stats::of(&killing).json(),
+            "left_alive_after_exited": left,
+            "reps_where_group_was_reaped_before_exited": reaped_first,
+            "refresh_ms": 20,
+        });
+        rows.push(Row {
+            key: "kill_tree_100",
+            name: "3. kill 100-process tree -> Exited".into(),
+            ours: Stats::of(&ours),
+            base: Some(Stats::of(&base)),
+            base_what: "bash tree in its own process group: killpg(SIGKILL), waitpid until the group is gone",
+            target: Target::MaxMs(10.0),
+            samples: (ours, base),
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- 4. timeout precision
+
+    async fn fig_timeout(ctx: &Ctx, rows: &mut Vec<Row>, diag: &mut Value) -> Res<()> {
+        let reps = if ctx.quick { 3 } else { 10 };
+        let mut base = vec![];
+        for _ in 0..reps {
+            let t0 = Instant::now();
+            let mut c = Command::new("/bin/sleep")
+                .arg("10")
+                .spawn()
+                .map_err(|e| format!("baseline spawn: {e}"))?;
+            tokio::time::sleep_until((t0 + TIMEOUT).into()).await;
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+            base.push(ms(t0.elapsed()) - ms(TIMEOUT));
+        }
+
+        let sup = new_sup(ctx, Duration::from_secs(1))?;
+        let mut rx = sup.subscribe();
+        let (mut ours, mut killing, mut exited) = (vec![], vec![], vec![]);
+        for r in 0..reps {
+            let agent = format!("bench-timeout-{r}");
+            let limits = Limits {
+                timeout: Some(TIMEOUT),
+                ..std_limits()
+            };
+            let t0 = Instant::now();
+            let id = sup
+                .launch(spec(ctx, &agent, &ctx.sleep, &["sleep", "10"], limits))
+                .map_err(|e| e.to_string())?;
+            let (tk, te, rec) = until_exit(&mut rx, id).await?;
+            if rec.reason != Reason::Timeout {
+                return Err(format!("timeout run ended as {}", rec.reason.as_str()));
+            }
+            ours.push(rec.duration_secs * 1e3 - ms(TIMEOUT));
+            if let Some(tk) = tk {
+                killing.push(ms(tk - t0) - ms(TIMEOUT));
+            }
+            exited.push(ms(te - t0) - ms(TIMEOUT));
+        }
+        retire(sup).await;
+        println!(
+            "  timeout: Killing event {} ms and Exited event {} ms past launch() + 300 ms (medians)",
+            num(Stats::of(&killing).median),
+            num(Stats::of(&exited).median)
+        );
+        diag["timeout"] = json!({
+            "killing_event_past_launch_call_plus_timeout_ms": Stats::of(&killing).json(),
+            "exited_event_past_launch_call_plus_timeout_ms": Stats::of(&exited).json(),
+        });
+        rows.push(Row {
+            key: "timeout_precision",
+            name: "4. timeout 300 ms: record end past deadline".into(),
+            ours: Stats::of(&ours),
+            base: Some(Stats::of(&base)),
+            base_what: "bare spawn, tokio sleep_until(+300 ms), SIGTERM, wait()",
+            target: Target::MaxMs(50.0),
+            samples: (ours, base),
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- main
+
+    async fn run(args: &Args, ctx: &mut Ctx) -> Res<(Vec<Row>, Value)> {
+        let mut rows = Vec::new();
+        let mut diag = json!({});
+        {
+            let sup = new_sup(ctx, Duration::from_secs(1))?;
+            ctx.mechanisms = sup.mechanisms();
+            retire(sup).await;
+        }
+        println!("mechanisms:");
+        for m in &ctx.mechanisms {
+            println!("  {m}");
+        }
+        println!();
+        if args.wants("launch") {
+            println!("[1] launch latency ...");
+            fig_launch(ctx, &mut rows, &mut diag).await?;
+        }
+        if args.wants("breakdown") {
+            println!("[1b] launch breakdown ...");
+            breakdown(ctx, &mut diag).await?;
+        }
+        if args.wants("many") {
+            println!("[2] 1000 agents ...");
+            fig_many(ctx, &mut rows, &mut diag).await?;
+        }
+        if args.wants("tree") {
+            println!("[3] kill a 100-process tree ...");
+            fig_tree(ctx, &mut rows, &mut diag).await?;
+        }
+        if args.wants("timeout") {
+            println!("[4] timeout precision ...");
+            fig_timeout(ctx, &mut rows, &mut diag).await?;
+        }
+        Ok((rows, diag))
+    }
+
+    pub fn main() {
+        let args = parse_args();
+        // Bare baseline children inherit this (their environment is left alone), so they are
+        // found in /proc too if one is left behind. Set before any thread exists.
+        std::env::set_var(MARK, "bench-baseline");
+        // Orphans of every tree come back to this process, with or without a supervisor.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+        let facts = machine_facts();
+        let root = std::env::temp_dir().join(format!("symbiont-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let work = root.join("work");
+        if let Err(e) = std::fs::create_dir_all(&work) {
+            fail(&format!("cannot create {}: {e}", work.display()));
+        }
+        let resolve = |name: &str| {
+            native::which(name, std::env::var_os("PATH").as_deref())
+                .and_then(|p| p.canonicalize().ok())
+                .unwrap_or_else(|| fail(&format!("{name} not found on PATH")))
+        };
+        let mut ctx = Ctx {
+            root: root.clone(),
+            work,
+            sleep: resolve("sleep"),
+            bash: resolve("bash"),
+            quick: args.quick,
+            mechanisms: Vec::new(),
+        };
+
+        println!(
+            "symbiont native runner benchmark ({})",
+            if args.quick { "quick" } else { "full" }
+        );
+        println!(
+            "machine: {} cores ({}), {} MiB, kernel {}, uid {}",
+            facts["cores"],
+            facts["cpu_model"].as_str().unwrap_or("?"),
+            facts["memory_mib"],
+            facts["kernel"].as_str().unwrap_or("?"),
+            facts["uid"]
+        );
+        println!(
+            "load average at start: {}",
+            facts["load_average"].as_str().unwrap_or("?")
+        );
+        println!(
+            "programs: sleep = {}, bash = {}; scratch {}",
+            ctx.sleep.display(),
+            ctx.bash.display(),
+            root.display()
+        );
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| fail(&format!("runtime: {e}")));
+        let started = Instant::now();
+        let result = rt.block_on(run(&args, &mut ctx));
+        let elapsed = started.elapsed();
+        let (rows, diag, error) = match result {
+            Ok((r, d)) => (r, d, None),
+            Err(e) => (Vec::new(), json!({}), Some(e)),
+        };
+        // Give the last runs' clean-up a moment, then look for anything left behind.
+        std::thread::sleep(Duration::from_millis(300));
+        let left = marked("bench-", true);
+        let left_sleep = left.iter().filter(|(_, n)| n == "sleep").count();
+        let zombies = zombie_children();
+        drop(rt);
+
+        println!();
+        let load_end = read_trim("/proc/loadavg");
+        println!(
+            "load average at end: {load_end}; bench took {:.1} s",
+            elapsed.as_secs_f64()
+        );
+        println!();
+        print_table(&rows);
+        println!();
+        println!(
+            "leftover processes carrying {MARK}=bench-*: {} (sleep: {left_sleep}); unreaped children: {zombies}",
+            left.len()
+        );
+        for (pid, name) in left.iter().take(10) {
+            println!("  left: pid {pid} {name}");
+        }
+
+        let out = json!({
+            "bench": "native",
+            "mode": if args.quick { "quick" } else { "full" },
+            "machine": facts,
+            "load_average_end": load_end,
+            "mechanisms": ctx.mechanisms,
+            "programs": {"sleep": ctx.sleep, "bash": ctx.bash},
+            "figures": rows.iter().map(Row::json).collect::<Vec<_>>(),
+            "diagnostics": diag,
+            "leftovers": {"processes": left.len(), "sleep": left_sleep, "unreaped_children": zombies},
+            "error": error,
+            "elapsed_secs": elapsed.as_secs_f64(),
+        });
+        if let Some(dir) = args.json.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::write(
+            &args.json,
+            serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
+        ) {
+            Ok(()) => println!("results: {}", args.json.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", args.json.display()),
+        }
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        if let Some(e) = error {
+            eprintln!("native bench failed: {e}");
+            std::process::exit(1);
+        }
+        if !left.is_empty() || zombies > 0 {
+            std::process::exit(1);
+        }
+    }
+}
