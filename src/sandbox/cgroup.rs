@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -348,9 +348,6 @@ pub struct RunCgroup {
     cpu: Option<PathBuf>,
     cpuacct: Option<PathBuf>,
     freezer: Option<PathBuf>,
-    /// `cgroup.procs` of every group, open for writing, so that the child joins them with
-    /// one async-signal-safe `write` each between fork and exec.
-    join: Vec<OwnedFd>,
     pub enforced: Enforced,
 }
 
@@ -393,7 +390,6 @@ impl RunCgroup {
             })?,
             cpuacct: mk(if v2 { &none } else { &roots.cpuacct })?,
             freezer: mk(if v2 { &none } else { &roots.freezer })?,
-            join: Vec::new(),
             enforced: Enforced::default(),
         };
         cg.enforced.tree = cg.v2.is_some() || cg.memory.is_some() || cg.pids.is_some();
@@ -439,14 +435,6 @@ impl RunCgroup {
                 }
             }
         }
-        let dirs: Vec<PathBuf> = cg.dirs().cloned().collect();
-        for d in dirs {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(d.join("cgroup.procs"))?;
-            cg.join.push(f.into());
-        }
         Ok(cg)
     }
 
@@ -463,14 +451,19 @@ impl RunCgroup {
         .flatten()
     }
 
-    /// Raw descriptors of the `cgroup.procs` files, for the child to write "0" into.
-    pub fn join_fds(&self) -> Vec<RawFd> {
-        self.join.iter().map(|f| f.as_raw_fd()).collect()
-    }
-
-    /// Closes the join descriptors once the child has started.
-    pub fn started(&mut self) {
-        self.join.clear();
+    /// The `cgroup.procs` files, open for writing, for the next child to write "0" into between
+    /// fork and exec. Opened per spawn and dropped right after, so a run holds no descriptor
+    /// (every descriptor held would be copied by each later fork).
+    pub fn open_join(&self) -> io::Result<Vec<OwnedFd>> {
+        self.dirs()
+            .map(|d| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(d.join("cgroup.procs"))
+                    .map(OwnedFd::from)
+            })
+            .collect()
     }
 
     /// The group that holds every process of the run.
@@ -598,7 +591,6 @@ impl RunCgroup {
 
     /// Kills what is left, waits for the groups to empty and removes them.
     pub fn destroy(&mut self) {
-        self.join.clear();
         let dirs: Vec<PathBuf> = self.dirs().cloned().collect();
         if !self.is_empty() {
             self.freeze(false);

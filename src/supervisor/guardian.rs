@@ -91,6 +91,25 @@ impl Guardian {
     }
 }
 
+/// Closes every descriptor except `keep`: `close_range` where the kernel has it, else one by one.
+unsafe fn close_all_but(keep: RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let lo_ok =
+            keep == 0 || libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0u32) == 0;
+        let hi_ok = libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32) == 0;
+        if lo_ok && hi_ok {
+            return;
+        }
+    }
+    let maxfd = libc::sysconf(libc::_SC_OPEN_MAX).clamp(256, 65536) as RawFd;
+    for fd in 0..maxfd {
+        if fd != keep {
+            libc::close(fd);
+        }
+    }
+}
+
 /// The guardian's whole life. Only async-signal-safe calls.
 unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table: &mut [i32]) -> ! {
     libc::close(wr);
@@ -106,12 +125,7 @@ unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table
         libc::signal(sig, libc::SIG_IGN);
     }
     // Close every descriptor but the pipe, so it keeps no terminal or agent pipe open.
-    let maxfd = libc::sysconf(libc::_SC_OPEN_MAX).clamp(256, 65536) as RawFd;
-    for fd in 0..maxfd {
-        if fd != rd {
-            libc::close(fd);
-        }
-    }
+    close_all_but(rd);
     let mut used = 0usize;
     let mut buf = [0u8; 4096];
     let mut have = 0usize;

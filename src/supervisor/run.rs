@@ -206,21 +206,23 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         if ending.is_some() {
             break;
         }
-        let (out_log, err_log) = match (open_log(&stdout_log), open_log(&stderr_log)) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => {
-                message = Some(format!("cannot open the run's log files: {e}"));
-                failed_to_start = true;
-                break;
-            }
-        };
         #[cfg(target_os = "linux")]
-        let cgroup_fds = tree
+        let join = match tree
             .cgroup
             .lock()
             .ok()
-            .and_then(|c| c.as_ref().map(|c| c.join_fds()))
-            .unwrap_or_default();
+            .and_then(|c| c.as_ref().map(|c| c.open_join()))
+        {
+            Some(Ok(fds)) => fds,
+            Some(Err(e)) => {
+                message = Some(format!("cannot join the run's cgroups: {e}"));
+                failed_to_start = true;
+                break;
+            }
+            None => Vec::new(),
+        };
+        #[cfg(target_os = "linux")]
+        let cgroup_fds: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
         #[cfg(not(target_os = "linux"))]
         let cgroup_fds = Vec::new();
         let launch = NativeLaunch {
@@ -242,6 +244,22 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                 message = Some(format!("{}: {e}", step.program.display()));
                 failed_to_start = true;
                 break;
+            }
+        };
+        #[cfg(target_os = "linux")]
+        drop(join);
+        // The logs are opened once the agent runs: the pipes hold its first output meanwhile,
+        // and creating two files is no longer between the request and the running agent.
+        let (out_log, err_log) = match (open_log(&stdout_log), open_log(&stderr_log)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                message = Some(format!(
+                    "cannot open the run's log files, output is lost: {e}"
+                ));
+                (
+                    File::create("/dev/null").expect("/dev/null"),
+                    File::create("/dev/null").expect("/dev/null"),
+                )
             }
         };
         tree.set_main(pid);
