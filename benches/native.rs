@@ -403,6 +403,7 @@ mod bench {
             warn_ratio: 0.8,
             critical_ratio: 0.95,
             own_all_children: true,
+            use_cgroups: true,
         })
         .map_err(|e| format!("cannot start a supervisor: {e}"))
     }
@@ -754,6 +755,7 @@ mod bench {
                 env: &env,
                 cgroup_fds: Vec::new(),
                 rlimits: rl,
+                affinity: None,
             };
             std::thread::sleep(SETTLE);
             let t0 = Instant::now();
@@ -767,8 +769,9 @@ mod bench {
             let mut cg = RunCgroup::create(&roots, &format!("run-b{i}"), &std_limits(), true)
                 .map_err(|e| format!("cgroup: {e}"))?;
             s[4] = ms(t0.elapsed());
+            let join = cg.open_join().map_err(|e| format!("cgroup join: {e}"))?;
             let l = NativeLaunch {
-                cgroup_fds: cg.join_fds(),
+                cgroup_fds: join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
                 ..l
             };
             std::thread::sleep(SETTLE);
