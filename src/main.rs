@@ -345,7 +345,23 @@ async fn dashboard(
             native: false,
             ..flags2.clone()
         };
-        plan::plan_command(&loaded2, &f, argv, &[], &Host::real()).map_err(|e| e.0)
+        let name = argv
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+            .unwrap_or_default();
+        let mut spec =
+            plan::plan_command(&loaded2, &f, argv, &[], &Host::real()).map_err(|e| e.0)?;
+        // The row is named after the command; the agent's environment says the same.
+        spec.agent = format!("cmd:{name}");
+        spec.trigger = "command".into();
+        for (k, v) in &mut spec.env {
+            match k.as_str() {
+                "SYMBIONT_AGENT" => *v = spec.agent.clone(),
+                "SYMBIONT_TRIGGER" => *v = spec.trigger.clone(),
+                _ => {}
+            }
+        }
+        Ok(spec)
     });
     let d = Dashboard {
         supervisor: sup,
