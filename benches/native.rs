@@ -390,6 +390,7 @@ mod bench {
             enforce_limits: true,
             kill_grace: Duration::from_secs(2),
             image: None,
+            network: false,
             source: None,
         }
     }
@@ -404,6 +405,7 @@ mod bench {
             critical_ratio: 0.95,
             own_all_children: true,
             use_cgroups: true,
+            docker_host: None,
         })
         .map_err(|e| format!("cannot start a supervisor: {e}"))
     }

@@ -1,6 +1,7 @@
 //! The seed's "Example 3: hybrid execution": native for trusted local code, Tier1 (Docker)
-//! for untrusted code, in one program. The seed's snippet is wrapped in a `main`; its
-//! variables get values; the default interpreter is python3 as in the seed's full config.
+//! for untrusted code, in one program. The seed's snippet is wrapped in a `main` and its
+//! variables get values. The container image is `$SYMBIONT_IMAGE` (default `busybox:latest`);
+//! the daemon is `$DOCKER_HOST` (default: the standard socket).
 use std::collections::HashMap;
 
 use symbiont::{Config, SandboxOrchestrator, SecurityTier};
@@ -9,11 +10,14 @@ use symbiont::{Config, SandboxOrchestrator, SecurityTier};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::default();
     config.security.allow_native_execution = true;
-    config.native_execution.default_executable = "python3".into();
+    // One interpreter that both the host and a busybox image have.
+    config.native_execution.default_executable = "sh".into();
+    config.containers.default_image =
+        Some(std::env::var("SYMBIONT_IMAGE").unwrap_or_else(|_| "busybox:latest".into()));
     let orchestrator = SandboxOrchestrator::new(config)?;
 
-    let local_code = "print('trusted: native')";
-    let untrusted_code = "print('untrusted: isolated')";
+    let local_code = "echo trusted: native on $(uname -n)";
+    let untrusted_code = "echo untrusted: isolated; cat /proc/net/dev | grep -c :";
     let mut env_vars = HashMap::new();
     env_vars.insert("AGENT_MODE".to_string(), "hybrid".to_string());
 

@@ -259,17 +259,14 @@ pub fn plan_runs(
                     policy::native_disabled_message(&format!("agent {}", agent.name)),
                 ));
             }
-            if !tier.is_native() {
-                return Err(sf.diag(
-                    agent.tier.map(|(_, l)| l).unwrap_or(agent.location),
-                    format!(
-                        "agent {} runs on tier {} ({}), which is not available in this build yet; \
-                         run it natively with --native, or set `tier: None`",
-                        agent.name,
-                        tier,
-                        tier.runtime_name()
-                    ),
-                ));
+            let image = flags
+                .image
+                .clone()
+                .or_else(|| agent.image.clone())
+                .or_else(|| cfg.containers.default_image.clone());
+            if let Err(e) = tier_available(tier, image.as_deref()) {
+                let at = agent.tier.map(|(_, l)| l).unwrap_or(agent.location);
+                return Err(sf.diag(at, format!("agent {}: {e}", agent.name)));
             }
             if native.is_none() {
                 native = Some(NativeContext::new(loaded, host)?);
@@ -289,10 +286,14 @@ pub fn plan_runs(
                         ));
                     }
                     let argv0 = st.argv.first().map(String::as_str).unwrap_or("");
-                    let program = ctx
-                        .allowlist
-                        .resolve(argv0, &ctx.cwd)
-                        .map_err(|e| sf.diag(st.location, e.0))?;
+                    // The allowlist guards the host; a container's command runs in its image.
+                    let program = if tier.is_native() {
+                        ctx.allowlist
+                            .resolve(argv0, &ctx.cwd)
+                            .map_err(|e| sf.diag(st.location, e.0))?
+                    } else {
+                        PathBuf::from(argv0)
+                    };
                     steps.push(Step {
                         program,
                         argv: st.argv.clone(),
@@ -327,7 +328,8 @@ pub fn plan_runs(
                     kill_grace: Duration::from_secs_f64(
                         cfg.native_execution.kill_grace_seconds.max(0.0),
                     ),
-                    image: flags.image.clone().or_else(|| agent.image.clone()),
+                    image: image.clone(),
+                    network: agent.capabilities.iter().any(|c| c == "network"),
                     source: Some(format!(
                         "{}:{}:{}",
                         sf.file.path.display(),
@@ -356,20 +358,20 @@ pub fn plan_command(
     if tier.is_native() && !cfg.security.allow_native_execution {
         return Err(PlanError(policy::native_disabled_message("this command")));
     }
-    if !tier.is_native() {
-        return Err(PlanError(format!(
-            "tier {} ({}) is not available in this build yet: container and microVM tiers are not wired up; \
-             run on tier None (native: --native or --sandbox-tier=none on the command line)",
-            tier,
-            tier.runtime_name()
-        )));
-    }
+    let image = flags
+        .image
+        .clone()
+        .or_else(|| cfg.containers.default_image.clone());
+    tier_available(tier, image.as_deref()).map_err(PlanError)?;
     let ctx = NativeContext::new(loaded, host)?;
     let argv0 = argv.first().cloned().unwrap_or_default();
-    let program = ctx
-        .allowlist
-        .resolve(&argv0, &ctx.cwd)
-        .map_err(|e| PlanError(e.0))?;
+    let program = if tier.is_native() {
+        ctx.allowlist
+            .resolve(&argv0, &ctx.cwd)
+            .map_err(|e| PlanError(e.0))?
+    } else {
+        PathBuf::from(&argv0)
+    };
     let env = policy::environment(
         &cfg.native_execution.env_passthrough,
         host.env,
@@ -386,7 +388,26 @@ pub fn plan_command(
         limits: limits_for(loaded, flags, None),
         enforce_limits: cfg.native_execution.enforce_resource_limits,
         kill_grace: Duration::from_secs_f64(cfg.native_execution.kill_grace_seconds.max(0.0)),
-        image: flags.image.clone(),
+        image,
+        network: false,
         source: None,
     })
+}
+
+/// Whether this build can run `tier` with `image`: the message says what is missing.
+pub fn tier_available(tier: SecurityTier, image: Option<&str>) -> Result<(), String> {
+    match tier {
+        SecurityTier::None => Ok(()),
+        SecurityTier::Tier1 | SecurityTier::Tier2 if image.is_none() => Err(format!(
+            "tier {tier} ({}) runs in a container and needs an image: set `security {{ image: \"...\" }}` in the agent, \
+             pass --image, or set containers.default_image",
+            tier.runtime_name()
+        )),
+        SecurityTier::Tier1 | SecurityTier::Tier2 => Ok(()),
+        SecurityTier::Tier3 => Err(
+            "tier Tier3 (firecracker) is not available on this machine: install firecracker, a guest kernel and a rootfs \
+             image (none is packaged for Debian); until then run the agent on Tier2 (gvisor) or Tier1 (docker)"
+                .to_string(),
+        ),
+    }
 }

@@ -489,39 +489,84 @@ fn tier1_agent_is_refused_naming_the_missing_runtime() {
     let file = format!("{name}.dsl");
     s.write(
         &file,
-        &format!(
-            "agent {name} {{\n  security {{ tier: Tier1 image: \"busybox\" }}\n  on start {{ execute(\"sh -c true\") }}\n}}\n"
-        ),
+        &format!("agent {name} {{\n  security {{ tier: Tier1 image: \"busybox\" }}\n  on start {{ execute(\"sh -c true\") }}\n}}\n"),
     );
+    // No daemon at that socket: refused before anything starts, naming what is missing.
+    let t = std::time::Instant::now();
+    let o = s
+        .command(&["run", &file])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let err = refused(&o);
+    assert_has(
+        &err,
+        &[
+            "Tier1",
+            "no container daemon answers at unix:///nonexistent/docker.sock",
+            "DOCKER_HOST",
+            "dockerd",
+        ],
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "a missing daemon must fail fast"
+    );
+    nothing_ran(&s, name);
+    // Without an image it is refused at the agent's tier, with the line and a caret.
+    s.write(&file, &format!("agent {name} {{\n  security {{ tier: Tier1 }}\n  on start {{ execute(\"sh -c true\") }}\n}}\n"));
     let err = refused(&s.run(&["run", &file]));
     assert_has(
         &err,
         &[
             &format!("{file}:2:20: error:"),
-            "Tier1",
-            "docker",
-            "--native",
-            "\n  security { tier: Tier1 image: \"busybox\" }\n                   ^",
+            "needs an image",
+            "--image",
+            "\n  security { tier: Tier1 }\n                   ^",
         ],
     );
     nothing_ran(&s, name);
 }
 
 #[test]
-fn exec_on_tier1_is_refused_naming_the_missing_runtime() {
+fn exec_on_container_tiers_is_refused_naming_what_is_missing() {
     let s = Scratch::new("tier1-exec");
     s.config("");
-    for tier in ["tier1", "docker"] {
-        let err = refused(&s.run(&[
-            "exec",
-            &format!("--sandbox-tier={tier}"),
-            "--",
-            "sh",
-            "-c",
-            "true",
-        ]));
-        assert_has(&err, &["Tier1", "docker", "--native"]);
+    for tier in ["tier1", "docker", "tier2", "gvisor"] {
+        let o = s
+            .command(&[
+                "exec",
+                &format!("--sandbox-tier={tier}"),
+                "--image",
+                "busybox",
+                "--",
+                "sh",
+                "-c",
+                "true",
+            ])
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap();
+        assert_has(
+            &refused(&o),
+            &["no container daemon answers", "DOCKER_HOST"],
+        );
+        assert_has(
+            &refused(&s.run(&[
+                "exec",
+                &format!("--sandbox-tier={tier}"),
+                "--",
+                "sh",
+                "-c",
+                "true",
+            ])),
+            &["needs an image"],
+        );
     }
+    assert_has(
+        &refused(&s.run(&["exec", "--sandbox-tier=tier3", "--", "sh"])),
+        &["firecracker", "kernel", "rootfs"],
+    );
     nothing_ran(&s, "exec");
 }
 

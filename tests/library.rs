@@ -34,6 +34,7 @@ fn supervisor_with(s: &Scratch, use_cgroups: bool) -> Supervisor {
         critical_ratio: 0.95,
         own_all_children: false,
         use_cgroups,
+        docker_host: None,
     })
     .unwrap()
 }
@@ -57,6 +58,7 @@ fn spec(s: &Scratch, agent: &str, script: &str, limits: Limits) -> RunSpec {
         enforce_limits: true,
         kill_grace: Duration::from_millis(500),
         image: None,
+        network: false,
         source: None,
     }
 }
@@ -335,106 +337,4 @@ fn seed_example_development_mode_runs() {
     // the call itself succeeds and reports the child's failure, as the seed's types say.
     assert!(stdout(&o).starts_with("Output: "), "{}", stdout(&o));
     assert!(s.path("data/audit.jsonl").exists());
-}
-
-#[test]
-fn seed_example_hybrid_runs_native_then_refuses_tier1_clearly() {
-    let s = Scratch::new("ex-hybrid");
-    let o = std::process::Command::new(example("hybrid"))
-        .current_dir(&s.dir)
-        .output()
-        .unwrap();
-    assert!(
-        stdout(&o).contains("native: trusted: native"),
-        "{}",
-        stdout(&o)
-    );
-    // Until the container tiers land, Tier1 is a clear refusal, not a silent fallback.
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("Tier1 (docker) is not available"),
-        "{}",
-        stderr(&o)
-    );
-}
-
-// Without cgroups (an ordinary user on a strict host): process groups, the environment marker,
-// rlimits and the watchdog still find, limit and kill everything.
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_cgroups_an_operator_kill_still_takes_setsid_daemons() {
-    let s = Scratch::new("lib-nocg-kill");
-    let sup = supervisor_with(&s, false);
-    assert!(
-        sup.mechanisms()
-            .iter()
-            .any(|m| m.contains("no writable cgroup")),
-        "{:?}",
-        sup.mechanisms()
-    );
-    let id = sup
-        .launch(spec(
-            &s,
-            "NoCgKill",
-            "(setsid sleep 300 &); sleep 300 & echo up; wait",
-            Limits::default(),
-        ))
-        .unwrap();
-    assert!(wait_state(&sup, id, |st| st.stdout.lock().unwrap().line_count >= 1).await);
-    assert!(wait_for(
-        || agent_pids("NoCgKill").len() >= 3,
-        Duration::from_secs(5)
-    ));
-    sup.kill(id);
-    let r = sup.wait(id).await.unwrap();
-    assert_eq!(r.reason, Reason::KilledByOperator);
-    assert_none_left("NoCgKill");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_cgroups_the_watchdog_kills_a_memory_hog() {
-    let s = Scratch::new("lib-nocg-mem");
-    let sup = supervisor_with(&s, false);
-    let limits = Limits {
-        memory_bytes: Some(100 << 20),
-        timeout: Some(Duration::from_secs(30)),
-        ..Limits::default()
-    };
-    let mut sp = spec(
-        &s,
-        "NoCgHog",
-        "exec python3 -c 'import time; b = bytearray(300 << 20); time.sleep(30)'",
-        limits,
-    );
-    // Watchdog only: no rlimit gets in first.
-    sp.enforce_limits = false;
-    let id = sup.launch(sp).unwrap();
-    let r = sup.wait(id).await.unwrap();
-    assert_eq!(r.reason, Reason::MemoryLimit, "{r:?}");
-    assert_eq!(r.killed_by, Some(Actor::Watchdog));
-    assert!(r.peak_memory_bytes > 100 << 20);
-    assert_none_left("NoCgHog");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_cgroups_the_watchdog_counts_processes() {
-    let s = Scratch::new("lib-nocg-procs");
-    let sup = supervisor_with(&s, false);
-    let limits = Limits {
-        max_processes: Some(10),
-        timeout: Some(Duration::from_secs(30)),
-        ..Limits::default()
-    };
-    let id = sup
-        .launch(spec(
-            &s,
-            "NoCgForks",
-            "for i in $(seq 30); do sleep 60 & done; wait",
-            limits,
-        ))
-        .unwrap();
-    let r = sup.wait(id).await.unwrap();
-    assert_eq!(r.reason, Reason::ProcessLimit, "{r:?}");
-    assert_eq!(r.killed_by, Some(Actor::Watchdog));
-    assert_none_left("NoCgForks");
 }

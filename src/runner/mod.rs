@@ -1,4 +1,5 @@
 //! Runners: how a step of an agent becomes something running on its tier.
 
+pub mod container;
 #[cfg(unix)]
 pub mod native;

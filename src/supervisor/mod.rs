@@ -4,6 +4,8 @@
 
 pub mod audit;
 #[cfg(unix)]
+mod container_run;
+#[cfg(unix)]
 pub mod guardian;
 pub mod output;
 #[cfg(unix)]
@@ -53,6 +55,8 @@ pub struct RunSpec {
     pub enforce_limits: bool,
     pub kill_grace: Duration,
     pub image: Option<String>,
+    /// Container tiers: the agent may reach the network (its capabilities include `network`).
+    pub network: bool,
     /// Where the run was defined ("agent.dsl:13:5"), for the audit log.
     pub source: Option<String>,
 }
@@ -281,6 +285,9 @@ pub struct SupervisorOptions {
     /// Put each run in its own cgroups where the machine allows. Off (or the environment
     /// variable `SYMBIONT_DISABLE_CGROUPS=1`) leaves process groups, rlimits and the watchdog.
     pub use_cgroups: bool,
+    /// The container daemon (`unix://...` or `tcp://...`); `None`: `$DOCKER_HOST`, else the
+    /// standard socket.
+    pub docker_host: Option<String>,
 }
 
 impl SupervisorOptions {
@@ -293,6 +300,7 @@ impl SupervisorOptions {
             warn_ratio: c.dashboard.warn_ratio,
             critical_ratio: c.dashboard.critical_ratio,
             own_all_children: false,
+            docker_host: c.containers.docker_host.clone(),
             use_cgroups: std::env::var("SYMBIONT_DISABLE_CGROUPS")
                 .map_or(true, |v| v.is_empty() || v == "0"),
         }
@@ -333,6 +341,28 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     events: broadcast::Sender<Event>,
     instance: u64,
+    /// The container daemon, connected on the first container run.
+    containers: tokio::sync::Mutex<Option<crate::runner::container::ContainerRuntime>>,
+}
+
+impl Inner {
+    /// The container daemon, connecting on first use (and sweeping containers that dead
+    /// supervisors left). A failure is reported, and retried on the next container run.
+    #[cfg(unix)]
+    pub(crate) async fn containers(
+        &self,
+    ) -> Result<crate::runner::container::ContainerRuntime, String> {
+        let mut c = self.containers.lock().await;
+        if let Some(rt) = c.as_ref() {
+            return Ok(rt.clone());
+        }
+        let rt =
+            crate::runner::container::ContainerRuntime::connect(self.opts.docker_host.as_deref())
+                .await?;
+        rt.sweep(None).await;
+        *c = Some(rt.clone());
+        Ok(rt)
+    }
 }
 
 impl Drop for Inner {
@@ -419,6 +449,7 @@ impl Supervisor {
                 next_id: AtomicU64::new(1),
                 events,
                 instance: n,
+                containers: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -478,13 +509,7 @@ impl Supervisor {
     /// Starts a run. Refused only when the request itself cannot be served (a tier this build
     /// cannot run); a program that fails to start ends as a `failed_to_start` record.
     pub fn launch(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
-        if !spec.tier.is_native() {
-            return Err(LaunchError(format!(
-                "tier {} ({}) is not available in this build: container and microVM tiers are not wired up yet; use --native or tier None",
-                spec.tier,
-                spec.tier.runtime_name()
-            )));
-        }
+        crate::plan::tier_available(spec.tier, spec.image.as_deref()).map_err(LaunchError)?;
         if spec.steps.is_empty() {
             return Err(LaunchError(format!(
                 "agent {} has nothing to run for {}",
@@ -496,6 +521,7 @@ impl Supervisor {
 
     #[cfg(unix)]
     fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
+        let container = !spec.tier.is_native();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let dir = self.inner.runs_dir.join(format!(
             "{id}-{}-{}",
@@ -562,18 +588,18 @@ impl Supervisor {
         let ctl_tx = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner())[&id]
             .ctl
             .clone();
-        tokio::spawn(run::run(
-            inner,
-            id,
-            spec,
-            run::RunParts {
-                status,
-                tree,
-                ctl_tx,
-                ctl: ctl_rx,
-                done: done_tx,
-            },
-        ));
+        let parts = run::RunParts {
+            status,
+            tree,
+            ctl_tx,
+            ctl: ctl_rx,
+            done: done_tx,
+        };
+        if container {
+            tokio::spawn(container_run::run(inner, id, spec, parts));
+        } else {
+            tokio::spawn(run::run(inner, id, spec, parts));
+        }
         Ok(id)
     }
 

@@ -25,15 +25,15 @@ struct Ending {
     by: Actor,
 }
 
-fn open_log(p: &Path) -> std::io::Result<File> {
+pub(super) fn open_log(p: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(p)
 }
 
-fn lock(s: &Arc<Mutex<RunStatus>>) -> std::sync::MutexGuard<'_, RunStatus> {
+pub(super) fn lock(s: &Arc<Mutex<RunStatus>>) -> std::sync::MutexGuard<'_, RunStatus> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn signal_name(sig: i32) -> String {
+pub(super) fn signal_name(sig: i32) -> String {
     let name = match sig {
         libc::SIGHUP => "SIGHUP",
         libc::SIGINT => "SIGINT",
@@ -486,27 +486,39 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         stdout_log,
         stderr_log,
     });
+    publish(&inner, &status, &done, record);
+}
+
+/// The end of every run, whatever its tier: the audit line, the final status, the event, the
+/// waiters.
+pub(super) fn publish(
+    inner: &Inner,
+    status: &Arc<Mutex<RunStatus>>,
+    done: &watch::Sender<Option<Arc<RunRecord>>>,
+    record: Arc<RunRecord>,
+) {
     inner.audit.record(
         "exit",
         json!({
-            "run_id": id, "agent": spec.agent, "trigger": spec.trigger, "reason": reason, "killed_by": killed_by,
+            "run_id": record.run_id, "agent": record.agent, "trigger": record.trigger, "reason": record.reason,
+            "killed_by": record.killed_by, "container_id": record.container_id,
             "exit_code": record.exit_code, "signal": record.signal, "duration_secs": record.duration_secs,
             "peak_memory_bytes": record.peak_memory_bytes, "cpu_seconds": record.cpu_seconds, "message": record.message,
         }),
     );
     {
-        let mut s = lock(&status);
+        let mut s = lock(status);
         s.state = RunState::Exited;
         s.record = Some(record.clone());
-        s.peak_rss_bytes = peak_rss;
-        s.cpu_ns = cpu_ns;
+        s.peak_rss_bytes = record.peak_memory_bytes;
+        s.cpu_ns = (record.cpu_seconds * 1e9) as u64;
         s.rss_bytes = 0;
         s.processes = 0;
         s.procs.clear();
         s.cpu_pct = 0.0;
         s.version += 1;
     }
-    emit(Event::Exited {
+    let _ = inner.events.send(Event::Exited {
         record: Box::new((*record).clone()),
     });
     let _ = done.send(Some(record));

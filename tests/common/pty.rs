@@ -35,7 +35,7 @@ impl Pty {
         unsafe {
             cmd.pre_exec(move || {
                 libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                libc::ioctl(0, libc::TIOCSCTTY as _, 0);
                 let _ = slave_fd;
                 Ok(())
             });
