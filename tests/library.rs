@@ -313,7 +313,7 @@ async fn execute_code_runs_on_tier_none_and_refuses_without_consent() {
         .await
         .unwrap_err();
     assert!(
-        e.0.contains("Tier1") && e.0.contains("not available"),
+        e.0.contains("Tier1") && e.0.contains("needs an image"),
         "{e}"
     );
     assert_none_left("LibExec");
