@@ -55,7 +55,8 @@ async fn main() {
         refresh: Duration::from_secs(1),
         warn_ratio: 0.8,
         critical_ratio: 0.95,
-        own_all_children: true,
+        // The bench runs the docker CLI as its own child: the supervisor must not reap it.
+        own_all_children: false,
         use_cgroups: true,
         docker_host: Some(host.clone()),
     })
