@@ -253,7 +253,7 @@ fn timeout_and_operator_kill_leave_no_container() {
         &format!("agent CtKill {{ security {{ tier: Tier1 image: \"{}\" }} on start {{ execute(\"sh -c 'echo up; sleep 100'\") }} }}\n", image()),
     );
     let mut child = s
-        .command(&["run", "k.dsl", "--headless"])
+        .command(&["run", "k.dsl", "--json"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -263,11 +263,55 @@ fn timeout_and_operator_kill_leave_no_container() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert_eq!(child.wait().unwrap().code(), Some(1));
-    assert!(rest.join("\n").contains("killed_by_operator"), "{rest:?}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(records[0]["reason"], "killed_by_operator", "{rest:?}");
+    let cid = records[0]["container_id"].as_str().unwrap().to_string();
     assert!(
-        leftover_containers(&host).is_empty(),
-        "containers left: {:?}",
-        leftover_containers(&host)
+        !leftover_containers(&host)
+            .iter()
+            .any(|c| cid.starts_with(c.as_str())),
+        "container left after an operator kill"
+    );
+}
+
+#[test]
+fn leftovers_of_a_dead_supervisor_are_removed() {
+    let Some(host) = runtime("leftovers_of_a_dead_supervisor_are_removed") else {
+        return;
+    };
+    // A container labelled by a supervisor (pid 999999) that no longer exists.
+    let out = std::process::Command::new(docker_cli())
+        .args([
+            "-H",
+            &host,
+            "create",
+            "--network",
+            "none",
+            "--label",
+            "symbiont.supervisor=999999-0",
+            "--label",
+            "symbiont.pid=999999",
+            &image(),
+            "sleep",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stale = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let s = Scratch::new("ct-sweep");
+    s.config("");
+    let o = exec(&s, "tier1", &[], &["true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        !leftover_containers(&host)
+            .iter()
+            .any(|c| stale.starts_with(c.as_str())),
+        "the dead supervisor's container is still there"
     );
 }
 
