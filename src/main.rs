@@ -181,6 +181,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_files(paths: &[PathBuf]) -> Result<Vec<SourceFile>, Usage> {
+    paths
+        .iter()
+        .map(|f| SourceFile::load(f).map_err(Usage::from))
+        .collect()
+}
+
 fn load_config(path: Option<&std::path::Path>, flags: &Flags) -> Result<LoadedConfig, Usage> {
     let mut loaded = config::load(path)?;
     flags.apply(&mut loaded);
@@ -275,11 +282,7 @@ async fn supervise(
 async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
     let flags = a.policy.flags(a.triggers.clone());
     let loaded = load_config(a.policy.config.as_deref(), &flags)?;
-    let files = a
-        .files
-        .iter()
-        .map(|f| SourceFile::load(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let files = load_files(&a.files)?;
     let specs = plan::plan_runs(&loaded, &flags, &files, &Host::real())?;
     if specs.is_empty() {
         return Err(Usage(
@@ -406,11 +409,7 @@ async fn dashboard(
 async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
     let flags = a.policy.flags(Vec::new());
     let loaded = load_config(a.policy.config.as_deref(), &flags)?;
-    let files = a
-        .files
-        .iter()
-        .map(|f| SourceFile::load(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let files = load_files(&a.files)?;
     let offered = if files.is_empty() {
         Vec::new()
     } else {
@@ -504,11 +503,7 @@ fn cmd_check(a: CheckArgs) -> Result<u8, Usage> {
             .unwrap_or_else(|| "none (built-in defaults)".into())
     );
     print!("{}", loaded.render_effective());
-    let files = a
-        .files
-        .iter()
-        .map(|f| SourceFile::load(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let files = load_files(&a.files)?;
     for f in &files {
         println!(
             "agent file {}: {} agent(s)",

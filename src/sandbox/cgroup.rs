@@ -135,15 +135,7 @@ impl CgroupRoots {
     /// The CPU counter of the base group, which holds every run: v2 `cpu.stat` (true) or
     /// v1 `cpuacct.usage` (false).
     pub fn fleet_cpu_counter(&self) -> Option<(PathBuf, bool)> {
-        if let Some(v2) = &self.v2 {
-            let p = v2.join("cpu.stat");
-            if p.exists() {
-                return Some((p, true));
-            }
-        }
-        self.cpuacct
-            .as_ref()
-            .map(|a| (a.join("cpuacct.usage"), false))
+        cpu_counter(&self.v2, &self.cpuacct)
     }
 
     /// Every base directory, v2 first.
@@ -315,6 +307,18 @@ fn read_pids(dir: &Path) -> Vec<i32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// The file counting a group's CPU time: v2 `cpu.stat` (true), else v1 `cpuacct.usage` (false).
+fn cpu_counter(v2: &Option<PathBuf>, cpuacct: &Option<PathBuf>) -> Option<(PathBuf, bool)> {
+    if let Some(p) = v2
+        .as_ref()
+        .map(|d| d.join("cpu.stat"))
+        .filter(|p| p.exists())
+    {
+        return Some((p, true));
+    }
+    cpuacct.as_ref().map(|a| (a.join("cpuacct.usage"), false))
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
@@ -568,15 +572,7 @@ impl RunCgroup {
 
     /// The file that counts the whole tree's CPU time, and whether it is v2's `cpu.stat`.
     pub fn cpu_counter_path(&self) -> Option<(PathBuf, bool)> {
-        if let Some(v2) = &self.v2 {
-            let p = v2.join("cpu.stat");
-            if p.exists() {
-                return Some((p, true));
-            }
-        }
-        self.cpuacct
-            .as_ref()
-            .map(|a| (a.join("cpuacct.usage"), false))
+        cpu_counter(&self.v2, &self.cpuacct)
     }
 
     /// The kernel's high-water mark of the group's memory, page cache included.

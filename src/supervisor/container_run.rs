@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::{sleep_until, Instant};
 
-use super::run::{lock, open_log, publish, RunParts};
+use super::run::{lock, open_log, publish, watch_run, RunParts};
 use super::{Actor, Control, Event, Inner, Reason, RunId, RunRecord, RunSpec, RunState, Sig};
 use crate::runner::container::{
     ContainerExit, ContainerSpec, Output, LABEL_PID, LABEL_RUN, LABEL_SUPERVISOR,
@@ -134,22 +134,12 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         }
         if !watched {
             watched = true;
-            let w = super::watchdog::Watched::new(
-                id,
-                spec.agent.clone(),
-                status.clone(),
-                tree.clone(),
-                ctl_tx.clone(),
-                spec.limits.clone(),
-                // The container runtime enforces memory and the process count itself.
-                super::watchdog::OsEnforced {
-                    memory: true,
-                    pids: true,
-                },
-            );
-            if let Ok(tx) = inner.watch.lock() {
-                let _ = tx.send(w);
-            }
+            // The container runtime enforces memory and the process count itself.
+            let os = super::watchdog::OsEnforced {
+                memory: true,
+                pids: true,
+            };
+            watch_run(&inner, id, &spec, &status, &tree, &ctl_tx, os);
         }
         emit(Event::Launched {
             run_id: id,

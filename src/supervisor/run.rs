@@ -280,21 +280,11 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         }
         if !watched {
             watched = true;
-            let w = super::watchdog::Watched::new(
-                id,
-                spec.agent.clone(),
-                status.clone(),
-                tree.clone(),
-                ctl_tx.clone(),
-                spec.limits.clone(),
-                super::watchdog::OsEnforced {
-                    memory: cg_memory,
-                    pids: cg_pids,
-                },
-            );
-            if let Ok(tx) = inner.watch.lock() {
-                let _ = tx.send(w);
-            }
+            let os = super::watchdog::OsEnforced {
+                memory: cg_memory,
+                pids: cg_pids,
+            };
+            watch_run(&inner, id, &spec, &status, &tree, &ctl_tx, os);
         }
         emit(Event::Launched {
             run_id: id,
@@ -487,6 +477,30 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         stderr_log,
     });
     publish(&inner, &status, &done, record);
+}
+
+/// Hands a started run to the sampler and watchdog thread.
+pub(super) fn watch_run(
+    inner: &Inner,
+    id: RunId,
+    spec: &RunSpec,
+    status: &Arc<Mutex<RunStatus>>,
+    tree: &Arc<TreeHandle>,
+    ctl_tx: &mpsc::UnboundedSender<Control>,
+    os: super::watchdog::OsEnforced,
+) {
+    let w = super::watchdog::Watched::new(
+        id,
+        spec.agent.clone(),
+        status.clone(),
+        tree.clone(),
+        ctl_tx.clone(),
+        spec.limits.clone(),
+        os,
+    );
+    if let Ok(tx) = inner.watch.lock() {
+        let _ = tx.send(w);
+    }
 }
 
 /// The end of every run, whatever its tier: the audit line, the final status, the event, the
