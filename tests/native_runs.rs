@@ -544,3 +544,26 @@ fn cpu_cores_limit_caps_a_spinning_tree() {
     );
     assert_none_left("Capped");
 }
+
+#[test]
+fn an_agent_starts_with_no_blocked_or_ignored_signal() {
+    // The supervisor blocks signals around its spawn and ignores SIGPIPE itself; neither may
+    // leak into an agent, or SIGTERM would not stop it and a closed pipe would not end it.
+    let s = Scratch::new("sigs");
+    let cfg = s.config("");
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "grep -E '^Sig(Blk|Ign)' /proc/self/status",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{}",
+        stderr(&o)
+    );
+}

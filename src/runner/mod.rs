@@ -3,3 +3,5 @@
 pub mod container;
 #[cfg(unix)]
 pub mod native;
+#[cfg(target_os = "linux")]
+mod vfork;
