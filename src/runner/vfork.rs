@@ -49,20 +49,22 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Signals that currently have a handler (not the default, not ignored).
+/// Signals whose disposition is not the default: a handler (which would run in the child), or,
+/// among the standard signals, "ignored" (Rust ignores SIGPIPE; a caller may ignore others).
+/// An agent starts with every one of them at its default.
 fn handled_signals() -> Vec<libc::c_int> {
     let mut out = Vec::new();
     for sig in 1..libc::SIGRTMAX() {
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0
-            && old.sa_sigaction != libc::SIG_DFL
-            && old.sa_sigaction != libc::SIG_IGN
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0
+            || old.sa_sigaction == libc::SIG_DFL
         {
+            continue;
+        }
+        if old.sa_sigaction != libc::SIG_IGN || sig < 32 {
             out.push(sig);
         }
     }
-    // Rust ignores SIGPIPE in its own programs; an agent gets the default back.
-    out.push(libc::SIGPIPE);
     out
 }
 
