@@ -338,3 +338,83 @@ fn seed_example_development_mode_runs() {
     assert!(stdout(&o).starts_with("Output: "), "{}", stdout(&o));
     assert!(s.path("data/audit.jsonl").exists());
 }
+// Without cgroups (an ordinary user on a strict host): process groups, the environment marker,
+// rlimits and the watchdog still find, limit and kill everything.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cgroups_an_operator_kill_still_takes_setsid_daemons() {
+    let s = Scratch::new("lib-nocg-kill");
+    let sup = supervisor_with(&s, false);
+    assert!(
+        sup.mechanisms()
+            .iter()
+            .any(|m| m.contains("no writable cgroup")),
+        "{:?}",
+        sup.mechanisms()
+    );
+    let id = sup
+        .launch(spec(
+            &s,
+            "NoCgKill",
+            "(setsid sleep 300 &); sleep 300 & echo up; wait",
+            Limits::default(),
+        ))
+        .unwrap();
+    assert!(wait_state(&sup, id, |st| st.stdout.lock().unwrap().line_count >= 1).await);
+    assert!(wait_for(
+        || agent_pids("NoCgKill").len() >= 3,
+        Duration::from_secs(5)
+    ));
+    sup.kill(id);
+    let r = sup.wait(id).await.unwrap();
+    assert_eq!(r.reason, Reason::KilledByOperator);
+    assert_none_left("NoCgKill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cgroups_the_watchdog_kills_a_memory_hog() {
+    let s = Scratch::new("lib-nocg-mem");
+    let sup = supervisor_with(&s, false);
+    let limits = Limits {
+        memory_bytes: Some(100 << 20),
+        timeout: Some(Duration::from_secs(30)),
+        ..Limits::default()
+    };
+    let mut sp = spec(
+        &s,
+        "NoCgHog",
+        "exec python3 -c 'import time; b = bytearray(300 << 20); time.sleep(30)'",
+        limits,
+    );
+    // Watchdog only: no rlimit gets in first.
+    sp.enforce_limits = false;
+    let id = sup.launch(sp).unwrap();
+    let r = sup.wait(id).await.unwrap();
+    assert_eq!(r.reason, Reason::MemoryLimit, "{r:?}");
+    assert_eq!(r.killed_by, Some(Actor::Watchdog));
+    assert!(r.peak_memory_bytes > 100 << 20);
+    assert_none_left("NoCgHog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cgroups_the_watchdog_counts_processes() {
+    let s = Scratch::new("lib-nocg-procs");
+    let sup = supervisor_with(&s, false);
+    let limits = Limits {
+        max_processes: Some(10),
+        timeout: Some(Duration::from_secs(30)),
+        ..Limits::default()
+    };
+    let id = sup
+        .launch(spec(
+            &s,
+            "NoCgForks",
+            "for i in $(seq 30); do sleep 60 & done; wait",
+            limits,
+        ))
+        .unwrap();
+    let r = sup.wait(id).await.unwrap();
+    assert_eq!(r.reason, Reason::ProcessLimit, "{r:?}");
+    assert_eq!(r.killed_by, Some(Actor::Watchdog));
+    assert_none_left("NoCgForks");
+}
