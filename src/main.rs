@@ -230,11 +230,12 @@ fn start_supervisor(loaded: &LoadedConfig) -> Result<Supervisor, Usage> {
 }
 
 /// Waits for every run, printing events; stops them all on SIGINT, SIGTERM or SIGHUP.
+/// Prints events until every run has ended (judged by the runs themselves, not by counting
+/// events, which a lagging channel may drop); stops them all on SIGINT, SIGTERM or SIGHUP.
 async fn supervise(
     sup: &Supervisor,
     mut events: tokio::sync::broadcast::Receiver<Event>,
     json: bool,
-    launched: usize,
 ) -> Vec<Arc<RunRecord>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigs = [
@@ -243,9 +244,10 @@ async fn supervise(
         SignalKind::hangup(),
     ]
     .map(|k| signal(k).ok());
-    let mut exited = 0;
     let mut stopping = false;
-    while exited < launched {
+    let all = sup.wait_all();
+    tokio::pin!(all);
+    let records = loop {
         let [a, b, c] = &mut sigs;
         let stop = async {
             tokio::select! {
@@ -255,28 +257,32 @@ async fn supervise(
             }
         };
         tokio::select! {
+            r = &mut all => break r,
             e = events.recv() => match e {
-                Ok(e) => {
-                    if matches!(e, Event::Exited { .. }) {
-                        exited += 1;
+                Ok(e) => headless::print_event(&e, json),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    if !json {
+                        eprintln!("symbiont: {n} events were not shown (output too slow)");
                     }
-                    headless::print_event(&e, json);
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => break,
+                Err(_) => {}
             },
             _ = stop, if !stopping => {
                 stopping = true;
                 if !json {
                     eprintln!("symbiont: stopping every agent");
                 }
-                for s in sup.snapshot() {
-                    sup.kill(s.id);
+                for id in sup.run_ids() {
+                    sup.kill(id);
                 }
             }
         }
+    };
+    // The last events (the final exits) may still be queued.
+    while let Ok(e) = events.try_recv() {
+        headless::print_event(&e, json);
     }
-    sup.wait_all().await
+    records
 }
 
 async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
@@ -307,17 +313,13 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
         return Ok(exit_code(&records));
     }
     let events = sup.subscribe();
-    let mut launched = 0;
     for spec in specs {
-        match sup.launch(spec) {
-            Ok(_) => launched += 1,
-            Err(e) => {
-                sup.shutdown().await;
-                return Err(Usage(e.0));
-            }
+        if let Err(e) = sup.launch(spec) {
+            sup.shutdown().await;
+            return Err(Usage(e.0));
         }
     }
-    let records = supervise(&sup, events, json, launched).await;
+    let records = supervise(&sup, events, json).await;
     if json {
         println!(
             "{}",

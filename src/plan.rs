@@ -326,7 +326,7 @@ pub fn plan_runs(
                     limits: limits.clone(),
                     enforce_limits: cfg.native_execution.enforce_resource_limits,
                     kill_grace: Duration::from_secs_f64(
-                        cfg.native_execution.kill_grace_seconds.max(0.0),
+                        cfg.native_execution.kill_grace_seconds.clamp(0.0, 3600.0),
                     ),
                     image: image.clone(),
                     network: agent.capabilities.iter().any(|c| c == "network"),
@@ -387,7 +387,9 @@ pub fn plan_command(
         env,
         limits: limits_for(loaded, flags, None),
         enforce_limits: cfg.native_execution.enforce_resource_limits,
-        kill_grace: Duration::from_secs_f64(cfg.native_execution.kill_grace_seconds.max(0.0)),
+        kill_grace: Duration::from_secs_f64(
+            cfg.native_execution.kill_grace_seconds.clamp(0.0, 3600.0),
+        ),
         image,
         network: false,
         source: None,

@@ -418,3 +418,43 @@ async fn without_cgroups_the_watchdog_counts_processes() {
     assert_eq!(r.killed_by, Some(Actor::Watchdog));
     assert_none_left("NoCgForks");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hup_is_passed_on_and_the_timeout_stays_armed() {
+    let s = Scratch::new("lib-hup");
+    let sup = supervisor(&s);
+    let limits = Limits {
+        timeout: Some(Duration::from_millis(1500)),
+        ..Limits::default()
+    };
+    let id = sup
+        .launch(spec(
+            &s,
+            "Reloader",
+            "trap 'echo reloaded' HUP; echo ready; while :; do sleep 0.05; done",
+            limits,
+        ))
+        .unwrap();
+    assert!(wait_state(&sup, id, |st| st.stdout.lock().unwrap().line_count >= 1).await);
+    sup.control(
+        id,
+        Control::Kill {
+            sig: Sig::Hup,
+            scope: Scope::Tree,
+            by: Actor::Operator,
+            reason: Reason::KilledByOperator,
+        },
+    );
+    let r = sup.wait(id).await.unwrap();
+    assert_eq!(
+        r.reason,
+        Reason::Timeout,
+        "a HUP the agent handles must not end the run: {r:?}"
+    );
+    assert!(
+        r.stdout_tail.iter().any(|l| l == "reloaded"),
+        "{:?}",
+        r.stdout_tail
+    );
+    assert_none_left("Reloader");
+}

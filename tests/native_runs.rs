@@ -572,3 +572,23 @@ fn an_agent_starts_with_no_blocked_or_ignored_signal() {
     // No standard signal (1..31) is ignored; glibc's internal real-time signals may be.
     assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{out}");
 }
+
+#[test]
+fn extreme_limit_values_do_not_panic() {
+    let s = Scratch::new("extreme");
+    let cfg = s.config("kill_grace_seconds = 1e300\nmax_cpu_seconds = 18446744073709551");
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--timeout",
+        "18446744073709551615",
+        "--",
+        "sh",
+        "-c",
+        "echo fine",
+    ]);
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "fine\n");
+}

@@ -54,7 +54,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// An agent starts with every one of them at its default.
 fn handled_signals() -> Vec<libc::c_int> {
     let mut out = Vec::new();
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0
             || old.sa_sigaction == libc::SIG_DFL

@@ -77,7 +77,7 @@ pub fn tree_of(main_pid: i32, pgid: i32) -> Vec<ProcSample> {
     let all = all_processes();
     let mut member: std::collections::HashSet<i32> = all
         .iter()
-        .filter(|p| p.pid == main_pid || (pgid > 1 && p.pgid == pgid))
+        .filter(|p| (main_pid > 0 && p.pid == main_pid) || (pgid > 1 && p.pgid == pgid))
         .map(|p| p.pid)
         .collect();
     loop {

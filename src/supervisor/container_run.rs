@@ -67,7 +67,11 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
     let mut container_id: Option<String> = None;
     let mut first_pid: Option<i32> = None;
     let mut argv_run = Vec::new();
-    let mut deadline = l.timeout.map(|t| started + t);
+    let mut deadline = l.timeout.map(|t| {
+        started
+            .checked_add(t)
+            .unwrap_or_else(super::run::far_future)
+    });
     let mut paused_since: Option<Instant> = None;
     lock(&status).deadline = deadline.map(|d| d.into_std());
 
@@ -177,7 +181,9 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                 r = &mut wait => break r,
                 Some(c) = ctl.recv() => match c {
                     Control::Kill { sig, by, reason, .. } => {
-                        let terminating = matches!(sig, Sig::Term | Sig::Kill | Sig::Int | Sig::Hup);
+                        // TERM and KILL stop the container at once (a shell as PID 1 ignores TERM);
+                        // INT, HUP, STOP and CONT reach its first process as they are.
+                        let terminating = matches!(sig, Sig::Term | Sig::Kill);
                         if terminating && ending.is_none() {
                             ending = Some((reason, by));
                             lock(&status).state = RunState::Stopping;
@@ -189,7 +195,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                             "scope": "container", "container_id": cid,
                         }));
                         emit(Event::Killing { run_id: id, agent: spec.agent.clone(), by, reason, signal: if terminating { "KILL" } else { sig.name() } });
-                        if paused_since.take().is_some() {
+                        if terminating && paused_since.take().is_some() {
                             rt.pause(&cid, false).await;
                         }
                         rt.kill(&cid, signal).await;

@@ -30,10 +30,15 @@ impl Guardian {
     /// group, if there is one.
     pub fn start(cgroup_kill: Option<&Path>) -> io::Result<Guardian> {
         let mut fds = [0 as RawFd; 2];
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        // Close-on-exec on both ends, atomically where the system can: no agent may hold the pipe.
+        #[cfg(target_os = "linux")]
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        #[cfg(not(target_os = "linux"))]
+        let r = unsafe { libc::pipe(fds.as_mut_ptr()) };
+        if r != 0 {
             return Err(io::Error::last_os_error());
         }
-        // Close-on-exec on both ends: no agent may hold the pipe open.
+        #[cfg(not(target_os = "linux"))]
         for fd in fds {
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }

@@ -657,6 +657,17 @@ impl Supervisor {
             .collect()
     }
 
+    /// Drops an ended run's status, tails and history (a long-lived library user runs many).
+    /// Returns false while the run is still going.
+    pub fn forget(&self, id: RunId) -> bool {
+        let mut runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = runs.get(&id).is_some_and(|r| r.done.borrow().is_some());
+        if ended {
+            runs.remove(&id);
+        }
+        ended
+    }
+
     /// Waits for every run launched so far.
     pub async fn wait_all(&self) -> Vec<Arc<RunRecord>> {
         let ids = self.run_ids();

@@ -20,6 +20,11 @@ use crate::sandbox::rlimit::RlimitSet;
 
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// A time no run reaches (for deadlines past what an `Instant` can hold).
+pub(super) fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
 struct Ending {
     reason: Reason,
     by: Actor,
@@ -189,9 +194,13 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         }),
     );
 
-    let mut deadline = limits.timeout.map(|t| started + t);
+    let mut deadline = limits
+        .timeout
+        .map(|t| started.checked_add(t).unwrap_or_else(far_future));
     let mut kill_at: Option<Instant> = None;
     let mut ending: Option<Ending> = None;
+    // INT or HUP from the operator: the reason, should one of them end the run.
+    let mut passed_on: Option<Ending> = None;
     let mut paused_since: Option<Instant> = None;
     let mut last: Option<ExitInfo> = None;
     let mut first_pid = None;
@@ -243,6 +252,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
             Err(e) => {
                 message = Some(format!("{}: {e}", step.program.display()));
                 failed_to_start = true;
+                last = None;
                 break;
             }
         };
@@ -311,9 +321,14 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                 Some(c) = ctl.recv() => match c {
                     Control::Kill { sig, scope, by, reason } => {
                         let target = match scope { Scope::Tree => None, Scope::Process(p) => Some(p) };
-                        let terminating = matches!(sig, Sig::Term | Sig::Kill | Sig::Int | Sig::Hup);
+                        // TERM and KILL end the run; INT and HUP are passed on (many agents reload on
+                        // HUP), the timeout stays armed, and the record says who sent them if they end it.
+                        let terminating = matches!(sig, Sig::Term | Sig::Kill);
                         if terminating && target.is_none() && ending.is_none() {
                             ending = Some(Ending { reason, by });
+                        }
+                        if matches!(sig, Sig::Int | Sig::Hup) {
+                            passed_on = Some(Ending { reason, by });
                         }
                         inner.audit.record("kill", json!({
                             "run_id": id, "agent": spec.agent, "by": by, "reason": reason,
@@ -331,7 +346,9 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                             None => tree.signal(sig.number()),
                         }
                         if sig == Sig::Term && target.is_none() {
-                            kill_at = Some(Instant::now() + spec.kill_grace);
+                            // A second TERM never pushes the escalation back.
+                            let at = Instant::now() + spec.kill_grace;
+                            kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
                         }
                     }
                     Control::Pause => if paused_since.is_none() && ending.is_none() {
@@ -371,7 +388,9 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                 }
             }
         };
-        // The main process is gone: whatever it left behind dies with it.
+        // The main process is gone: its pid may be reused from now on, so the tree is found
+        // by its group and cgroup only. Whatever it left behind dies with it.
+        tree.main_reaped();
         if let Some(g) = &inner.guardian {
             g.unregister(pid);
         }
@@ -430,6 +449,8 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
     let (reason, killed_by) = if failed_to_start {
         (Reason::FailedToStart, None)
     } else if let Some(e) = &ending {
+        (e.reason, Some(e.by))
+    } else if let (Some(e), Some(_)) = (&passed_on, signal) {
         (e.reason, Some(e.by))
     } else if oom {
         (Reason::MemoryLimit, Some(Actor::Kernel))

@@ -37,6 +37,11 @@ impl TreeHandle {
         self.pgid.store(pid, Ordering::SeqCst);
     }
 
+    /// The main process has been reaped: its pid no longer names it.
+    pub(crate) fn main_reaped(&self) {
+        self.main_pid.store(0, Ordering::SeqCst);
+    }
+
     pub fn main_pid(&self) -> i32 {
         self.main_pid.load(Ordering::SeqCst)
     }
@@ -55,7 +60,7 @@ impl TreeHandle {
                 }
             }
             let (main, pg) = (self.main_pid(), self.pgid.load(Ordering::SeqCst));
-            if main <= 0 {
+            if main <= 0 && pg <= 1 {
                 return Vec::new();
             }
             crate::sampler::procfs::tree_of(main, pg)

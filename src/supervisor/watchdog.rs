@@ -335,7 +335,10 @@ pub(crate) fn watch_loop(
                 Some((Reason::ProcessLimit, Actor::Watchdog))
             } else if !w.os.memory && l.memory_bytes.is_some_and(|m| rss > m) {
                 Some((Reason::MemoryLimit, Actor::Watchdog))
-            } else if l.cpu_seconds.is_some_and(|c| cpu_ns > c * 1_000_000_000) {
+            } else if l
+                .cpu_seconds
+                .is_some_and(|c| cpu_ns > c.saturating_mul(1_000_000_000))
+            {
                 Some((Reason::CpuLimit, Actor::Watchdog))
             } else if !w.os.pids && l.max_processes.is_some_and(|m| nprocs > m) {
                 Some((Reason::ProcessLimit, Actor::Watchdog))

@@ -564,6 +564,7 @@ impl App {
             return;
         };
         let n = self.log_lines.len();
+        self.log_scroll = self.log_scroll.min(n);
         // Lines are indexed from the end: scroll s shows line n-1-s at the bottom.
         let range: Vec<usize> = if older {
             (self.log_scroll + 1..n).collect()

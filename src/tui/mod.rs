@@ -119,6 +119,7 @@ fn refresh_logs(sup: &Supervisor, app: &mut App) -> bool {
         if app.follow {
             app.log_scroll = 0;
         }
+        app.log_scroll = app.log_scroll.min(app.log_lines.len());
         return true;
     }
     false
@@ -187,6 +188,7 @@ impl Dashboard {
         // The rows need the supervisor's latest figures before the next frame.
         let mut stale = true;
         let mut stopping = false;
+        let mut input_open = true;
         // At most one frame per FRAME: a burst of events (a thousand launches) is one redraw.
         const FRAME: Duration = Duration::from_millis(40);
         let mut next_frame = tokio::time::Instant::now();
@@ -207,7 +209,7 @@ impl Dashboard {
                 break;
             }
             tokio::select! {
-                i = input.recv() => match i {
+                i = input.recv(), if input_open => match i {
                     Some(Input::Term(TermEvent::Key(k))) if k.kind == event::KeyEventKind::Press => {
                         let cmds = app.on_key(k);
                         stopping |= self::exec(sup, app, &self.launchables, &self.plan_command, &mut specs, cmds);
@@ -227,7 +229,8 @@ impl Dashboard {
                     }
                     Some(Input::Term(_)) => {}
                     Some(Input::Lost) | None => {
-                        // The terminal is gone: nobody can watch the agents, so stop them.
+                        // The terminal is gone: nobody can watch the agents, so stop them (once).
+                        input_open = false;
                         stop_all(sup);
                         stopping = true;
                         app.quitting = true;
