@@ -576,7 +576,16 @@ fn an_agent_starts_with_no_blocked_or_ignored_signal() {
 #[test]
 fn extreme_limit_values_do_not_panic() {
     let s = Scratch::new("extreme");
-    let cfg = s.config("kill_grace_seconds = 1e300\nmax_cpu_seconds = 18446744073709551");
+    let cfg = s.write(
+        "config.toml",
+        &format!(
+            "[security]\nallow_native_execution = true\ndefault_sandbox_tier = \"None\"\n[native_execution]\n\
+             working_directory = \"{}\"\nkill_grace_seconds = 1e300\nmax_cpu_seconds = 18446744073709551\n\
+             [supervisor]\ndata_dir = \"{}\"\n",
+            s.work().display(),
+            s.path("data").display()
+        ),
+    );
     let o = s.run(&[
         "exec",
         "--config",
