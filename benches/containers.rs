@@ -1,12 +1,15 @@
 //! Tier1/Tier2 launch latency against the docker CLI, same image, same run.
 //!
-//!   DOCKER_HOST=unix:///... cargo bench --bench containers [-- --quick]
+//!   DOCKER_HOST=unix:///... cargo bench --bench containers [-- --quick] [--json PATH]
 //!
 //! Ours: `launch()` to the `Launched` event (the container is running) and to the `Exited`
 //! event (result collected, container removed). Baseline: `docker run --rm IMAGE true`, which
 //! returns once the container has exited and been removed.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
 
 use symbiont::sandbox::Limits;
 use symbiont::supervisor::{Event, RunSpec, Step, Supervisor, SupervisorOptions};
@@ -25,6 +28,48 @@ fn spread(v: &[f64]) -> String {
     )
 }
 
+/// n, min, p10, median, p90, max of `v`, as the suite's JSON writes them.
+fn stats(v: &[f64]) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let q = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
+    json!({"n": s.len(), "min": s[0], "p10": q(0.1), "median": q(0.5), "p90": q(0.9), "max": s[s.len() - 1]})
+}
+
+fn json_path() -> PathBuf {
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--json" {
+            if let Some(p) = it.next() {
+                return PathBuf::from(p);
+            }
+        } else if let Some(p) = a.strip_prefix("--json=") {
+            return PathBuf::from(p);
+        }
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench-containers.json")
+}
+
+fn write_json(out: Value) {
+    let path = json_path();
+    if let Some(d) = path.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    match std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
+    ) {
+        Ok(()) => println!("results: {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
 fn docker_cli() -> &'static str {
     if std::path::Path::new("/usr/bin/docker").exists() {
         "/usr/bin/docker"
@@ -37,6 +82,11 @@ fn docker_cli() -> &'static str {
 async fn main() {
     let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) else {
         eprintln!("SKIPPED: set DOCKER_HOST (scripts/container-runtime starts a private daemon)");
+        write_json(json!({
+            "bench": "containers",
+            "skipped": "DOCKER_HOST is not set (scripts/container-runtime starts a private daemon)",
+            "figures": [],
+        }));
         return;
     };
     let image =
@@ -63,6 +113,7 @@ async fn main() {
     .unwrap();
     println!("daemon {host}, image {image}, {n} runs each, interleaved");
     let mut rows = Vec::new();
+    let mut figures = Vec::new();
     for tier in [SecurityTier::Tier1, SecurityTier::Tier2] {
         let (mut running, mut result, mut cli) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..=n {
@@ -126,6 +177,37 @@ async fn main() {
                 cli.push(t_cli.as_secs_f64() * 1e3);
             }
         }
+        let t = tier.to_string();
+        let base_what = format!(
+            "docker run --rm --network none{} IMAGE true (CLI against the same daemon)",
+            if tier == SecurityTier::Tier2 {
+                " --runtime runsc"
+            } else {
+                ""
+            }
+        );
+        let (res_s, cli_s) = (stats(&result), stats(&cli));
+        let ratio = res_s["median"].as_f64().unwrap_or(f64::NAN)
+            / cli_s["median"].as_f64().unwrap_or(f64::NAN);
+        let ratio = ratio.is_finite().then_some(ratio);
+        figures.push(json!({
+            "key": format!("{}_launch_result", t.to_lowercase()),
+            "figure": format!("9. {t} launch -> result (container removed)"),
+            "unit": "ms", "better": "lower",
+            "ours": res_s, "baseline": cli_s, "baseline_is": base_what,
+            "ratio": ratio, "target": "ratio <= 1",
+            "pass": ratio.is_some_and(|r| r <= 1.0),
+            "samples": {"ours": result, "baseline": cli},
+        }));
+        figures.push(json!({
+            "key": format!("{}_launch_running", t.to_lowercase()),
+            "figure": format!("9b. {t} launch -> running"),
+            "unit": "ms", "better": "lower",
+            "ours": stats(&running), "baseline": null,
+            "baseline_is": "none (the CLI does not say when the container runs)",
+            "ratio": null, "target": "-", "pass": null,
+            "samples": {"ours": running},
+        }));
         let (mr, mres, mc) = (median(&mut running), median(&mut result), median(&mut cli));
         rows.push((
             tier,
@@ -147,5 +229,12 @@ async fn main() {
             if mres <= mc { "PASS" } else { "FAIL" }
         );
     }
+    write_json(json!({
+        "bench": "containers",
+        "mode": if n == 5 { "quick" } else { "full" },
+        "daemon": host,
+        "image": image,
+        "figures": figures,
+    }));
     let _ = std::fs::remove_dir_all(&dir);
 }

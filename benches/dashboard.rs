@@ -2,6 +2,7 @@
 //!
 //!   cargo bench --bench dashboard             # 30 s measurement windows
 //!   cargo bench --bench dashboard -- --quick  # 8 s windows, fewer frames
+//!   cargo bench --bench dashboard -- --json PATH  # also write the figures as JSON
 //!
 //! Prints: the time to draw one frame of 1000 agents (200x50), and the dashboard's own CPU
 //! (% of one core) and peak resident memory with 1000 idle native agents at a 1 s refresh in a
@@ -10,12 +11,13 @@
 #[path = "../tests/common/pty.rs"]
 mod pty;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
+use serde_json::{json, Value};
 use symbiont::sandbox::Limits;
 use symbiont::supervisor::RunState;
 use symbiont::tier::SecurityTier;
@@ -59,7 +61,8 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn frame_time(iterations: usize) -> (f64, f64) {
+/// Every frame's draw time in milliseconds, in order.
+fn frame_time(iterations: usize) -> Vec<f64> {
     let mut app = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
     let rows = (0..AGENTS as u64)
         .map(|i| AgentRow {
@@ -100,10 +103,40 @@ fn frame_time(iterations: usize) -> (f64, f64) {
         term.draw(|f| symbiont::tui::ui::draw(f, &mut app)).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    (
-        percentile(&mut times.clone(), 0.5),
-        percentile(&mut times, 0.9),
-    )
+    times
+}
+
+/// n, min, p10, median, p90, max of `v`, as the suite's JSON writes them.
+fn stats(v: &[f64]) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    let mut s = v.to_vec();
+    json!({
+        "n": v.len(),
+        "min": percentile(&mut s, 0.0),
+        "p10": percentile(&mut s, 0.1),
+        "median": percentile(&mut s, 0.5),
+        "p90": percentile(&mut s, 0.9),
+        "max": percentile(&mut s, 1.0),
+    })
+}
+
+fn json_path() -> PathBuf {
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--json" {
+            if let Some(p) = it.next() {
+                return PathBuf::from(p);
+            }
+        } else if let Some(p) = a.strip_prefix("--json=") {
+            return PathBuf::from(p);
+        }
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench-dashboard.json")
 }
 
 /// Own CPU (% of one core) and peak RSS (MiB) of `pid` over `window`.
@@ -158,7 +191,11 @@ fn main() {
             .trim()
     );
 
-    let (f50, f90) = frame_time(if quick { 100 } else { 500 });
+    let frames = frame_time(if quick { 100 } else { 500 });
+    let (f50, f90) = (
+        percentile(&mut frames.clone(), 0.5),
+        percentile(&mut frames.clone(), 0.9),
+    );
 
     // The workload: 1000 idle native agents.
     let dir = std::env::temp_dir().join(format!("symbiont-bench-dash-{}", std::process::id()));
@@ -229,6 +266,23 @@ fn main() {
         .count();
     let _ = std::fs::remove_dir_all(&dir);
 
+    write_json(
+        &json_path(),
+        quick,
+        window,
+        &frames,
+        (ours_cpu, ours_rss),
+        [("htop", htop), ("btop", btop)],
+        json!({
+            "launch_all_until_shown_running_secs": launch_all.as_secs_f64(),
+            "settled_after_secs": settled.as_secs_f64(),
+            "quit_with_stop_secs": stop_all.as_secs_f64(),
+            "exit_code": code,
+            "agent_processes_left": left,
+            "window_secs": window.as_secs(),
+        }),
+    );
+
     let ratio = |o: Option<(f64, f64)>| {
         o.map(|(c, _)| format!("{:.1}x", c / ours_cpu.max(0.001)))
             .unwrap_or_else(|| "n/a".into())
@@ -285,4 +339,84 @@ fn main() {
         settled.as_secs_f64(),
         stop_all.as_secs_f64()
     );
+}
+
+/// The figures as JSON, in the shape the other benches write (`scripts/bench` merges them).
+/// The CPU and memory figures are one measurement window each (n = 1); htop is the baseline
+/// (SPEC 6 names its figure), btop is listed beside it.
+fn write_json(
+    path: &Path,
+    quick: bool,
+    window: Duration,
+    frames: &[f64],
+    ours: (f64, f64),
+    peers: [(&str, Option<(f64, f64)>); 2],
+    diag: Value,
+) {
+    let one = |x: f64| stats(&[x]);
+    let peer_figure = |i: usize, ours: f64, key: &str, name: String, unit: &str, max: f64| {
+        let baselines: Vec<Value> = peers
+            .iter()
+            .map(|(n, p)| {
+                let v = p.map(|p| if i == 0 { p.0 } else { p.1 });
+                json!({"name": n, "median": v, "ratio": v.map(|v| ours / v)})
+            })
+            .collect();
+        let base = peers[0].1.map(|p| if i == 0 { p.0 } else { p.1 });
+        json!({
+            "key": key, "figure": name, "unit": unit, "better": "lower",
+            "ours": one(ours),
+            "baseline": base.map(one),
+            "baseline_is": format!("{} in the same 200x50 pty, same 1000 agents, 1 s refresh", peers[0].0),
+            "baselines": baselines,
+            "ratio": base.map(|b| ours / b),
+            "target": format!("<= {max} {unit}"),
+            "pass": ours <= max,
+        })
+    };
+    let f50 = percentile(&mut frames.to_vec(), 0.5);
+    let figures = vec![
+        json!({
+            "key": "frame_1000", "figure": "7. draw one frame, 1000 agents, 200x50",
+            "unit": "ms", "better": "lower",
+            "ours": stats(frames), "baseline": null, "baseline_is": "none (no peer draws our table)",
+            "ratio": null, "target": "<= 2 ms", "pass": f50 <= 2.0,
+            "samples": {"ours": frames},
+        }),
+        peer_figure(
+            0,
+            ours.0,
+            "dashboard_cpu",
+            format!(
+                "8. dashboard own CPU, 1000 idle agents, {} s",
+                window.as_secs()
+            ),
+            "% of a core",
+            0.5,
+        ),
+        peer_figure(
+            1,
+            ours.1,
+            "dashboard_rss",
+            "8b. dashboard peak RSS, 1000 idle agents".into(),
+            "MiB",
+            32.0,
+        ),
+    ];
+    let out = json!({
+        "bench": "dashboard",
+        "mode": if quick { "quick" } else { "full" },
+        "figures": figures,
+        "diagnostics": diag,
+    });
+    if let Some(d) = path.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    match std::fs::write(
+        path,
+        serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
+    ) {
+        Ok(()) => println!("results: {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
 }

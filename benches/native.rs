@@ -5,11 +5,15 @@
 //!    `std::process::Command` spawn of the same program;
 //! 2. 1000 agents launched (first `launch()` to the 1000th `Launched`), then shut down;
 //! 3. killing a 100-process tree, command to the `Exited` event (every process reaped);
-//! 4. timeout precision, how late a run ends past its deadline.
+//! 4. timeout precision, how late a run ends past its deadline;
+//! 5. watchdog precision, from an agent's memory passing its limit (seen by this bench polling
+//!    its VmRSS every millisecond) to the `Exited` event, with no OS limit in the way
+//!    (`use_cgroups: false`, `enforce_limits: false`), at a 1000 ms and a 100 ms refresh,
+//!    against a bare polling loop at the same refresh.
 //!
 //! `cargo bench --bench native [-- --quick] [--json PATH] [--only LIST] [--keep]`
 //!
-//! `--only` takes a comma-separated subset of `launch,breakdown,many,tree,timeout` (for
+//! `--only` takes a comma-separated subset of `launch,breakdown,many,tree,timeout,watchdog` (for
 //! profiling). `--keep` leaves the scratch directory (run logs, audit log) in place.
 //! A small hand-written timing loop, no criterion: the build stays lean.
 
@@ -98,7 +102,9 @@ mod bench {
                 },
                 "--only" => match it.next() {
                     Some(l) => a.only = Some(l.split(',').map(|s| s.trim().to_string()).collect()),
-                    None => fail("--only needs a list: launch,breakdown,many,tree,timeout"),
+                    None => {
+                        fail("--only needs a list: launch,breakdown,many,tree,timeout,watchdog")
+                    }
                 },
                 // cargo passes --bench to a harness = false bench.
                 "--bench" => {}
@@ -240,6 +246,8 @@ mod bench {
         Ratio(f64),
         /// Our median at most this many milliseconds.
         MaxMs(f64),
+        /// Every one of our samples (the maximum) at most this many milliseconds.
+        MaxAllMs(f64),
         /// Reported, no target.
         Info,
     }
@@ -266,6 +274,7 @@ mod bench {
             match self.target {
                 Target::Ratio(r) => Some(self.ratio().is_some_and(|x| x <= r)),
                 Target::MaxMs(m) => Some(self.ours.median <= m),
+                Target::MaxAllMs(m) => Some(self.ours.max <= m),
                 Target::Info => None,
             }
         }
@@ -274,6 +283,7 @@ mod bench {
             match self.target {
                 Target::Ratio(r) => format!("ratio <= {r}"),
                 Target::MaxMs(m) => format!("<= {} ms", num(m)),
+                Target::MaxAllMs(m) => format!("max <= {} ms", num(m)),
                 Target::Info => "-".into(),
             }
         }
@@ -283,6 +293,7 @@ mod bench {
                 "key": self.key,
                 "figure": self.name,
                 "unit": "ms",
+                "better": "lower",
                 "ours": self.ours.json(),
                 "baseline": self.base.map(|b| b.json()),
                 "baseline_is": self.base_what,
@@ -357,6 +368,8 @@ mod bench {
         work: PathBuf,
         sleep: PathBuf,
         bash: PathBuf,
+        /// The real python3 (not a version manager's shim), for the watchdog figure.
+        python: Option<PathBuf>,
         quick: bool,
         mechanisms: Vec<String>,
     }
@@ -396,6 +409,10 @@ mod bench {
     }
 
     fn new_sup(ctx: &Ctx, refresh: Duration) -> Res<Supervisor> {
+        new_sup_with(ctx, refresh, true)
+    }
+
+    fn new_sup_with(ctx: &Ctx, refresh: Duration, use_cgroups: bool) -> Res<Supervisor> {
         Supervisor::new(SupervisorOptions {
             data_dir: ctx.root.join("data"),
             audit_log: ctx.root.join("audit.log"),
@@ -404,7 +421,7 @@ mod bench {
             warn_ratio: 0.8,
             critical_ratio: 0.95,
             own_all_children: true,
-            use_cgroups: true,
+            use_cgroups,
             docker_host: None,
         })
         .map_err(|e| format!("cannot start a supervisor: {e}"))
@@ -1281,6 +1298,239 @@ mod bench {
         Ok(())
     }
 
+    // ---------------------------------------------------------------- 5. watchdog precision
+
+    /// The memory limit of the watchdog figure.
+    const WATCH_LIMIT: u64 = 64 << 20;
+    /// Grows by 2 MiB every 10 ms (every page written), up to 768 MiB, then idles.
+    const GROW_SCRIPT: &str = "import time\nb = []\nwhile len(b) < 384:\n    b.append(b'\\x01' * (2 << 20))\n    time.sleep(0.01)\ntime.sleep(60)\n";
+
+    /// The interpreter that `python3` on PATH really runs (a pyenv shim is a bash script).
+    fn real_python() -> Option<PathBuf> {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        p.canonicalize().ok().filter(|p| p.is_file())
+    }
+
+    /// Resident bytes of `pid` (VmRSS of /proc/PID/status); None once it is gone or a zombie.
+    fn vm_rss(pid: i32) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    }
+
+    /// A thread polling the VmRSS of `pid` every millisecond: the first instant it was seen
+    /// above `limit`, or None if the process ended (or 30 s passed) first.
+    fn crossing_watcher(pid: i32, limit: u64) -> std_mpsc::Receiver<Option<Instant>> {
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(30);
+            loop {
+                match vm_rss(pid) {
+                    Some(b) if b > limit => {
+                        let _ = tx.send(Some(Instant::now()));
+                        return;
+                    }
+                    Some(_) if Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    _ => {
+                        let _ = tx.send(None);
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// A pseudo-random part of `max` (so that launches fall at every phase of the refresh).
+    fn jitter(seed: &mut u64, max: Duration) -> Duration {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        max.mul_f64((*seed >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// The baseline: the same program as a bare child, watched by a plain loop at the same
+    /// refresh (first look after `phase`): read /proc/PID/stat, SIGKILL once the resident size
+    /// is past the limit, wait(). Milliseconds from the crossing to wait() returning.
+    fn bare_watchdog(python: &Path, refresh: Duration, phase: Duration) -> Res<f64> {
+        let mut child = Command::new(python)
+            .args(["-c", GROW_SCRIPT])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("baseline python3: {e}"))?;
+        let pid = child.id() as i32;
+        let crossing = crossing_watcher(pid, WATCH_LIMIT);
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut next = Instant::now() + phase;
+        loop {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next += refresh;
+            let rss = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|t| procfs::parse_stat(&t))
+                .map(|s| s.rss_bytes)
+                .unwrap_or(0);
+            if rss > WATCH_LIMIT || Instant::now() > until {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                break;
+            }
+        }
+        let _ = child.wait();
+        let te = Instant::now();
+        match crossing.recv_timeout(Duration::from_secs(31)) {
+            Ok(Some(tc)) => Ok(ms(te.saturating_duration_since(tc))),
+            _ => Err("watchdog baseline: the agent's memory was never seen past the limit".into()),
+        }
+    }
+
+    async fn fig_watchdog(ctx: &Ctx, rows: &mut Vec<Row>, diag: &mut Value) -> Res<()> {
+        let Some(python) = ctx.python.clone() else {
+            println!("  skipped: no python3 on PATH");
+            diag["watchdog"] = json!({"skipped": "no python3 on PATH"});
+            return Ok(());
+        };
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let mut d = serde_json::Map::new();
+        for (refresh_ms, reps) in [
+            (1000u64, if ctx.quick { 3 } else { 8 }),
+            (100, if ctx.quick { 5 } else { 16 }),
+        ] {
+            let refresh = Duration::from_millis(refresh_ms);
+            // Baseline first, with no supervisor (and so no second reaper) alive.
+            let mut base = vec![];
+            for _ in 0..reps {
+                let phase = jitter(&mut seed, refresh);
+                base.push(bare_watchdog(&python, refresh, phase)?);
+            }
+
+            // Only the watchdog acts: no cgroup, no rlimit (RLIMIT_AS would stop the
+            // allocation with a MemoryError instead).
+            let sup = new_sup_with(ctx, refresh, false)?;
+            let mut rx = sup.subscribe();
+            let (mut ours, mut killing, mut peak) = (vec![], vec![], vec![]);
+            let mut wrong = Vec::new();
+            for r in 0..reps {
+                tokio::time::sleep(jitter(&mut seed, refresh)).await;
+                let agent = format!("bench-watchdog-{refresh_ms}-{r}");
+                let limits = Limits {
+                    memory_bytes: Some(WATCH_LIMIT),
+                    ..std_limits()
+                };
+                let mut sp = spec(
+                    ctx,
+                    &agent,
+                    &python,
+                    &["python3", "-c", GROW_SCRIPT],
+                    limits,
+                );
+                sp.enforce_limits = false;
+                let id = sup.launch(sp).map_err(|e| e.to_string())?;
+                let (_, ev) = wait_for(&mut rx, id, "Launched", |e| is_launched(e, id)).await?;
+                let Event::Launched { pid, .. } = ev else {
+                    return Err("watchdog: expected a Launched event".into());
+                };
+                let crossing = crossing_watcher(pid, WATCH_LIMIT);
+                match until_exit(&mut rx, id).await {
+                    Ok((tk, te, rec)) => {
+                        let tc = crossing
+                            .recv_timeout(Duration::from_secs(31))
+                            .ok()
+                            .flatten()
+                            .ok_or_else(|| {
+                                format!("watchdog run {id}: memory never seen past the limit")
+                            })?;
+                        ours.push(ms(te.saturating_duration_since(tc)));
+                        if let Some(tk) = tk {
+                            killing.push(ms(tk.saturating_duration_since(tc)));
+                        }
+                        peak.push(rec.peak_memory_bytes as f64 / 1048576.0);
+                        if rec.reason != Reason::MemoryLimit
+                            || rec.killed_by != Some(Actor::Watchdog)
+                        {
+                            wrong.push(format!(
+                                "run {id}: {} by {:?}",
+                                rec.reason.as_str(),
+                                rec.killed_by
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        // Never killed: an infinite sample fails the figure.
+                        println!("  warning: {e}");
+                        wrong.push(e);
+                        ours.push(f64::INFINITY);
+                    }
+                }
+            }
+            retire(sup).await;
+            for w in &wrong {
+                println!("  warning: watchdog run ended unexpectedly: {w}");
+            }
+            println!(
+                "  watchdog at {refresh_ms} ms: limit passed -> Killing {} ms, -> Exited {} ms (medians, max {} ms); bare loop {} ms; peak sampled {} MiB against a limit of {} MiB",
+                num(Stats::of(&killing).median),
+                num(Stats::of(&ours).median),
+                num(Stats::of(&ours).max),
+                num(Stats::of(&base).median),
+                num(Stats::of(&peak).median),
+                WATCH_LIMIT >> 20
+            );
+            d.insert(
+                format!("refresh_{refresh_ms}ms"),
+                json!({
+                    "limit_passed_to_killing_event_ms": Stats::of(&killing).json(),
+                    "limit_passed_to_exited_event_ms": Stats::of(&ours).json(),
+                    "peak_memory_sampled_mib": Stats::of(&peak).json(),
+                    "unexpected_endings": wrong,
+                }),
+            );
+            rows.push(Row {
+                key: if refresh_ms == 1000 {
+                    "watchdog_memory_1000ms"
+                } else {
+                    "watchdog_memory_100ms"
+                },
+                name: format!("5. watchdog, refresh {refresh_ms} ms: RSS past limit -> Exited"),
+                ours: Stats::of(&ours),
+                base: Some(Stats::of(&base)),
+                base_what: "bare child; a loop reading /proc/PID/stat once per refresh, SIGKILL past the limit, wait()",
+                target: Target::MaxAllMs(refresh_ms as f64 + 50.0),
+                samples: (ours, base),
+            });
+        }
+        d.insert(
+            "agent".into(),
+            json!({
+                "program": python, "grows": "2 MiB every 10 ms, pages written",
+                "limit_mib": WATCH_LIMIT >> 20,
+                "os_limits": "none: use_cgroups = false, enforce_limits = false",
+                "crossing": "first VmRSS above the limit, /proc/PID/status polled every 1 ms by the bench",
+            }),
+        );
+        diag["watchdog"] = Value::Object(d);
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- main
 
     async fn run(args: &Args, ctx: &mut Ctx) -> Res<(Vec<Row>, Value)> {
@@ -1316,6 +1566,10 @@ mod bench {
             println!("[4] timeout precision ...");
             fig_timeout(ctx, &mut rows, &mut diag).await?;
         }
+        if args.wants("watchdog") {
+            println!("[5] watchdog precision (memory limit, no OS limit) ...");
+            fig_watchdog(ctx, &mut rows, &mut diag).await?;
+        }
         Ok((rows, diag))
     }
 
@@ -1344,6 +1598,7 @@ mod bench {
             work,
             sleep: resolve("sleep"),
             bash: resolve("bash"),
+            python: real_python(),
             quick: args.quick,
             mechanisms: Vec::new(),
         };

@@ -1,0 +1,636 @@
+//! Benchmark of an agent writing 1 GiB to stdout (SPEC section 6), against the same program
+//! writing 1 GiB straight to a file in the same run:
+//!
+//! - ours: the `symbiont` binary, `run --json` on an agent `bash -c 'head -c 1073741824
+//!   /dev/zero'`, in its own process; the speed is 1 GiB over the run's duration as the
+//!   supervisor records it (launch to the `Exited` event). The run's stdout log must then hold
+//!   every byte (its size and content are checked, then it is deleted).
+//! - baseline: `bash -c 'head -c 1073741824 /dev/zero > FILE'`, a bare `Command` spawn + wait.
+//! - the supervisor's peak resident memory during the run (VmHWM of its process, polled every
+//!   5 ms while it runs), against the same supervisor running an agent that writes nothing.
+//!
+//! `cargo bench --bench output [-- --quick] [--json PATH] [--keep]`
+
+fn main() {
+    #[cfg(target_os = "linux")]
+    bench::main();
+    #[cfg(not(target_os = "linux"))]
+    eprintln!("the output benchmark reads /proc; nothing to do here");
+}
+
+#[cfg(target_os = "linux")]
+mod bench {
+    use std::io::{BufRead, BufReader, Read};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+
+    /// What the agent writes.
+    const SIZE: u64 = 1 << 30;
+    const MIB: f64 = 1048576.0;
+    /// Target: at least this share of the speed of writing to a file.
+    const MIN_RATIO: f64 = 0.8;
+    /// Target: supervisor peak resident memory under this, in MiB.
+    const MAX_RSS_MIB: f64 = 64.0;
+
+    type Res<T> = Result<T, String>;
+
+    struct Args {
+        quick: bool,
+        json: PathBuf,
+        keep: bool,
+    }
+
+    fn parse_args() -> Args {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        let mut a = Args {
+            quick: false,
+            json: target.join("bench-output.json"),
+            keep: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(x) = it.next() {
+            match x.as_str() {
+                "--quick" => a.quick = true,
+                "--keep" => a.keep = true,
+                "--json" => match it.next() {
+                    Some(p) => a.json = PathBuf::from(p),
+                    None => fail("--json needs a path"),
+                },
+                "--bench" => {}
+                s => match s.strip_prefix("--json=") {
+                    Some(p) => a.json = PathBuf::from(p),
+                    None => eprintln!("output bench: ignoring argument {s:?}"),
+                },
+            }
+        }
+        a
+    }
+
+    fn fail(msg: &str) -> ! {
+        eprintln!("output bench: {msg}");
+        std::process::exit(2)
+    }
+
+    fn read_trim(p: &str) -> String {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    // ---------------------------------------------------------------- statistics
+
+    #[derive(Clone, Copy)]
+    struct Stats {
+        n: usize,
+        min: f64,
+        p10: f64,
+        median: f64,
+        p90: f64,
+        max: f64,
+    }
+
+    impl Stats {
+        fn of(v: &[f64]) -> Stats {
+            let mut s = v.to_vec();
+            s.sort_by(|a, b| a.total_cmp(b));
+            let n = s.len();
+            if n == 0 {
+                let nan = f64::NAN;
+                return Stats {
+                    n,
+                    min: nan,
+                    p10: nan,
+                    median: nan,
+                    p90: nan,
+                    max: nan,
+                };
+            }
+            let q = |p: f64| s[((n - 1) as f64 * p).round() as usize];
+            let median = if n % 2 == 1 {
+                s[n / 2]
+            } else {
+                (s[n / 2 - 1] + s[n / 2]) / 2.0
+            };
+            Stats {
+                n,
+                min: s[0],
+                p10: q(0.1),
+                median,
+                p90: q(0.9),
+                max: s[n - 1],
+            }
+        }
+
+        fn json(&self) -> Value {
+            json!({
+                "n": self.n, "min": self.min, "p10": self.p10, "median": self.median,
+                "p90": self.p90, "max": self.max,
+            })
+        }
+    }
+
+    fn num(x: f64) -> String {
+        if x.is_nan() {
+            "-".into()
+        } else if x.abs() >= 100.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.2}")
+        }
+    }
+
+    // ---------------------------------------------------------------- /proc
+
+    /// A `Vm*` field of /proc/PID/status in KiB; None once the process is gone or a zombie.
+    fn status_kib(pid: u32, field: &str) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// utime and stime of a process, in clock ticks.
+    fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+        Some((rest.get(11)?.parse().ok()?, rest.get(12)?.parse().ok()?))
+    }
+
+    fn clk_tck() -> f64 {
+        unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+    }
+
+    /// Live processes whose working directory is inside `dir` (agents left behind).
+    fn processes_in(dir: &Path) -> Vec<u32> {
+        let me = std::process::id();
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|&p| p != me)
+                    .filter(|p| {
+                        std::fs::read_link(format!("/proc/{p}/cwd"))
+                            .is_ok_and(|c| c.starts_with(dir))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Size of `path` and whether every byte of it is zero.
+    fn check_zeros(path: &Path) -> Res<(u64, bool)> {
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut total, mut zero) = (0u64, true);
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if zero && buf[..n].iter().any(|&b| b != 0) {
+                zero = false;
+            }
+        }
+        Ok((total, zero))
+    }
+
+    // ---------------------------------------------------------------- the two sides
+
+    struct Scratch {
+        root: PathBuf,
+        cfg: PathBuf,
+        writer: PathBuf,
+        silent: PathBuf,
+        bash: PathBuf,
+    }
+
+    fn scratch(root: &Path) -> Res<Scratch> {
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let cfg = root.join("config.toml");
+        let w = |p: &Path, text: String| {
+            std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        w(
+            &cfg,
+            format!(
+                "[security]\nallow_native_execution = true\n\
+                 [native_execution]\nworking_directory = \"{}\"\nallowed_executables = [\"bash\"]\n\
+                 max_execution_time_seconds = 600\n\
+                 [supervisor]\ndata_dir = \"{}\"\n",
+                work.display(),
+                root.join("data").display()
+            ),
+        )?;
+        let writer = root.join("writer.dsl");
+        w(
+            &writer,
+            format!("agent Writer {{ security {{ tier: None }} on start {{ execute_native(\"bash -c 'head -c {SIZE} /dev/zero'\") }} }}\n"),
+        )?;
+        let silent = root.join("silent.dsl");
+        w(
+            &silent,
+            "agent Silent { security { tier: None } on start { execute_native(\"bash -c 'sleep 1'\") } }\n"
+                .into(),
+        )?;
+        let bash = ["/bin/bash", "/usr/bin/bash"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or("bash not found")?;
+        Ok(Scratch {
+            root: root.to_path_buf(),
+            cfg,
+            writer,
+            silent,
+            bash,
+        })
+    }
+
+    /// The baseline: the program writing straight to a file (or, with `relay`, through a pipe
+    /// to `cat`, which writes the file: the cost of one pipe hop, for the diagnostics).
+    /// Seconds, spawn to wait().
+    fn to_file(sc: &Scratch, relay: bool) -> Res<f64> {
+        let file = sc.root.join("baseline.out");
+        settle();
+        let t = Instant::now();
+        let st = Command::new(&sc.bash)
+            .arg("-c")
+            .arg(format!(
+                "head -c {SIZE} /dev/zero {}> '{}'",
+                if relay { "| cat " } else { "" },
+                file.display()
+            ))
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("baseline bash: {e}"))?;
+        let secs = t.elapsed().as_secs_f64();
+        let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&file);
+        if !st.success() || len != SIZE {
+            return Err(format!("baseline: {st}, wrote {len} of {SIZE} bytes"));
+        }
+        Ok(secs)
+    }
+
+    /// One `symbiont run --json` in its own process.
+    struct SupRun {
+        /// The run's duration as the supervisor recorded it (launch to Exited).
+        run_secs: f64,
+        /// Spawn of the supervisor process to its `exited` event line, seen here.
+        wall_secs: f64,
+        /// Peak resident memory of the supervisor process, MiB.
+        hwm_mib: f64,
+        /// VmHWM polls that found the process.
+        polls: u64,
+        /// CPU time of the supervisor process (user, system), seconds, as last seen.
+        cpu: (f64, f64),
+        stdout_log: PathBuf,
+        exit_code: Option<i32>,
+        reason: String,
+    }
+
+    fn supervised(sc: &Scratch, dsl: &Path) -> Res<SupRun> {
+        settle();
+        let t0 = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_symbiont"))
+            .arg("run")
+            .arg("--json")
+            .arg("--config")
+            .arg(&sc.cfg)
+            .arg(dsl)
+            .current_dir(&sc.root)
+            .env_remove("SYMBIONT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start symbiont: {e}"))?;
+        let pid = child.id();
+        let hwm = Arc::new(AtomicU64::new(0));
+        let polls = Arc::new(AtomicU64::new(0));
+        let ticks = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (hwm, polls, stop, ticks) =
+                (hwm.clone(), polls.clone(), stop.clone(), ticks.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match status_kib(pid, "VmHWM") {
+                        Some(k) => {
+                            hwm.fetch_max(k, Ordering::Relaxed);
+                            polls.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => break,
+                    }
+                    if let Some((u, s)) = cpu_ticks(pid) {
+                        ticks.0.store(u, Ordering::Relaxed);
+                        ticks.1.store(s, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let mut record: Option<Value> = None;
+        let mut wall = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["event"] == "exited" {
+                wall = Some(t0.elapsed().as_secs_f64());
+                // Still alive: it prints the final records next.
+                if let Some(k) = status_kib(pid, "VmHWM") {
+                    hwm.fetch_max(k, Ordering::Relaxed);
+                }
+                record = Some(v["record"].clone());
+            }
+        }
+        let status = child.wait().map_err(|e| format!("wait symbiont: {e}"))?;
+        stop.store(true, Ordering::Relaxed);
+        let _ = poller.join();
+        let err = err_reader.join().unwrap_or_default();
+        let rec = record.ok_or_else(|| {
+            format!(
+                "symbiont ({status}) printed no exited event; stderr: {}",
+                err.trim()
+            )
+        })?;
+        Ok(SupRun {
+            run_secs: rec["duration_secs"].as_f64().unwrap_or(f64::NAN),
+            wall_secs: wall.unwrap_or(f64::NAN),
+            hwm_mib: hwm.load(Ordering::Relaxed) as f64 / 1024.0,
+            polls: polls.load(Ordering::Relaxed),
+            cpu: (
+                ticks.0.load(Ordering::Relaxed) as f64 / clk_tck(),
+                ticks.1.load(Ordering::Relaxed) as f64 / clk_tck(),
+            ),
+            stdout_log: PathBuf::from(rec["stdout_log"].as_str().unwrap_or("")),
+            exit_code: rec["exit_code"].as_i64().map(|c| c as i32),
+            reason: rec["reason"].as_str().unwrap_or("?").to_string(),
+        })
+    }
+
+    /// Every side starts with no dirty page of an earlier one still being written back (the
+    /// writeback of a deleted file's pages otherwise lands in whichever side comes next).
+    fn settle() {
+        unsafe { libc::sync() };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// Deletes a run's log directory.
+    fn remove_run_dir(stdout_log: &Path) {
+        if let Some(d) = stdout_log.parent() {
+            if d.file_name().is_some() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- main
+
+    struct Figures {
+        ours_speed: Vec<f64>,
+        base_speed: Vec<f64>,
+        ours_rss: Vec<f64>,
+        silent_rss: Vec<f64>,
+        wall_speed: Vec<f64>,
+        relay_speed: Vec<f64>,
+        sup_user: Vec<f64>,
+        sup_sys: Vec<f64>,
+        polls: Vec<f64>,
+        log_checks: Vec<Value>,
+    }
+
+    fn measure(sc: &Scratch, reps: usize) -> Res<Figures> {
+        let mut f = Figures {
+            ours_speed: vec![],
+            base_speed: vec![],
+            ours_rss: vec![],
+            silent_rss: vec![],
+            wall_speed: vec![],
+            relay_speed: vec![],
+            sup_user: vec![],
+            sup_sys: vec![],
+            polls: vec![],
+            log_checks: vec![],
+        };
+        let gib = SIZE as f64 / MIB;
+        for r in 0..reps {
+            // The memory baseline, which also warms the binary's pages on the first round.
+            let s = supervised(sc, &sc.silent)?;
+            remove_run_dir(&s.stdout_log);
+            f.silent_rss.push(s.hwm_mib);
+
+            let mut ours = None;
+            let mut base = None;
+            // Alternate which side goes first.
+            for side in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if side == 0 {
+                    base = Some(to_file(sc, false)?);
+                } else {
+                    let o = supervised(sc, &sc.writer)?;
+                    if o.exit_code != Some(0) || o.reason != "exited" {
+                        remove_run_dir(&o.stdout_log);
+                        return Err(format!(
+                            "the writer ended with code {:?}, reason {}",
+                            o.exit_code, o.reason
+                        ));
+                    }
+                    let (len, zero) = check_zeros(&o.stdout_log)?;
+                    remove_run_dir(&o.stdout_log);
+                    f.log_checks.push(json!({"bytes": len, "all_zero": zero}));
+                    if len != SIZE || !zero {
+                        return Err(format!(
+                            "the stdout log holds {len} of {SIZE} bytes (all zero: {zero})"
+                        ));
+                    }
+                    ours = Some(o);
+                }
+            }
+            let (o, b) = (ours.ok_or("no run")?, base.ok_or("no baseline")?);
+            let relay = to_file(sc, true)?;
+            f.relay_speed.push(gib / relay);
+            f.sup_user.push(o.cpu.0);
+            f.sup_sys.push(o.cpu.1);
+            f.ours_speed.push(gib / o.run_secs);
+            f.wall_speed.push(gib / o.wall_secs);
+            f.base_speed.push(gib / b);
+            f.ours_rss.push(o.hwm_mib);
+            f.polls.push(o.polls as f64);
+            println!(
+                "  rep {r}: supervised {} MiB/s ({:.3} s; {:.3} s from process start; supervisor CPU {:.2} s user + {:.2} s system), file {} MiB/s ({b:.3} s), head | cat > file {} MiB/s; supervisor VmHWM {} MiB, {} MiB with a silent agent",
+                num(gib / o.run_secs),
+                o.run_secs,
+                o.wall_secs,
+                o.cpu.0,
+                o.cpu.1,
+                num(gib / b),
+                num(gib / relay),
+                num(o.hwm_mib),
+                num(s.hwm_mib)
+            );
+        }
+        Ok(f)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn figure(
+        key: &str,
+        name: &str,
+        unit: &str,
+        better: &str,
+        ours: &[f64],
+        base: &[f64],
+        base_what: &str,
+        target: &str,
+        pass: impl Fn(&Stats, f64) -> bool,
+    ) -> Value {
+        let (o, b) = (Stats::of(ours), Stats::of(base));
+        let ratio = o.median / b.median;
+        let ratio = ratio.is_finite().then_some(ratio);
+        json!({
+            "key": key, "figure": name, "unit": unit, "better": better,
+            "ours": o.json(), "baseline": b.json(), "baseline_is": base_what,
+            "ratio": ratio, "target": target,
+            "pass": o.n > 0 && pass(&o, ratio.unwrap_or(f64::NAN)),
+            "samples": {"ours": ours, "baseline": base},
+        })
+    }
+
+    pub fn main() {
+        let args = parse_args();
+        let facts = json!({
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "load_average": read_trim("/proc/loadavg"),
+            "kernel": read_trim("/proc/sys/kernel/osrelease"),
+        });
+        let root = std::env::temp_dir().join(format!("symbiont-bench-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let reps = if args.quick { 2 } else { 5 };
+        println!(
+            "symbiont output benchmark ({}): an agent writing 1 GiB to stdout, {reps} rounds; scratch {}",
+            if args.quick { "quick" } else { "full" },
+            root.display()
+        );
+        let started = Instant::now();
+        let result = scratch(&root).and_then(|sc| measure(&sc, reps));
+        std::thread::sleep(Duration::from_millis(200));
+        let left = processes_in(&root);
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        let (figures, diag, error) = match result {
+            Ok(f) => {
+                let speed = figure(
+                    "stdout_1gib_speed",
+                    "6. agent writes 1 GiB to stdout: speed supervised",
+                    "MiB/s",
+                    "higher",
+                    &f.ours_speed,
+                    &f.base_speed,
+                    "bash -c 'head -c 1073741824 /dev/zero > FILE', bare Command spawn + wait",
+                    &format!("ratio >= {MIN_RATIO}"),
+                    |_, r| r >= MIN_RATIO,
+                );
+                let rss = figure(
+                    "stdout_1gib_supervisor_rss",
+                    "6b. supervisor peak RSS while it does",
+                    "MiB",
+                    "lower",
+                    &f.ours_rss,
+                    &f.silent_rss,
+                    "VmHWM of the same supervisor running an agent that writes nothing (sleep 1)",
+                    &format!("max < {MAX_RSS_MIB} MiB"),
+                    |o, _| o.max < MAX_RSS_MIB,
+                );
+                let diag = json!({
+                    "bytes": SIZE,
+                    "speed_from_supervisor_process_start_mib_s": Stats::of(&f.wall_speed).json(),
+                    "pipe_relay_head_cat_to_file_mib_s": Stats::of(&f.relay_speed).json(),
+                    "supervisor_process_cpu_user_secs": Stats::of(&f.sup_user).json(),
+                    "supervisor_process_cpu_system_secs": Stats::of(&f.sup_sys).json(),
+                    "vmhwm_polls_per_run": Stats::of(&f.polls).json(),
+                    "stdout_log_checks": f.log_checks,
+                    "ours": "symbiont run --json on an agent bash -c 'head -c 1073741824 /dev/zero'; speed = 1 GiB / the record's duration_secs (launch to Exited)",
+                });
+                (vec![speed, rss], diag, None)
+            }
+            Err(e) => (vec![], json!({}), Some(e)),
+        };
+        println!();
+        for fig in &figures {
+            let o = &fig["ours"];
+            let b = &fig["baseline"];
+            let f = |v: &Value| num(v.as_f64().unwrap_or(f64::NAN));
+            println!(
+                "{:<52} ours {} {} [{}..{}]  baseline {} {}  ratio {}  target {}  {}",
+                fig["figure"].as_str().unwrap_or(""),
+                f(&o["median"]),
+                fig["unit"].as_str().unwrap_or(""),
+                f(&o["min"]),
+                f(&o["max"]),
+                f(&b["median"]),
+                fig["unit"].as_str().unwrap_or(""),
+                fig["ratio"]
+                    .as_f64()
+                    .map(|r| format!("{r:.2}x"))
+                    .unwrap_or_else(|| "-".into()),
+                fig["target"].as_str().unwrap_or(""),
+                if fig["pass"] == true { "PASS" } else { "FAIL" }
+            );
+        }
+        println!(
+            "leftover processes in the scratch directory: {}",
+            left.len()
+        );
+        let out = json!({
+            "bench": "output",
+            "mode": if args.quick { "quick" } else { "full" },
+            "machine": facts,
+            "load_average_end": read_trim("/proc/loadavg"),
+            "figures": figures,
+            "diagnostics": diag,
+            "leftovers": {"processes": left.len()},
+            "error": error,
+            "elapsed_secs": started.elapsed().as_secs_f64(),
+        });
+        if let Some(dir) = args.json.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::write(
+            &args.json,
+            serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
+        ) {
+            Ok(()) => println!("results: {}", args.json.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", args.json.display()),
+        }
+        if let Some(e) = error {
+            eprintln!("output bench failed: {e}");
+            std::process::exit(1);
+        }
+        if !left.is_empty() {
+            std::process::exit(1);
+        }
+    }
+}
