@@ -30,26 +30,53 @@ impl Tail {
         }
     }
 
+    /// Appends a chunk. Only the lines that can still be held are built: a chunk of many
+    /// thousand lines costs one SIMD newline count and the last `max_lines` lines.
     pub fn push(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
-        let mut rest = data;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            let take = nl.min(MAX_LINE.saturating_sub(self.partial.len()));
-            self.partial.extend_from_slice(&rest[..take]);
+        // The last `max_lines` newlines of the chunk, in order.
+        let mut ends: Vec<usize> = memchr::memrchr_iter(b'\n', data)
+            .take(self.max_lines)
+            .collect();
+        ends.reverse();
+        let Some(&first_end) = ends.first() else {
+            self.extend_partial(data);
+            return;
+        };
+        // Is `first_end` the chunk's first newline? Then its line starts with the partial line.
+        let before = memchr::memrchr(b'\n', &data[..first_end]);
+        let skipped = match before {
+            None => 0,
+            Some(_) => memchr::memchr_iter(b'\n', &data[..first_end]).count(),
+        };
+        self.line_count += (skipped + ends.len()) as u64;
+        let mut start = match before {
+            None => 0,
+            Some(p) => {
+                // The partial line ended inside the skipped part, with lines no one can see.
+                self.partial.clear();
+                p + 1
+            }
+        };
+        for e in ends {
+            self.extend_partial(&data[start..e]);
             let line = String::from_utf8_lossy(&self.partial)
                 .trim_end_matches('\r')
                 .to_string();
             self.partial.clear();
-            self.line_count += 1;
             if self.lines.len() == self.max_lines {
                 self.lines.pop_front();
             }
             self.lines.push_back(line);
-            rest = &rest[nl + 1..];
+            start = e + 1;
         }
+        self.extend_partial(&data[start..]);
+    }
+
+    fn extend_partial(&mut self, data: &[u8]) {
         let room = MAX_LINE.saturating_sub(self.partial.len());
         self.partial
-            .extend_from_slice(&rest[..rest.len().min(room)]);
+            .extend_from_slice(&data[..data.len().min(room)]);
     }
 
     /// The last `n` lines, an unfinished last line included.
@@ -106,6 +133,7 @@ pub async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut log: File, tail: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::Just;
 
     #[test]
     fn keeps_only_the_last_lines() {
@@ -116,6 +144,53 @@ mod tests {
         assert_eq!(t.last(2), vec!["d", "ef"]);
         assert_eq!(t.line_count, 5);
         assert_eq!(t.bytes, 11);
+    }
+
+    /// The straightforward line splitter the fast one must agree with.
+    fn naive(chunks: &[Vec<u8>], max_lines: usize) -> (Vec<String>, u64, u64) {
+        let mut lines: Vec<String> = Vec::new();
+        let mut partial: Vec<u8> = Vec::new();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for c in chunks {
+            bytes += c.len() as u64;
+            for &b in c {
+                if b == b'\n' {
+                    lines.push(
+                        String::from_utf8_lossy(&partial)
+                            .trim_end_matches('\r')
+                            .to_string(),
+                    );
+                    partial.clear();
+                    count += 1;
+                } else if partial.len() < MAX_LINE {
+                    partial.push(b);
+                }
+            }
+        }
+        let keep = lines.len().saturating_sub(max_lines);
+        let mut out = lines.split_off(keep);
+        if !partial.is_empty() {
+            out.push(String::from_utf8_lossy(&partial).to_string());
+        }
+        (out, count, bytes)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 100, failure_persistence: None, ..Default::default() })]
+        #[test]
+        fn agrees_with_the_naive_splitter(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prop_oneof![Just(b'\n'), Just(b'a'), Just(b'\r'), proptest::num::u8::ANY], 0..300), 0..12),
+            max_lines in 1usize..6,
+        ) {
+            let mut t = Tail::new(max_lines);
+            for c in &chunks {
+                t.push(c);
+            }
+            let (lines, count, bytes) = naive(&chunks, max_lines);
+            proptest::prop_assert_eq!(t.last(usize::MAX), lines);
+            proptest::prop_assert_eq!(t.line_count, count);
+            proptest::prop_assert_eq!(t.bytes, bytes);
+        }
     }
 
     #[test]
