@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::{sleep_until, Instant};
 
-use super::run::{lock, open_log, publish, watch_run, RunParts};
+use super::run::{lock, open_log, publish, watch_run, Outputs, RunParts};
 use super::{Actor, Control, Event, Inner, Reason, RunId, RunRecord, RunSpec, RunState, Sig};
 use crate::runner::container::{
     ContainerExit, ContainerSpec, Output, LABEL_PID, LABEL_RUN, LABEL_SUPERVISOR,
@@ -31,15 +31,12 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
     } = parts;
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let (stdout_log, stderr_log, stdout_tail, stderr_tail) = {
-        let s = lock(&status);
-        (
-            s.stdout_log.clone(),
-            s.stderr_log.clone(),
-            s.stdout.clone(),
-            s.stderr.clone(),
-        )
-    };
+    let Outputs {
+        stdout_log,
+        stderr_log,
+        stdout_tail,
+        stderr_tail,
+    } = Outputs::of(&status);
     let emit = |e: Event| {
         let _ = inner.events.send(e);
     };

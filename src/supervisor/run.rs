@@ -111,6 +111,26 @@ fn user_process_count(uid: u32) -> u64 {
     }
 }
 
+/// Where a run's output goes: its two log files and its two in-memory tails.
+pub(super) struct Outputs {
+    pub stdout_log: std::path::PathBuf,
+    pub stderr_log: std::path::PathBuf,
+    pub stdout_tail: super::output::SharedTail,
+    pub stderr_tail: super::output::SharedTail,
+}
+
+impl Outputs {
+    pub(super) fn of(status: &Arc<Mutex<RunStatus>>) -> Outputs {
+        let s = lock(status);
+        Outputs {
+            stdout_log: s.stdout_log.clone(),
+            stderr_log: s.stderr_log.clone(),
+            stdout_tail: s.stdout.clone(),
+            stderr_tail: s.stderr.clone(),
+        }
+    }
+}
+
 /// The channels and shared state of one run.
 pub(super) struct RunParts {
     pub status: Arc<Mutex<RunStatus>>,
@@ -130,15 +150,12 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
     } = parts;
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let (stdout_log, stderr_log, stdout_tail, stderr_tail) = {
-        let s = lock(&status);
-        (
-            s.stdout_log.clone(),
-            s.stderr_log.clone(),
-            s.stdout.clone(),
-            s.stderr.clone(),
-        )
-    };
+    let Outputs {
+        stdout_log,
+        stderr_log,
+        stdout_tail,
+        stderr_tail,
+    } = Outputs::of(&status);
     let emit = |e: Event| {
         let _ = inner.events.send(e);
     };
