@@ -77,9 +77,24 @@ impl ContainerRuntime {
         let host = docker_host
             .map(str::to_string)
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        let docker = if host.starts_with("unix://") || host.starts_with('/') {
-            Docker::connect_with_unix(&host, 120, bollard::API_DEFAULT_VERSION)
+            .unwrap_or_else(|| {
+                if cfg!(windows) {
+                    "npipe:////./pipe/docker_engine"
+                } else {
+                    "unix:///var/run/docker.sock"
+                }
+                .to_string()
+            });
+        #[cfg(unix)]
+        let local = host.starts_with("unix://") || host.starts_with('/');
+        #[cfg(windows)]
+        let local = host.starts_with("npipe://");
+        let docker = if local {
+            #[cfg(unix)]
+            let d = Docker::connect_with_unix(&host, 120, bollard::API_DEFAULT_VERSION);
+            #[cfg(windows)]
+            let d = Docker::connect_with_named_pipe(&host, 120, bollard::API_DEFAULT_VERSION);
+            d
         } else {
             Docker::connect_with_http(&host, 120, bollard::API_DEFAULT_VERSION)
         }

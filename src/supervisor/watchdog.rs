@@ -98,10 +98,12 @@ struct Probe {
 }
 
 fn pread_string(f: &File, buf: &mut Vec<u8>) -> Option<usize> {
-    use std::os::unix::fs::FileExt;
     buf.clear();
     buf.resize(4096, 0);
-    let n = f.read_at(buf, 0).ok()?;
+    #[cfg(unix)]
+    let n = std::os::unix::fs::FileExt::read_at(f, buf, 0).ok()?;
+    #[cfg(windows)]
+    let n = std::os::windows::fs::FileExt::seek_read(f, buf, 0).ok()?;
     buf.truncate(n);
     Some(n)
 }
