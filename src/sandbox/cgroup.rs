@@ -383,19 +383,26 @@ impl RunCgroup {
         // group already counts CPU time and freezes, so v1 cpuacct and freezer are then spared.
         let none = None;
         let v2 = roots.v2.is_some();
+        // Filled one group at a time: if one cannot be made, dropping `cg` removes the others.
         let mut cg = RunCgroup {
-            v2: mk(&roots.v2)?,
-            memory: mk(&roots.memory)?,
-            pids: mk(&roots.pids)?,
-            cpu: mk(if enforce && limits.cpu_cores.is_some() {
-                &roots.cpu
-            } else {
-                &none
-            })?,
-            cpuacct: mk(if v2 { &none } else { &roots.cpuacct })?,
-            freezer: mk(if v2 { &none } else { &roots.freezer })?,
+            v2: None,
+            memory: None,
+            pids: None,
+            cpu: None,
+            cpuacct: None,
+            freezer: None,
             enforced: Enforced::default(),
         };
+        cg.v2 = mk(&roots.v2)?;
+        cg.memory = mk(&roots.memory)?;
+        cg.pids = mk(&roots.pids)?;
+        cg.cpu = mk(if enforce && limits.cpu_cores.is_some() {
+            &roots.cpu
+        } else {
+            &none
+        })?;
+        cg.cpuacct = mk(if v2 { &none } else { &roots.cpuacct })?;
+        cg.freezer = mk(if v2 { &none } else { &roots.freezer })?;
         cg.enforced.tree = cg.v2.is_some() || cg.memory.is_some() || cg.pids.is_some();
         if enforce {
             if let Some(bytes) = limits.memory_bytes {
