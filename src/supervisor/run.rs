@@ -454,13 +454,13 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         .max(sampled_cpu)
         .max(finished_cpu_ns);
     let oom = tree.oom_kills() > 0;
+    // Removing the groups may wait for the kernel to empty them: off the async workers.
     #[cfg(target_os = "linux")]
     {
-        let mut c = tree.cgroup.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cg) = c.as_mut() {
-            cg.destroy();
+        let cg = tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut cg) = cg {
+            let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
         }
-        *c = None;
     }
     let signal = last.and_then(|e| e.signal);
     let (reason, killed_by) = if failed_to_start {
