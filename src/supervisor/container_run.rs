@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::{sleep_until, Instant};
 
-use super::run::{lock, open_log, publish, watch_run, Outputs, RunParts};
+use super::run::{base_record, lock, open_log, publish, watch_run, Outputs, RunParts};
 use super::{Actor, Control, Event, Inner, Reason, RunId, RunRecord, RunSpec, RunState, Sig};
 use crate::runner::container::{
     ContainerExit, ContainerSpec, Output, LABEL_PID, LABEL_RUN, LABEL_SUPERVISOR,
@@ -255,32 +255,16 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         (s.peak_rss_bytes, s.peak_processes, s.cpu_ns)
     };
     let record = Arc::new(RunRecord {
-        run_id: id,
-        agent: spec.agent.clone(),
-        trigger: spec.trigger.clone(),
-        tier: spec.tier,
         pid: first_pid,
         container_id,
-        argv: if argv_run.is_empty() {
-            spec.steps[0].argv.clone()
-        } else {
-            argv_run
-        },
-        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
-        ended_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        duration_secs: started.elapsed().as_secs_f64(),
         exit_code: last.map(|e| e.code as i32),
-        signal: None,
         reason,
         killed_by,
         message,
         peak_memory_bytes: peak_rss,
         cpu_seconds: cpu_ns as f64 / 1e9,
         processes: peak_procs.max(u64::from(first_pid.is_some())),
-        stdout_tail: stdout_tail.lock().map(|t| t.last(20)).unwrap_or_default(),
-        stderr_tail: stderr_tail.lock().map(|t| t.last(20)).unwrap_or_default(),
-        stdout_log,
-        stderr_log,
+        ..base_record(id, &spec, &status, started_at, started, argv_run)
     });
     publish(&inner, &status, &done, record);
 }

@@ -131,6 +131,48 @@ impl Outputs {
     }
 }
 
+/// The part of a run's record that every tier fills the same way: who, when, argv, output.
+/// The caller fills how it ended.
+pub(super) fn base_record(
+    id: RunId,
+    spec: &RunSpec,
+    status: &Arc<Mutex<RunStatus>>,
+    started_at: SystemTime,
+    started: Instant,
+    argv_run: Vec<String>,
+) -> RunRecord {
+    let o = Outputs::of(status);
+    let tail = |t: &super::output::SharedTail| t.lock().map(|t| t.last(20)).unwrap_or_default();
+    RunRecord {
+        run_id: id,
+        agent: spec.agent.clone(),
+        trigger: spec.trigger.clone(),
+        tier: spec.tier,
+        pid: None,
+        container_id: None,
+        argv: if argv_run.is_empty() {
+            spec.steps[0].argv.clone()
+        } else {
+            argv_run
+        },
+        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+        ended_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        duration_secs: started.elapsed().as_secs_f64(),
+        exit_code: None,
+        signal: None,
+        reason: Reason::Exited,
+        killed_by: None,
+        message: None,
+        peak_memory_bytes: 0,
+        cpu_seconds: 0.0,
+        processes: 0,
+        stdout_tail: tail(&o.stdout_tail),
+        stderr_tail: tail(&o.stderr_tail),
+        stdout_log: o.stdout_log,
+        stderr_log: o.stderr_log,
+    }
+}
+
 /// The channels and shared state of one run.
 pub(super) struct RunParts {
     pub status: Arc<Mutex<RunStatus>>,
@@ -481,26 +523,8 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
     } else {
         (Reason::Exited, None)
     };
-    let ended_at = SystemTime::now();
-    let (out_tail, err_tail) = (
-        stdout_tail.lock().map(|t| t.last(20)).unwrap_or_default(),
-        stderr_tail.lock().map(|t| t.last(20)).unwrap_or_default(),
-    );
     let record = Arc::new(RunRecord {
-        run_id: id,
-        agent: spec.agent.clone(),
-        trigger: spec.trigger.clone(),
-        tier: spec.tier,
         pid: first_pid,
-        container_id: None,
-        argv: if argv_run.is_empty() {
-            spec.steps[0].argv.clone()
-        } else {
-            argv_run
-        },
-        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
-        ended_at: humantime::format_rfc3339_millis(ended_at).to_string(),
-        duration_secs: started.elapsed().as_secs_f64(),
         exit_code: last.and_then(|e| e.code),
         signal: signal.map(signal_name),
         reason,
@@ -509,10 +533,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         peak_memory_bytes: peak_rss,
         cpu_seconds: cpu_ns as f64 / 1e9,
         processes: peak_procs.max(u64::from(first_pid.is_some())),
-        stdout_tail: out_tail,
-        stderr_tail: err_tail,
-        stdout_log,
-        stderr_log,
+        ..base_record(id, &spec, &status, started_at, started, argv_run)
     });
     publish(&inner, &status, &done, record);
 }
