@@ -6,8 +6,6 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::NativeExecutionConfig;
-
 /// A refusal, with everything the operator needs to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError(pub String);
@@ -270,15 +268,6 @@ pub fn code_argv(executable: &str, code: &str) -> Vec<String> {
         _ => "-c",
     };
     vec![executable.to_string(), flag.to_string(), code.to_string()]
-}
-
-/// The executable of `native_execution.default_executable`, checked like any other.
-pub fn check_default_executable(
-    native: &NativeExecutionConfig,
-    list: &Allowlist,
-    cwd: &Path,
-) -> Result<PathBuf, PolicyError> {
-    list.resolve(&native.default_executable, cwd)
 }
 
 #[cfg(all(test, unix))]

@@ -15,12 +15,3 @@ pub struct ProcSample {
     pub rss_bytes: u64,
     pub name: String,
 }
-
-/// The whole tree of one agent at one instant.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TreeSample {
-    pub processes: Vec<ProcSample>,
-    pub rss_bytes: u64,
-    /// CPU time of the whole run so far, exited processes included where the OS counts them.
-    pub cpu_ns: u64,
-}

@@ -582,16 +582,6 @@ impl RunCgroup {
         cpu_counter(&self.v2, &self.cpuacct)
     }
 
-    /// The kernel's high-water mark of the group's memory, page cache included.
-    pub fn memory_peak(&self) -> Option<u64> {
-        if let Some(m) = &self.memory {
-            return read_u64(&m.join("memory.max_usage_in_bytes"));
-        }
-        self.v2
-            .as_ref()
-            .and_then(|v2| read_u64(&v2.join("memory.peak")))
-    }
-
     /// Kills what is left, waits for the groups to empty and removes them.
     pub fn destroy(&mut self) {
         let dirs: Vec<PathBuf> = self.dirs().cloned().collect();

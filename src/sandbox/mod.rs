@@ -24,13 +24,3 @@ pub struct Limits {
     /// Largest file the agent may write.
     pub file_size_bytes: Option<u64>,
 }
-
-/// How each limit of a run is enforced, recorded so the operator knows what held.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Enforcement {
-    pub memory: &'static str,
-    pub cpu_time: &'static str,
-    pub cpu_cores: &'static str,
-    pub processes: &'static str,
-    pub tree: &'static str,
-}

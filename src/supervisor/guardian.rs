@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,7 +22,6 @@ const OP_REMOVE: i32 = 2;
 #[derive(Debug)]
 pub struct Guardian {
     pipe: Mutex<std::fs::File>,
-    pid: i32,
 }
 
 impl Guardian {
@@ -63,12 +62,7 @@ impl Guardian {
         let file = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(wr)) };
         Ok(Guardian {
             pipe: Mutex::new(file),
-            pid,
         })
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.pid
     }
 
     fn send(&self, op: i32, pgid: i32) {
@@ -88,11 +82,6 @@ impl Guardian {
 
     pub fn unregister(&self, pgid: i32) {
         self.send(OP_REMOVE, pgid);
-    }
-
-    /// The raw write end, for tests that want to check it is close-on-exec.
-    pub fn fd(&self) -> RawFd {
-        self.pipe.lock().map(|f| f.as_raw_fd()).unwrap_or(-1)
     }
 }
 
