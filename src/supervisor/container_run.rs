@@ -245,7 +245,9 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         (Reason::FailedToStart, None)
     } else if let Some((r, by)) = ending {
         (r, Some(by))
-    } else if last.is_some_and(|e| e.oom_killed) {
+    } else if last.is_some_and(|e| e.oom_killed || (e.code == 137 && l.memory_bytes.is_some())) {
+        // SIGKILL that no one here sent, under a memory limit: the OOM killer. gVisor and podman
+        // on cgroup v1 do not always report OOMKilled, but the exit code holds.
         (Reason::MemoryLimit, Some(Actor::Kernel))
     } else {
         (Reason::Exited, None)
