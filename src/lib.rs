@@ -9,9 +9,9 @@ pub mod headless;
 pub mod runner;
 pub mod sampler;
 pub mod sandbox;
+pub mod stop;
 pub mod supervisor;
 pub mod tier;
-#[cfg(unix)]
 pub mod tui;
 
 pub use config::Config;

@@ -237,23 +237,15 @@ async fn supervise(
     mut events: tokio::sync::broadcast::Receiver<Event>,
     json: bool,
 ) -> Vec<Arc<RunRecord>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigs = [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ]
-    .map(|k| signal(k).ok());
+    let mut stop = symbiont::stop::StopSignals::new().ok();
     let mut stopping = false;
     let all = sup.wait_all();
     tokio::pin!(all);
     let records = loop {
-        let [a, b, c] = &mut sigs;
         let stop = async {
-            tokio::select! {
-                _ = async { a.as_mut().unwrap().recv().await }, if a.is_some() => {}
-                _ = async { b.as_mut().unwrap().recv().await }, if b.is_some() => {}
-                _ = async { c.as_mut().unwrap().recv().await }, if c.is_some() => {}
+            match stop.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {

@@ -45,8 +45,11 @@ pub struct Allowlist {
 
 /// `dir/name` with `dir` canonical: two paths name the same directory entry when these match.
 /// A symlink elsewhere that points at an allowed program is a different entry, and refused.
+/// On Windows names are compared without case, as the file system does.
 fn entry_key(p: &Path) -> Option<(PathBuf, OsString)> {
     let name = p.file_name()?.to_os_string();
+    #[cfg(windows)]
+    let name = OsString::from(name.to_string_lossy().to_lowercase());
     let dir = p
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -105,6 +108,9 @@ impl Allowlist {
             } else {
                 cwd.join(p)
             };
+            // Windows runs `dir\prog` as `dir\prog.exe` (or another PATHEXT extension).
+            #[cfg(windows)]
+            let abs = crate::runner::native::with_pathext(&abs).unwrap_or(abs);
             if !abs.exists() {
                 return Err(PolicyError(format!(
                     "`{argv0}`: no such file (命令未找到: command not found)"
@@ -147,18 +153,9 @@ impl Allowlist {
 }
 
 /// Looks a name up on a PATH value.
+/// Looks a name up on a PATH value (on Windows with the `PATHEXT` extensions).
 pub fn lookup(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
-    #[cfg(unix)]
-    {
-        crate::runner::native::which(name, path_var)
-    }
-    #[cfg(not(unix))]
-    {
-        let path_var = path_var?;
-        std::env::split_paths(path_var)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    }
+    crate::runner::native::which(name, path_var)
 }
 
 /// The agent's complete environment: the passthrough variables from the host, then the

@@ -1,5 +1,6 @@
 //! Bad input (SPEC section 4): every refusal before a run exits 2 with a message that says
 //! where and why, never panics, leaves no process behind and loses nothing earlier runs logged.
+#![cfg(unix)]
 
 mod common;
 

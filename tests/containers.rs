@@ -4,6 +4,7 @@
 //! `$SYMBIONT_TEST_IMAGE` (default `symbiont-busybox:latest`); `scripts/container-runtime`
 //! starts such a daemon. Without one every test here says loudly that it is SKIPPED, and with
 //! `SYMBIONT_REQUIRE_RUNTIMES=1` (set by CI) it fails instead.
+#![cfg(unix)]
 
 mod common;
 

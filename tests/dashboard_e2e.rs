@@ -1,5 +1,6 @@
 //! The real binary in a real pseudo-terminal: the screen is read back through a terminal
 //! emulator (vt100), keys and mouse clicks are typed into it.
+#![cfg(unix)]
 
 mod common;
 

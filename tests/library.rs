@@ -1,5 +1,6 @@
 //! The library: the supervisor driven directly (operator kill, escalation, pause, the audit
 //! log) and the seed's Rust examples, built by cargo and run here.
+#![cfg(unix)]
 
 mod common;
 

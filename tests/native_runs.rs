@@ -1,5 +1,6 @@
 //! Native runs of the real binary: limits the kernel enforces, whole-tree kills, output,
 //! environment policy and the seed's files as written.
+#![cfg(unix)]
 
 mod common;
 

@@ -94,6 +94,29 @@ pub fn default_working_directory() -> PathBuf {
     }
 }
 
+/// The host variables an agent inherits by default. Windows programs need a few system
+/// variables to start at all (`SystemRoot` for sockets and crypto, `PATHEXT`, `TEMP`, ...).
+pub fn default_env_passthrough() -> Vec<String> {
+    if cfg!(windows) {
+        strings(&[
+            "PATH",
+            "PATHEXT",
+            "SystemRoot",
+            "SystemDrive",
+            "windir",
+            "ComSpec",
+            "TEMP",
+            "TMP",
+            "USERPROFILE",
+            "USERNAME",
+            "LANG",
+            "TZ",
+        ])
+    } else {
+        strings(&["PATH", "HOME", "LANG", "TERM", "TZ", "USER"])
+    }
+}
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -111,7 +134,7 @@ impl Default for NativeExecutionConfig {
             allowed_executables: strings(&["bash", "sh", "python3", "python", "node"]),
             max_processes: 256,
             max_file_size_mb: 1024,
-            env_passthrough: strings(&["PATH", "HOME", "LANG", "TERM", "TZ", "USER"]),
+            env_passthrough: default_env_passthrough(),
             kill_grace_seconds: 5.0,
         }
     }

@@ -3,5 +3,8 @@
 pub mod container;
 #[cfg(unix)]
 pub mod native;
+#[cfg(windows)]
+#[path = "native_windows.rs"]
+pub mod native;
 #[cfg(target_os = "linux")]
 mod vfork;

@@ -2,6 +2,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod procfs;
+#[cfg(not(target_os = "linux"))]
+pub mod sys;
 
 /// One process as sampled.
 #[derive(Debug, Clone, PartialEq, Eq)]

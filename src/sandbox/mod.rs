@@ -5,6 +5,8 @@ use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 pub mod cgroup;
+#[cfg(windows)]
+pub mod job;
 #[cfg(unix)]
 pub mod rlimit;
 

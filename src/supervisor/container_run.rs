@@ -121,6 +121,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
             // The container's first process, as the host sees it: sampled like a native tree,
             // and killed by the guardian if the supervisor dies.
             tree.set_main(p);
+            #[cfg(unix)]
             if let Some(g) = &inner.guardian {
                 g.register(p);
             }
@@ -226,6 +227,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pump).await;
         rt.remove(&cid).await;
+        #[cfg(unix)]
         if let (Some(g), Some(p)) = (&inner.guardian, pid) {
             g.unregister(p);
         }

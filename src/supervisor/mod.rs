@@ -3,14 +3,11 @@
 //! its clients, sending commands in and reading the event stream out.
 
 pub mod audit;
-#[cfg(unix)]
 mod container_run;
 #[cfg(unix)]
 pub mod guardian;
 pub mod output;
-#[cfg(unix)]
 pub mod reaper;
-#[cfg(unix)]
 mod run;
 mod tree;
 pub mod watchdog;
@@ -333,7 +330,6 @@ pub(crate) struct Inner {
     roots: crate::sandbox::cgroup::CgroupRoots,
     #[cfg(unix)]
     guardian: Option<guardian::Guardian>,
-    #[cfg(unix)]
     reaper: reaper::Reaper,
     audit: Arc<audit::AuditLog>,
     watch: Mutex<std::sync::mpsc::Sender<watchdog::Watched>>,
@@ -348,7 +344,6 @@ pub(crate) struct Inner {
 impl Inner {
     /// The container daemon, connecting on first use (and sweeping containers that dead
     /// supervisors left). A failure is reported, and retried on the next container run.
-    #[cfg(unix)]
     pub(crate) async fn containers(
         &self,
     ) -> Result<crate::runner::container::ContainerRuntime, String> {
@@ -418,6 +413,9 @@ impl Supervisor {
             let g = guardian::Guardian::start(kill_file.as_deref()).ok();
             (g, reaper::Reaper::start(opts.own_all_children)?)
         };
+        // Windows: each run's job is kill-on-close, so no guardian is needed.
+        #[cfg(windows)]
+        let reaper = reaper::Reaper::start(opts.own_all_children)?;
         let (events, _) = broadcast::channel(4096);
         let (watch_tx, watch_rx) = std::sync::mpsc::channel();
         {
@@ -441,7 +439,6 @@ impl Supervisor {
                 roots,
                 #[cfg(unix)]
                 guardian,
-                #[cfg(unix)]
                 reaper,
                 audit,
                 watch: Mutex::new(watch_tx),
@@ -497,6 +494,15 @@ impl Supervisor {
                 }
             ));
         }
+        #[cfg(windows)]
+        {
+            out.push(
+                "job objects: one per run, kill-on-close (agents die with the supervisor); \
+                 job memory, active-process, CPU-time and CPU-rate limits"
+                    .into(),
+            );
+            out.push("process tree: the run's job object".into());
+        }
         out.push("watchdog: memory, CPU time, process count and timeout".into());
         out
     }
@@ -519,7 +525,6 @@ impl Supervisor {
         self.launch_native(spec)
     }
 
-    #[cfg(unix)]
     fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
         let container = !spec.tier.is_native();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -601,14 +606,6 @@ impl Supervisor {
             tokio::spawn(run::run(inner, id, spec, parts));
         }
         Ok(id)
-    }
-
-    #[cfg(not(unix))]
-    fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
-        Err(LaunchError(format!(
-            "native runs of {} are not available on this platform yet",
-            spec.agent
-        )))
     }
 
     /// Sends a command to a run. Returns false if the run is unknown or already over.

@@ -92,6 +92,15 @@ impl Tail {
 
 pub type SharedTail = Arc<Mutex<Tail>>;
 
+/// Appends one chunk of output to the log and the tail. A full disk must not stall the agent:
+/// the tail still gets the bytes.
+fn deliver(chunk: &[u8], log: &mut File, tail: &SharedTail) {
+    let _ = log.write_all(chunk);
+    if let Ok(mut t) = tail.lock() {
+        t.push(chunk);
+    }
+}
+
 /// Reads `pipe` to its end, appending to `log` and `tail`. Returns the bytes read.
 /// The read buffer is allocated on the first byte: a thousand silent agents cost nothing.
 #[cfg(unix)]
@@ -109,11 +118,7 @@ pub async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut log: File, tail: 
             Ok(0) => break,
             Ok(n) => {
                 total += n as u64;
-                // A full disk must not stall the agent: the tail still gets the bytes.
-                let _ = log.write_all(&buf[..n]);
-                if let Ok(mut t) = tail.lock() {
-                    t.push(&buf[..n]);
-                }
+                deliver(&buf[..n], &mut log, &tail);
             }
             Err(e)
                 if matches!(
@@ -123,6 +128,27 @@ pub async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut log: File, tail: 
             {
                 continue
             }
+            Err(_) => break,
+        }
+    }
+    let _ = log.flush();
+    total
+}
+
+/// Reads `pipe` to its end on the calling (blocking) thread: for pipes without readiness
+/// (Windows' anonymous pipes). Returns the bytes read.
+#[cfg_attr(unix, allow(dead_code))]
+pub fn drain_blocking(mut pipe: impl std::io::Read, mut log: File, tail: SharedTail) -> u64 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                deliver(&buf[..n], &mut log, &tail);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }

@@ -2,7 +2,9 @@
 //! because as a child subreaper it also inherits every orphaned descendant and must reap those
 //! zombies too.
 
+#[cfg(unix)]
 use std::collections::HashMap;
+#[cfg(unix)]
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,18 +20,21 @@ pub struct ExitInfo {
     pub max_rss_bytes: u64,
 }
 
+#[cfg(unix)]
 #[derive(Debug, Default)]
 struct Waiters {
     map: HashMap<i32, oneshot::Sender<ExitInfo>>,
 }
 
 /// Dispatches exit statuses to the tasks waiting for them.
+#[cfg(unix)]
 #[derive(Debug, Clone)]
 pub struct Reaper {
     waiters: Arc<Mutex<Waiters>>,
     reap_all: bool,
 }
 
+#[cfg(unix)]
 impl Reaper {
     /// `reap_all`: this process owns all its children (the binary), so every zombie is reaped;
     /// otherwise (a library inside someone else's program) only the registered pids are.
@@ -93,6 +98,7 @@ impl Reaper {
     }
 }
 
+#[cfg(unix)]
 fn wait_one(pid: i32) -> Option<(i32, ExitInfo)> {
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -124,7 +130,92 @@ pub fn become_subreaper() -> bool {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(unix, not(target_os = "linux")))]
 pub fn become_subreaper() -> bool {
     false
+}
+
+/// On Windows nothing needs reaping: each main process has a small waiter thread that blocks
+/// on its handle and reports its exit code, CPU time and peak working set.
+#[cfg(windows)]
+#[derive(Debug, Clone)]
+pub struct Reaper;
+
+#[cfg(windows)]
+impl Reaper {
+    pub fn start(_reap_all: bool) -> std::io::Result<Reaper> {
+        Ok(Reaper)
+    }
+
+    /// Spawns with `spawn`, then waits for the process on a thread of its own.
+    pub fn spawn_registered<T, E>(
+        &self,
+        spawn: impl FnOnce() -> Result<(i32, T), E>,
+    ) -> Result<(i32, T, oneshot::Receiver<ExitInfo>), E> {
+        use windows_sys::Win32::System::Threading::{
+            OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+        };
+        const SYNCHRONIZE: u32 = 0x0010_0000;
+        let (pid, t) = spawn()?;
+        let (tx, rx) = oneshot::channel();
+        // The caller holds a handle of its own, so the pid cannot have been reused yet.
+        let h = unsafe {
+            OpenProcess(
+                SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
+                0,
+                pid as u32,
+            )
+        };
+        if !h.is_null() {
+            let h = h as usize;
+            let _ = std::thread::Builder::new()
+                .name("symbiont-wait".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let _ = tx.send(wait_process(h as _));
+                });
+        }
+        Ok((pid, t, rx))
+    }
+}
+
+#[cfg(windows)]
+fn wait_process(h: windows_sys::Win32::Foundation::HANDLE) -> ExitInfo {
+    use windows_sys::Win32::Foundation::{CloseHandle, FILETIME};
+    use windows_sys::Win32::System::ProcessStatus::{
+        K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+    };
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, GetProcessTimes, WaitForSingleObject, INFINITE,
+    };
+    unsafe {
+        WaitForSingleObject(h, INFINITE);
+        let mut code = 0u32;
+        let got_code = GetExitCodeProcess(h, &mut code) != 0;
+        let zero = FILETIME {
+            dwLowDateTime: 0,
+            dwHighDateTime: 0,
+        };
+        let (mut c, mut e, mut k, mut u) = (zero, zero, zero, zero);
+        let ticks = |f: FILETIME| (u64::from(f.dwHighDateTime) << 32) | u64::from(f.dwLowDateTime);
+        let cpu = if GetProcessTimes(h, &mut c, &mut e, &mut k, &mut u) != 0 {
+            Duration::from_nanos((ticks(k) + ticks(u)).saturating_mul(100))
+        } else {
+            Duration::ZERO
+        };
+        let mut m: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        m.cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        let peak = if K32GetProcessMemoryInfo(h, &mut m, m.cb) != 0 {
+            m.PeakWorkingSetSize as u64
+        } else {
+            0
+        };
+        CloseHandle(h);
+        ExitInfo {
+            code: got_code.then_some(code as i32),
+            signal: None,
+            cpu,
+            max_rss_bytes: peak,
+        }
+    }
 }

@@ -16,9 +16,16 @@ use super::{
     Sig, TreeHandle,
 };
 use crate::runner::native::{self, NativeLaunch};
+#[cfg(unix)]
 use crate::sandbox::rlimit::RlimitSet;
 
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+#[cfg(unix)]
+const SIGXCPU: i32 = libc::SIGXCPU;
+/// Windows has no signals: no exit is ever "by SIGXCPU".
+#[cfg(windows)]
+const SIGXCPU: i32 = -1;
 
 /// A time no run reaches (for deadlines past what an `Instant` can hold).
 pub(super) fn far_future() -> Instant {
@@ -38,6 +45,7 @@ pub(super) fn lock(s: &Arc<Mutex<RunStatus>>) -> std::sync::MutexGuard<'_, RunSt
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(unix)]
 pub(super) fn signal_name(sig: i32) -> String {
     let name = match sig {
         libc::SIGHUP => "SIGHUP",
@@ -61,6 +69,7 @@ pub(super) fn signal_name(sig: i32) -> String {
 
 /// The rlimits of a run. RLIMIT_AS only where no cgroup limits memory: it breaks the JVM and
 /// WebAssembly in Node, so it is a fallback, never the first choice.
+#[cfg(unix)]
 fn rlimits_for(spec: &RunSpec, cgroup_memory: bool, cgroup_pids: bool) -> RlimitSet {
     let mut rl = RlimitSet::default();
     if !spec.enforce_limits {
@@ -87,6 +96,7 @@ fn rlimits_for(spec: &RunSpec, cgroup_memory: bool, cgroup_pids: bool) -> Rlimit
     rl
 }
 
+#[cfg(unix)]
 fn user_process_count(uid: u32) -> u64 {
     #[cfg(target_os = "linux")]
     {
@@ -227,7 +237,16 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
             }
         }
     }
+    #[cfg(unix)]
     let rlimits = rlimits_for(&spec, cg_memory, cg_pids);
+    // Windows: the run's job object, which every process of the run is in from its start.
+    #[cfg(windows)]
+    match crate::sandbox::job::Job::create(&spec.limits, spec.enforce_limits) {
+        Ok(job) => {
+            let _ = tree.job.set(job);
+        }
+        Err(e) => message = Some(format!("cannot create the run's job object: {e}")),
+    }
     // No CPU quota without a cgroup: pin the agent to as many CPUs as it may use instead.
     #[cfg(target_os = "linux")]
     let affinity = match spec.limits.cpu_cores {
@@ -291,17 +310,26 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         };
         #[cfg(target_os = "linux")]
         let cgroup_fds: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(all(unix, not(target_os = "linux")))]
         let cgroup_fds = Vec::new();
+        #[cfg(windows)]
+        let Some(job) = tree.job.get() else {
+            failed_to_start = true;
+            break;
+        };
         let launch = NativeLaunch {
             program: &step.program,
             argv: &step.argv,
             cwd: &spec.cwd,
             env: &spec.env,
+            #[cfg(unix)]
             cgroup_fds,
+            #[cfg(unix)]
             rlimits,
             #[cfg(target_os = "linux")]
             affinity,
+            #[cfg(windows)]
+            job,
         };
         let spawned = inner
             .reaper
@@ -325,13 +353,15 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                 message = Some(format!(
                     "cannot open the run's log files, output is lost: {e}"
                 ));
+                let null = if cfg!(windows) { "NUL" } else { "/dev/null" };
                 (
-                    File::create("/dev/null").expect("/dev/null"),
-                    File::create("/dev/null").expect("/dev/null"),
+                    File::create(null).expect("the null device"),
+                    File::create(null).expect("the null device"),
                 )
             }
         };
         tree.set_main(pid);
+        #[cfg(unix)]
         if let Some(g) = &inner.guardian {
             g.register(pid);
         }
@@ -363,6 +393,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
             pid,
             argv: step.argv.clone(),
         });
+        #[cfg(unix)]
         let readers = [
             (started_proc.stdout, out_log, stdout_tail.clone()),
             (started_proc.stderr, err_log, stderr_tail.clone()),
@@ -371,6 +402,27 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
             Ok(p) => Some(tokio::spawn(super::output::drain(p, log, tail))),
             Err(_) => None,
         });
+        // Windows' anonymous pipes have no readiness: each is drained on a blocking thread.
+        #[cfg(windows)]
+        let readers = {
+            let native::Started {
+                stdout,
+                stderr,
+                process,
+                ..
+            } = started_proc;
+            let (t1, t2) = (stdout_tail.clone(), stderr_tail.clone());
+            let r = [
+                Some(tokio::task::spawn_blocking(move || {
+                    super::output::drain_blocking(stdout, out_log, t1)
+                })),
+                Some(tokio::task::spawn_blocking(move || {
+                    super::output::drain_blocking(stderr, err_log, t2)
+                })),
+            ];
+            drop(process);
+            r
+        };
 
         let mut exit_rx = exit_rx;
         let exit = loop {
@@ -401,8 +453,8 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                             }
                         }
                         match target {
-                            Some(p) => { if tree.pids_thorough().contains(&p) { unsafe { libc::kill(p, sig.number()) }; } }
-                            None => tree.signal(sig.number()),
+                            Some(p) => { tree.send_to(p, sig); }
+                            None => { tree.send(sig); }
                         }
                         if sig == Sig::Term && target.is_none() {
                             // A second TERM never pushes the escalation back.
@@ -434,7 +486,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                     }));
                     emit(Event::Killing { run_id: id, agent: spec.agent.clone(), by: Actor::Timeout, reason: Reason::Timeout, signal: "TERM" });
                     lock(&status).state = RunState::Stopping;
-                    tree.signal(libc::SIGTERM);
+                    tree.send(Sig::Term);
                     kill_at = Some(Instant::now() + spec.kill_grace);
                 }
                 _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
@@ -450,6 +502,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         // The main process is gone: its pid may be reused from now on, so the tree is found
         // by its group and cgroup only. Whatever it left behind dies with it.
         tree.main_reaped();
+        #[cfg(unix)]
         if let Some(g) = &inner.guardian {
             g.unregister(pid);
         }
@@ -505,6 +558,11 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         }
     }
     let signal = last.and_then(|e| e.signal);
+    #[cfg(unix)]
+    let cpu_signal = signal == Some(libc::SIGXCPU) || signal == Some(libc::SIGKILL);
+    // The job's CPU-time limit ends every process of it with a failure code.
+    #[cfg(windows)]
+    let cpu_signal = last.is_some_and(|e| e.code != Some(0));
     let (reason, killed_by) = if failed_to_start {
         (Reason::FailedToStart, None)
     } else if let Some(e) = &ending {
@@ -513,11 +571,11 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         (e.reason, Some(e.by))
     } else if oom {
         (Reason::MemoryLimit, Some(Actor::Kernel))
-    } else if signal == Some(libc::SIGXCPU)
-        || (signal == Some(libc::SIGKILL)
+    } else if signal == Some(SIGXCPU)
+        || (cpu_signal
             && limits
                 .cpu_seconds
-                .is_some_and(|c| cpu_ns >= c * 1_000_000_000))
+                .is_some_and(|c| cpu_ns >= c.saturating_mul(1_000_000_000)))
     {
         (Reason::CpuLimit, Some(Actor::Kernel))
     } else {
@@ -526,7 +584,10 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
     let record = Arc::new(RunRecord {
         pid: first_pid,
         exit_code: last.and_then(|e| e.code),
+        #[cfg(unix)]
         signal: signal.map(signal_name),
+        #[cfg(windows)]
+        signal: None,
         reason,
         killed_by,
         message,

@@ -1,11 +1,15 @@
 //! The process tree of one run: found through its cgroup where there is one, else through its
-//! process group and the parent links in /proc.
+//! process group and the parent links in /proc; on Windows, through its job object.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 #[cfg(target_os = "linux")]
 use crate::sandbox::cgroup::RunCgroup;
+#[cfg(windows)]
+use crate::sandbox::job::Job;
+
+use super::Sig;
 
 /// Finds, signals and kills every process of one run. Shared by the run task and the
 /// supervisor's `Drop`.
@@ -15,6 +19,9 @@ pub struct TreeHandle {
     pub(crate) cgroup: Mutex<Option<RunCgroup>>,
     #[cfg(not(target_os = "linux"))]
     pub(crate) cgroup: Mutex<Option<()>>,
+    /// The run's job object, set before its first process starts.
+    #[cfg(windows)]
+    pub(crate) job: std::sync::OnceLock<Job>,
     main_pid: AtomicI32,
     pgid: AtomicI32,
     /// `SYMBIONT_RUN=<token>`: in the environment of every process of the run.
@@ -26,6 +33,8 @@ impl TreeHandle {
     pub(crate) fn new(marker: String) -> TreeHandle {
         TreeHandle {
             cgroup: Mutex::new(None),
+            #[cfg(windows)]
+            job: std::sync::OnceLock::new(),
             main_pid: AtomicI32::new(0),
             pgid: AtomicI32::new(0),
             marker,
@@ -68,9 +77,13 @@ impl TreeHandle {
                 .map(|p| p.pid)
                 .collect()
         }
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(windows)]
         {
-            Vec::new()
+            self.job.get().map(Job::pids).unwrap_or_default()
+        }
+        #[cfg(all(unix, not(target_os = "linux")))]
+        {
+            crate::sampler::sys::descendants(self.main_pid())
         }
     }
 
@@ -88,9 +101,47 @@ impl TreeHandle {
         p
     }
 
+    /// Sends `sig` to every process of the run. On Windows, TERM and KILL terminate the job,
+    /// STOP and CONT suspend and resume every thread, and INT and HUP (console events an agent
+    /// without a console never receives) are not delivered: the return is false.
+    pub fn send(&self, sig: Sig) -> bool {
+        #[cfg(unix)]
+        {
+            self.signal(sig.number());
+            true
+        }
+        #[cfg(windows)]
+        match sig {
+            Sig::Term | Sig::Kill => self.job.get().is_some_and(Job::terminate),
+            Sig::Stop | Sig::Cont => {
+                crate::runner::native::set_suspended(&self.pids(), sig == Sig::Stop) > 0
+            }
+            Sig::Int | Sig::Hup => false,
+        }
+    }
+
+    /// Sends `sig` to one process of the run (and to nothing outside it).
+    pub fn send_to(&self, pid: i32, sig: Sig) -> bool {
+        if !self.pids_thorough().contains(&pid) {
+            return false;
+        }
+        #[cfg(unix)]
+        {
+            unsafe { libc::kill(pid, sig.number()) == 0 }
+        }
+        #[cfg(windows)]
+        match sig {
+            Sig::Term | Sig::Kill => crate::runner::native::terminate_pid(pid),
+            Sig::Stop | Sig::Cont => {
+                crate::runner::native::set_suspended(&[pid], sig == Sig::Stop) > 0
+            }
+            Sig::Int | Sig::Hup => false,
+        }
+    }
+
     /// Sends a signal to every process of the run.
     #[cfg(unix)]
-    pub fn signal(&self, sig: i32) {
+    fn signal(&self, sig: i32) {
         let pg = self.pgid.load(Ordering::SeqCst);
         #[cfg(target_os = "linux")]
         {
@@ -115,8 +166,7 @@ impl TreeHandle {
 
     /// SIGKILL to the whole tree, at once.
     pub fn kill_now(&self) {
-        #[cfg(unix)]
-        self.signal(libc::SIGKILL);
+        self.send(Sig::Kill);
     }
 
     /// Whether any process of the run is still alive (zombies not yet reaped count as gone).
@@ -129,11 +179,14 @@ impl TreeHandle {
                 }
             }
         }
+        #[cfg(windows)]
+        if let Some(n) = self.job.get().and_then(Job::active_processes) {
+            return n == 0;
+        }
         self.pids_thorough().iter().all(|&p| is_zombie_or_gone(p))
     }
 
     /// Freezes (pause) or thaws the tree: the cgroup freezer where there is one, else STOP/CONT.
-    #[cfg(unix)]
     pub fn freeze(&self, frozen: bool) {
         #[cfg(target_os = "linux")]
         {
@@ -145,7 +198,7 @@ impl TreeHandle {
                 }
             }
         }
-        self.signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+        self.send(if frozen { Sig::Stop } else { Sig::Cont });
     }
 }
 
@@ -160,6 +213,10 @@ impl TreeHandle {
             .and_then(|c| c.as_ref().map(|c| c.oom_kills()))
         {
             return n;
+        }
+        #[cfg(windows)]
+        if self.job.get().is_some_and(Job::memory_limit_hit) {
+            return 1;
         }
         0
     }
@@ -196,6 +253,10 @@ impl TreeHandle {
             .ok()
             .and_then(|c| c.as_ref().and_then(|c| c.cpu_time()))
         {
+            return Some(t);
+        }
+        #[cfg(windows)]
+        if let Some(t) = self.job.get().and_then(Job::cpu_time) {
             return Some(t);
         }
         None

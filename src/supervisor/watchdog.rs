@@ -92,7 +92,11 @@ struct Probe {
     cpu_v2: bool,
     opened: bool,
     /// `/proc/PID/stat` of each process, with its last CPU time.
+    #[cfg(target_os = "linux")]
     stats: HashMap<i32, (File, u64)>,
+    /// The last CPU time of each process.
+    #[cfg(not(target_os = "linux"))]
+    stats: HashMap<i32, ((), u64)>,
     last_total_ns: Option<u64>,
     last_at: Option<Instant>,
 }
@@ -142,30 +146,41 @@ impl Probe {
         let _ = tree;
     }
 
-    /// One process, through its kept-open `/proc/PID/stat`.
+    /// The processes of the tree: each through its kept-open `/proc/PID/stat`.
     #[cfg(target_os = "linux")]
-    fn read_process(&mut self, pid: i32, buf: &mut Vec<u8>) -> Option<crate::sampler::ProcSample> {
-        let entry = match self.stats.entry(pid) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert((File::open(format!("/proc/{pid}/stat")).ok()?, u64::MAX))
-            }
-        };
-        pread_string(&entry.0, buf)?;
-        std::str::from_utf8(buf)
-            .ok()
-            .and_then(crate::sampler::procfs::parse_stat)
+    fn read_processes(
+        &mut self,
+        pids: &[i32],
+        buf: &mut Vec<u8>,
+    ) -> Vec<crate::sampler::ProcSample> {
+        pids.iter()
+            .filter_map(|&pid| {
+                let entry = match self.stats.entry(pid) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert((File::open(format!("/proc/{pid}/stat")).ok()?, u64::MAX))
+                    }
+                };
+                pread_string(&entry.0, buf)?;
+                std::str::from_utf8(buf)
+                    .ok()
+                    .and_then(crate::sampler::procfs::parse_stat)
+            })
+            .collect()
     }
 
-    /// Per-process figures come from sysinfo on other systems (not yet wired: the watchdog
-    /// there works from the totals it has).
+    /// The processes of the tree, through sysinfo (one refresh for all of them).
     #[cfg(not(target_os = "linux"))]
-    fn read_process(
+    fn read_processes(
         &mut self,
-        _pid: i32,
+        pids: &[i32],
         _buf: &mut Vec<u8>,
-    ) -> Option<crate::sampler::ProcSample> {
-        None
+    ) -> Vec<crate::sampler::ProcSample> {
+        let v = crate::sampler::sys::sample(pids);
+        for p in &v {
+            self.stats.entry(p.pid).or_insert(((), u64::MAX));
+        }
+        v
     }
 
     /// Samples the tree; `None` when the tree did not run since the last sample.
@@ -192,10 +207,8 @@ impl Probe {
         let mut procs = Vec::with_capacity(pids.len());
         let mut rss = 0;
         let mut sum_cpu = 0;
-        for pid in pids {
-            let Some(s) = self.read_process(pid, buf) else {
-                continue;
-            };
+        for s in self.read_processes(&pids, buf) {
+            let pid = s.pid;
             if s.state == 'Z' {
                 continue;
             }

@@ -162,10 +162,7 @@ impl Dashboard {
                 }
             })?;
 
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut stop = crate::stop::StopSignals::new()?;
 
         let sup = &self.supervisor;
         let mut events = sup.subscribe();
@@ -250,9 +247,7 @@ impl Dashboard {
                         break;
                     }
                 }
-                _ = sigterm.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
-                _ = sighup.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
-                _ = sigint.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
+                _ = stop.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
             }
         }
         drop(terminal);

@@ -1,0 +1,87 @@
+//! Sampling through sysinfo where there is no /proc (Windows, macOS): one `System` per
+//! sampling thread, refreshed only for the pids asked about.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use super::ProcSample;
+
+thread_local! {
+    static SYS: RefCell<Option<System>> = const { RefCell::new(None) };
+}
+
+fn with_system<R>(f: impl FnOnce(&mut System) -> R) -> Option<R> {
+    SYS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.is_none() {
+            *s = System::new().ok();
+        }
+        s.as_mut().map(f)
+    })
+}
+
+fn pid_of(p: i32) -> Pid {
+    Pid::from_u32(p as u32)
+}
+
+/// CPU time, resident memory, parent and name of each of `pids` still alive.
+pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
+    with_system(|s| {
+        let list: Vec<Pid> = pids.iter().map(|&p| pid_of(p)).collect();
+        s.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&list),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        pids.iter()
+            .filter_map(|&p| {
+                let pr = s.process(pid_of(p))?;
+                Some(ProcSample {
+                    pid: p,
+                    ppid: pr.parent().map_or(0, |q| q.as_u32() as i32),
+                    pgid: 0,
+                    state: 'R',
+                    cpu_ns: pr.accumulated_cpu_time().saturating_mul(1_000_000),
+                    rss_bytes: pr.memory(),
+                    name: pr.name().to_string_lossy().into_owned(),
+                })
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// `main` and every live descendant of it, by the parent links of the whole process table.
+#[cfg_attr(windows, allow(dead_code))]
+pub fn descendants(main: i32) -> Vec<i32> {
+    if main <= 0 {
+        return Vec::new();
+    }
+    with_system(|s| {
+        s.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing());
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        for (pid, p) in s.processes() {
+            if let Some(pp) = p.parent() {
+                children
+                    .entry(pp.as_u32() as i32)
+                    .or_default()
+                    .push(pid.as_u32() as i32);
+            }
+        }
+        let mut out = Vec::new();
+        if s.process(pid_of(main)).is_some() {
+            let mut todo = vec![main];
+            while let Some(p) = todo.pop() {
+                if out.contains(&p) {
+                    continue;
+                }
+                out.push(p);
+                todo.extend(children.get(&p).into_iter().flatten());
+            }
+        }
+        out
+    })
+    .unwrap_or_default()
+}

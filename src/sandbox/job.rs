@@ -1,0 +1,236 @@
+//! Windows job objects: one per run. Every process of the run is in it (the main process is
+//! assigned while still suspended, and its descendants inherit the job), so the job is the
+//! tree: it lists the pids, counts the CPU time, carries the limits and is killed as a whole.
+//! The job is kill-on-close: when the supervisor dies, for whatever reason, its last handle
+//! closes and the system ends every agent.
+
+use std::io;
+use std::mem::size_of;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::time::Duration;
+
+use windows_sys::Win32::Foundation::HANDLE;
+use windows_sys::Win32::System::JobObjects::{
+    AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
+    JobObjectBasicProcessIdList, JobObjectCpuRateControlInformation,
+    JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
+    TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+    JOBOBJECT_CPU_RATE_CONTROL_INFORMATION, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+    JOB_OBJECT_CPU_RATE_CONTROL_ENABLE, JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP,
+    JOB_OBJECT_LIMIT_ACTIVE_PROCESS, JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION,
+    JOB_OBJECT_LIMIT_JOB_MEMORY, JOB_OBJECT_LIMIT_JOB_TIME, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+};
+
+use super::Limits;
+
+/// The exit code every process of a terminated job gets (what `TerminateJobObject` sets).
+pub const TERMINATED_EXIT_CODE: u32 = 1;
+
+/// Which limits the job itself carries (the watchdog still checks every one of them: Wine, for
+/// one, accepts the memory and CPU-time limits without enforcing them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobEnforced {
+    pub memory: bool,
+    pub processes: bool,
+    pub cpu_time: bool,
+    pub cpu_rate: bool,
+}
+
+/// One run's job object.
+#[derive(Debug)]
+pub struct Job {
+    handle: OwnedHandle,
+    pub enforced: JobEnforced,
+    memory_limit: Option<u64>,
+}
+
+// A job handle may be used from any thread.
+unsafe impl Send for Job {}
+unsafe impl Sync for Job {}
+
+fn check(ok: i32) -> io::Result<()> {
+    if ok == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// 100-nanosecond units, as job objects count time.
+fn ticks(d: Duration) -> i64 {
+    (d.as_nanos() / 100).min(i64::MAX as u128) as i64
+}
+
+impl Job {
+    /// A new, anonymous, non-inheritable job, kill-on-close, with the run's limits when
+    /// `enforce` is on. A limit the system refuses is left to the watchdog.
+    pub fn create(limits: &Limits, enforce: bool) -> io::Result<Job> {
+        let h = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+        if h.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let mut job = Job {
+            handle: unsafe { OwnedHandle::from_raw_handle(h as RawHandle) },
+            enforced: JobEnforced::default(),
+            memory_limit: None,
+        };
+        // Kill-on-close and no error dialog for a crashing agent: both are essential.
+        let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+        info.BasicLimitInformation.LimitFlags =
+            JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION;
+        job.set_limits(&info)?;
+        if !enforce {
+            return Ok(job);
+        }
+        if let Some(m) = limits.memory_bytes {
+            let mut i = info;
+            i.BasicLimitInformation.LimitFlags |= JOB_OBJECT_LIMIT_JOB_MEMORY;
+            i.JobMemoryLimit = usize::try_from(m).unwrap_or(usize::MAX);
+            if job.set_limits(&i).is_ok() {
+                info = i;
+                job.enforced.memory = true;
+                job.memory_limit = Some(m);
+            }
+        }
+        if let Some(n) = limits.max_processes {
+            let mut i = info;
+            i.BasicLimitInformation.LimitFlags |= JOB_OBJECT_LIMIT_ACTIVE_PROCESS;
+            i.BasicLimitInformation.ActiveProcessLimit = u32::try_from(n).unwrap_or(u32::MAX);
+            if job.set_limits(&i).is_ok() {
+                info = i;
+                job.enforced.processes = true;
+            }
+        }
+        if let Some(s) = limits.cpu_seconds {
+            let mut i = info;
+            i.BasicLimitInformation.LimitFlags |= JOB_OBJECT_LIMIT_JOB_TIME;
+            i.BasicLimitInformation.PerJobUserTimeLimit =
+                ticks(Duration::from_secs(s.min(u64::MAX / 1_000_000_000)));
+            if job.set_limits(&i).is_ok() {
+                job.enforced.cpu_time = true;
+            }
+        }
+        if let Some(cores) = limits.cpu_cores {
+            // The rate is in 1/100 of a percent of the whole machine.
+            let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let rate = ((cores / ncpu) * 10_000.0).round().clamp(1.0, 10_000.0) as u32;
+            let mut r: JOBOBJECT_CPU_RATE_CONTROL_INFORMATION = unsafe { std::mem::zeroed() };
+            r.ControlFlags =
+                JOB_OBJECT_CPU_RATE_CONTROL_ENABLE | JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP;
+            r.Anonymous.CpuRate = rate;
+            job.enforced.cpu_rate = unsafe {
+                SetInformationJobObject(
+                    job.raw(),
+                    JobObjectCpuRateControlInformation,
+                    (&r as *const JOBOBJECT_CPU_RATE_CONTROL_INFORMATION).cast(),
+                    size_of::<JOBOBJECT_CPU_RATE_CONTROL_INFORMATION>() as u32,
+                )
+            } != 0;
+        }
+        Ok(job)
+    }
+
+    fn raw(&self) -> HANDLE {
+        self.handle.as_raw_handle() as HANDLE
+    }
+
+    fn set_limits(&self, info: &JOBOBJECT_EXTENDED_LIMIT_INFORMATION) -> io::Result<()> {
+        check(unsafe {
+            SetInformationJobObject(
+                self.raw(),
+                JobObjectExtendedLimitInformation,
+                (info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
+                size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+            )
+        })
+    }
+
+    /// Puts a (still suspended) process into the job.
+    pub fn assign(&self, process: RawHandle) -> io::Result<()> {
+        check(unsafe { AssignProcessToJobObject(self.raw(), process as HANDLE) })
+    }
+
+    /// Ends every process of the job at once.
+    pub fn terminate(&self) -> bool {
+        unsafe { TerminateJobObject(self.raw(), TERMINATED_EXIT_CODE) != 0 }
+    }
+
+    /// The pids of every live process of the job.
+    pub fn pids(&self) -> Vec<i32> {
+        // The list's header is two u32s, then the pids; grow until everything fits.
+        let mut cap = 64usize;
+        loop {
+            let mut buf = vec![0usize; 1 + cap];
+            let bytes = (buf.len() * size_of::<usize>()) as u32;
+            let ok = unsafe {
+                QueryInformationJobObject(
+                    self.raw(),
+                    JobObjectBasicProcessIdList,
+                    buf.as_mut_ptr().cast(),
+                    bytes,
+                    std::ptr::null_mut(),
+                )
+            };
+            let header = buf[0];
+            let assigned = (header & 0xffff_ffff) as usize;
+            let listed = (header >> 32) as usize;
+            if ok == 0 && assigned <= cap {
+                return Vec::new();
+            }
+            if assigned > cap && cap < 1 << 20 {
+                cap = assigned.max(cap * 2);
+                continue;
+            }
+            return buf[1..1 + listed.min(cap)]
+                .iter()
+                .map(|&p| p as i32)
+                .collect();
+        }
+    }
+
+    fn accounting(&self) -> Option<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION> {
+        let mut a: JOBOBJECT_BASIC_ACCOUNTING_INFORMATION = unsafe { std::mem::zeroed() };
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.raw(),
+                JobObjectBasicAccountingInformation,
+                (&mut a as *mut JOBOBJECT_BASIC_ACCOUNTING_INFORMATION).cast(),
+                size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        (ok != 0).then_some(a)
+    }
+
+    /// Processes of the job still running.
+    pub fn active_processes(&self) -> Option<u32> {
+        self.accounting().map(|a| a.ActiveProcesses)
+    }
+
+    /// CPU time of every process that ever ran in the job (`None` where the system keeps no
+    /// account: Wine reports zero).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let a = self.accounting()?;
+        let t = (a.TotalUserTime.max(0) + a.TotalKernelTime.max(0)) as u64;
+        (t > 0).then(|| Duration::from_nanos(t.saturating_mul(100)))
+    }
+
+    /// Whether the job's memory reached its limit: the system refused an allocation there.
+    pub fn memory_limit_hit(&self) -> bool {
+        let Some(limit) = self.memory_limit else {
+            return false;
+        };
+        let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.raw(),
+                JobObjectExtendedLimitInformation,
+                (&mut info as *mut JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
+                size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        // Within a page of the limit counts: the refused allocation itself is not recorded.
+        ok != 0 && info.PeakJobMemoryUsed as u64 + 4096 >= limit
+    }
+}
