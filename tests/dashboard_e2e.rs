@@ -110,3 +110,107 @@ fn sigterm_restores_the_terminal_and_leaves_no_agent() {
         assert_none_left(a);
     }
 }
+
+/// Live processes whose command line contains `needle` (Wine's processes are host processes).
+fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let c = String::from_utf8_lossy(&c).replace('\0', " ");
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'));
+        if !zombie && c.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The Windows build's dashboard in a console, under Wine (crossterm on the Windows console
+/// API, which Wine maps onto this pty): it lists the agent, `X` terminates the agent's job (cmd
+/// and its ping child), `q` quits. Wine's console draws imperfectly, so the kill is read from
+/// the audit log and the process table rather than from the screen. Needs the Windows binary in
+/// `SYMBIONT_WINDOWS_EXE` and a prefix in `WINEPREFIX`; CI builds both (`.ci/run`).
+#[test]
+fn windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_its_job() {
+    let test =
+        "windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_its_job";
+    let Some(exe) = std::env::var_os("SYMBIONT_WINDOWS_EXE") else {
+        if std::env::var("SYMBIONT_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1") {
+            panic!("{test}: SYMBIONT_WINDOWS_EXE is not set but SYMBIONT_REQUIRE_RUNTIMES=1");
+        }
+        eprintln!(
+            "\n*** SKIPPED {test}: no Windows build (set SYMBIONT_WINDOWS_EXE, see scripts/windows-env) ***\n"
+        );
+        return;
+    };
+    let s = Scratch::new("e2e-wine");
+    let win = |p: &std::path::Path| format!("Z:{}", p.display().to_string().replace('/', "\\"));
+    let cfg = s.write(
+        "wine.toml",
+        &format!(
+            "[native_execution]\nallowed_executables = [\"cmd\"]\nworking_directory = '{}'\n\n\
+             [supervisor]\ndata_dir = '{}'\n",
+            win(&s.work()),
+            win(&s.path("data"))
+        ),
+    );
+    let dsl = s.write(
+        "wine.dsl",
+        "agent WinePinger {\n  security { tier: None }\n  limits { timeout: 90s }\n  on start {\n    execute_native(\"cmd /C ping -n 83 127.0.0.1\")\n  }\n}\n",
+    );
+    let needle = "-n 83 127.0.0.1";
+    let mut cmd = std::process::Command::new("/usr/lib/wine/wine64");
+    cmd.arg(exe)
+        .args(["run", "--native", "--config", &win(&cfg), &win(&dsl)])
+        .env("WINEDEBUG", "-all");
+    let mut p = Pty::spawn(cmd, 120, 30);
+    p.wait_for("WinePinger", Duration::from_secs(60));
+    assert!(
+        wait_for(
+            || pids_with_cmdline(needle).len() >= 2,
+            Duration::from_secs(30)
+        ),
+        "cmd and ping never ran: {:?}",
+        pids_with_cmdline(needle)
+    );
+    p.send("X");
+    let audit = s.path("data").join("audit.jsonl");
+    let killed = wait_for(
+        || {
+            std::fs::read_to_string(&audit).is_ok_and(|a| {
+                a.lines()
+                    .any(|l| l.contains("\"exit\"") && l.contains("killed_by_operator"))
+            })
+        },
+        Duration::from_secs(20),
+    );
+    wait_for(
+        || pids_with_cmdline(needle).is_empty(),
+        Duration::from_secs(5),
+    );
+    let left = pids_with_cmdline(needle);
+    p.send("q");
+    let exited = p.wait_exit(Duration::from_secs(20)).is_some();
+    for &pid in &left {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    if !exited {
+        let _ = p.child.kill();
+    }
+    assert!(
+        killed,
+        "no operator kill in the audit log: {:?}\n{}",
+        std::fs::read_to_string(&audit),
+        p.text()
+    );
+    assert!(left.is_empty(), "cmd or ping left behind: {left:?}");
+    assert!(exited, "the dashboard did not quit on q:\n{}", p.text());
+}

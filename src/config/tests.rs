@@ -97,10 +97,17 @@ fn defaults_match_the_spec_table() {
     );
     assert_eq!(n.max_processes, 256);
     assert_eq!(n.max_file_size_mb, 1024);
-    assert_eq!(
-        n.env_passthrough,
-        ["PATH", "HOME", "LANG", "TERM", "TZ", "USER"]
-    );
+    if cfg!(windows) {
+        // Windows programs need a few system variables to start at all.
+        for v in ["PATH", "PATHEXT", "SystemRoot", "TEMP", "LANG", "TZ"] {
+            assert!(n.env_passthrough.iter().any(|p| p == v), "{v}");
+        }
+    } else {
+        assert_eq!(
+            n.env_passthrough,
+            ["PATH", "HOME", "LANG", "TERM", "TZ", "USER"]
+        );
+    }
     assert_eq!(n.kill_grace_seconds, 5.0);
     assert_eq!(c.dashboard.refresh_ms, 1000);
     assert_eq!(c.dashboard.warn_ratio, 0.8);

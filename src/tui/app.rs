@@ -142,7 +142,8 @@ pub enum Item {
     Proc(usize, usize),
 }
 
-pub const SIGNALS: [(Sig, &str); 6] = [
+#[cfg(unix)]
+pub const SIGNALS: &[(Sig, &str)] = &[
     (Sig::Term, "TERM, then KILL after the grace period"),
     (Sig::Kill, "KILL at once"),
     (Sig::Int, "INT (interrupt)"),
@@ -150,6 +151,21 @@ pub const SIGNALS: [(Sig, &str); 6] = [
     (Sig::Stop, "STOP (pause)"),
     (Sig::Cont, "CONT (resume)"),
 ];
+
+/// Windows has no signals: the job is terminated, or every thread suspended or resumed.
+#[cfg(windows)]
+pub const SIGNALS: &[(Sig, &str)] = &[
+    (Sig::Term, "terminate the job (at once)"),
+    (Sig::Stop, "suspend every thread"),
+    (Sig::Cont, "resume every thread"),
+];
+
+/// What `X` does, for the status line.
+const KILL_NOW: &str = if cfg!(windows) {
+    "terminating its job"
+} else {
+    "SIGKILL"
+};
 
 /// Something to launch from the loaded agent files.
 #[derive(Debug, Clone, PartialEq)]
@@ -493,7 +509,7 @@ impl App {
                     .filter(|r| r.alive())
                     .map(|r| (r.id, r.agent.clone()))
                 {
-                    self.message = Some(format!("killing {agent} and its whole tree (SIGKILL)"));
+                    self.message = Some(format!("killing {agent} and its whole tree ({KILL_NOW})"));
                     return vec![Cmd::Signal {
                         run: id,
                         sig: Sig::Kill,
