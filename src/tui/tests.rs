@@ -213,6 +213,40 @@ fn detail_pane_with_sparklines_and_logs() {
     assert!(screen.contains("search `line 3`"));
 }
 
+/// Windows has no signals: the dialog offers terminating the job, suspend and resume.
+#[cfg(windows)]
+#[test]
+fn kill_dialog_on_windows_offers_what_a_job_can_do() {
+    let mut a = app();
+    a.on_key(key(KeyCode::Down));
+    assert!(a.on_key(key(KeyCode::Char('x'))).is_empty());
+    let t = render(&mut a, 100, 30);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("terminate the job"), "{screen}");
+    assert!(!screen.contains("SIGHUP"), "{screen}");
+    let cmds = a.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        cmds,
+        vec![Cmd::Signal {
+            run: 2,
+            sig: Sig::Term,
+            scope: Scope::Tree
+        }]
+    );
+    a.on_key(key(KeyCode::Char('x')));
+    a.on_key(key(KeyCode::Down));
+    let cmds = a.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        cmds,
+        vec![Cmd::Signal {
+            run: 2,
+            sig: Sig::Stop,
+            scope: Scope::Tree
+        }]
+    );
+}
+
+#[cfg(unix)]
 #[test]
 fn kill_dialog_offers_signals_and_scope() {
     let mut a = app();

@@ -536,7 +536,11 @@ fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
             let mut lines = vec![Line::from(format!("kill {agent}")).bold(), Line::from("")];
             for (i, (sig, text)) in SIGNALS.iter().enumerate() {
                 let mark = if i == *signal { "▶ " } else { "  " };
-                let l = Line::from(format!("{mark}SIG{:<5} {text}", sig.name()));
+                let l = Line::from(if cfg!(windows) {
+                    format!("{mark}{text}")
+                } else {
+                    format!("{mark}SIG{:<5} {text}", sig.name())
+                });
                 lines.push(if i == *signal {
                     l.add_modifier(Modifier::REVERSED)
                 } else {
