@@ -607,6 +607,21 @@ mod bench {
 
     // ---------------------------------------------------------------- 1. launch latency
 
+    /// Waits for the supervisor's launcher pool to be full again, then `SETTLE`: a refill joins
+    /// v1 cgroups, which stalls every fork and exec on the host for up to an RCU grace period,
+    /// and must not land inside a measurement (of ours or of the baseline).
+    async fn quiet(sup: &Supervisor) {
+        let until = Instant::now() + Duration::from_millis(200);
+        loop {
+            let (ready, size) = sup.launchers();
+            if ready >= size || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(SETTLE).await;
+    }
+
     async fn fig_launch(ctx: &Ctx, rows: &mut Vec<Row>, diag: &mut Value) -> Res<()> {
         let n = if ctx.quick { 30 } else { 200 };
         let warm = 5;
@@ -626,14 +641,14 @@ mod bench {
                 Ok(d)
             };
             let b = if base_first {
-                tokio::time::sleep(SETTLE).await;
+                quiet(&sup).await;
                 Some(baseline()?)
             } else {
                 None
             };
 
             let agent = format!("bench-launch-{i}");
-            tokio::time::sleep(SETTLE).await;
+            quiet(&sup).await;
             let t0 = Instant::now();
             let id = sup
                 .launch(spec(ctx, &agent, &ctx.sleep, &["sleep", "5"], std_limits()))
@@ -651,7 +666,7 @@ mod bench {
             let b = match b {
                 Some(b) => b,
                 None => {
-                    tokio::time::sleep(SETTLE).await;
+                    quiet(&sup).await;
                     baseline()?
                 }
             };

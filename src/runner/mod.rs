@@ -8,3 +8,5 @@ pub mod native;
 pub mod native;
 #[cfg(target_os = "linux")]
 mod vfork;
+#[cfg(target_os = "linux")]
+pub mod zygote;

@@ -58,6 +58,15 @@ pub struct Started {
     pub stderr: OwnedFd,
 }
 
+/// A larger pipe lets a chatty agent write in bigger strides.
+#[cfg(target_os = "linux")]
+pub(crate) fn widen_pipes(s: &Started) {
+    use std::os::fd::AsRawFd;
+    for fd in [&s.stdout, &s.stderr] {
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    }
+}
+
 /// Starts the process. Errors are the exec errors of the child (not found, permission denied).
 pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
     #[cfg(target_os = "linux")]
@@ -65,11 +74,7 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
     #[cfg(not(target_os = "linux"))]
     let started = spawn_forked(l)?;
     #[cfg(target_os = "linux")]
-    for fd in [&started.stdout, &started.stderr] {
-        use std::os::fd::AsRawFd;
-        // A larger pipe lets a chatty agent write in bigger strides.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-    }
+    widen_pipes(&started);
     Ok(started)
 }
 
@@ -117,17 +122,14 @@ pub fn spawn_forked(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let stderr: OwnedFd = child.stderr.take().expect("piped stderr").into();
     // The supervisor waits for the pid itself; dropping `child` neither waits nor kills.
     drop(child);
-    #[cfg(target_os = "linux")]
-    for fd in [&stdout, &stderr] {
-        use std::os::fd::AsRawFd;
-        // A larger pipe lets a chatty agent write in bigger strides.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-    }
-    Ok(Started {
+    let started = Started {
         pid,
         stdout,
         stderr,
-    })
+    };
+    #[cfg(target_os = "linux")]
+    widen_pipes(&started);
+    Ok(started)
 }
 
 /// Turns a pipe's read end into an async reader.

@@ -41,7 +41,7 @@ fn cstr(s: &OsStr) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(io::Error::last_os_error());
@@ -52,7 +52,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Signals whose disposition is not the default: a handler (which would run in the child), or,
 /// among the standard signals, "ignored" (Rust ignores SIGPIPE; a caller may ignore others).
 /// An agent starts with every one of them at its default.
-fn handled_signals() -> Vec<libc::c_int> {
+pub(super) fn handled_signals() -> Vec<libc::c_int> {
     let mut out = Vec::new();
     for sig in 1..=libc::SIGRTMAX() {
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };

@@ -363,6 +363,18 @@ impl RunCgroup {
         limits: &Limits,
         enforce: bool,
     ) -> io::Result<RunCgroup> {
+        let mut cg = RunCgroup::create_groups(roots, name, enforce && limits.cpu_cores.is_some())?;
+        cg.apply_limits(roots, limits, enforce)?;
+        Ok(cg)
+    }
+
+    /// Creates the groups of a run named `name`, without limits; a v1 cpu group only when
+    /// `cpu_group` (a run with a CPU quota).
+    pub fn create_groups(
+        roots: &CgroupRoots,
+        name: &str,
+        cpu_group: bool,
+    ) -> io::Result<RunCgroup> {
         let mk = |base: &Option<PathBuf>| -> io::Result<Option<PathBuf>> {
             match base {
                 Some(b) => {
@@ -396,57 +408,71 @@ impl RunCgroup {
         cg.v2 = mk(&roots.v2)?;
         cg.memory = mk(&roots.memory)?;
         cg.pids = mk(&roots.pids)?;
-        cg.cpu = mk(if enforce && limits.cpu_cores.is_some() {
-            &roots.cpu
-        } else {
-            &none
-        })?;
+        cg.cpu = mk(if cpu_group { &roots.cpu } else { &none })?;
         cg.cpuacct = mk(if v2 { &none } else { &roots.cpuacct })?;
         cg.freezer = mk(if v2 { &none } else { &roots.freezer })?;
         cg.enforced.tree = cg.v2.is_some() || cg.memory.is_some() || cg.pids.is_some();
-        if enforce {
-            if let Some(bytes) = limits.memory_bytes {
-                if let Some(m) = &cg.memory {
-                    fs::write(m.join("memory.limit_in_bytes"), bytes.to_string())?;
-                    // Swap counts too, where the kernel accounts it.
-                    let _ = fs::write(m.join("memory.memsw.limit_in_bytes"), bytes.to_string());
-                    cg.enforced.memory = true;
-                } else if roots.v2_memory {
-                    let v2 = cg.v2.as_ref().expect("v2 group");
-                    fs::write(v2.join("memory.max"), bytes.to_string())?;
-                    let _ = fs::write(v2.join("memory.swap.max"), "0");
-                    cg.enforced.memory = true;
-                }
-            }
-            if let Some(n) = limits.max_processes {
-                if let Some(p) = &cg.pids {
-                    fs::write(p.join("pids.max"), n.to_string())?;
-                    cg.enforced.pids = true;
-                } else if roots.v2_pids {
-                    fs::write(
-                        cg.v2.as_ref().expect("v2 group").join("pids.max"),
-                        n.to_string(),
-                    )?;
-                    cg.enforced.pids = true;
-                }
-            }
-            if let Some(cores) = limits.cpu_cores {
-                let period: u64 = 100_000;
-                let quota = ((cores * period as f64).round() as u64).max(1000);
-                if let Some(c) = &cg.cpu {
-                    fs::write(c.join("cpu.cfs_period_us"), period.to_string())?;
-                    fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
-                    cg.enforced.cpu_quota = true;
-                } else if roots.v2_cpu {
-                    fs::write(
-                        cg.v2.as_ref().expect("v2 group").join("cpu.max"),
-                        format!("{quota} {period}"),
-                    )?;
-                    cg.enforced.cpu_quota = true;
-                }
+        Ok(cg)
+    }
+
+    /// Whether these groups can carry `limits` (a CPU quota needs the v1 cpu group where the
+    /// v2 tree has no cpu controller).
+    pub fn can_carry(&self, roots: &CgroupRoots, limits: &Limits, enforce: bool) -> bool {
+        !(enforce && limits.cpu_cores.is_some() && roots.cpu.is_some() && self.cpu.is_none())
+    }
+
+    /// Writes the run's limits into its groups.
+    pub fn apply_limits(
+        &mut self,
+        roots: &CgroupRoots,
+        limits: &Limits,
+        enforce: bool,
+    ) -> io::Result<()> {
+        if !enforce {
+            return Ok(());
+        }
+        let cg = self;
+        if let Some(bytes) = limits.memory_bytes {
+            if let Some(m) = &cg.memory {
+                fs::write(m.join("memory.limit_in_bytes"), bytes.to_string())?;
+                // Swap counts too, where the kernel accounts it.
+                let _ = fs::write(m.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+                cg.enforced.memory = true;
+            } else if roots.v2_memory {
+                let v2 = cg.v2.as_ref().expect("v2 group");
+                fs::write(v2.join("memory.max"), bytes.to_string())?;
+                let _ = fs::write(v2.join("memory.swap.max"), "0");
+                cg.enforced.memory = true;
             }
         }
-        Ok(cg)
+        if let Some(n) = limits.max_processes {
+            if let Some(p) = &cg.pids {
+                fs::write(p.join("pids.max"), n.to_string())?;
+                cg.enforced.pids = true;
+            } else if roots.v2_pids {
+                fs::write(
+                    cg.v2.as_ref().expect("v2 group").join("pids.max"),
+                    n.to_string(),
+                )?;
+                cg.enforced.pids = true;
+            }
+        }
+        if let Some(cores) = limits.cpu_cores {
+            let period: u64 = 100_000;
+            let quota = ((cores * period as f64).round() as u64).max(1000);
+            if let Some(c) = &cg.cpu {
+                fs::write(c.join("cpu.cfs_period_us"), period.to_string())?;
+                fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
+                cg.enforced.cpu_quota = true;
+            } else if roots.v2_cpu {
+                fs::write(
+                    cg.v2.as_ref().expect("v2 group").join("cpu.max"),
+                    format!("{quota} {period}"),
+                )?;
+                cg.enforced.cpu_quota = true;
+            }
+        }
+        Ok(())
     }
 
     fn dirs(&self) -> impl Iterator<Item = &PathBuf> {

@@ -7,6 +7,8 @@ mod container_run;
 #[cfg(unix)]
 pub mod guardian;
 pub mod output;
+#[cfg(target_os = "linux")]
+pub(crate) mod pool;
 pub mod reaper;
 mod run;
 mod tree;
@@ -328,6 +330,9 @@ pub(crate) struct Inner {
     runs_dir: PathBuf,
     #[cfg(target_os = "linux")]
     roots: crate::sandbox::cgroup::CgroupRoots,
+    /// Launchers kept ready inside fresh run groups.
+    #[cfg(target_os = "linux")]
+    pool: Option<pool::LaunchPool>,
     #[cfg(unix)]
     guardian: Option<guardian::Guardian>,
     reaper: reaper::Reaper,
@@ -362,9 +367,15 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Every run task has ended (each holds the Inner): the base groups are empty.
+        // Every run task has ended (each holds the Inner): once the unused launchers are gone,
+        // the base groups are empty.
         #[cfg(target_os = "linux")]
-        self.roots.remove_bases();
+        {
+            if let Some(p) = &self.pool {
+                p.stop();
+            }
+            self.roots.remove_bases();
+        }
     }
 }
 
@@ -413,6 +424,8 @@ impl Supervisor {
             let g = guardian::Guardian::start(kill_file.as_deref()).ok();
             (g, reaper::Reaper::start(opts.own_all_children)?)
         };
+        #[cfg(target_os = "linux")]
+        let pool = pool::LaunchPool::start(&roots, &reaper, pool::configured_size());
         // Windows: each run's job is kill-on-close, so no guardian is needed.
         #[cfg(windows)]
         let reaper = reaper::Reaper::start(opts.own_all_children)?;
@@ -437,6 +450,8 @@ impl Supervisor {
                 runs_dir,
                 #[cfg(target_os = "linux")]
                 roots,
+                #[cfg(target_os = "linux")]
+                pool,
                 #[cfg(unix)]
                 guardian,
                 reaper,
@@ -475,6 +490,12 @@ impl Supervisor {
             if !self.inner.roots.pids_limit_available() {
                 out.push("processes: no pids controller; the watchdog counts processes".into());
             }
+            if self.inner.pool.is_some() {
+                out.push(format!(
+                    "launch pool: {} launchers kept ready in fresh run groups (SYMBIONT_LAUNCH_POOL)",
+                    pool::configured_size()
+                ));
+            }
             if !self.inner.roots.any() {
                 out.push(
                     "process tree: process group plus /proc descendants (no writable cgroup)"
@@ -505,6 +526,17 @@ impl Supervisor {
         }
         out.push("watchdog: memory, CPU time, process count and timeout".into());
         out
+    }
+
+    /// Launchers ready in the pool, and how many it keeps (Linux with cgroups; `(0, 0)` where
+    /// there is no pool). For diagnostics and benchmarks: a launch that finds one ready skips
+    /// creating and joining its cgroups.
+    pub fn launchers(&self) -> (usize, usize) {
+        #[cfg(target_os = "linux")]
+        if let Some(p) = &self.inner.pool {
+            return (p.ready(), p.size());
+        }
+        (0, 0)
     }
 
     /// Every event from now on.
@@ -603,7 +635,17 @@ impl Supervisor {
         if container {
             tokio::spawn(container_run::run(inner, id, spec, parts));
         } else {
-            tokio::spawn(run::run(inner, id, spec, parts));
+            // Through a ready launcher the agent is running before `launch` returns.
+            #[cfg(target_os = "linux")]
+            let pre = run::prestart(&self.inner, id, &spec, &parts.status, &parts.tree);
+            tokio::spawn(run::run(
+                inner,
+                id,
+                spec,
+                parts,
+                #[cfg(target_os = "linux")]
+                pre,
+            ));
         }
         Ok(id)
     }
@@ -730,6 +772,11 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
+        // No launch can come any more: the unused launchers go now.
+        #[cfg(target_os = "linux")]
+        if let Some(p) = &self.inner.pool {
+            p.stop();
+        }
         // Nothing is left behind, even when the owner never called `shutdown`.
         let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
         for r in runs.values() {

@@ -192,7 +192,13 @@ pub(super) struct RunParts {
     pub done: watch::Sender<Option<Arc<RunRecord>>>,
 }
 
-pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunParts) {
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    id: RunId,
+    spec: RunSpec,
+    parts: RunParts,
+    #[cfg(target_os = "linux")] mut pre: Option<Prestart>,
+) {
     let RunParts {
         status,
         tree,
@@ -216,8 +222,13 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
     let mut message: Option<String> = None;
     #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
     let (mut cg_memory, mut cg_pids, mut cg_cpu) = (false, false, false);
+    // A first step `launch()` started through the pool: its groups are already the run's.
     #[cfg(target_os = "linux")]
-    if inner.roots.any() {
+    if let Some(p) = &pre {
+        cg_memory = p.enforced.memory;
+        cg_pids = p.enforced.pids;
+        cg_cpu = p.enforced.cpu_quota;
+    } else if inner.roots.any() {
         match crate::sandbox::cgroup::RunCgroup::create(
             &inner.roots,
             &format!("run-{id}"),
@@ -294,10 +305,17 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
             break;
         }
         #[cfg(target_os = "linux")]
+        let pre_step = pre.take();
+        #[cfg(target_os = "linux")]
+        let announced = pre_step.is_some();
+        #[cfg(not(target_os = "linux"))]
+        let announced = false;
+        #[cfg(target_os = "linux")]
         let join = match tree
             .cgroup
             .lock()
             .ok()
+            .filter(|_| pre_step.is_none())
             .and_then(|c| c.as_ref().map(|c| c.open_join()))
         {
             Some(Ok(fds)) => fds,
@@ -331,13 +349,23 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
             #[cfg(windows)]
             job,
         };
-        let spawned = inner
-            .reaper
-            .spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)));
+        let direct = || {
+            inner
+                .reaper
+                .spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)))
+                .map_err(|e| format!("{}: {e}", step.program.display()))
+        };
+        #[cfg(target_os = "linux")]
+        let spawned = match pre_step {
+            Some(p) => p.result,
+            None => direct(),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let spawned = direct();
         let (pid, started_proc, exit_rx) = match spawned {
             Ok(x) => x,
             Err(e) => {
-                message = Some(format!("{}: {e}", step.program.display()));
+                message = Some(e);
                 failed_to_start = true;
                 last = None;
                 break;
@@ -345,8 +373,30 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         };
         #[cfg(target_os = "linux")]
         drop(join);
-        // The logs are opened once the agent runs: the pipes hold its first output meanwhile,
-        // and creating two files is no longer between the request and the running agent.
+        if !announced {
+            announce(
+                &inner,
+                id,
+                &spec,
+                &status,
+                &tree,
+                pid,
+                &step.argv,
+                ending.is_some(),
+            );
+        }
+        first_pid.get_or_insert(pid);
+        argv_run = step.argv.clone();
+        if !watched {
+            watched = true;
+            let os = super::watchdog::OsEnforced {
+                memory: cg_memory,
+                pids: cg_pids,
+            };
+            watch_run(&inner, id, &spec, &status, &tree, &ctl_tx, os);
+        }
+        // The logs are opened once the agent runs and is announced: the pipes hold its first
+        // output meanwhile, and creating two files is not between the request and the agent.
         let (out_log, err_log) = match (open_log(&stdout_log), open_log(&stderr_log)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
@@ -360,39 +410,6 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
                 )
             }
         };
-        tree.set_main(pid);
-        #[cfg(unix)]
-        if let Some(g) = &inner.guardian {
-            g.register(pid);
-        }
-        first_pid.get_or_insert(pid);
-        argv_run = step.argv.clone();
-        {
-            let mut s = lock(&status);
-            s.pid = Some(pid);
-            s.argv = step.argv.clone();
-            s.state = if ending.is_some() {
-                RunState::Stopping
-            } else {
-                RunState::Running
-            };
-        }
-        if !watched {
-            watched = true;
-            let os = super::watchdog::OsEnforced {
-                memory: cg_memory,
-                pids: cg_pids,
-            };
-            watch_run(&inner, id, &spec, &status, &tree, &ctl_tx, os);
-        }
-        emit(Event::Launched {
-            run_id: id,
-            agent: spec.agent.clone(),
-            trigger: spec.trigger.clone(),
-            tier: spec.tier,
-            pid,
-            argv: step.argv.clone(),
-        });
         #[cfg(unix)]
         let readers = [
             (started_proc.stdout, out_log, stdout_tail.clone()),
@@ -597,6 +614,120 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         ..base_record(id, &spec, &status, started_at, started, argv_run)
     });
     publish(&inner, &status, &done, record);
+}
+
+/// A started step made known: its tree, the guardian, the run's status, the `Launched` event.
+#[allow(clippy::too_many_arguments)]
+fn announce(
+    inner: &Inner,
+    id: RunId,
+    spec: &RunSpec,
+    status: &Arc<Mutex<RunStatus>>,
+    tree: &TreeHandle,
+    pid: i32,
+    argv: &[String],
+    stopping: bool,
+) {
+    tree.set_main(pid);
+    #[cfg(unix)]
+    if let Some(g) = &inner.guardian {
+        g.register(pid);
+    }
+    {
+        let mut s = lock(status);
+        s.pid = Some(pid);
+        s.argv = argv.to_vec();
+        s.state = if stopping {
+            RunState::Stopping
+        } else {
+            RunState::Running
+        };
+    }
+    let _ = inner.events.send(Event::Launched {
+        run_id: id,
+        agent: spec.agent.clone(),
+        trigger: spec.trigger.clone(),
+        tier: spec.tier,
+        pid,
+        argv: argv.to_vec(),
+    });
+    #[cfg(target_os = "linux")]
+    if let Some(p) = &inner.pool {
+        p.refill();
+    }
+}
+
+/// The first step of a run, started by `launch()` itself through a ready launcher of the pool:
+/// no task hop and no cgroup work between the request and the running agent.
+#[cfg(target_os = "linux")]
+pub(super) struct Prestart {
+    result: Result<
+        (
+            i32,
+            native::Started,
+            tokio::sync::oneshot::Receiver<ExitInfo>,
+        ),
+        String,
+    >,
+    enforced: crate::sandbox::cgroup::Enforced,
+}
+
+/// Starts the first step of a native run through the pool, if a launcher is ready and the run
+/// fits it; `None` leaves everything to the run's task.
+#[cfg(target_os = "linux")]
+pub(super) fn prestart(
+    inner: &Inner,
+    id: RunId,
+    spec: &RunSpec,
+    status: &Arc<Mutex<RunStatus>>,
+    tree: &TreeHandle,
+) -> Option<Prestart> {
+    let step = spec.steps.first()?;
+    if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, &spec.env) {
+        return None;
+    }
+    let mut p = inner.pool.as_ref()?.take()?;
+    let usable = p
+        .cgroup
+        .can_carry(&inner.roots, &spec.limits, spec.enforce_limits)
+        && p.cgroup
+            .apply_limits(&inner.roots, &spec.limits, spec.enforce_limits)
+            .is_ok();
+    if !usable {
+        tokio::task::spawn_blocking(move || p.discard());
+        return None;
+    }
+    let enforced = p.cgroup.enforced;
+    let rlimits = rlimits_for(spec, enforced.memory, enforced.pids);
+    let affinity = match spec.limits.cpu_cores {
+        Some(c) if spec.enforce_limits && !enforced.cpu_quota => native::affinity_for(c),
+        _ => None,
+    };
+    *tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.cgroup);
+    let launch = NativeLaunch {
+        program: &step.program,
+        argv: &step.argv,
+        cwd: &spec.cwd,
+        env: &spec.env,
+        cgroup_fds: Vec::new(),
+        rlimits,
+        affinity,
+    };
+    let exit = p.exit;
+    let result = p
+        .zygote
+        .exec(&launch)
+        .map(|s| (s.pid, s, exit))
+        .map_err(|e| format!("{}: {e}", step.program.display()));
+    match &result {
+        Ok((pid, _, _)) => announce(inner, id, spec, status, tree, *pid, &step.argv, false),
+        Err(_) => {
+            if let Some(p) = &inner.pool {
+                p.refill();
+            }
+        }
+    }
+    Some(Prestart { result, enforced })
 }
 
 /// Hands a started run to the sampler and watchdog thread.

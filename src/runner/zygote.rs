@@ -1,0 +1,479 @@
+//! Launchers made ahead of time ("zygotes"), Linux: a process that has already joined a fresh
+//! set of run cgroups and waits on a pipe for what to run. A launch then costs a pipe write and
+//! the agent's `execve`; creating the groups (about 0.3 ms) and joining the v1 hierarchies (an
+//! RCU grace period, 12 to 15 ms after a quiet spell on a hybrid host) were paid before the
+//! request, on the pool's own thread.
+//!
+//! A launcher is a `clone(CLONE_VM)` child, like `posix_spawn`'s, but not suspending its parent:
+//! it shares the supervisor's memory until its `execve`, so that exec drops a reference instead
+//! of tearing down a copied address space (a forked copy of a 30 MiB process took 2.6 ms to exec
+//! here, against 0.5 ms). It runs on its own stack, makes system calls only and touches only
+//! memory the parent prepared and keeps alive until the launcher has exec'd or exited. It holds
+//! nothing but its own descriptors, and exits by itself when the supervisor closes (or, dying,
+//! loses) the command pipe, so an unused one never outlives its supervisor.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::native::{NativeLaunch, Started};
+use super::vfork::{handled_signals, pipe};
+use crate::sandbox::rlimit::RlimitSet;
+
+/// Largest argv plus environment a zygote takes (the direct path takes the rest).
+const BUF: usize = 256 * 1024;
+/// Most argv plus environment entries a zygote takes.
+const MAX_PTRS: usize = 8192;
+const MAGIC: u32 = 0x5a59_4701;
+
+/// What the parent sends first: fixed-size, copied as bytes between two copies of one binary.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Header {
+    magic: u32,
+    /// Bytes of NUL-terminated strings that follow: program, cwd, argv..., env...
+    len: u32,
+    argc: u32,
+    envc: u32,
+    has_affinity: u32,
+    rlimits: RlimitSet,
+    affinity: libc::cpu_set_t,
+}
+
+/// Memory the launcher uses, prepared by the parent and kept alive (boxed, never moved) until
+/// the launcher has exec'd or exited.
+struct Shared {
+    header: Header,
+    buf: Vec<u8>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    handled: Vec<libc::c_int>,
+    cgroup_fds: Vec<RawFd>,
+    /// /dev/null, stdout write end, stderr write end, command read end, status write end.
+    fds: [RawFd; 5],
+}
+
+/// A launcher, ready: joined to its groups and waiting for a command.
+pub struct Zygote {
+    pub pid: i32,
+    cmd: Option<OwnedFd>,
+    status: OwnedFd,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    /// Shared with the launcher while it lives.
+    mem: Option<Box<Shared>>,
+    stack: Option<Vec<u8>>,
+}
+
+// The raw pointers in `Shared` point into its own buffer; the launcher is another process.
+unsafe impl Send for Zygote {}
+
+impl std::fmt::Debug for Zygote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zygote").field("pid", &self.pid).finish()
+    }
+}
+
+const STACK: usize = 64 * 1024;
+
+/// Writes to every page, so the parent (not the launcher, in the run's memory group) faults
+/// them in.
+fn prefault(p: *mut u8, len: usize) {
+    for off in (0..len).step_by(4096) {
+        unsafe { std::ptr::write_volatile(p.add(off), 0) };
+    }
+}
+
+fn read_full(fd: RawFd, buf: &mut [u8]) -> isize {
+    let mut got = 0usize;
+    while got < buf.len() {
+        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        if r == 0 {
+            break;
+        }
+        got += r as usize;
+    }
+    got as isize
+}
+
+fn write_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        done += r as usize;
+    }
+    Ok(())
+}
+
+/// The launcher: never returns.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the parent keeps `Shared` alive, and only touches it while this process is
+    // blocked on the command pipe or gone.
+    let m = unsafe { &mut *(arg as *mut Shared) };
+    unsafe { launcher(m) }
+}
+
+unsafe fn fail(status: RawFd) -> ! {
+    let e = io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EINVAL)
+        .max(1);
+    libc::write(status, (&e as *const i32).cast(), 4);
+    libc::_exit(127)
+}
+
+unsafe fn fail_with(status: RawFd, e: i32) -> ! {
+    libc::write(status, (&e as *const i32).cast(), 4);
+    libc::_exit(127)
+}
+
+unsafe fn launcher(m: &mut Shared) -> ! {
+    let status0 = m.fds[4];
+    for &sig in &m.handled {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    if libc::setpgid(0, 0) != 0 {
+        fail(status0);
+    }
+    for &fd in &m.cgroup_fds {
+        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            fail(status0);
+        }
+    }
+    // Every descriptor this process keeps, above the ones it will land on, then in place.
+    let mut high = [0; 5];
+    for (i, &fd) in m.fds.iter().enumerate() {
+        high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        if high[i] < 0 {
+            fail(status0);
+        }
+    }
+    for (i, &fd) in high.iter().enumerate() {
+        // dup2 clears close-on-exec on 0, 1 and 2; 3 and 4 get it back below.
+        if libc::dup2(fd, i as RawFd) < 0 {
+            fail(status0);
+        }
+    }
+    let (cmd, status) = (3, 4);
+    if libc::fcntl(cmd, libc::F_SETFD, libc::FD_CLOEXEC) != 0
+        || libc::fcntl(status, libc::F_SETFD, libc::FD_CLOEXEC) != 0
+    {
+        fail(status0);
+    }
+    // Nothing else of the supervisor's: no other agent's pipe stays open through this one.
+    if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) != 0 {
+        for fd in 5..1024 {
+            libc::close(fd);
+        }
+    }
+    // Ready (errno 0): the groups are joined.
+    let ready = 0i32;
+    if libc::write(status, (&ready as *const i32).cast(), 4) != 4 {
+        libc::_exit(1);
+    }
+    // One byte says the command is in the shared memory; end of file, that none will come.
+    let mut go = [0u8; 1];
+    if read_full(cmd, &mut go) != 1 {
+        libc::_exit(0);
+    }
+    libc::close(cmd);
+    let h = m.header;
+    let len = h.len as usize;
+    if h.magic != MAGIC || len > m.buf.len() {
+        fail_with(status, libc::E2BIG);
+    }
+    // The strings: program, cwd, argc args, envc variables, each NUL-terminated.
+    let buf = &m.buf[..len];
+    let mut at = 0usize;
+    let mut next = || -> Option<*const libc::c_char> {
+        let start = at;
+        let nul = buf[start..].iter().position(|&b| b == 0)?;
+        at = start + nul + 1;
+        Some(buf[start..].as_ptr().cast())
+    };
+    let (argc, envc) = (h.argc as usize, h.envc as usize);
+    if argc + 2 > m.argv.len() || envc + 1 > m.envp.len() {
+        fail_with(status, libc::E2BIG);
+    }
+    let (Some(program), Some(cwd)) = (next(), next()) else {
+        fail_with(status, libc::EINVAL);
+    };
+    for i in 0..argc {
+        let Some(p) = next() else {
+            fail_with(status, libc::EINVAL);
+        };
+        m.argv[i] = p;
+    }
+    let argc = if argc == 0 {
+        m.argv[0] = program;
+        1
+    } else {
+        argc
+    };
+    m.argv[argc] = std::ptr::null();
+    for i in 0..envc {
+        let Some(p) = next() else {
+            fail_with(status, libc::EINVAL);
+        };
+        m.envp[i] = p;
+    }
+    m.envp[envc] = std::ptr::null();
+    if h.rlimits.apply().is_err() {
+        fail(status);
+    }
+    // The CPUs the agent may use: its own set, else the supervisor's (this launcher was held
+    // on the parent's CPU for the wake-up).
+    if h.has_affinity != 0
+        && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &h.affinity) != 0
+    {
+        fail(status);
+    }
+    if libc::chdir(cwd) != 0 {
+        fail(status);
+    }
+    libc::execve(program, m.argv.as_ptr(), m.envp.as_ptr());
+    fail(status)
+}
+
+impl Zygote {
+    /// Starts a launcher that joins the groups of `cgroup_fds` (`cgroup.procs`, open for
+    /// writing) and then waits for a command; `wait_ready` tells when the join is done.
+    pub fn start(cgroup_fds: &[RawFd]) -> io::Result<Zygote> {
+        let devnull =
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if devnull < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let devnull = unsafe { OwnedFd::from_raw_fd(devnull) };
+        let (cmd_r, cmd_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let mut mem = Box::new(Shared {
+            header: unsafe { std::mem::zeroed() },
+            buf: vec![0u8; BUF],
+            argv: vec![std::ptr::null(); MAX_PTRS],
+            envp: vec![std::ptr::null(); MAX_PTRS],
+            handled: handled_signals(),
+            cgroup_fds: cgroup_fds.to_vec(),
+            fds: [
+                devnull.as_raw_fd(),
+                out_w.as_raw_fd(),
+                err_w.as_raw_fd(),
+                cmd_r.as_raw_fd(),
+                status_w.as_raw_fd(),
+            ],
+        });
+        prefault(mem.argv.as_mut_ptr().cast(), MAX_PTRS * 8);
+        prefault(mem.envp.as_mut_ptr().cast(), MAX_PTRS * 8);
+        let mut stack = vec![0u8; STACK];
+        prefault(stack.as_mut_ptr(), STACK);
+        // The stack grows down: pass its 16-byte aligned top.
+        let top = ((stack.as_mut_ptr() as usize + STACK) & !15) as *mut libc::c_void;
+        // No handler may run in the launcher before it has reset them.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                top,
+                libc::CLONE_VM | libc::SIGCHLD,
+                &mut *mem as *mut Shared as *mut libc::c_void,
+            )
+        };
+        let clone_err = io::Error::last_os_error();
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        // The launcher has its own descriptor table: these copies are the parent's.
+        drop((devnull, cmd_r, status_w, out_w, err_w));
+        if pid < 0 {
+            return Err(clone_err);
+        }
+        Ok(Zygote {
+            pid,
+            cmd: Some(cmd_w),
+            status: status_r,
+            stdout: Some(out_r),
+            stderr: Some(err_r),
+            mem: Some(mem),
+            stack: Some(stack),
+        })
+    }
+
+    /// Waits until the launcher has joined its groups.
+    pub fn wait_ready(&self) -> io::Result<()> {
+        let mut r = [0u8; 4];
+        let n = read_full(self.status.as_raw_fd(), &mut r);
+        let e = i32::from_ne_bytes(r);
+        match n {
+            4 if e == 0 => Ok(()),
+            4 => Err(io::Error::from_raw_os_error(e)),
+            _ => Err(io::Error::other("the launcher exited before it was ready")),
+        }
+    }
+
+    /// Whether a command fits a launcher (the direct path takes the rest).
+    pub fn fits(
+        program: &std::path::Path,
+        cwd: &std::path::Path,
+        argv: &[String],
+        env: &[(String, String)],
+    ) -> bool {
+        let bytes = program.as_os_str().len()
+            + cwd.as_os_str().len()
+            + argv.iter().map(|a| a.len() + 1).sum::<usize>()
+            + env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+            + 2;
+        bytes <= BUF && argv.len() + 2 <= MAX_PTRS && env.len() < MAX_PTRS
+    }
+
+    /// Waits for the launcher to be gone or exec'd (its status pipe reaches end of file), then
+    /// frees the memory it used. If it does not come within a few seconds (stopped by someone),
+    /// the memory is leaked rather than freed under it.
+    fn release(&mut self) {
+        let mut pfd = libc::pollfd {
+            fd: self.status.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut b = [0u8; 64];
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                std::mem::forget(self.mem.take());
+                std::mem::forget(self.stack.take());
+                return;
+            }
+            if unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) } > 0
+                && unsafe { libc::read(pfd.fd, b.as_mut_ptr().cast(), b.len()) } == 0
+            {
+                break;
+            }
+        }
+        self.mem = None;
+        self.stack = None;
+    }
+
+    /// Runs `l` in this launcher: the command into the shared memory, one byte down the pipe,
+    /// then the wait for its `execve` (the status pipe closes on success, or carries the errno
+    /// of the step that failed).
+    pub fn exec(mut self, l: &NativeLaunch<'_>) -> io::Result<Started> {
+        use std::os::unix::ffi::OsStrExt;
+        if !Self::fits(l.program, l.cwd, l.argv, l.env) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the command does not fit a launcher",
+            ));
+        }
+        let m = self.mem.as_mut().expect("an unused launcher");
+        let mut at = 0usize;
+        let mut push = |b: &[u8]| -> io::Result<()> {
+            if b.contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a NUL byte in an argument",
+                ));
+            }
+            m.buf[at..at + b.len()].copy_from_slice(b);
+            m.buf[at + b.len()] = 0;
+            at += b.len() + 1;
+            Ok(())
+        };
+        push(l.program.as_os_str().as_bytes())?;
+        push(l.cwd.as_os_str().as_bytes())?;
+        for a in l.argv {
+            push(a.as_bytes())?;
+        }
+        let mut kv = Vec::with_capacity(256);
+        for (k, v) in l.env {
+            kv.clear();
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            push(&kv)?;
+        }
+        let mut h: Header = unsafe { std::mem::zeroed() };
+        h.magic = MAGIC;
+        h.len = at as u32;
+        h.argc = l.argv.len() as u32;
+        h.envc = l.env.len() as u32;
+        h.rlimits = l.rlimits;
+        let mut mine: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let have_mine = unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mine)
+        } == 0;
+        if let Some(a) = l.affinity {
+            h.has_affinity = 1;
+            h.affinity = a;
+        } else if have_mine {
+            h.has_affinity = 1;
+            h.affinity = mine;
+        }
+        m.header = h;
+        // Woken on the CPU this thread is about to leave idle, not on a sleeping one (waking an
+        // idle virtual CPU costs up to a millisecond here); the launcher widens it again.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if have_mine && cpu >= 0 {
+            let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            unsafe {
+                libc::CPU_SET(cpu as usize, &mut one);
+                libc::sched_setaffinity(self.pid, std::mem::size_of::<libc::cpu_set_t>(), &one);
+            }
+        }
+        let cmd = self.cmd.take().expect("an unused launcher");
+        write_full(cmd.as_raw_fd(), b"x")?;
+        drop(cmd);
+        let mut e = [0u8; 4];
+        let n = read_full(self.status.as_raw_fd(), &mut e);
+        // Exec'd (end of file) or failed: either way it no longer uses the memory once the
+        // pipe is closed.
+        self.release();
+        match n {
+            0 => {
+                let s = Started {
+                    pid: self.pid,
+                    stdout: self.stdout.take().expect("stdout"),
+                    stderr: self.stderr.take().expect("stderr"),
+                };
+                super::native::widen_pipes(&s);
+                Ok(s)
+            }
+            4 => Err(io::Error::from_raw_os_error(i32::from_ne_bytes(e))),
+            _ => Err(io::Error::other(
+                "the launcher died before starting the agent",
+            )),
+        }
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        if self.mem.is_some() {
+            // Unused: closing the command pipe makes it exit.
+            self.cmd = None;
+            self.release();
+        }
+    }
+}

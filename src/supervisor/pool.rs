@@ -1,0 +1,195 @@
+//! The launcher pool (Linux, with cgroups): a few zygotes kept ready on a thread of their own,
+//! each already inside a fresh set of run groups. A launch takes one, writes its limits into
+//! the groups and sends it the command; the pool forks a replacement meanwhile. When the pool
+//! is empty (a burst of launches), a launch takes the direct path, as without a pool.
+//!
+//! `SYMBIONT_LAUNCH_POOL=N` sets how many are kept ready (default 4; 0 turns the pool off).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::reaper::{ExitInfo, Reaper};
+use crate::runner::zygote::Zygote;
+use crate::sandbox::cgroup::{CgroupRoots, RunCgroup};
+
+/// How many launchers are kept ready by default.
+pub const DEFAULT_SIZE: usize = 4;
+
+/// A ready launcher with its groups and its exit.
+pub(crate) struct Pooled {
+    pub zygote: Zygote,
+    pub cgroup: RunCgroup,
+    pub exit: oneshot::Receiver<ExitInfo>,
+}
+
+impl Pooled {
+    /// Ends an unused launcher (it exits when its command pipe closes) and removes its groups.
+    /// Blocking: up to half a second while the groups empty.
+    pub fn discard(self) {
+        let Pooled {
+            zygote,
+            mut cgroup,
+            exit,
+        } = self;
+        let pid = zygote.pid;
+        drop((zygote, exit));
+        cgroup.destroy();
+        // Collect it where no reaper will (a reaper that already did makes this ECHILD).
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+    }
+}
+
+struct Shared {
+    ready: Mutex<VecDeque<Pooled>>,
+    cv: Condvar,
+    stop: AtomicBool,
+    want: usize,
+}
+
+pub(crate) struct LaunchPool {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The pool size from `SYMBIONT_LAUNCH_POOL`, else the default.
+pub fn configured_size() -> usize {
+    std::env::var("SYMBIONT_LAUNCH_POOL")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_SIZE)
+        .min(64)
+}
+
+fn make(roots: &CgroupRoots, reaper: &Reaper, name: &str) -> std::io::Result<Pooled> {
+    let cgroup = RunCgroup::create_groups(roots, name, false)?;
+    let join = cgroup.open_join()?;
+    let fds: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    let (_, zygote, exit) = reaper.spawn_registered(|| Zygote::start(&fds).map(|z| (z.pid, z)))?;
+    drop(join);
+    let p = Pooled {
+        zygote,
+        cgroup,
+        exit,
+    };
+    match p.zygote.wait_ready() {
+        Ok(()) => Ok(p),
+        Err(e) => {
+            p.discard();
+            Err(e)
+        }
+    }
+}
+
+impl LaunchPool {
+    /// Starts the pool's thread; `None` when there is nothing to gain (no cgroups, size 0).
+    pub fn start(roots: &CgroupRoots, reaper: &Reaper, want: usize) -> Option<LaunchPool> {
+        if want == 0 || !roots.any() {
+            return None;
+        }
+        let shared = Arc::new(Shared {
+            ready: Mutex::new(VecDeque::new()),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+            want,
+        });
+        let (sh, roots, reaper) = (shared.clone(), roots.clone(), reaper.clone());
+        let thread = std::thread::Builder::new()
+            .name("symbiont-pool".into())
+            .spawn(move || {
+                let mut n = 0u64;
+                let mut failures = 0;
+                loop {
+                    {
+                        let mut g = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
+                        while g.len() >= sh.want && !sh.stop.load(Ordering::SeqCst) {
+                            g = sh.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                    if sh.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    n += 1;
+                    match make(&roots, &reaper, &format!("z{n}")) {
+                        Ok(p) => {
+                            failures = 0;
+                            let mut g = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
+                            if sh.stop.load(Ordering::SeqCst) {
+                                drop(g);
+                                p.discard();
+                                break;
+                            }
+                            g.push_back(p);
+                        }
+                        // A host that refuses (a full pids limit, a read-only group): the direct
+                        // path still works; stop trying after a few failures in a row.
+                        Err(_) => {
+                            failures += 1;
+                            if failures >= 3 {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(LaunchPool {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// How many launchers are ready now.
+    pub fn ready(&self) -> usize {
+        self.shared
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// How many the pool keeps ready.
+    pub fn size(&self) -> usize {
+        self.shared.want
+    }
+
+    /// A ready launcher, if there is one. The pool is not refilled until `refill`.
+    pub fn take(&self) -> Option<Pooled> {
+        self.shared
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    /// Lets the pool make up for what was taken. Called once the agent has started: joining
+    /// a v1 group takes the kernel's cgroup lock for writing, which stalls every fork, exec and
+    /// exit on the host until an RCU grace period passes, so a refill must not overlap a launch.
+    pub fn refill(&self) {
+        self.shared.cv.notify_one();
+    }
+
+    /// Stops the thread and ends every unused launcher, removing its groups.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.cv.notify_all();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        let left: Vec<Pooled> = self
+            .shared
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for p in left {
+            p.discard();
+        }
+    }
+}
