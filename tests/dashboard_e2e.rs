@@ -113,24 +113,17 @@ fn sigterm_restores_the_terminal_and_leaves_no_agent() {
 
 /// Live processes whose command line contains `needle` (Wine's processes are host processes).
 fn pids_with_cmdline(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let c = String::from_utf8_lossy(&c).replace('\0', " ");
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = state
-            .rsplit_once(") ")
-            .is_some_and(|(_, r)| r.starts_with('Z'));
-        if !zombie && c.contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
+    live_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .collect()
 }
 
 /// The Windows build's dashboard in a console, under Wine (crossterm on the Windows console

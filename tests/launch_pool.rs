@@ -78,24 +78,12 @@ async fn pool_ready(sup: &Supervisor) -> Option<usize> {
 
 /// Children of this process that are not zombies.
 fn live_children() -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 1 && f[0] != "Z" && f[1].parse::<i32>() == Ok(me) {
-            out.push(pid);
-        }
-    }
-    out
+    let me = (std::process::id() as i32).to_string();
+    live_processes()
+        .into_iter()
+        .filter(|(_, f)| f.get(1) == Some(&me))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

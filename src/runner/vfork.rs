@@ -49,6 +49,34 @@ pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// `clone` onto `stack` with every signal blocked in the calling thread around it, so that no
+/// handler of the supervisor's runs in the child before the child has reset them.
+///
+/// # Safety
+/// `f` runs in the child with `arg`, sharing memory when `flags` has `CLONE_VM`: everything it
+/// touches must stay valid until it has exec'd or exited.
+pub(super) unsafe fn clone_blocked(
+    f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    stack: &mut [u8],
+    flags: libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<i32> {
+    // The stack grows down: pass its 16-byte aligned top.
+    let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut libc::c_void;
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    let mut old: libc::sigset_t = std::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    let pid = libc::clone(f, top, flags, arg);
+    let err = io::Error::last_os_error();
+    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    if pid < 0 {
+        Err(err)
+    } else {
+        Ok(pid)
+    }
+}
+
 /// Signals whose disposition is not the default: a handler (which would run in the child), or,
 /// among the standard signals, "ignored" (Rust ignores SIGPIPE; a caller may ignore others).
 /// An agent starts with every one of them at its default.
@@ -157,30 +185,17 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
         err: AtomicI32::new(0),
     });
     let mut stack = vec![0u8; STACK];
-    // The stack grows down: pass its 16-byte aligned top.
-    let top = ((stack.as_mut_ptr() as usize + STACK) & !15) as *mut libc::c_void;
-    // No handler may run in the child before it has reset them: block every signal around the clone.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
     let pid = unsafe {
-        libc::clone(
+        clone_blocked(
             child_main,
-            top,
+            &mut stack,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             &*args as *const ChildArgs as *mut libc::c_void,
         )
     };
-    let clone_err = io::Error::last_os_error();
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     drop(stack);
     drop((out_w, err_w, devnull));
-    if pid < 0 {
-        return Err(clone_err);
-    }
+    let pid = pid?;
     let err = args.err.load(Ordering::SeqCst);
     if err != 0 {
         // The child exited before exec: collect it here (the reaper cannot see it yet).

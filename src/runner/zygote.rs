@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::native::{NativeLaunch, Started};
-use super::vfork::{handled_signals, pipe};
+use super::vfork::{clone_blocked, handled_signals, pipe};
 use crate::sandbox::rlimit::RlimitSet;
 
 /// Largest argv plus environment a zygote takes (the direct path takes the rest).
@@ -283,30 +283,17 @@ impl Zygote {
         prefault(mem.envp.as_mut_ptr().cast(), MAX_PTRS * 8);
         let mut stack = vec![0u8; STACK];
         prefault(stack.as_mut_ptr(), STACK);
-        // The stack grows down: pass its 16-byte aligned top.
-        let top = ((stack.as_mut_ptr() as usize + STACK) & !15) as *mut libc::c_void;
-        // No handler may run in the launcher before it has reset them.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        unsafe {
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        }
         let pid = unsafe {
-            libc::clone(
+            clone_blocked(
                 child_main,
-                top,
+                &mut stack,
                 libc::CLONE_VM | libc::SIGCHLD,
                 &mut *mem as *mut Shared as *mut libc::c_void,
             )
         };
-        let clone_err = io::Error::last_os_error();
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
         // The launcher has its own descriptor table: these copies are the parent's.
         drop((devnull, cmd_r, status_w, out_w, err_w));
-        if pid < 0 {
-            return Err(clone_err);
-        }
+        let pid = pid?;
         Ok(Zygote {
             pid,
             cmd: Some(cmd_w),

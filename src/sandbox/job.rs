@@ -14,7 +14,7 @@ use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
     JobObjectBasicProcessIdList, JobObjectCpuRateControlInformation,
     JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
-    TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+    TerminateJobObject, JOBOBJECTINFOCLASS, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
     JOBOBJECT_CPU_RATE_CONTROL_INFORMATION, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
     JOB_OBJECT_CPU_RATE_CONTROL_ENABLE, JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP,
     JOB_OBJECT_LIMIT_ACTIVE_PROCESS, JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION,
@@ -188,18 +188,23 @@ impl Job {
         }
     }
 
-    fn accounting(&self) -> Option<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION> {
-        let mut a: JOBOBJECT_BASIC_ACCOUNTING_INFORMATION = unsafe { std::mem::zeroed() };
+    /// One fixed-size record of information about the job.
+    fn query<T: Copy>(&self, class: JOBOBJECTINFOCLASS) -> Option<T> {
+        let mut v: T = unsafe { std::mem::zeroed() };
         let ok = unsafe {
             QueryInformationJobObject(
                 self.raw(),
-                JobObjectBasicAccountingInformation,
-                (&mut a as *mut JOBOBJECT_BASIC_ACCOUNTING_INFORMATION).cast(),
-                size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
+                class,
+                (&mut v as *mut T).cast(),
+                size_of::<T>() as u32,
                 std::ptr::null_mut(),
             )
         };
-        (ok != 0).then_some(a)
+        (ok != 0).then_some(v)
+    }
+
+    fn accounting(&self) -> Option<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION> {
+        self.query(JobObjectBasicAccountingInformation)
     }
 
     /// Processes of the job still running.
@@ -220,17 +225,12 @@ impl Job {
         let Some(limit) = self.memory_limit else {
             return false;
         };
-        let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
-        let ok = unsafe {
-            QueryInformationJobObject(
-                self.raw(),
-                JobObjectExtendedLimitInformation,
-                (&mut info as *mut JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
-                size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
-                std::ptr::null_mut(),
-            )
+        let Some(info) =
+            self.query::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>(JobObjectExtendedLimitInformation)
+        else {
+            return false;
         };
         // Within a page of the limit counts: the refused allocation itself is not recorded.
-        ok != 0 && info.PeakJobMemoryUsed as u64 + 4096 >= limit
+        info.PeakJobMemoryUsed as u64 + 4096 >= limit
     }
 }

@@ -103,27 +103,40 @@ pub fn records(o: &Output) -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// Pids of live processes whose environment holds `SYMBIONT_AGENT=<agent>` (every agent process
-/// and its descendants carry it).
-pub fn agent_pids(agent: &str) -> Vec<i32> {
-    let needle = format!("SYMBIONT_AGENT={agent}\0");
+/// Every live (not zombie) process, with the fields of its `/proc/PID/stat` after the name
+/// (state first, then the parent's pid, ...).
+pub fn live_processes() -> Vec<(i32, Vec<String>)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = state
-            .rsplit_once(") ")
-            .is_some_and(|(_, r)| r.starts_with('Z'));
-        if !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            out.push(pid);
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<String> = rest.split_whitespace().map(String::from).collect();
+        if fields.first().is_some_and(|s| s != "Z") {
+            out.push((pid, fields));
         }
     }
     out
+}
+
+/// Pids of live processes whose environment holds `SYMBIONT_AGENT=<agent>` (every agent process
+/// and its descendants carry it).
+pub fn agent_pids(agent: &str) -> Vec<i32> {
+    let needle = format!("SYMBIONT_AGENT={agent}\0");
+    live_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .collect()
 }
 
 /// Waits up to `within` for every process of `agent` to be gone; returns the survivors.
