@@ -1357,6 +1357,13 @@ mod bench {
                     Some(_) if Instant::now() < until => {
                         std::thread::sleep(Duration::from_millis(1))
                     }
+                    // No VmRSS line for a moment (the process is still being set up): look
+                    // again while it exists.
+                    None if Instant::now() < until
+                        && std::path::Path::new(&format!("/proc/{pid}")).exists() =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
                     _ => {
                         let _ = tx.send(None);
                         return;

@@ -328,6 +328,7 @@ struct RunEntry {
 pub(crate) struct Inner {
     opts: SupervisorOptions,
     runs_dir: PathBuf,
+    runs_dir_made: std::sync::atomic::AtomicBool,
     #[cfg(target_os = "linux")]
     roots: crate::sandbox::cgroup::CgroupRoots,
     /// Launchers kept ready inside fresh run groups.
@@ -448,6 +449,7 @@ impl Supervisor {
             inner: Arc::new(Inner {
                 opts,
                 runs_dir,
+                runs_dir_made: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(target_os = "linux")]
                 roots,
                 #[cfg(target_os = "linux")]
@@ -565,12 +567,17 @@ impl Supervisor {
             sanitize(&spec.agent),
             sanitize(&spec.trigger)
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            LaunchError(format!(
-                "cannot create the run log directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        // The session's directory once, checked before anything runs; the run's own directory
+        // is made by the run's task together with its log files, after the agent started.
+        if !self.inner.runs_dir_made.load(Ordering::Relaxed) {
+            std::fs::create_dir_all(&self.inner.runs_dir).map_err(|e| {
+                LaunchError(format!(
+                    "cannot create the run log directory {}: {e}",
+                    self.inner.runs_dir.display()
+                ))
+            })?;
+            self.inner.runs_dir_made.store(true, Ordering::Relaxed);
+        }
         let tail = || Arc::new(Mutex::new(Tail::new(self.inner.opts.tail_lines)));
         let status = Arc::new(Mutex::new(RunStatus {
             id,

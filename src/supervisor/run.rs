@@ -37,7 +37,11 @@ struct Ending {
     by: Actor,
 }
 
+/// Opens (creating) a log file of a run, and the run's directory if it is not there yet.
 pub(super) fn open_log(p: &Path) -> std::io::Result<File> {
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::create_dir(dir);
+    }
     OpenOptions::new().create(true).append(true).open(p)
 }
 
