@@ -174,13 +174,14 @@ impl LaunchPool {
         self.shared.cv.notify_one();
     }
 
-    /// Stops the thread and ends every unused launcher, removing its groups.
+    /// Ends every unused launcher, removing its groups, then stops the thread. In that order:
+    /// a launcher runs on the thread-local block of the thread that cloned it (this pool's),
+    /// so that thread must outlive every launcher it made.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.cv.notify_all();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = t.join();
-        }
+        // The thread discards what it is making once it sees `stop`; what is ready goes here,
+        // and `discard` returns once the launcher has exited.
         let left: Vec<Pooled> = self
             .shared
             .ready
@@ -190,6 +191,9 @@ impl LaunchPool {
             .collect();
         for p in left {
             p.discard();
+        }
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
         }
     }
 }

@@ -698,7 +698,8 @@ pub(super) fn prestart(
             .apply_limits(&inner.roots, &spec.limits, spec.enforce_limits)
             .is_ok();
     if !usable {
-        tokio::task::spawn_blocking(move || p.discard());
+        // Now, not later on another thread: the pool's thread must outlive its launchers.
+        p.discard();
         return None;
     }
     let enforced = p.cgroup.enforced;
