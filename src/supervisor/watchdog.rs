@@ -287,9 +287,9 @@ pub(crate) fn watch_loop(
         let fleet_idle = fleet_now.is_some() && fleet_now == fleet_last;
         fleet_last = fleet_now;
         for w in &mut runs {
-            // One lock per run per refresh: the sample is taken while holding it (a few reads).
-            let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
-            let (state, deadline) = (s.state, s.deadline);
+            // The status is locked to read the state, then again to publish: never while the
+            // tree is being read, so neither the run's task nor the dashboard waits on /proc.
+            let state = w.status.lock().unwrap_or_else(|e| e.into_inner()).state;
             if state == RunState::Exited {
                 w.done = true;
                 continue;
@@ -307,6 +307,13 @@ pub(crate) fn watch_loop(
                 w.probe.sample(&w.tree, force, &mut buf)
             };
             let now = Instant::now();
+            let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
+            // The run may have ended while its tree was read: its record's figures stand.
+            if s.state == RunState::Exited {
+                w.done = true;
+                continue;
+            }
+            let (state, deadline) = (s.state, s.deadline);
             if let Some(f) = &fig {
                 let dt = s
                     .sampled_at
