@@ -223,3 +223,65 @@ async fn unused_launchers_end_with_their_supervisor() {
     );
     assert!(gone, "launchers left: {:?}", live_children());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_memory_limit_or_a_killed_launcher_takes_the_direct_path() {
+    let _serial = SERIAL.lock().await;
+    let s = Scratch::new("pool-edge");
+    let sup = supervisor(&s);
+    if pool_ready(&sup).await.is_none() {
+        return;
+    }
+    // Under 16 MiB the run does not go through a launcher: an OOM kill during its exec would
+    // take every process sharing the launcher's memory, this one included.
+    let tiny = Limits {
+        memory_bytes: Some(4 << 20),
+        timeout: Some(Duration::from_secs(20)),
+        ..Limits::default()
+    };
+    let id = sup
+        .launch(spec(
+            &s,
+            "tiny",
+            bash(),
+            &["bash", "-c", "cat /proc/self/cgroup"],
+            tiny,
+        ))
+        .unwrap();
+    let rec = sup.wait(id).await.unwrap();
+    let out = std::fs::read_to_string(&rec.stdout_log).unwrap_or_default();
+    assert!(
+        !out.contains("/z"),
+        "a tiny limit went through a launcher:\n{out}"
+    );
+    assert_none_left("tiny");
+    // Launchers killed from outside: the next launches still start, on the direct path.
+    let me = std::fs::read(format!("/proc/{}/cmdline", std::process::id())).unwrap();
+    let launchers: Vec<i32> = live_children()
+        .into_iter()
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == me))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                .is_ok_and(|c| c.lines().any(|l| l.contains("/z")))
+        })
+        .collect();
+    assert!(!launchers.is_empty(), "no launcher found to kill");
+    for &p in &launchers {
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = sup
+        .launch(spec(
+            &s,
+            "after-kill",
+            bash(),
+            &["bash", "-c", "echo started"],
+            Limits::default(),
+        ))
+        .unwrap();
+    let rec = sup.wait(id).await.unwrap();
+    assert_eq!(rec.reason, Reason::Exited, "{rec:?}");
+    assert_eq!(rec.exit_code, Some(0), "{rec:?}");
+    assert!(rec.stdout_tail.iter().any(|l| l == "started"), "{rec:?}");
+    assert_none_left("after-kill");
+}

@@ -121,8 +121,7 @@ fn write_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: the parent keeps `Shared` alive, and only touches it while this process is
     // blocked on the command pipe or gone.
-    let m = unsafe { &mut *(arg as *mut Shared) };
-    unsafe { launcher(m) }
+    unsafe { launcher(arg as *mut Shared) }
 }
 
 unsafe fn fail(status: RawFd) -> ! {
@@ -139,9 +138,12 @@ unsafe fn fail_with(status: RawFd, e: i32) -> ! {
     libc::_exit(127)
 }
 
-unsafe fn launcher(m: &mut Shared) -> ! {
-    let status0 = m.fds[4];
-    for &sig in &m.handled {
+/// `shared` is written by the parent until the go byte: only the fields it never writes are
+/// read before that, and the whole is borrowed only after.
+unsafe fn launcher(shared: *mut Shared) -> ! {
+    let fds = (*shared).fds;
+    let status0 = fds[4];
+    for &sig in &(*shared).handled {
         libc::signal(sig, libc::SIG_DFL);
     }
     let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -150,14 +152,14 @@ unsafe fn launcher(m: &mut Shared) -> ! {
     if libc::setpgid(0, 0) != 0 {
         fail(status0);
     }
-    for &fd in &m.cgroup_fds {
+    for &fd in &(*shared).cgroup_fds {
         if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
             fail(status0);
         }
     }
     // Every descriptor this process keeps, above the ones it will land on, then in place.
     let mut high = [0; 5];
-    for (i, &fd) in m.fds.iter().enumerate() {
+    for (i, &fd) in fds.iter().enumerate() {
         high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
         if high[i] < 0 {
             fail(status0);
@@ -177,7 +179,16 @@ unsafe fn launcher(m: &mut Shared) -> ! {
     }
     // Nothing else of the supervisor's: no other agent's pipe stays open through this one.
     if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) != 0 {
-        for fd in 5..1024 {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            rl.rlim_cur.min(1 << 20) as RawFd
+        } else {
+            1024
+        };
+        for fd in 5..top {
             libc::close(fd);
         }
     }
@@ -192,7 +203,10 @@ unsafe fn launcher(m: &mut Shared) -> ! {
         libc::_exit(0);
     }
     libc::close(cmd);
-    let h = m.header;
+    // From the go byte on, the parent leaves the memory to this process until it exec'd.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    let h = std::ptr::read_volatile(std::ptr::addr_of!((*shared).header));
+    let m = &mut *shared;
     let len = h.len as usize;
     if h.magic != MAGIC || len > m.buf.len() {
         fail_with(status, libc::E2BIG);
@@ -315,6 +329,17 @@ impl Zygote {
             4 => Err(io::Error::from_raw_os_error(e)),
             _ => Err(io::Error::other("the launcher exited before it was ready")),
         }
+    }
+
+    /// Whether the launcher is still there, waiting (one that was killed has closed its end
+    /// of the status pipe).
+    pub fn alive(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.status.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
     }
 
     /// Whether a command fits a launcher (the direct path takes the rest).

@@ -29,18 +29,17 @@ pub(crate) struct Pooled {
 impl Pooled {
     /// Ends an unused launcher (it exits when its command pipe closes) and removes its groups.
     /// Blocking: up to half a second while the groups empty.
-    pub fn discard(self) {
+    pub fn discard(self, reaper: &Reaper) {
         let Pooled {
             zygote,
             mut cgroup,
             exit,
         } = self;
         let pid = zygote.pid;
+        // Dropping it closes its command pipe and waits until it has exited.
         drop((zygote, exit));
         cgroup.destroy();
-        // Collect it where no reaper will (a reaper that already did makes this ECHILD).
-        let mut st = 0;
-        unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        reaper.collect(pid);
     }
 }
 
@@ -53,6 +52,7 @@ struct Shared {
 
 pub(crate) struct LaunchPool {
     shared: Arc<Shared>,
+    reaper: Reaper,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -79,7 +79,7 @@ fn make(roots: &CgroupRoots, reaper: &Reaper, name: &str) -> std::io::Result<Poo
     match p.zygote.wait_ready() {
         Ok(()) => Ok(p),
         Err(e) => {
-            p.discard();
+            p.discard(reaper);
             Err(e)
         }
     }
@@ -97,16 +97,17 @@ impl LaunchPool {
             stop: AtomicBool::new(false),
             want,
         });
-        let (sh, roots, reaper) = (shared.clone(), roots.clone(), reaper.clone());
+        let (sh, roots, thread_reaper) = (shared.clone(), roots.clone(), reaper.clone());
         let thread = std::thread::Builder::new()
             .name("symbiont-pool".into())
             .spawn(move || {
                 let mut n = 0u64;
                 let mut failures = 0;
+                let mut gave_up = false;
                 loop {
                     {
                         let mut g = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
-                        while g.len() >= sh.want && !sh.stop.load(Ordering::SeqCst) {
+                        while (gave_up || g.len() >= sh.want) && !sh.stop.load(Ordering::SeqCst) {
                             g = sh.cv.wait(g).unwrap_or_else(|e| e.into_inner());
                         }
                     }
@@ -114,13 +115,13 @@ impl LaunchPool {
                         break;
                     }
                     n += 1;
-                    match make(&roots, &reaper, &format!("z{n}")) {
+                    match make(&roots, &thread_reaper, &format!("z{n}")) {
                         Ok(p) => {
                             failures = 0;
                             let mut g = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
                             if sh.stop.load(Ordering::SeqCst) {
                                 drop(g);
-                                p.discard();
+                                p.discard(&thread_reaper);
                                 break;
                             }
                             g.push_back(p);
@@ -130,7 +131,9 @@ impl LaunchPool {
                         Err(_) => {
                             failures += 1;
                             if failures >= 3 {
-                                break;
+                                // No more launchers; the thread stays until `stop`, since the
+                                // launchers still ready run on its thread-local block.
+                                gave_up = true;
                             }
                             std::thread::sleep(Duration::from_millis(100));
                         }
@@ -140,6 +143,7 @@ impl LaunchPool {
             .ok()?;
         Some(LaunchPool {
             shared,
+            reaper: reaper.clone(),
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -190,10 +194,16 @@ impl LaunchPool {
             .drain(..)
             .collect();
         for p in left {
-            p.discard();
+            p.discard(&self.reaper);
         }
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for LaunchPool {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -77,6 +77,28 @@ impl Reaper {
         Ok((pid, t, rx))
     }
 
+    /// Collects `pid`, a child this process ended itself, and forgets it: waits up to 200 ms
+    /// for it to become a zombie, under the lock, so the sweep never waits for a pid that was
+    /// collected here (and may be reused). One that does not exit by then stays registered.
+    pub fn collect(&self, pid: i32) {
+        let until = std::time::Instant::now() + Duration::from_millis(200);
+        loop {
+            {
+                let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = 0;
+                let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+                if r == pid || r < 0 {
+                    w.map.remove(&pid);
+                    return;
+                }
+            }
+            if std::time::Instant::now() >= until {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     pub fn reap(&self) {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if self.reap_all {
@@ -167,13 +189,16 @@ impl Reaper {
             )
         };
         if !h.is_null() {
-            let h = h as usize;
-            let _ = std::thread::Builder::new()
+            let hv = h as usize;
+            let started = std::thread::Builder::new()
                 .name("symbiont-wait".into())
                 .stack_size(64 * 1024)
                 .spawn(move || {
-                    let _ = tx.send(wait_process(h as _));
+                    let _ = tx.send(wait_process(hv as _));
                 });
+            if started.is_err() {
+                unsafe { windows_sys::Win32::Foundation::CloseHandle(h) };
+            }
         }
         Ok((pid, t, rx))
     }

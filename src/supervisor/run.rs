@@ -582,8 +582,9 @@ pub(super) async fn run(
     #[cfg(unix)]
     let cpu_signal = signal == Some(libc::SIGXCPU) || signal == Some(libc::SIGKILL);
     // The job's CPU-time limit ends every process of it with a failure code.
+    // A job past its CPU-time limit ends every process with ERROR_NOT_ENOUGH_QUOTA.
     #[cfg(windows)]
-    let cpu_signal = last.is_some_and(|e| e.code != Some(0));
+    let cpu_signal = last.is_some_and(|e| e.code == Some(1816));
     let (reason, killed_by) = if failed_to_start {
         (Reason::FailedToStart, None)
     } else if let Some(e) = &ending {
@@ -661,6 +662,10 @@ fn announce(
     }
 }
 
+/// Runs with a smaller memory limit do not go through a launcher (see `prestart`).
+#[cfg(target_os = "linux")]
+const MIN_POOLED_MEMORY: u64 = 16 << 20;
+
 /// The first step of a run, started by `launch()` itself through a ready launcher of the pool:
 /// no task hop and no cgroup work between the request and the running agent.
 #[cfg(target_os = "linux")]
@@ -690,16 +695,27 @@ pub(super) fn prestart(
     if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, &spec.env) {
         return None;
     }
+    // The launcher shares the supervisor's memory until its exec, which is charged to the run's
+    // memory group: under a tiny limit the kernel's OOM killer would pick it, and with it every
+    // process sharing that memory. A vfork child is exempt, so such runs take the direct path.
+    if spec.enforce_limits
+        && spec
+            .limits
+            .memory_bytes
+            .is_some_and(|m| m < MIN_POOLED_MEMORY)
+    {
+        return None;
+    }
     let mut p = inner.pool.as_ref()?.take()?;
-    let usable = p
-        .cgroup
-        .can_carry(&inner.roots, &spec.limits, spec.enforce_limits)
+    let usable = p.zygote.alive()
+        && p.cgroup
+            .can_carry(&inner.roots, &spec.limits, spec.enforce_limits)
         && p.cgroup
             .apply_limits(&inner.roots, &spec.limits, spec.enforce_limits)
             .is_ok();
     if !usable {
         // Now, not later on another thread: the pool's thread must outlive its launchers.
-        p.discard();
+        p.discard(&inner.reaper);
         return None;
     }
     let enforced = p.cgroup.enforced;
