@@ -264,10 +264,7 @@ pub(super) async fn run(
     }
     // No CPU quota without a cgroup: pin the agent to as many CPUs as it may use instead.
     #[cfg(target_os = "linux")]
-    let affinity = match spec.limits.cpu_cores {
-        Some(c) if spec.enforce_limits && !cg_cpu => native::affinity_for(c),
-        _ => None,
-    };
+    let affinity = run_affinity(&spec, cg_cpu);
     let limits = &spec.limits;
 
     inner.audit.record(
@@ -662,6 +659,15 @@ fn announce(
     }
 }
 
+/// The CPUs a run may use: the `max_cpu_cores` fallback where no cgroup sets a quota.
+#[cfg(target_os = "linux")]
+fn run_affinity(spec: &RunSpec, cgroup_quota: bool) -> Option<libc::cpu_set_t> {
+    match spec.limits.cpu_cores {
+        Some(c) if spec.enforce_limits && !cgroup_quota => native::affinity_for(c),
+        _ => None,
+    }
+}
+
 /// Runs with a smaller memory limit do not go through a launcher (see `prestart`).
 #[cfg(target_os = "linux")]
 const MIN_POOLED_MEMORY: u64 = 16 << 20;
@@ -720,10 +726,7 @@ pub(super) fn prestart(
     }
     let enforced = p.cgroup.enforced;
     let rlimits = rlimits_for(spec, enforced.memory, enforced.pids);
-    let affinity = match spec.limits.cpu_cores {
-        Some(c) if spec.enforce_limits && !enforced.cpu_quota => native::affinity_for(c),
-        _ => None,
-    };
+    let affinity = run_affinity(spec, enforced.cpu_quota);
     *tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.cgroup);
     let launch = NativeLaunch {
         program: &step.program,
