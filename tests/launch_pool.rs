@@ -285,3 +285,82 @@ async fn a_tiny_memory_limit_or_a_killed_launcher_takes_the_direct_path() {
     assert!(rec.stdout_tail.iter().any(|l| l == "started"), "{rec:?}");
     assert_none_left("after-kill");
 }
+
+/// What the agent's groups enforce, as the agent itself reads them: `(memory, pids)`, `None`
+/// for no limit, and its CPUs.
+const REPORT: &str = "while IFS=: read -r _ ctl path; do \
+      for d in /sys/fs/cgroup/$ctl$path /sys/fs/cgroup$path /sys/fs/cgroup/unified$path; do \
+        for f in memory.limit_in_bytes memory.max; do [ -f $d/$f ] && echo \"mem $(cat $d/$f)\"; done; \
+        [ -f $d/pids.max ] && echo \"pids $(cat $d/pids.max)\"; \
+      done; \
+    done < /proc/self/cgroup; grep Cpus_allowed_list /proc/self/status";
+
+fn reported(out: &str, what: &str) -> Option<u64> {
+    let v: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix(what)?.trim().parse().ok())
+        // v1 spells "no memory limit" as the largest page-aligned value.
+        .filter(|&n| n < 1 << 62)
+        .collect();
+    v.iter().min().copied()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_groups_carry_the_last_limits_and_lift_what_a_run_does_not_set() {
+    let _serial = SERIAL.lock().await;
+    let s = Scratch::new("pool-limits");
+    let sup = supervisor(&s);
+    let Some(size) = pool_ready(&sup).await else {
+        return;
+    };
+    let mine = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap()
+        .to_string();
+    let first = Limits {
+        memory_bytes: Some(96 << 20),
+        max_processes: Some(40),
+        ..Limits::default()
+    };
+    let second = Limits {
+        max_processes: Some(50),
+        ..Limits::default()
+    };
+    // Fresh groups, then groups made after a launch with the same limits (they carry them
+    // already), then other limits (one lifted, one changed), then the first ones again.
+    let plan = std::iter::repeat_n(&first, size + 2)
+        .chain(std::iter::repeat_n(&second, size + 1))
+        .chain(std::iter::once(&first));
+    for (i, limits) in plan.enumerate() {
+        pool_ready(&sup).await;
+        let agent = format!("pool-limits-{i}");
+        let id = sup
+            .launch(spec(
+                &s,
+                &agent,
+                bash(),
+                &["bash", "-c", REPORT],
+                limits.clone(),
+            ))
+            .unwrap();
+        let rec = sup.wait(id).await.unwrap();
+        assert_eq!(rec.reason, Reason::Exited, "{rec:?}");
+        let out = std::fs::read_to_string(&rec.stdout_log).unwrap();
+        assert_eq!(
+            reported(&out, "mem "),
+            limits.memory_bytes,
+            "run {i}:\n{out}"
+        );
+        assert_eq!(
+            reported(&out, "pids "),
+            limits.max_processes,
+            "run {i}:\n{out}"
+        );
+        // Launched from another CPU than the supervisor's, the agent still has every CPU.
+        assert!(out.contains(&mine), "run {i}: not {mine}:\n{out}");
+        assert_none_left(&agent);
+    }
+    drop(sup);
+}

@@ -50,16 +50,19 @@ pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// `clone` onto `stack` with every signal blocked in the calling thread around it, so that no
-/// handler of the supervisor's runs in the child before the child has reset them.
+/// handler of the supervisor's runs in the child before the child has reset them. With
+/// `CLONE_CHILD_CLEARTID` in `flags`, the kernel zeroes `ctid` and wakes its futex when the
+/// child execs or exits.
 ///
 /// # Safety
 /// `f` runs in the child with `arg`, sharing memory when `flags` has `CLONE_VM`: everything it
-/// touches must stay valid until it has exec'd or exited.
+/// touches, and `ctid`, must stay valid until it has exec'd or exited.
 pub(super) unsafe fn clone_blocked(
     f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
     stack: &mut [u8],
     flags: libc::c_int,
     arg: *mut libc::c_void,
+    ctid: *mut libc::pid_t,
 ) -> io::Result<i32> {
     // The stack grows down: pass its 16-byte aligned top.
     let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut libc::c_void;
@@ -67,7 +70,15 @@ pub(super) unsafe fn clone_blocked(
     let mut old: libc::sigset_t = std::mem::zeroed();
     libc::sigfillset(&mut all);
     libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    let pid = libc::clone(f, top, flags, arg);
+    let pid = libc::clone(
+        f,
+        top,
+        flags,
+        arg,
+        std::ptr::null_mut::<libc::pid_t>(),
+        std::ptr::null_mut::<libc::c_void>(),
+        ctid,
+    );
     let err = io::Error::last_os_error();
     libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     if pid < 0 {
@@ -191,6 +202,7 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
             &mut stack,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             &*args as *const ChildArgs as *mut libc::c_void,
+            std::ptr::null_mut(),
         )
     };
     drop(stack);

@@ -353,6 +353,36 @@ pub struct RunCgroup {
     cpuacct: Option<PathBuf>,
     freezer: Option<PathBuf>,
     pub enforced: Enforced,
+    /// What the groups carry now (nothing, as created); `None` after a failed write.
+    applied: Option<GroupLimits>,
+}
+
+/// The limits a run's groups carry: what `apply_limits` writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GroupLimits {
+    memory_bytes: Option<u64>,
+    max_processes: Option<u64>,
+    /// CPU quota in microseconds per `CPU_PERIOD_US`.
+    cpu_quota_us: Option<u64>,
+}
+
+/// The period of a CPU quota, in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+
+impl GroupLimits {
+    /// The part of `limits` that groups enforce, when `enforce`.
+    pub fn of(limits: &Limits, enforce: bool) -> GroupLimits {
+        if !enforce {
+            return GroupLimits::default();
+        }
+        GroupLimits {
+            memory_bytes: limits.memory_bytes,
+            max_processes: limits.max_processes,
+            cpu_quota_us: limits
+                .cpu_cores
+                .map(|c| ((c * CPU_PERIOD_US as f64).round() as u64).max(1000)),
+        }
+    }
 }
 
 impl RunCgroup {
@@ -404,6 +434,7 @@ impl RunCgroup {
             cpuacct: None,
             freezer: None,
             enforced: Enforced::default(),
+            applied: Some(GroupLimits::default()),
         };
         cg.v2 = mk(&roots.v2)?;
         cg.memory = mk(&roots.memory)?;
@@ -421,57 +452,92 @@ impl RunCgroup {
         !(enforce && limits.cpu_cores.is_some() && roots.cpu.is_some() && self.cpu.is_none())
     }
 
-    /// Writes the run's limits into its groups.
+    /// Writes the run's limits into its groups: only those that differ from what the groups
+    /// carry already (a pooled group may carry the previous run's), lifting any it should not.
     pub fn apply_limits(
         &mut self,
         roots: &CgroupRoots,
         limits: &Limits,
         enforce: bool,
     ) -> io::Result<()> {
-        if !enforce {
-            return Ok(());
-        }
-        let cg = self;
-        if let Some(bytes) = limits.memory_bytes {
-            if let Some(m) = &cg.memory {
-                fs::write(m.join("memory.limit_in_bytes"), bytes.to_string())?;
-                // Swap counts too, where the kernel accounts it.
-                let _ = fs::write(m.join("memory.memsw.limit_in_bytes"), bytes.to_string());
-                cg.enforced.memory = true;
-            } else if roots.v2_memory {
-                let v2 = cg.v2.as_ref().expect("v2 group");
-                fs::write(v2.join("memory.max"), bytes.to_string())?;
-                let _ = fs::write(v2.join("memory.swap.max"), "0");
-                cg.enforced.memory = true;
+        let want = GroupLimits::of(limits, enforce);
+        // Until every write is done, what the groups carry is not known for sure.
+        let had = self.applied.take();
+        let changed = |f: fn(&GroupLimits) -> Option<u64>| had.is_none_or(|h| f(&h) != f(&want));
+        let v2 = self.v2.clone();
+        let v2_file = |name: &str| v2.as_ref().map(|d| d.join(name));
+        let mut enforced = Enforced {
+            tree: self.enforced.tree,
+            ..Enforced::default()
+        };
+
+        let mem = want.memory_bytes;
+        if let Some(m) = &self.memory {
+            if changed(|g| g.memory_bytes) {
+                let v = mem.map_or("-1".to_string(), |b| b.to_string());
+                // The memory+swap limit may never be below the memory limit: raise it first,
+                // lower it last (both when the old one is unknown). It exists only where the
+                // kernel accounts swap.
+                let old = had.map(|h| h.memory_bytes);
+                let (first, last) = match (mem, old) {
+                    (_, None) => (true, true),
+                    (None, _) => (true, false),
+                    (Some(_), Some(None)) => (false, true),
+                    (Some(new), Some(Some(old))) => (new > old, new <= old),
+                };
+                let memsw = m.join("memory.memsw.limit_in_bytes");
+                if first {
+                    let _ = fs::write(&memsw, &v);
+                }
+                fs::write(m.join("memory.limit_in_bytes"), &v)?;
+                if last {
+                    let _ = fs::write(&memsw, &v);
+                }
             }
+            enforced.memory = mem.is_some();
+        } else if roots.v2_memory {
+            if changed(|g| g.memory_bytes) {
+                let v = mem.map_or("max".to_string(), |b| b.to_string());
+                fs::write(v2_file("memory.max").expect("v2 group"), v)?;
+                let swap = if mem.is_some() { "0" } else { "max" };
+                let _ = fs::write(v2_file("memory.swap.max").expect("v2 group"), swap);
+            }
+            enforced.memory = mem.is_some();
         }
-        if let Some(n) = limits.max_processes {
-            if let Some(p) = &cg.pids {
-                fs::write(p.join("pids.max"), n.to_string())?;
-                cg.enforced.pids = true;
-            } else if roots.v2_pids {
+
+        let pids = want.max_processes;
+        let pids_file = match &self.pids {
+            Some(p) => Some(p.join("pids.max")),
+            None if roots.v2_pids => v2_file("pids.max"),
+            None => None,
+        };
+        if let Some(f) = pids_file {
+            if changed(|g| g.max_processes) {
+                fs::write(f, pids.map_or("max".to_string(), |n| n.to_string()))?;
+            }
+            enforced.pids = pids.is_some();
+        }
+
+        let quota = want.cpu_quota_us;
+        if let Some(c) = &self.cpu {
+            if changed(|g| g.cpu_quota_us) {
+                fs::write(c.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                let q = quota.map_or("-1".to_string(), |q| q.to_string());
+                fs::write(c.join("cpu.cfs_quota_us"), q)?;
+            }
+            enforced.cpu_quota = quota.is_some();
+        } else if roots.v2_cpu {
+            if changed(|g| g.cpu_quota_us) {
+                let q = quota.map_or("max".to_string(), |q| q.to_string());
                 fs::write(
-                    cg.v2.as_ref().expect("v2 group").join("pids.max"),
-                    n.to_string(),
+                    v2_file("cpu.max").expect("v2 group"),
+                    format!("{q} {CPU_PERIOD_US}"),
                 )?;
-                cg.enforced.pids = true;
             }
+            enforced.cpu_quota = quota.is_some();
         }
-        if let Some(cores) = limits.cpu_cores {
-            let period: u64 = 100_000;
-            let quota = ((cores * period as f64).round() as u64).max(1000);
-            if let Some(c) = &cg.cpu {
-                fs::write(c.join("cpu.cfs_period_us"), period.to_string())?;
-                fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
-                cg.enforced.cpu_quota = true;
-            } else if roots.v2_cpu {
-                fs::write(
-                    cg.v2.as_ref().expect("v2 group").join("cpu.max"),
-                    format!("{quota} {period}"),
-                )?;
-                cg.enforced.cpu_quota = true;
-            }
-        }
+        self.applied = Some(want);
+        self.enforced = enforced;
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The launcher pool (Linux, with cgroups): a few zygotes kept ready on a thread of their own,
-//! each already inside a fresh set of run groups. A launch takes one, writes its limits into
-//! the groups and sends it the command; the pool forks a replacement meanwhile. When the pool
-//! is empty (a burst of launches), a launch takes the direct path, as without a pool.
+//! each already inside a fresh set of run groups that carry the last launch's limits. A launch
+//! takes one, writes whatever limits differ into the groups and sends it the command; the pool
+//! forks a replacement meanwhile. When the pool is empty (a burst of launches), a launch takes
+//! the direct path, as without a pool.
 //!
 //! `SYMBIONT_LAUNCH_POOL=N` sets how many are kept ready (default 4; 0 turns the pool off).
 
@@ -15,6 +16,7 @@ use tokio::sync::oneshot;
 use super::reaper::{ExitInfo, Reaper};
 use crate::runner::zygote::Zygote;
 use crate::sandbox::cgroup::{CgroupRoots, RunCgroup};
+use crate::sandbox::Limits;
 
 /// How many launchers are kept ready by default.
 pub const DEFAULT_SIZE: usize = 4;
@@ -48,6 +50,9 @@ struct Shared {
     cv: Condvar,
     stop: AtomicBool,
     want: usize,
+    /// The limits (and whether they are enforced) of the last pooled launch: new launchers'
+    /// groups carry them already, so a launch with the same limits writes none.
+    expect: Mutex<(Limits, bool)>,
 }
 
 pub(crate) struct LaunchPool {
@@ -65,8 +70,16 @@ pub fn configured_size() -> usize {
         .min(64)
 }
 
-fn make(roots: &CgroupRoots, reaper: &Reaper, name: &str) -> std::io::Result<Pooled> {
-    let cgroup = RunCgroup::create_groups(roots, name, false)?;
+/// Makes a launcher in fresh groups that already carry `expect`'s limits.
+fn make(
+    roots: &CgroupRoots,
+    reaper: &Reaper,
+    name: &str,
+    expect: &(Limits, bool),
+) -> std::io::Result<Pooled> {
+    let (limits, enforce) = expect;
+    let mut cgroup = RunCgroup::create_groups(roots, name, *enforce && limits.cpu_cores.is_some())?;
+    cgroup.apply_limits(roots, limits, *enforce)?;
     let join = cgroup.open_join()?;
     let fds: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     let (_, zygote, exit) = reaper.spawn_registered(|| Zygote::start(&fds).map(|z| (z.pid, z)))?;
@@ -96,6 +109,7 @@ impl LaunchPool {
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
             want,
+            expect: Mutex::new((Limits::default(), false)),
         });
         let (sh, roots, thread_reaper) = (shared.clone(), roots.clone(), reaper.clone());
         let thread = std::thread::Builder::new()
@@ -115,7 +129,8 @@ impl LaunchPool {
                         break;
                     }
                     n += 1;
-                    match make(&roots, &thread_reaper, &format!("z{n}")) {
+                    let expect = sh.expect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    match make(&roots, &thread_reaper, &format!("z{n}"), &expect) {
                         Ok(p) => {
                             failures = 0;
                             let mut g = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,6 +184,11 @@ impl LaunchPool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front()
+    }
+
+    /// Tells the pool which limits launches now carry, for the launchers it makes next.
+    pub fn expect(&self, limits: &Limits, enforce: bool) {
+        *self.shared.expect.lock().unwrap_or_else(|e| e.into_inner()) = (limits.clone(), enforce);
     }
 
     /// Lets the pool make up for what was taken. Called once the agent has started: joining

@@ -724,6 +724,9 @@ pub(super) fn prestart(
         p.discard(&inner.reaper);
         return None;
     }
+    if let Some(pool) = &inner.pool {
+        pool.expect(&spec.limits, spec.enforce_limits);
+    }
     let enforced = p.cgroup.enforced;
     let rlimits = rlimits_for(spec, enforced.memory, enforced.pids);
     let affinity = run_affinity(spec, enforced.cpu_quota);
