@@ -459,3 +459,41 @@ async fn hup_is_passed_on_and_the_timeout_stays_armed() {
     );
     assert_none_left("Reloader");
 }
+
+/// Agents get their stdin, stdout and stderr and nothing else of the supervisor's, not even a
+/// descriptor it holds without close-on-exec, whichever way they start (a ready launcher, or
+/// the direct start of a second step and of a supervisor without cgroups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_hold_only_their_three_standard_descriptors() {
+    let s = Scratch::new("fds");
+    // A descriptor an agent would inherit if nothing closed it.
+    let stray = unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        let stray = libc::dup2(fd, 777);
+        libc::close(fd);
+        stray
+    };
+    assert_eq!(stray, 777);
+    let list = "ls /proc/$$/fd | tr '\\n' ' '; echo";
+    for cgroups in [true, false] {
+        let sup = supervisor_with(&s, cgroups);
+        // With cgroups, the first step through a ready launcher where the host has a pool.
+        let until = Instant::now() + Duration::from_secs(5);
+        while sup.launchers().0 < sup.launchers().1 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut sp = spec(&s, "fds", list, Limits::default());
+        sp.steps.push(sp.steps[0].clone());
+        let id = sup.launch(sp).unwrap();
+        let rec = sup.wait(id).await.unwrap();
+        assert_eq!(rec.reason, Reason::Exited, "{rec:?}");
+        assert_eq!(
+            rec.stdout_tail,
+            vec!["0 1 2 ".to_string(), "0 1 2 ".to_string()],
+            "cgroups {cgroups}: {rec:?}"
+        );
+        drop(sup);
+    }
+    unsafe { libc::close(stray) };
+    assert_none_left("fds");
+}

@@ -9,4 +9,6 @@ pub mod native;
 #[cfg(target_os = "linux")]
 mod vfork;
 #[cfg(target_os = "linux")]
+pub use vfork::reserve_slots;
+#[cfg(target_os = "linux")]
 pub mod zygote;

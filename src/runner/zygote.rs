@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::native::{NativeLaunch, Started};
-use super::vfork::{clone_blocked, handled_signals, pipe};
+use super::vfork::{clone_blocked, handled_signals, pipe, take_slots, unshare_below, SlotGuard};
 use crate::sandbox::rlimit::RlimitSet;
 
 /// Largest argv plus environment a zygote takes (the direct path takes the rest).
@@ -64,6 +64,8 @@ struct Shared {
     cgroup_fds: Vec<RawFd>,
     /// /dev/null, stdout write end, stderr write end, command read end, status write end.
     fds: [RawFd; 5],
+    /// Started sharing the parent's descriptor table: see `vfork::unshare_below`.
+    unshare_from: Option<RawFd>,
 }
 
 /// A launcher, ready: joined to its groups and waiting for a command.
@@ -76,6 +78,9 @@ pub struct Zygote {
     /// Shared with the launcher while it lives.
     mem: Option<Box<Shared>>,
     stack: Option<Vec<u8>>,
+    /// The descriptor slots the launcher started from, until it is ready (it has its own
+    /// descriptor table by then).
+    slots: Option<SlotGuard<'static>>,
 }
 
 // The raw pointers in `Shared` point into its own buffer; the launcher is another process.
@@ -157,6 +162,11 @@ unsafe fn fail_with(status: RawFd, e: i32) -> ! {
 unsafe fn launcher(shared: *mut Shared) -> ! {
     let fds = (*shared).fds;
     let status0 = fds[4];
+    if let Some(end) = (*shared).unshare_from {
+        if !unshare_below(end) {
+            fail(status0);
+        }
+    }
     for &sig in &(*shared).handled {
         libc::signal(sig, libc::SIG_DFL);
     }
@@ -304,6 +314,23 @@ impl Zygote {
         let (status_r, status_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
+        let mut fds = vec![
+            devnull.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            cmd_r.as_raw_fd(),
+            status_w.as_raw_fd(),
+        ];
+        fds.extend_from_slice(cgroup_fds);
+        // Started on the parent's descriptor table, which the launcher unshares at once, keeping
+        // only the slots: no copy of the supervisor's thousands of descriptors.
+        let slots = take_slots(&fds);
+        let mut flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+        if let Some(g) = &slots {
+            let n = fds.len();
+            fds.copy_from_slice(g.fds(n));
+            flags |= libc::CLONE_FILES;
+        }
         let mut mem = Box::new(Shared {
             header: unsafe { std::mem::zeroed() },
             buf: vec![0u8; BUF],
@@ -312,14 +339,9 @@ impl Zygote {
             handled: handled_signals(),
             live: std::sync::atomic::AtomicI32::new(1),
             batch: unsafe { libc::sched_getscheduler(0) } == libc::SCHED_OTHER,
-            cgroup_fds: cgroup_fds.to_vec(),
-            fds: [
-                devnull.as_raw_fd(),
-                out_w.as_raw_fd(),
-                err_w.as_raw_fd(),
-                cmd_r.as_raw_fd(),
-                status_w.as_raw_fd(),
-            ],
+            cgroup_fds: fds[5..].to_vec(),
+            fds: [fds[0], fds[1], fds[2], fds[3], fds[4]],
+            unshare_from: slots.as_ref().map(|g| g.end()),
         });
         prefault(mem.argv.as_mut_ptr().cast(), MAX_PTRS * 8);
         prefault(mem.envp.as_mut_ptr().cast(), MAX_PTRS * 8);
@@ -329,12 +351,13 @@ impl Zygote {
             clone_blocked(
                 child_main,
                 &mut stack,
-                libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD,
+                flags,
                 &mut *mem as *mut Shared as *mut libc::c_void,
                 mem.live.as_ptr(),
             )
         };
-        // The launcher has its own descriptor table: these copies are the parent's.
+        // The launcher has its own descriptor table, or uses the slots until it has: these are
+        // the parent's.
         drop((devnull, cmd_r, status_w, out_w, err_w));
         let pid = pid?;
         Ok(Zygote {
@@ -345,11 +368,26 @@ impl Zygote {
             stderr: Some(err_r),
             mem: Some(mem),
             stack: Some(stack),
+            slots,
         })
     }
 
     /// Waits until the launcher has joined its groups.
-    pub fn wait_ready(&self) -> io::Result<()> {
+    pub fn wait_ready(&mut self) -> io::Result<()> {
+        // While the slots hold a copy of the status pipe's write end, a launcher that dies
+        // leaves no end of file: its `live` word tells instead.
+        if self.slots.is_some() {
+            let mut pfd = libc::pollfd {
+                fd: self.status.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while unsafe { libc::poll(&mut pfd, 1, 10) } <= 0
+                && !self.wait_gone(Some(std::time::Duration::ZERO))
+            {}
+        }
+        // Ready or gone, it no longer uses the slots: they let go of its pipes.
+        self.slots = None;
         let mut r = [0u8; 4];
         let n = read_full(self.status.as_raw_fd(), &mut r);
         let e = i32::from_ne_bytes(r);

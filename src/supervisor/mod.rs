@@ -407,6 +407,9 @@ impl Supervisor {
             stamp.trim_end_matches('Z'),
             std::process::id()
         ));
+        // Low descriptor numbers for the agents' start (see `reserve_slots`).
+        #[cfg(target_os = "linux")]
+        crate::runner::reserve_slots();
         #[cfg(target_os = "linux")]
         let roots = if opts.use_cgroups {
             crate::sandbox::cgroup::CgroupRoots::detect(&n.to_string())

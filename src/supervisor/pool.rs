@@ -84,7 +84,7 @@ fn make(
     let fds: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     let (_, zygote, exit) = reaper.spawn_registered(|| Zygote::start(&fds).map(|z| (z.pid, z)))?;
     drop(join);
-    let p = Pooled {
+    let mut p = Pooled {
         zygote,
         cgroup,
         exit,
