@@ -602,3 +602,34 @@ fn extreme_limit_values_do_not_panic() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "fine\n");
 }
+
+/// Sixty agents that exit at once, launched together by the binary (which reaps every child
+/// of its own, while launches run side by side): each run gets its own agent's exit code.
+#[test]
+fn a_burst_of_instant_exits_each_get_their_own_status() {
+    let s = Scratch::new("burst");
+    s.config("max_execution_time_seconds = 20");
+    let file: String = (0..60)
+        .map(|i| {
+            agent(
+                &format!("Burst{i}"),
+                &format!(
+                    "  on start {{ execute_native(\"sh -c 'exit {}'\") }}",
+                    i % 7
+                ),
+            )
+        })
+        .collect();
+    let f = s.write("a.dsl", &file);
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    let rs = records(&o);
+    assert_eq!(rs.len(), 60, "{}", stderr(&o));
+    for r in &rs {
+        let i: u64 = r["agent"].as_str().unwrap()["Burst".len()..]
+            .parse()
+            .unwrap();
+        assert_eq!(r["reason"], "exited", "{r}");
+        assert_eq!(r["exit_code"], i % 7, "{r}");
+    }
+    assert_none_left("Burst");
+}

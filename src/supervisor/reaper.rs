@@ -5,7 +5,7 @@
 #[cfg(unix)]
 use std::collections::HashMap;
 #[cfg(unix)]
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -31,6 +31,11 @@ struct Waiters {
 #[derive(Debug, Clone)]
 pub struct Reaper {
     waiters: Arc<Mutex<Waiters>>,
+    /// Held shared by every spawn until its waiter is registered, and exclusively by a reap:
+    /// a child is never reaped before its waiter is there, and spawns do not wait for each
+    /// other (holding the waiters' lock through a spawn made a burst of launches one at a
+    /// time: 1000 agents spent 0.47 s parked on it).
+    gate: Arc<RwLock<()>>,
     reap_all: bool,
 }
 
@@ -43,6 +48,7 @@ impl Reaper {
         let mut sig = signal(SignalKind::child())?;
         let r = Reaper {
             waiters: Arc::default(),
+            gate: Arc::default(),
             reap_all,
         };
         let me = r.clone();
@@ -64,16 +70,19 @@ impl Reaper {
         Ok(r)
     }
 
-    /// Spawns with `spawn` while holding the lock, so the exit can never be reaped before the
-    /// waiter is registered.
+    /// Spawns with `spawn` and registers the waiter before any reap can see the exit.
     pub fn spawn_registered<T, E>(
         &self,
         spawn: impl FnOnce() -> Result<(i32, T), E>,
     ) -> Result<(i32, T, oneshot::Receiver<ExitInfo>), E> {
-        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let (pid, t) = spawn()?;
         let (tx, rx) = oneshot::channel();
-        w.map.insert(pid, tx);
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .insert(pid, tx);
         Ok((pid, t, rx))
     }
 
@@ -100,6 +109,7 @@ impl Reaper {
     }
 
     pub fn reap(&self) {
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if self.reap_all {
             while let Some((pid, info)) = wait_one(-1) {
