@@ -633,3 +633,75 @@ fn a_burst_of_instant_exits_each_get_their_own_status() {
     }
     assert_none_left("Burst");
 }
+
+/// Under a seccomp filter that refuses close_range and unshare (as container runtimes' default
+/// profiles may), agents still start, through a copy of the descriptor table, and still hold
+/// nothing but stdin, stdout and stderr.
+#[cfg(target_os = "linux")]
+#[test]
+fn agents_start_where_close_range_and_unshare_are_refused() {
+    use std::os::unix::process::CommandExt;
+    let s = Scratch::new("seccomp");
+    let cfg = s.config("");
+    let mut c = s.command(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo started; ls -1 /proc/$$/fd; exit 0",
+    ]);
+    unsafe {
+        c.pre_exec(|| {
+            // Each refused call fails with EPERM; everything else is allowed.
+            let deny = |nr: i64| {
+                [
+                    libc::sock_filter {
+                        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                        jt: 0,
+                        jf: 1,
+                        k: nr as u32,
+                    },
+                    libc::sock_filter {
+                        code: (libc::BPF_RET | libc::BPF_K) as u16,
+                        jt: 0,
+                        jf: 0,
+                        k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                    },
+                ]
+            };
+            let mut prog = vec![libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0, // seccomp_data.nr
+            }];
+            prog.extend(deny(libc::SYS_close_range));
+            prog.extend(deny(libc::SYS_unshare));
+            prog.push(libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            });
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_mut_ptr(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &fprog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "started\n0\n1\n2\n", "{}", stderr(&o));
+}

@@ -12,7 +12,7 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::native::{NativeLaunch, Started};
 
@@ -38,6 +38,8 @@ struct ChildArgs {
     /// child does not keep. It unshares the table copying only those below, which hold every
     /// descriptor it needs (in `Slots`).
     unshare_from: Option<RawFd>,
+    /// Set by a child that could not unshare the table.
+    unshare_refused: AtomicBool,
 }
 
 /// How many descriptors a child needs at most: stdin, stdout, stderr, a launcher's command and
@@ -108,47 +110,64 @@ impl Slots {
     }
 }
 
+/// One set of slots and whether a spawn holds it.
+struct SlotSet {
+    busy: AtomicBool,
+    slots: Slots,
+}
+
 /// A few sets of slots, one per launch at a time; made once, early (see `reserve_slots`).
-fn slot_sets() -> &'static [std::sync::Mutex<Slots>] {
-    static SETS: std::sync::OnceLock<Vec<std::sync::Mutex<Slots>>> = std::sync::OnceLock::new();
+fn slot_sets() -> &'static [SlotSet] {
+    static SETS: std::sync::OnceLock<Vec<SlotSet>> = std::sync::OnceLock::new();
     SETS.get_or_init(|| {
         (0..4)
             .map_while(|_| Slots::new().ok())
-            .map(std::sync::Mutex::new)
+            .map(|slots| SlotSet {
+                busy: AtomicBool::new(false),
+                slots,
+            })
             .collect()
     })
 }
+
+/// Set once a child could not unshare the table (a seccomp filter that refuses close_range's
+/// unshare and unshare(2), as container runtimes' default ones may): from then on every child
+/// gets a copy of the table, as without slots.
+static SLOTS_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Takes the slots while the supervisor's descriptor numbers are still low.
 pub fn reserve_slots() {
     slot_sets();
 }
 
-/// Slots taken for one spawn; cleared when dropped, which must wait until the child has its own
-/// descriptor table.
-pub(super) struct SlotGuard<'a>(std::sync::MutexGuard<'a, Slots>);
+/// Slots taken for one spawn; cleared and given back when dropped, which must wait until the
+/// child has its own descriptor table. A child that may still use them (stopped before it
+/// unshared) keeps them: `std::mem::forget` the guard.
+pub(super) struct SlotGuard(&'static SlotSet);
 
-impl SlotGuard<'_> {
+impl SlotGuard {
     /// The slots holding what `take_slots` was given, in its order.
     pub(super) fn fds(&self, n: usize) -> &[RawFd] {
-        &self.0.fds[..n]
+        &self.0.slots.fds[..n]
     }
 
     /// What to pass to `unshare_below` in the child.
     pub(super) fn end(&self) -> RawFd {
-        self.0.end()
+        self.0.slots.end()
     }
 }
 
-impl Drop for SlotGuard<'_> {
+impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.0.clear();
+        self.0.slots.clear();
+        self.0.busy.store(false, Ordering::Release);
     }
 }
 
 /// In a child that shares its parent's descriptor table: a table of its own, with only the
 /// descriptors below `end` (the slots and the few below them). Where close_range cannot unshare
-/// (before Linux 5.9), a full copy. Async-signal-safe; false on failure.
+/// (before Linux 5.9), a full copy. Async-signal-safe; false on failure, when the caller tells
+/// its parent to call `slots_refused`.
 pub(super) unsafe fn unshare_below(end: RawFd) -> bool {
     libc::syscall(
         libc::SYS_close_range,
@@ -159,10 +178,49 @@ pub(super) unsafe fn unshare_below(end: RawFd) -> bool {
         || libc::unshare(libc::CLONE_FILES) == 0
 }
 
+/// A child could not unshare: no more slots for anyone.
+pub(super) fn slots_refused() {
+    SLOTS_REFUSED.store(true, Ordering::SeqCst);
+}
+
 /// A free set of slots holding `src`, if there is one.
-pub(super) fn take_slots(src: &[RawFd]) -> Option<SlotGuard<'static>> {
-    let g = slot_sets().iter().find_map(|m| m.try_lock().ok())?;
-    g.fill(src).then_some(SlotGuard(g))
+pub(super) fn take_slots(src: &[RawFd]) -> Option<SlotGuard> {
+    if SLOTS_REFUSED.load(Ordering::SeqCst) {
+        return None;
+    }
+    let set = slot_sets().iter().find(|s| {
+        s.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    })?;
+    let g = SlotGuard(set);
+    g.0.slots.fill(src).then_some(g)
+}
+
+/// Closes every descriptor from `first` on: close_range where the kernel has it, else one by
+/// one up to the open-file limit. Async-signal-safe.
+pub(super) unsafe fn close_from(first: RawFd) {
+    if libc::syscall(
+        libc::SYS_close_range,
+        first as libc::c_uint,
+        libc::c_uint::MAX,
+        0u32,
+    ) == 0
+    {
+        return;
+    }
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+        rl.rlim_cur.min(1 << 20) as RawFd
+    } else {
+        1024
+    };
+    for fd in first..top {
+        libc::close(fd);
+    }
 }
 
 fn cstr(s: &OsStr) -> io::Result<CString> {
@@ -250,6 +308,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // First, before any descriptor changes: a table of its own.
         if let Some(end) = a.unshare_from {
             if !unshare_below(end) {
+                a.unshare_refused.store(true, Ordering::SeqCst);
                 return fail(a);
             }
         }
@@ -280,9 +339,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         {
             return fail(a);
         }
-        // Nothing else of the supervisor's, not even what it holds without close-on-exec (where
-        // close_range is missing, before Linux 5.9, close-on-exec alone does it).
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        // Nothing else of the supervisor's, not even what it holds without close-on-exec.
+        close_from(3);
         if libc::chdir(a.cwd.as_ptr()) != 0 {
             return fail(a);
         }
@@ -293,6 +351,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 
 /// Starts the process; the error is the child's (exec not found, permission denied, ...).
 pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
+    let refused = SLOTS_REFUSED.load(Ordering::SeqCst);
+    match spawn_once(l) {
+        // The child could not unshare the descriptor table: again, with a copy of it.
+        Err(_) if !refused && SLOTS_REFUSED.load(Ordering::SeqCst) => spawn_once(l),
+        r => r,
+    }
+}
+
+fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let program = cstr(l.program.as_os_str())?;
     let argv_c = l
         .argv
@@ -344,6 +411,7 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
         handled: handled_signals(),
         err: AtomicI32::new(0),
         unshare_from,
+        unshare_refused: AtomicBool::new(false),
     });
     let mut stack = vec![0u8; STACK];
     let pid = unsafe {
@@ -364,6 +432,9 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
         // The child exited before exec: collect it here (the reaper cannot see it yet).
         let mut st = 0;
         unsafe { libc::waitpid(pid, &mut st, 0) };
+        if args.unshare_refused.load(Ordering::SeqCst) {
+            slots_refused();
+        }
         return Err(io::Error::from_raw_os_error(err));
     }
     Ok(Started {

@@ -16,7 +16,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::native::{NativeLaunch, Started};
-use super::vfork::{clone_blocked, handled_signals, pipe, take_slots, unshare_below, SlotGuard};
+use super::vfork::{
+    clone_blocked, close_from, handled_signals, pipe, slots_refused, take_slots, unshare_below,
+    SlotGuard,
+};
 use crate::sandbox::rlimit::RlimitSet;
 
 /// Largest argv plus environment a zygote takes (the direct path takes the rest).
@@ -66,6 +69,8 @@ struct Shared {
     fds: [RawFd; 5],
     /// Started sharing the parent's descriptor table: see `vfork::unshare_below`.
     unshare_from: Option<RawFd>,
+    /// Set by a launcher that could not unshare the table.
+    unshare_refused: std::sync::atomic::AtomicBool,
 }
 
 /// A launcher, ready: joined to its groups and waiting for a command.
@@ -80,7 +85,7 @@ pub struct Zygote {
     stack: Option<Vec<u8>>,
     /// The descriptor slots the launcher started from, until it is ready (it has its own
     /// descriptor table by then).
-    slots: Option<SlotGuard<'static>>,
+    slots: Option<SlotGuard>,
 }
 
 // The raw pointers in `Shared` point into its own buffer; the launcher is another process.
@@ -164,6 +169,9 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
     let status0 = fds[4];
     if let Some(end) = (*shared).unshare_from {
         if !unshare_below(end) {
+            (*shared)
+                .unshare_refused
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             fail(status0);
         }
     }
@@ -211,20 +219,7 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
         fail(status0);
     }
     // Nothing else of the supervisor's: no other agent's pipe stays open through this one.
-    if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) != 0 {
-        let mut rl = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
-            rl.rlim_cur.min(1 << 20) as RawFd
-        } else {
-            1024
-        };
-        for fd in 5..top {
-            libc::close(fd);
-        }
-    }
+    close_from(5);
     // Ready (errno 0): the groups are joined.
     let ready = 0i32;
     if libc::write(status, (&ready as *const i32).cast(), 4) != 4 {
@@ -342,6 +337,7 @@ impl Zygote {
             cgroup_fds: fds[5..].to_vec(),
             fds: [fds[0], fds[1], fds[2], fds[3], fds[4]],
             unshare_from: slots.as_ref().map(|g| g.end()),
+            unshare_refused: std::sync::atomic::AtomicBool::new(false),
         });
         prefault(mem.argv.as_mut_ptr().cast(), MAX_PTRS * 8);
         prefault(mem.envp.as_mut_ptr().cast(), MAX_PTRS * 8);
@@ -388,6 +384,14 @@ impl Zygote {
         }
         // Ready or gone, it no longer uses the slots: they let go of its pipes.
         self.slots = None;
+        if self
+            .mem
+            .as_ref()
+            .is_some_and(|m| m.unshare_refused.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            // The next launcher gets a copy of the table instead.
+            slots_refused();
+        }
         let mut r = [0u8; 4];
         let n = read_full(self.status.as_raw_fd(), &mut r);
         let e = i32::from_ne_bytes(r);
@@ -489,6 +493,8 @@ impl Zygote {
         if !self.wait_gone(Some(std::time::Duration::from_secs(5))) {
             std::mem::forget(self.mem.take());
             std::mem::forget(self.stack.take());
+            // It may not have unshared its descriptor table yet either.
+            std::mem::forget(self.slots.take());
             return;
         }
         self.mem = None;
@@ -574,8 +580,10 @@ impl Zygote {
         let cmd = self.cmd.take().expect("an unused launcher");
         write_full(cmd.as_raw_fd(), b"x")?;
         drop(cmd);
-        if spread && !self.spin_gone(SPIN) {
+        if spread && !self.spin_gone(SPIN) && !self.wait_gone(Some(std::time::Duration::ZERO)) {
             // Held up (a busy CPU): while this thread sleeps, its CPU is free for the launcher.
+            // Should the exec come in between, this lands on the agent with the set it has
+            // anyway, long before its own code could have chosen another.
             set_affinity(&h.affinity);
         }
         // Woken by the kernel as the exec replaces the launcher's memory (or as it exits), not by
