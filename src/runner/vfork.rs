@@ -146,11 +146,6 @@ pub fn reserve_slots() {
 pub(super) struct SlotGuard(&'static SlotSet);
 
 impl SlotGuard {
-    /// The slots holding what `take_slots` was given, in its order.
-    pub(super) fn fds(&self, n: usize) -> &[RawFd] {
-        &self.0.slots.fds[..n]
-    }
-
     /// What to pass to `unshare_below` in the child.
     pub(super) fn end(&self) -> RawFd {
         self.0.slots.end()
@@ -183,8 +178,8 @@ pub(super) fn slots_refused() {
     SLOTS_REFUSED.store(true, Ordering::SeqCst);
 }
 
-/// A free set of slots holding `src`, if there is one.
-pub(super) fn take_slots(src: &[RawFd]) -> Option<SlotGuard> {
+/// A free set of slots holding `fds`, if there is one; `fds` then names the slots, in order.
+pub(super) fn take_slots(fds: &mut [RawFd]) -> Option<SlotGuard> {
     if SLOTS_REFUSED.load(Ordering::SeqCst) {
         return None;
     }
@@ -194,7 +189,11 @@ pub(super) fn take_slots(src: &[RawFd]) -> Option<SlotGuard> {
             .is_ok()
     })?;
     let g = SlotGuard(set);
-    g.0.slots.fill(src).then_some(g)
+    if !g.0.slots.fill(fds) {
+        return None;
+    }
+    fds.copy_from_slice(&set.slots.fds[..fds.len()]);
+    Some(g)
 }
 
 /// Closes every descriptor from `first` on: close_range where the kernel has it, else one by
@@ -388,14 +387,10 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     use std::os::fd::AsRawFd;
     let mut fds = vec![devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
     fds.extend_from_slice(&l.cgroup_fds);
-    let slots = take_slots(&fds);
+    let slots = take_slots(&mut fds);
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-    let mut unshare_from = None;
-    if let Some(g) = &slots {
-        let n = fds.len();
-        fds.copy_from_slice(g.fds(n));
+    if slots.is_some() {
         flags |= libc::CLONE_FILES;
-        unshare_from = Some(g.end());
     }
     let args = Box::new(ChildArgs {
         program,
@@ -410,7 +405,7 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         affinity: l.affinity,
         handled: handled_signals(),
         err: AtomicI32::new(0),
-        unshare_from,
+        unshare_from: slots.as_ref().map(SlotGuard::end),
         unshare_refused: AtomicBool::new(false),
     });
     let mut stack = vec![0u8; STACK];

@@ -319,11 +319,9 @@ impl Zygote {
         fds.extend_from_slice(cgroup_fds);
         // Started on the parent's descriptor table, which the launcher unshares at once, keeping
         // only the slots: no copy of the supervisor's thousands of descriptors.
-        let slots = take_slots(&fds);
+        let slots = take_slots(&mut fds);
         let mut flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
-        if let Some(g) = &slots {
-            let n = fds.len();
-            fds.copy_from_slice(g.fds(n));
+        if slots.is_some() {
             flags |= libc::CLONE_FILES;
         }
         let mut mem = Box::new(Shared {
@@ -336,7 +334,7 @@ impl Zygote {
             batch: unsafe { libc::sched_getscheduler(0) } == libc::SCHED_OTHER,
             cgroup_fds: fds[5..].to_vec(),
             fds: [fds[0], fds[1], fds[2], fds[3], fds[4]],
-            unshare_from: slots.as_ref().map(|g| g.end()),
+            unshare_from: slots.as_ref().map(SlotGuard::end),
             unshare_refused: std::sync::atomic::AtomicBool::new(false),
         });
         prefault(mem.argv.as_mut_ptr().cast(), MAX_PTRS * 8);
@@ -373,14 +371,7 @@ impl Zygote {
         // While the slots hold a copy of the status pipe's write end, a launcher that dies
         // leaves no end of file: its `live` word tells instead.
         if self.slots.is_some() {
-            let mut pfd = libc::pollfd {
-                fd: self.status.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            while unsafe { libc::poll(&mut pfd, 1, 10) } <= 0
-                && !self.wait_gone(Some(std::time::Duration::ZERO))
-            {}
+            while !self.status_readable(10) && !self.gone() {}
         }
         // Ready or gone, it no longer uses the slots: they let go of its pipes.
         self.slots = None;
@@ -405,12 +396,24 @@ impl Zygote {
     /// Whether the launcher is still there, waiting (one that was killed has closed its end
     /// of the status pipe).
     pub fn alive(&self) -> bool {
+        !self.status_readable(0)
+    }
+
+    /// Whether the status pipe has something to read (or its end of file) within `ms`.
+    fn status_readable(&self, ms: i32) -> bool {
         let mut pfd = libc::pollfd {
             fd: self.status.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
+        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    }
+
+    /// Whether the launcher has exec'd or exited (or its memory is released).
+    fn gone(&self) -> bool {
+        self.mem
+            .as_ref()
+            .is_none_or(|m| m.live.load(std::sync::atomic::Ordering::Acquire) == 0)
     }
 
     /// Whether a command fits a launcher (the direct path takes the rest).
@@ -468,14 +471,10 @@ impl Zygote {
 
     /// Spins for at most `limit` until the launcher has exec'd or exited; true when it has.
     fn spin_gone(&self, limit: std::time::Duration) -> bool {
-        use std::sync::atomic::Ordering;
-        let Some(m) = self.mem.as_ref() else {
-            return true;
-        };
         let until = std::time::Instant::now() + limit;
         loop {
             for _ in 0..64 {
-                if m.live.load(Ordering::Acquire) == 0 {
+                if self.gone() {
                     return true;
                 }
                 std::hint::spin_loop();
@@ -580,7 +579,7 @@ impl Zygote {
         let cmd = self.cmd.take().expect("an unused launcher");
         write_full(cmd.as_raw_fd(), b"x")?;
         drop(cmd);
-        if spread && !self.spin_gone(SPIN) && !self.wait_gone(Some(std::time::Duration::ZERO)) {
+        if spread && !self.spin_gone(SPIN) && !self.gone() {
             // Held up (a busy CPU): while this thread sleeps, its CPU is free for the launcher.
             // Should the exec come in between, this lands on the agent with the set it has
             // anyway, long before its own code could have chosen another.
@@ -593,12 +592,7 @@ impl Zygote {
         // A failed step wrote its errno before the launcher exited; nothing there (or end of
         // file) means the exec went past its point of no return.
         let mut e = [0u8; 4];
-        let mut pfd = libc::pollfd {
-            fd: self.status.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let n = if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
+        let n = if self.status_readable(0) {
             read_full(self.status.as_raw_fd(), &mut e)
         } else {
             0

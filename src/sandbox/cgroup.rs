@@ -359,7 +359,7 @@ pub struct RunCgroup {
 
 /// The limits a run's groups carry: what `apply_limits` writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct GroupLimits {
+struct GroupLimits {
     memory_bytes: Option<u64>,
     max_processes: Option<u64>,
     /// CPU quota in microseconds per `CPU_PERIOD_US`.
@@ -371,7 +371,7 @@ const CPU_PERIOD_US: u64 = 100_000;
 
 impl GroupLimits {
     /// The part of `limits` that groups enforce, when `enforce`.
-    pub fn of(limits: &Limits, enforce: bool) -> GroupLimits {
+    fn of(limits: &Limits, enforce: bool) -> GroupLimits {
         if !enforce {
             return GroupLimits::default();
         }
@@ -400,7 +400,7 @@ impl RunCgroup {
 
     /// Creates the groups of a run named `name`, without limits; a v1 cpu group only when
     /// `cpu_group` (a run with a CPU quota).
-    pub fn create_groups(
+    fn create_groups(
         roots: &CgroupRoots,
         name: &str,
         cpu_group: bool,

@@ -77,9 +77,7 @@ fn make(
     name: &str,
     expect: &(Limits, bool),
 ) -> std::io::Result<Pooled> {
-    let (limits, enforce) = expect;
-    let mut cgroup = RunCgroup::create_groups(roots, name, *enforce && limits.cpu_cores.is_some())?;
-    cgroup.apply_limits(roots, limits, *enforce)?;
+    let cgroup = RunCgroup::create(roots, name, &expect.0, expect.1)?;
     let join = cgroup.open_join()?;
     let fds: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     let (_, zygote, exit) = reaper.spawn_registered(|| Zygote::start(&fds).map(|z| (z.pid, z)))?;
