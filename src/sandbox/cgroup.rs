@@ -400,11 +400,7 @@ impl RunCgroup {
 
     /// Creates the groups of a run named `name`, without limits; a v1 cpu group only when
     /// `cpu_group` (a run with a CPU quota).
-    fn create_groups(
-        roots: &CgroupRoots,
-        name: &str,
-        cpu_group: bool,
-    ) -> io::Result<RunCgroup> {
+    fn create_groups(roots: &CgroupRoots, name: &str, cpu_group: bool) -> io::Result<RunCgroup> {
         let mk = |base: &Option<PathBuf>| -> io::Result<Option<PathBuf>> {
             match base {
                 Some(b) => {
