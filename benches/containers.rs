@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use symbiont::sandbox::Limits;
+use symbiont::supervisor::Limits;
 use symbiont::supervisor::{Event, RunSpec, Step, Supervisor, SupervisorOptions};
 use symbiont::tier::SecurityTier;
 

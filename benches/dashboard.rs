@@ -30,7 +30,7 @@ mod bench {
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
     use serde_json::{json, Value};
-    use symbiont::sandbox::Limits;
+    use symbiont::supervisor::Limits;
     use symbiont::supervisor::RunState;
     use symbiont::tier::SecurityTier;
     use symbiont::tui::app::{AgentRow, App};

@@ -37,8 +37,8 @@ mod bench {
     use symbiont::sampler::procfs;
     use symbiont::sandbox::cgroup::{CgroupRoots, RunCgroup};
     use symbiont::sandbox::rlimit::RlimitSet;
-    use symbiont::sandbox::Limits;
     use symbiont::supervisor::audit::AuditLog;
+    use symbiont::supervisor::Limits;
     use symbiont::supervisor::{
         Actor, Control, Event, Reason, RunId, RunRecord, RunSpec, Scope, Sig, Step, Supervisor,
         SupervisorOptions,

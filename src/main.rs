@@ -194,35 +194,6 @@ fn load_config(path: Option<&std::path::Path>, flags: &Flags) -> Result<LoadedCo
     Ok(loaded)
 }
 
-/// Refuses before anything starts when a container tier's daemon, runtime or image is missing.
-async fn preflight_containers(
-    loaded: &LoadedConfig,
-    specs: &[symbiont::supervisor::RunSpec],
-) -> Result<(), Usage> {
-    let mut checked = std::collections::HashSet::new();
-    let mut rt = None;
-    for s in specs.iter().filter(|s| !s.tier.is_native()) {
-        let image = s.image.clone().unwrap_or_default();
-        if !checked.insert((s.tier, image.clone())) {
-            continue;
-        }
-        if rt.is_none() {
-            let c = symbiont::runner::container::ContainerRuntime::connect(
-                loaded.config.containers.docker_host.as_deref(),
-            )
-            .await
-            .map_err(|e| Usage(format!("agent {} on tier {}: {e}", s.agent, s.tier)))?;
-            rt = Some(c);
-        }
-        if let Some(rt) = &rt {
-            rt.preflight(s.tier, &image)
-                .await
-                .map_err(|e| Usage(format!("agent {}: {e}", s.agent)))?;
-        }
-    }
-    Ok(())
-}
-
 fn start_supervisor(loaded: &LoadedConfig) -> Result<Supervisor, Usage> {
     let mut opts = SupervisorOptions::from_config(&loaded.config);
     opts.own_all_children = true;
@@ -289,8 +260,10 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
         ));
     }
     let json = a.json;
-    preflight_containers(&loaded, &specs).await?;
     let sup = start_supervisor(&loaded)?;
+    sup.preflight(&specs)
+        .await
+        .map_err(|e| Usage(e.to_string()))?;
     if !a.headless && !json && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         let all = plan::plan_runs(
             &loaded,
@@ -308,7 +281,7 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
     for spec in specs {
         if let Err(e) = sup.launch(spec) {
             sup.shutdown().await;
-            return Err(Usage(e.0));
+            return Err(Usage(e.to_string()));
         }
     }
     let records = supervise(&sup, events, json).await;
@@ -429,10 +402,12 @@ async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
         }
     };
     let spec = plan::plan_command(&loaded, &flags, argv, &[], &Host::real())?;
-    preflight_containers(&loaded, std::slice::from_ref(&spec)).await?;
     let sup = start_supervisor(&loaded)?;
+    sup.preflight(std::slice::from_ref(&spec))
+        .await
+        .map_err(|e| Usage(e.to_string()))?;
     let events = sup.subscribe();
-    sup.launch(spec).map_err(|e| Usage(e.0))?;
+    sup.launch(spec).map_err(|e| Usage(e.to_string()))?;
     // Events go to stderr here: stdout is the command's own output.
     let records = {
         let mut ev = events;

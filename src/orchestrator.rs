@@ -104,7 +104,7 @@ impl SandboxOrchestrator {
         let spec = plan::plan_command(&loaded, &Flags::default(), argv, &extra, &Host::real())
             .map_err(|e| Error(e.0))?;
         let sup = self.supervisor().await?;
-        let id = sup.launch(spec).map_err(|e| Error(e.0))?;
+        let id = sup.launch(spec).map_err(|e| Error(e.to_string()))?;
         let record = sup
             .wait(id)
             .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::{LoadedConfig, Origin};
 use crate::dsl::{AgentDef, AgentFile, Diagnostic, HandlerKind, StatementKind};
 use crate::policy::{self, Allowlist};
-use crate::sandbox::Limits;
+use crate::supervisor::Limits;
 use crate::supervisor::{RunSpec, Step};
 use crate::tier::SecurityTier;
 
@@ -264,7 +264,7 @@ pub fn plan_runs(
                 .clone()
                 .or_else(|| agent.image.clone())
                 .or_else(|| cfg.containers.default_image.clone());
-            if let Err(e) = tier_available(tier, image.as_deref()) {
+            if let Err(e) = crate::supervisor::check_tier(tier, image.as_deref()) {
                 let at = agent.tier.map(|(_, l)| l).unwrap_or(agent.location);
                 return Err(sf.diag(at, format!("agent {}: {e}", agent.name)));
             }
@@ -362,7 +362,7 @@ pub fn plan_command(
         .image
         .clone()
         .or_else(|| cfg.containers.default_image.clone());
-    tier_available(tier, image.as_deref()).map_err(PlanError)?;
+    crate::supervisor::check_tier(tier, image.as_deref()).map_err(|e| PlanError(e.to_string()))?;
     let ctx = NativeContext::new(loaded, host)?;
     let argv0 = argv.first().cloned().unwrap_or_default();
     let program = if tier.is_native() {
@@ -394,22 +394,4 @@ pub fn plan_command(
         network: false,
         source: None,
     })
-}
-
-/// Whether this build can run `tier` with `image`: the message says what is missing.
-pub fn tier_available(tier: SecurityTier, image: Option<&str>) -> Result<(), String> {
-    match tier {
-        SecurityTier::None => Ok(()),
-        SecurityTier::Tier1 | SecurityTier::Tier2 if image.is_none() => Err(format!(
-            "tier {tier} ({}) runs in a container and needs an image: set `security {{ image: \"...\" }}` in the agent, \
-             pass --image, or set containers.default_image",
-            tier.runtime_name()
-        )),
-        SecurityTier::Tier1 | SecurityTier::Tier2 => Ok(()),
-        SecurityTier::Tier3 => Err(
-            "tier Tier3 (firecracker) is not available on this machine: install firecracker, a guest kernel and a rootfs \
-             image (none is packaged for Debian); until then run the agent on Tier2 (gvisor) or Tier1 (docker)"
-                .to_string(),
-        ),
-    }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-use symbiont::sandbox::Limits;
+use symbiont::supervisor::Limits;
 use symbiont::supervisor::{Event, Reason, RunSpec, Step, Supervisor, SupervisorOptions};
 use symbiont::SecurityTier;
 

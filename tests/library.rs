@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use symbiont::sandbox::Limits;
+use symbiont::supervisor::Limits;
 use symbiont::supervisor::{
     Actor, Control, Reason, RunRecord, RunSpec, RunState, Scope, Sig, Step, Supervisor,
     SupervisorOptions,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use symbiont::sandbox::Limits;
+use symbiont::supervisor::Limits;
 use symbiont::supervisor::{
     Actor, Reason, RunRecord, RunSpec, Step, Supervisor, SupervisorOptions,
 };

@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 
-use crate::sandbox::Limits;
+use crate::supervisor::{LaunchError, Limits};
 use crate::tier::SecurityTier;
 
 /// Every container carries these labels, so leftovers of a dead supervisor can be found.
@@ -119,32 +119,48 @@ impl ContainerRuntime {
     }
 
     /// Refuses, with what is missing and how to get it, a tier or image this daemon cannot run.
-    pub async fn preflight(&self, tier: SecurityTier, image: &str) -> Result<(), String> {
+    pub async fn preflight(
+        &self,
+        agent: &str,
+        tier: SecurityTier,
+        image: &str,
+    ) -> Result<(), LaunchError> {
         if tier == SecurityTier::Tier2 {
             let info = self
                 .docker
                 .info()
                 .await
-                .map_err(|e| format!("{}: {e}", self.host))?;
+                .map_err(|e| LaunchError::DaemonUnreachable {
+                    agent: agent.into(),
+                    tier,
+                    message: format!("{}: {e}", self.host),
+                })?;
             let has = info
                 .runtimes
                 .as_ref()
                 .is_some_and(|r| r.contains_key("runsc"));
             if !has {
-                return Err(format!(
+                return Err(LaunchError::RuntimeMissing {
+                    agent: agent.into(),
+                    message: format!(
                     "tier Tier2 (gvisor) needs the `runsc` runtime, which the daemon at {} does not have: install gVisor \
                      (Debian: apt-get install runsc) and register it in daemon.json as \
                      \"runtimes\": {{\"runsc\": {{\"path\": \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=none\"]}}}}",
                     self.host
-                ));
+                ),
+                });
             }
         }
         if self.docker.inspect_image(image).await.is_err() {
-            return Err(format!(
+            return Err(LaunchError::ImageMissing {
+                agent: agent.into(),
+                image: image.into(),
+                message: format!(
                 "image `{image}` is not on the daemon at {}: pull it (docker pull {image}) or import it (docker import); \
                  choose the image with `security {{ image: \"...\" }}`, --image or containers.default_image",
                 self.host
-            ));
+            ),
+            });
         }
         Ok(())
     }

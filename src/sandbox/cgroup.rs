@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::Limits;
+use crate::supervisor::Limits;
 
 /// The cgroup hierarchies this process may create groups in, each with the supervisor's
 /// own base directory already created (`<own cgroup>/symbiont-<pid>-<instance>`).

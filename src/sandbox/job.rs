@@ -21,7 +21,7 @@ use windows_sys::Win32::System::JobObjects::{
     JOB_OBJECT_LIMIT_JOB_MEMORY, JOB_OBJECT_LIMIT_JOB_TIME, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 
-use super::Limits;
+use crate::supervisor::Limits;
 
 /// The exit code every process of a terminated job gets (what `TerminateJobObject` sets).
 pub const TERMINATED_EXIT_CODE: u32 = 1;

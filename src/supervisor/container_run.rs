@@ -81,8 +81,8 @@ pub(super) async fn run(inner: Arc<Inner>, id: RunId, spec: RunSpec, parts: RunP
         }
     };
     if let Some(rt) = &rt {
-        if let Err(e) = rt.preflight(spec.tier, &image).await {
-            message = Some(e);
+        if let Err(e) = rt.preflight(&spec.agent, spec.tier, &image).await {
+            message = Some(e.to_string());
             failed_to_start = true;
         }
     }

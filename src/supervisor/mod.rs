@@ -11,6 +11,7 @@ pub mod output;
 pub(crate) mod pool;
 pub mod reaper;
 mod run;
+mod spec;
 mod tree;
 pub mod watchdog;
 
@@ -24,41 +25,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::Config;
-use crate::sandbox::Limits;
 use crate::tier::SecurityTier;
 use output::{SharedTail, Tail};
+pub use spec::{check_tier, LaunchError, Limits, RunSpec, Step};
 pub use tree::TreeHandle;
 
 pub type RunId = u64;
-
-/// One command of a run: argv as written, and the program it resolved to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    pub program: PathBuf,
-    pub argv: Vec<String>,
-}
-
-/// A run to launch: decided entirely by the policy before it reaches the supervisor.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    pub agent: String,
-    pub trigger: String,
-    pub tier: SecurityTier,
-    /// Run in order; the run stops at the first step that fails.
-    pub steps: Vec<Step>,
-    pub cwd: PathBuf,
-    /// The complete environment of the agent.
-    pub env: Vec<(String, String)>,
-    pub limits: Limits,
-    /// Apply OS limits (cgroups, rlimits); off leaves only the watchdog.
-    pub enforce_limits: bool,
-    pub kill_grace: Duration,
-    pub image: Option<String>,
-    /// Container tiers: the agent may reach the network (its capabilities include `network`).
-    pub network: bool,
-    /// Where the run was defined ("agent.dsl:13:5"), for the audit log.
-    pub source: Option<String>,
-}
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -306,18 +278,6 @@ impl SupervisorOptions {
     }
 }
 
-/// Why a launch was refused before anything started.
-#[derive(Debug)]
-pub struct LaunchError(pub String);
-
-impl std::fmt::Display for LaunchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LaunchError {}
-
 struct RunEntry {
     status: Arc<Mutex<RunStatus>>,
     ctl: mpsc::UnboundedSender<Control>,
@@ -549,15 +509,36 @@ impl Supervisor {
         self.inner.events.subscribe()
     }
 
+    /// Refuses, before anything starts, runs whose container daemon, runtime or image is
+    /// missing: what is missing and how to get it.
+    pub async fn preflight(&self, specs: &[RunSpec]) -> Result<(), LaunchError> {
+        let mut checked = std::collections::HashSet::new();
+        for s in specs.iter().filter(|s| !s.tier.is_native()) {
+            let image = s.image.clone().unwrap_or_default();
+            if !checked.insert((s.tier, image.clone())) {
+                continue;
+            }
+            let rt = self.inner.containers().await.map_err(|message| {
+                LaunchError::DaemonUnreachable {
+                    agent: s.agent.clone(),
+                    tier: s.tier,
+                    message,
+                }
+            })?;
+            rt.preflight(&s.agent, s.tier, &image).await?;
+        }
+        Ok(())
+    }
+
     /// Starts a run. Refused only when the request itself cannot be served (a tier this build
     /// cannot run); a program that fails to start ends as a `failed_to_start` record.
     pub fn launch(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
-        crate::plan::tier_available(spec.tier, spec.image.as_deref()).map_err(LaunchError)?;
+        check_tier(spec.tier, spec.image.as_deref())?;
         if spec.steps.is_empty() {
-            return Err(LaunchError(format!(
-                "agent {} has nothing to run for {}",
-                spec.agent, spec.trigger
-            )));
+            return Err(LaunchError::NothingToRun {
+                agent: spec.agent,
+                trigger: spec.trigger,
+            });
         }
         self.launch_native(spec)
     }
@@ -573,11 +554,11 @@ impl Supervisor {
         // The session's directory once, checked before anything runs; the run's own directory
         // is made by the run's task together with its log files, after the agent started.
         if !self.inner.runs_dir_made.load(Ordering::Relaxed) {
-            std::fs::create_dir_all(&self.inner.runs_dir).map_err(|e| {
-                LaunchError(format!(
-                    "cannot create the run log directory {}: {e}",
-                    self.inner.runs_dir.display()
-                ))
+            std::fs::create_dir_all(&self.inner.runs_dir).map_err(|source| {
+                LaunchError::LogDirectory {
+                    path: self.inner.runs_dir.clone(),
+                    source,
+                }
             })?;
             self.inner.runs_dir_made.store(true, Ordering::Relaxed);
         }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::reaper::{ExitInfo, Reaper};
 use crate::runner::zygote::Zygote;
 use crate::sandbox::cgroup::{CgroupRoots, RunCgroup};
-use crate::sandbox::Limits;
+use crate::supervisor::Limits;
 
 /// How many launchers are kept ready by default.
 pub const DEFAULT_SIZE: usize = 4;

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Actor, Control, Event, Reason, RunId, RunState, RunStatus, Scope, Sig, TreeHandle};
-use crate::sandbox::Limits;
+use crate::supervisor::Limits;
 
 /// Samples kept per run for the sparklines (two minutes at the default refresh).
 pub const HISTORY: usize = 120;

@@ -10,8 +10,8 @@ use ratatui::crossterm::event::{
 use ratatui::layout::Rect;
 
 use super::keymap::{Action, Keymap};
-use crate::sandbox::Limits;
 use crate::supervisor::watchdog::ProcRow;
+use crate::supervisor::Limits;
 use crate::supervisor::{Reason, RunId, RunState, RunStatus, Scope, Sig};
 use crate::tier::SecurityTier;
 

@@ -173,7 +173,7 @@ impl Dashboard {
                 Ok(id) => {
                     specs.insert(id, spec);
                 }
-                Err(e) => self.app.message = Some(e.0),
+                Err(e) => self.app.message = Some(e.to_string()),
             }
         }
         let app = &mut self.app;
@@ -282,7 +282,7 @@ fn exec(
             ));
             specs.insert(id, spec);
         }
-        Err(e) => app.message = Some(e.0),
+        Err(e) => app.message = Some(e.to_string()),
     };
     for c in cmds {
         match c {

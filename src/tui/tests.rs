@@ -14,8 +14,8 @@ use ratatui::Terminal;
 use super::app::{AgentRow, App, Cmd, Dialog, Launchable};
 use super::keymap::Keymap;
 use super::ui::draw;
-use crate::sandbox::Limits;
 use crate::supervisor::watchdog::ProcRow;
+use crate::supervisor::Limits;
 use crate::supervisor::{Reason, RunState, Scope, Sig};
 use crate::tier::SecurityTier;
 
