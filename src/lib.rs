@@ -19,5 +19,6 @@ pub use tier::SecurityTier;
 pub mod orchestrator;
 pub mod plan;
 pub mod policy;
+pub mod process;
 
 pub use orchestrator::{Error, ExecutionResult, SandboxOrchestrator};

@@ -5,6 +5,25 @@ pub mod procfs;
 #[cfg(not(target_os = "linux"))]
 pub mod sys;
 
+// The one place the platform's sampler is chosen.
+#[cfg(target_os = "linux")]
+pub use procfs::{descendants, Reader};
+#[cfg(not(target_os = "linux"))]
+pub use sys::{descendants, Reader};
+
+/// Reads a small file from its start into `buf` without moving its offset (a kept-open
+/// counter re-read each sample). `None` on error.
+pub fn read_at(f: &std::fs::File, buf: &mut Vec<u8>) -> Option<usize> {
+    buf.clear();
+    buf.resize(4096, 0);
+    #[cfg(unix)]
+    let n = std::os::unix::fs::FileExt::read_at(f, buf, 0).ok()?;
+    #[cfg(windows)]
+    let n = std::os::windows::fs::FileExt::seek_read(f, buf, 0).ok()?;
+    buf.truncate(n);
+    Some(n)
+}
+
 /// One process as sampled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcSample {

@@ -119,6 +119,40 @@ pub fn pids_with_env(marker: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Reads the processes of one tree on every sample through kept-open `/proc/PID/stat` files:
+/// one `pread` per process and refresh.
+#[derive(Debug, Default)]
+pub struct Reader {
+    stats: std::collections::HashMap<i32, fs::File>,
+}
+
+impl Reader {
+    /// The processes among `pids` still alive; files of processes not in `pids` are closed.
+    pub fn read(&mut self, pids: &[i32], buf: &mut Vec<u8>) -> Vec<ProcSample> {
+        self.stats.retain(|p, _| pids.contains(p));
+        pids.iter()
+            .filter_map(|&pid| {
+                let f = match self.stats.entry(pid) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(fs::File::open(format!("/proc/{pid}/stat")).ok()?)
+                    }
+                };
+                super::read_at(f, buf)?;
+                std::str::from_utf8(buf).ok().and_then(parse_stat)
+            })
+            .collect()
+    }
+}
+
+/// `main` and every live descendant of it (by the parent links in /proc).
+pub fn descendants(main: i32) -> Vec<i32> {
+    if main <= 0 {
+        return Vec::new();
+    }
+    tree_of(main, 0).into_iter().map(|p| p.pid).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

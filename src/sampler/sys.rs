@@ -53,8 +53,18 @@ pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
     .unwrap_or_default()
 }
 
+/// Reads the processes of one tree: one sysinfo refresh of just their pids per sample.
+#[derive(Debug, Default)]
+pub struct Reader;
+
+impl Reader {
+    /// The processes among `pids` still alive.
+    pub fn read(&mut self, pids: &[i32], _buf: &mut Vec<u8>) -> Vec<ProcSample> {
+        sample(pids)
+    }
+}
+
 /// `main` and every live descendant of it, by the parent links of the whole process table.
-#[cfg_attr(windows, allow(dead_code))]
 pub fn descendants(main: i32) -> Vec<i32> {
     if main <= 0 {
         return Vec::new();

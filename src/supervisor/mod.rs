@@ -3,16 +3,11 @@
 //! its clients, sending commands in and reading the event stream out.
 
 pub mod audit;
-mod container_run;
-#[cfg(unix)]
-pub mod guardian;
+mod ending;
+mod lifecycle;
 pub mod output;
-#[cfg(target_os = "linux")]
-pub(crate) mod pool;
-pub mod reaper;
-mod run;
 mod spec;
-mod tree;
+pub(crate) mod target;
 pub mod watchdog;
 
 use std::collections::BTreeMap;
@@ -25,10 +20,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::Config;
+use crate::tier::container::ContainerHost;
+use crate::tier::native::NativeHost;
 use crate::tier::SecurityTier;
 use output::{SharedTail, Tail};
 pub use spec::{check_tier, LaunchError, Limits, RunSpec, Step};
-pub use tree::TreeHandle;
+pub use target::{Actions, Tree};
 
 pub type RunId = u64;
 
@@ -90,18 +87,6 @@ impl Sig {
             Sig::Hup => "HUP",
             Sig::Stop => "STOP",
             Sig::Cont => "CONT",
-        }
-    }
-
-    #[cfg(unix)]
-    pub fn number(self) -> i32 {
-        match self {
-            Sig::Term => libc::SIGTERM,
-            Sig::Kill => libc::SIGKILL,
-            Sig::Int => libc::SIGINT,
-            Sig::Hup => libc::SIGHUP,
-            Sig::Stop => libc::SIGSTOP,
-            Sig::Cont => libc::SIGCONT,
         }
     }
 }
@@ -215,6 +200,8 @@ pub struct RunStatus {
     pub cwd: PathBuf,
     pub env_names: Vec<String>,
     pub limits: Limits,
+    /// What the operator can do to this run on its tier.
+    pub actions: Actions,
     pub state: RunState,
     pub pid: Option<i32>,
     pub started: std::time::Instant,
@@ -282,62 +269,24 @@ struct RunEntry {
     status: Arc<Mutex<RunStatus>>,
     ctl: mpsc::UnboundedSender<Control>,
     done: watch::Receiver<Option<Arc<RunRecord>>>,
-    tree: Arc<TreeHandle>,
+    tree: Arc<dyn Tree>,
+    actions: Actions,
 }
 
 pub(crate) struct Inner {
     opts: SupervisorOptions,
     runs_dir: PathBuf,
     runs_dir_made: std::sync::atomic::AtomicBool,
-    #[cfg(target_os = "linux")]
-    roots: crate::sandbox::cgroup::CgroupRoots,
-    /// Launchers kept ready inside fresh run groups.
-    #[cfg(target_os = "linux")]
-    pool: Option<pool::LaunchPool>,
-    #[cfg(unix)]
-    guardian: Option<guardian::Guardian>,
-    reaper: reaper::Reaper,
+    /// The native tier's mechanisms: cgroups, the launcher pool, the guardian, the reaper.
+    native: Arc<NativeHost>,
+    /// The container daemon, connected on the first container run.
+    containers: Arc<ContainerHost>,
     audit: Arc<audit::AuditLog>,
     watch: Mutex<std::sync::mpsc::Sender<watchdog::Watched>>,
     runs: Mutex<BTreeMap<RunId, RunEntry>>,
     next_id: AtomicU64,
     events: broadcast::Sender<Event>,
     instance: u64,
-    /// The container daemon, connected on the first container run.
-    containers: tokio::sync::Mutex<Option<crate::runner::container::ContainerRuntime>>,
-}
-
-impl Inner {
-    /// The container daemon, connecting on first use (and sweeping containers that dead
-    /// supervisors left). A failure is reported, and retried on the next container run.
-    pub(crate) async fn containers(
-        &self,
-    ) -> Result<crate::runner::container::ContainerRuntime, String> {
-        let mut c = self.containers.lock().await;
-        if let Some(rt) = c.as_ref() {
-            return Ok(rt.clone());
-        }
-        let rt =
-            crate::runner::container::ContainerRuntime::connect(self.opts.docker_host.as_deref())
-                .await?;
-        rt.sweep(None).await;
-        *c = Some(rt.clone());
-        Ok(rt)
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Every run task has ended (each holds the Inner): once the unused launchers are gone,
-        // the base groups are empty.
-        #[cfg(target_os = "linux")]
-        {
-            if let Some(p) = &self.pool {
-                p.stop();
-            }
-            self.roots.remove_bases();
-        }
-    }
 }
 
 /// The supervisor. Dropping it kills every agent it started.
@@ -367,66 +316,33 @@ impl Supervisor {
             stamp.trim_end_matches('Z'),
             std::process::id()
         ));
-        // Low descriptor numbers for the agents' start (see `reserve_slots`).
-        #[cfg(target_os = "linux")]
-        crate::runner::reserve_slots();
-        #[cfg(target_os = "linux")]
-        let roots = if opts.use_cgroups {
-            crate::sandbox::cgroup::CgroupRoots::detect(&n.to_string())
-        } else {
-            crate::sandbox::cgroup::CgroupRoots::default()
-        };
-        #[cfg(unix)]
-        let (guardian, reaper) = {
-            if opts.own_all_children {
-                reaper::become_subreaper();
-            }
-            #[cfg(target_os = "linux")]
-            let kill_file = roots.v2.as_ref().map(|b| b.join("cgroup.kill"));
-            #[cfg(not(target_os = "linux"))]
-            let kill_file: Option<PathBuf> = None;
-            let g = guardian::Guardian::start(kill_file.as_deref()).ok();
-            (g, reaper::Reaper::start(opts.own_all_children)?)
-        };
-        #[cfg(target_os = "linux")]
-        let pool = pool::LaunchPool::start(&roots, &reaper, pool::configured_size());
-        // Windows: each run's job is kill-on-close, so no guardian is needed.
-        #[cfg(windows)]
-        let reaper = reaper::Reaper::start(opts.own_all_children)?;
+        let native = Arc::new(NativeHost::start(&opts, n)?);
         let (events, _) = broadcast::channel(4096);
         let (watch_tx, watch_rx) = std::sync::mpsc::channel();
         {
             let (ev, au) = (events.clone(), audit.clone());
             let (refresh, warn, crit) = (opts.refresh, opts.warn_ratio, opts.critical_ratio);
-            #[cfg(target_os = "linux")]
-            let fleet = roots.fleet_cpu_counter();
-            #[cfg(not(target_os = "linux"))]
-            let fleet = None;
+            let fleet = native.fleet_cpu_counter();
             std::thread::Builder::new()
                 .name("symbiont-watch".into())
                 .spawn(move || {
                     watchdog::watch_loop(watch_rx, refresh, warn, crit, ev, au, fleet)
                 })?;
         }
+        let containers = Arc::new(ContainerHost::new(opts.docker_host.clone(), n));
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 opts,
                 runs_dir,
                 runs_dir_made: std::sync::atomic::AtomicBool::new(false),
-                #[cfg(target_os = "linux")]
-                roots,
-                #[cfg(target_os = "linux")]
-                pool,
-                #[cfg(unix)]
-                guardian,
-                reaper,
+                native,
+                containers,
                 audit,
                 watch: Mutex::new(watch_tx),
                 runs: Mutex::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
                 events,
                 instance: n,
-                containers: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -441,54 +357,7 @@ impl Supervisor {
 
     /// The mechanisms this supervisor can use to confine agents, for `symbiont check`.
     pub fn mechanisms(&self) -> Vec<String> {
-        #[allow(unused_mut)]
-        let mut out = Vec::new();
-        #[cfg(target_os = "linux")]
-        {
-            out.extend(self.inner.roots.describe());
-            if !self.inner.roots.memory_limit_available() {
-                out.push(
-                    "memory: no cgroup memory controller; RLIMIT_AS per process plus the watchdog"
-                        .into(),
-                );
-            }
-            if !self.inner.roots.pids_limit_available() {
-                out.push("processes: no pids controller; the watchdog counts processes".into());
-            }
-            if self.inner.pool.is_some() {
-                out.push(format!(
-                    "launch pool: {} launchers kept ready in fresh run groups (SYMBIONT_LAUNCH_POOL)",
-                    pool::configured_size()
-                ));
-            }
-            if !self.inner.roots.any() {
-                out.push(
-                    "process tree: process group plus /proc descendants (no writable cgroup)"
-                        .into(),
-                );
-            }
-        }
-        #[cfg(unix)]
-        {
-            out.push("rlimits: RLIMIT_CPU (soft < hard), RLIMIT_FSIZE".into());
-            out.push(format!(
-                "guardian: {}",
-                if self.inner.guardian.is_some() {
-                    "kills every agent if the supervisor dies"
-                } else {
-                    "not running"
-                }
-            ));
-        }
-        #[cfg(windows)]
-        {
-            out.push(
-                "job objects: one per run, kill-on-close (agents die with the supervisor); \
-                 job memory, active-process, CPU-time and CPU-rate limits"
-                    .into(),
-            );
-            out.push("process tree: the run's job object".into());
-        }
+        let mut out = self.inner.native.mechanisms();
         out.push("watchdog: memory, CPU time, process count and timeout".into());
         out
     }
@@ -497,11 +366,7 @@ impl Supervisor {
     /// there is no pool). For diagnostics and benchmarks: a launch that finds one ready skips
     /// creating and joining its cgroups.
     pub fn launchers(&self) -> (usize, usize) {
-        #[cfg(target_os = "linux")]
-        if let Some(p) = &self.inner.pool {
-            return (p.ready(), p.size());
-        }
-        (0, 0)
+        self.inner.native.launchers()
     }
 
     /// Every event from now on.
@@ -518,14 +383,7 @@ impl Supervisor {
             if !checked.insert((s.tier, image.clone())) {
                 continue;
             }
-            let rt = self.inner.containers().await.map_err(|message| {
-                LaunchError::DaemonUnreachable {
-                    agent: s.agent.clone(),
-                    tier: s.tier,
-                    message,
-                }
-            })?;
-            rt.preflight(&s.agent, s.tier, &image).await?;
+            self.inner.containers.preflight(s).await?;
         }
         Ok(())
     }
@@ -540,11 +398,6 @@ impl Supervisor {
                 trigger: spec.trigger,
             });
         }
-        self.launch_native(spec)
-    }
-
-    fn launch_native(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
-        let container = !spec.tier.is_native();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let dir = self.inner.runs_dir.join(format!(
             "{id}-{}-{}",
@@ -562,7 +415,27 @@ impl Supervisor {
             })?;
             self.inner.runs_dir_made.store(true, Ordering::Relaxed);
         }
+        let token = format!("{}-{}-{id}", std::process::id(), self.inner.instance);
+        let mut spec = spec;
+        spec.env.retain(|(k, _)| k != "SYMBIONT_RUN");
+        spec.env.push(("SYMBIONT_RUN".into(), token.clone()));
+        let spec = Arc::new(spec);
+        if spec.tier.is_native() {
+            let marker = format!("SYMBIONT_RUN={token}");
+            let t = self.inner.native.target(id, spec.clone(), marker);
+            self.begin(id, spec, dir, t);
+        } else {
+            let native = self.inner.native.clone();
+            let t = self.inner.containers.target(id, spec.clone(), native);
+            self.begin(id, spec, dir, t);
+        }
+        Ok(id)
+    }
+
+    /// Registers a run on tier target `t` and begins its life.
+    fn begin<T: target::Target>(&self, id: RunId, spec: Arc<RunSpec>, dir: PathBuf, t: T) {
         let tail = || Arc::new(Mutex::new(Tail::new(self.inner.opts.tail_lines)));
+        let actions = t.actions();
         let status = Arc::new(Mutex::new(RunStatus {
             id,
             agent: spec.agent.clone(),
@@ -572,6 +445,7 @@ impl Supervisor {
             cwd: spec.cwd.clone(),
             env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),
             limits: spec.limits.clone(),
+            actions,
             state: RunState::Starting,
             pid: None,
             started: std::time::Instant::now(),
@@ -594,57 +468,46 @@ impl Supervisor {
         }));
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(None);
-        let token = format!("{}-{}-{id}", std::process::id(), self.inner.instance);
-        let mut spec = spec;
-        spec.env.retain(|(k, _)| k != "SYMBIONT_RUN");
-        spec.env.push(("SYMBIONT_RUN".into(), token.clone()));
-        let tree = Arc::new(TreeHandle::new(format!("SYMBIONT_RUN={token}")));
+        let entry = RunEntry {
+            status: status.clone(),
+            ctl: ctl.clone(),
+            done,
+            tree: t.tree(),
+            actions,
+        };
         self.inner
             .runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                id,
-                RunEntry {
-                    status: status.clone(),
-                    ctl,
-                    done,
-                    tree: tree.clone(),
-                },
-            );
-        let inner = self.inner.clone();
-        let ctl_tx = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner())[&id]
-            .ctl
-            .clone();
-        let parts = run::RunParts {
+            .insert(id, entry);
+        let parts = lifecycle::RunParts {
             status,
-            tree,
-            ctl_tx,
+            ctl_tx: ctl,
             ctl: ctl_rx,
             done: done_tx,
         };
-        if container {
-            tokio::spawn(container_run::run(inner, id, spec, parts));
-        } else {
-            // Through a ready launcher the agent is running before `launch` returns.
-            #[cfg(target_os = "linux")]
-            let pre = run::prestart(&self.inner, id, &spec, &parts.status, &parts.tree);
-            tokio::spawn(run::run(
-                inner,
-                id,
-                spec,
-                parts,
-                #[cfg(target_os = "linux")]
-                pre,
-            ));
-        }
-        Ok(id)
+        // Through a ready launcher the agent is running before `launch` returns.
+        lifecycle::begin(self.inner.clone(), id, spec, parts, t);
     }
 
-    /// Sends a command to a run. Returns false if the run is unknown or already over.
+    /// Sends a command to a run. Returns false if the run is unknown or already over, or if
+    /// its tier cannot do this (see [`RunStatus::actions`]).
     pub fn control(&self, id: RunId, c: Control) -> bool {
         let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.get(&id).is_some_and(|r| r.ctl.send(c).is_ok())
+        let Some(r) = runs.get(&id) else {
+            return false;
+        };
+        let allowed = match &c {
+            Control::Kill { sig, scope, .. } => {
+                let sig = match sig {
+                    Sig::Term if !r.actions.graceful_term => Sig::Kill,
+                    s => *s,
+                };
+                r.actions.allows(sig, matches!(scope, Scope::Process(_)))
+            }
+            Control::Pause | Control::Resume => r.actions.pause,
+        };
+        allowed && r.ctl.send(c).is_ok()
     }
 
     /// The operator's kill: TERM then KILL after the grace period, to the whole tree.
@@ -764,10 +627,7 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         // No launch can come any more: the unused launchers go now.
-        #[cfg(target_os = "linux")]
-        if let Some(p) = &self.inner.pool {
-            p.stop();
-        }
+        self.inner.native.stop_launchers();
         // Nothing is left behind, even when the owner never called `shutdown`.
         let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
         for r in runs.values() {

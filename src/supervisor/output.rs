@@ -92,68 +92,31 @@ impl Tail {
 
 pub type SharedTail = Arc<Mutex<Tail>>;
 
-/// Appends one chunk of output to the log and the tail. A full disk must not stall the agent:
-/// the tail still gets the bytes.
-fn deliver(chunk: &[u8], log: &mut File, tail: &SharedTail) {
-    let _ = log.write_all(chunk);
-    if let Ok(mut t) = tail.lock() {
-        t.push(chunk);
-    }
+/// Where one stream of a step goes: its log file (absent if it could not be opened: the run's
+/// record says so) and the run's tail of that stream.
+pub(crate) struct StreamSink {
+    pub log: Option<File>,
+    pub tail: SharedTail,
 }
 
-/// Reads `pipe` to its end, appending to `log` and `tail`. Returns the bytes read.
-/// The read buffer is allocated on the first byte: a thousand silent agents cost nothing.
-#[cfg(unix)]
-pub async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut log: File, tail: SharedTail) -> u64 {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut total = 0u64;
-    loop {
-        if pipe.readable().await.is_err() {
-            break;
+impl StreamSink {
+    /// Appends one chunk of output to the log and the tail. A full disk must not stall the
+    /// agent: the tail still gets the bytes.
+    pub fn deliver(&mut self, chunk: &[u8]) {
+        if let Some(log) = self.log.as_mut() {
+            let _ = log.write_all(chunk);
         }
-        if buf.is_empty() {
-            buf = vec![0u8; 128 * 1024];
-        }
-        match pipe.try_read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n as u64;
-                deliver(&buf[..n], &mut log, &tail);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(_) => break,
+        if let Ok(mut t) = self.tail.lock() {
+            t.push(chunk);
         }
     }
-    let _ = log.flush();
-    total
-}
 
-/// Reads `pipe` to its end on the calling (blocking) thread: for pipes without readiness
-/// (Windows' anonymous pipes). Returns the bytes read.
-#[cfg_attr(unix, allow(dead_code))]
-pub fn drain_blocking(mut pipe: impl std::io::Read, mut log: File, tail: SharedTail) -> u64 {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n as u64;
-                deliver(&buf[..n], &mut log, &tail);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+    /// The stream has ended.
+    pub fn finish(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            let _ = log.flush();
         }
     }
-    let _ = log.flush();
-    total
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Actor, Control, Event, Reason, RunId, RunState, RunStatus, Scope, Sig, TreeHandle};
+use super::target::Tree;
+use super::{Actor, Control, Event, Reason, RunId, RunState, RunStatus, Scope, Sig};
 use crate::supervisor::Limits;
 
 /// Samples kept per run for the sparklines (two minutes at the default refresh).
@@ -45,7 +47,7 @@ pub(crate) struct Watched {
     pub id: RunId,
     pub agent: String,
     pub status: Arc<Mutex<RunStatus>>,
-    pub tree: Arc<TreeHandle>,
+    pub tree: Arc<dyn Tree>,
     pub ctl: UnboundedSender<Control>,
     pub limits: Limits,
     pub os: OsEnforced,
@@ -62,7 +64,7 @@ impl Watched {
         id: RunId,
         agent: String,
         status: Arc<Mutex<RunStatus>>,
-        tree: Arc<TreeHandle>,
+        tree: Arc<dyn Tree>,
         ctl: UnboundedSender<Control>,
         limits: Limits,
         os: OsEnforced,
@@ -91,25 +93,12 @@ struct Probe {
     cpu: Option<File>,
     cpu_v2: bool,
     opened: bool,
-    /// `/proc/PID/stat` of each process, with its last CPU time.
-    #[cfg(target_os = "linux")]
-    stats: HashMap<i32, (File, u64)>,
+    /// The platform's reader of the tree's processes.
+    reader: crate::sampler::Reader,
     /// The last CPU time of each process.
-    #[cfg(not(target_os = "linux"))]
-    stats: HashMap<i32, ((), u64)>,
+    last_cpu: HashMap<i32, u64>,
     last_total_ns: Option<u64>,
     last_at: Option<Instant>,
-}
-
-fn pread_string(f: &File, buf: &mut Vec<u8>) -> Option<usize> {
-    buf.clear();
-    buf.resize(4096, 0);
-    #[cfg(unix)]
-    let n = std::os::unix::fs::FileExt::read_at(f, buf, 0).ok()?;
-    #[cfg(windows)]
-    let n = std::os::windows::fs::FileExt::seek_read(f, buf, 0).ok()?;
-    buf.truncate(n);
-    Some(n)
 }
 
 fn parse_cpu(text: &[u8], v2: bool) -> Option<u64> {
@@ -135,64 +124,23 @@ struct Figures {
 }
 
 impl Probe {
-    fn open_cpu(&mut self, tree: &TreeHandle) {
+    fn open_cpu(&mut self, tree: &dyn Tree) {
         self.opened = true;
-        #[cfg(target_os = "linux")]
-        if let Some((path, v2)) = tree.cpu_counter_path() {
+        if let Some((path, v2)) = tree.cpu_counter() {
             self.cpu = File::open(path).ok();
             self.cpu_v2 = v2;
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = tree;
-    }
-
-    /// The processes of the tree: each through its kept-open `/proc/PID/stat`.
-    #[cfg(target_os = "linux")]
-    fn read_processes(
-        &mut self,
-        pids: &[i32],
-        buf: &mut Vec<u8>,
-    ) -> Vec<crate::sampler::ProcSample> {
-        pids.iter()
-            .filter_map(|&pid| {
-                let entry = match self.stats.entry(pid) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert((File::open(format!("/proc/{pid}/stat")).ok()?, u64::MAX))
-                    }
-                };
-                pread_string(&entry.0, buf)?;
-                std::str::from_utf8(buf)
-                    .ok()
-                    .and_then(crate::sampler::procfs::parse_stat)
-            })
-            .collect()
-    }
-
-    /// The processes of the tree, through sysinfo (one refresh for all of them).
-    #[cfg(not(target_os = "linux"))]
-    fn read_processes(
-        &mut self,
-        pids: &[i32],
-        _buf: &mut Vec<u8>,
-    ) -> Vec<crate::sampler::ProcSample> {
-        let v = crate::sampler::sys::sample(pids);
-        for p in &v {
-            self.stats.entry(p.pid).or_insert(((), u64::MAX));
-        }
-        v
     }
 
     /// Samples the tree; `None` when the tree did not run since the last sample.
-    fn sample(&mut self, tree: &TreeHandle, force: bool, buf: &mut Vec<u8>) -> Option<Figures> {
+    fn sample(&mut self, tree: &dyn Tree, force: bool, buf: &mut Vec<u8>) -> Option<Figures> {
         if !self.opened {
             self.open_cpu(tree);
         }
         let now = Instant::now();
-        let cg_total = self
-            .cpu
-            .as_ref()
-            .and_then(|f| pread_string(f, buf).and_then(|_| parse_cpu(buf, self.cpu_v2)));
+        let cg_total = self.cpu.as_ref().and_then(|f| {
+            crate::sampler::read_at(f, buf).and_then(|_| parse_cpu(buf, self.cpu_v2))
+        });
         if let (Some(t), Some(last)) = (cg_total, self.last_total_ns) {
             if t == last && !force {
                 return None;
@@ -203,20 +151,15 @@ impl Probe {
             .map(|t| now.duration_since(t).as_nanos() as f64)
             .unwrap_or(0.0);
         let pids = tree.pids();
-        self.stats.retain(|p, _| pids.contains(p));
+        self.last_cpu.retain(|p, _| pids.contains(p));
         let mut procs = Vec::with_capacity(pids.len());
         let mut rss = 0;
         let mut sum_cpu = 0;
-        for s in self.read_processes(&pids, buf) {
-            let pid = s.pid;
+        for s in self.reader.read(&pids, buf) {
             if s.state == 'Z' {
                 continue;
             }
-            let Some(entry) = self.stats.get_mut(&pid) else {
-                continue;
-            };
-            let prev = entry.1;
-            entry.1 = s.cpu_ns;
+            let prev = self.last_cpu.insert(s.pid, s.cpu_ns).unwrap_or(u64::MAX);
             let pct = if prev != u64::MAX && dt > 0.0 {
                 s.cpu_ns.saturating_sub(prev) as f64 / dt * 100.0
             } else {
@@ -281,9 +224,9 @@ pub(crate) fn watch_loop(
             next = Instant::now() + refresh;
         }
         runs.retain(|w| !w.done);
-        let fleet_now = fleet
-            .as_ref()
-            .and_then(|(f, v2)| pread_string(f, &mut buf).and_then(|_| parse_cpu(&buf, *v2)));
+        let fleet_now = fleet.as_ref().and_then(|(f, v2)| {
+            crate::sampler::read_at(f, &mut buf).and_then(|_| parse_cpu(&buf, *v2))
+        });
         let fleet_idle = fleet_now.is_some() && fleet_now == fleet_last;
         fleet_last = fleet_now;
         for w in &mut runs {
@@ -304,7 +247,7 @@ pub(crate) fn watch_loop(
             let fig = if fleet_idle && !force && w.probe.cpu.is_some() {
                 None
             } else {
-                w.probe.sample(&w.tree, force, &mut buf)
+                w.probe.sample(&*w.tree, force, &mut buf)
             };
             let now = Instant::now();
             let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());

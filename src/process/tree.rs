@@ -1,15 +1,13 @@
-//! The process tree of one run: found through its cgroup where there is one, else through its
-//! process group and the parent links in /proc; on Windows, through its job object.
+//! The process tree of one native run on Unix: found through its cgroup where there is one,
+//! else through its process group and the parent links in /proc (sysinfo on macOS).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
+use super::signal;
 #[cfg(target_os = "linux")]
 use crate::sandbox::cgroup::RunCgroup;
-#[cfg(windows)]
-use crate::sandbox::job::Job;
-
-use super::Sig;
+use crate::supervisor::{Sig, Tree};
 
 /// Finds, signals and kills every process of one run. Shared by the run task and the
 /// supervisor's `Drop`.
@@ -17,11 +15,9 @@ use super::Sig;
 pub struct TreeHandle {
     #[cfg(target_os = "linux")]
     pub(crate) cgroup: Mutex<Option<RunCgroup>>,
+    /// Where there are no cgroups (macOS), never set.
     #[cfg(not(target_os = "linux"))]
-    pub(crate) cgroup: Mutex<Option<()>>,
-    /// The run's job object, set before its first process starts.
-    #[cfg(windows)]
-    pub(crate) job: std::sync::OnceLock<Job>,
+    pub(crate) cgroup: Mutex<Option<std::convert::Infallible>>,
     main_pid: AtomicI32,
     pgid: AtomicI32,
     /// `SYMBIONT_RUN=<token>`: in the environment of every process of the run.
@@ -33,8 +29,6 @@ impl TreeHandle {
     pub(crate) fn new(marker: String) -> TreeHandle {
         TreeHandle {
             cgroup: Mutex::new(None),
-            #[cfg(windows)]
-            job: std::sync::OnceLock::new(),
             main_pid: AtomicI32::new(0),
             pgid: AtomicI32::new(0),
             marker,
@@ -77,13 +71,9 @@ impl TreeHandle {
                 .map(|p| p.pid)
                 .collect()
         }
-        #[cfg(windows)]
+        #[cfg(not(target_os = "linux"))]
         {
-            self.job.get().map(Job::pids).unwrap_or_default()
-        }
-        #[cfg(all(unix, not(target_os = "linux")))]
-        {
-            crate::sampler::sys::descendants(self.main_pid())
+            crate::sampler::descendants(self.main_pid())
         }
     }
 
@@ -101,67 +91,33 @@ impl TreeHandle {
         p
     }
 
-    /// Sends `sig` to every process of the run. On Windows, TERM and KILL terminate the job,
-    /// STOP and CONT suspend and resume every thread, and INT and HUP (console events an agent
-    /// without a console never receives) are not delivered: the return is false.
-    pub fn send(&self, sig: Sig) -> bool {
-        #[cfg(unix)]
-        {
-            self.signal(sig.number());
-            true
-        }
-        #[cfg(windows)]
-        match sig {
-            Sig::Term | Sig::Kill => self.job.get().is_some_and(Job::terminate),
-            Sig::Stop | Sig::Cont => {
-                crate::runner::native::set_suspended(&self.pids(), sig == Sig::Stop) > 0
-            }
-            Sig::Int | Sig::Hup => false,
-        }
-    }
-
-    /// Sends `sig` to one process of the run (and to nothing outside it).
-    pub fn send_to(&self, pid: i32, sig: Sig) -> bool {
-        if !self.pids_thorough().contains(&pid) {
-            return false;
-        }
-        #[cfg(unix)]
-        {
-            unsafe { libc::kill(pid, sig.number()) == 0 }
-        }
-        #[cfg(windows)]
-        match sig {
-            Sig::Term | Sig::Kill => crate::runner::native::terminate_pid(pid),
-            Sig::Stop | Sig::Cont => {
-                crate::runner::native::set_suspended(&[pid], sig == Sig::Stop) > 0
-            }
-            Sig::Int | Sig::Hup => false,
-        }
-    }
-
-    /// Sends a signal to every process of the run.
-    #[cfg(unix)]
-    fn signal(&self, sig: i32) {
+    /// Sends `sig` to every process of the run.
+    pub fn send(&self, sig: Sig) {
         let pg = self.pgid.load(Ordering::SeqCst);
         #[cfg(target_os = "linux")]
         {
             if let Ok(c) = self.cgroup.lock() {
                 if let Some(cg) = c.as_ref() {
-                    if sig == libc::SIGCONT {
+                    if sig == Sig::Cont {
                         cg.freeze(false);
                     }
-                    cg.signal(sig);
+                    cg.signal(signal::number(sig));
                 }
             }
         }
         if pg > 1 {
-            unsafe { libc::kill(-pg, sig) };
+            signal::to_group(pg, sig);
         }
         if !self.has_cgroup() {
             for p in self.pids_thorough() {
-                unsafe { libc::kill(p, sig) };
+                signal::to_process(p, sig);
             }
         }
+    }
+
+    /// Sends `sig` to one process of the run (and to nothing outside it).
+    pub fn send_to(&self, pid: i32, sig: Sig) -> bool {
+        self.pids_thorough().contains(&pid) && signal::to_process(pid, sig)
     }
 
     /// SIGKILL to the whole tree, at once.
@@ -179,11 +135,9 @@ impl TreeHandle {
                 }
             }
         }
-        #[cfg(windows)]
-        if let Some(n) = self.job.get().and_then(Job::active_processes) {
-            return n == 0;
-        }
-        self.pids_thorough().iter().all(|&p| is_zombie_or_gone(p))
+        self.pids_thorough()
+            .iter()
+            .all(|&p| signal::is_zombie_or_gone(p))
     }
 
     /// Freezes (pause) or thaws the tree: the cgroup freezer where there is one, else STOP/CONT.
@@ -213,10 +167,6 @@ impl TreeHandle {
             .and_then(|c| c.as_ref().map(|c| c.oom_kills()))
         {
             return n;
-        }
-        #[cfg(windows)]
-        if self.job.get().is_some_and(Job::memory_limit_hit) {
-            return 1;
         }
         0
     }
@@ -255,26 +205,31 @@ impl TreeHandle {
         {
             return Some(t);
         }
-        #[cfg(windows)]
-        if let Some(t) = self.job.get().and_then(Job::cpu_time) {
-            return Some(t);
-        }
         None
     }
 }
 
-fn is_zombie_or_gone(pid: i32) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        crate::sampler::procfs::read_proc(pid).is_none_or(|p| p.state == 'Z' || p.state == 'X')
+impl Tree for TreeHandle {
+    fn pids(&self) -> Vec<i32> {
+        TreeHandle::pids(self)
     }
-    #[cfg(all(unix, not(target_os = "linux")))]
-    {
-        unsafe { libc::kill(pid, 0) != 0 }
+
+    fn kill_now(&self) {
+        TreeHandle::kill_now(self)
     }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
+
+    fn oom_kills(&self) -> u64 {
+        TreeHandle::oom_kills(self)
+    }
+
+    fn fork_refusals(&self) -> u64 {
+        TreeHandle::fork_refusals(self)
+    }
+
+    fn cpu_counter(&self) -> Option<(std::path::PathBuf, bool)> {
+        #[cfg(target_os = "linux")]
+        return self.cpu_counter_path();
+        #[cfg(not(target_os = "linux"))]
+        None
     }
 }

@@ -2,32 +2,20 @@
 //! because as a child subreaper it also inherits every orphaned descendant and must reap those
 //! zombies too.
 
-#[cfg(unix)]
 use std::collections::HashMap;
-#[cfg(unix)]
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-/// How a main process ended, with the CPU time of it and its reaped descendants.
-#[derive(Debug, Clone, Copy)]
-pub struct ExitInfo {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-    pub cpu: Duration,
-    /// Largest resident set of the process or any descendant it waited for, in bytes.
-    pub max_rss_bytes: u64,
-}
+pub use super::ExitInfo;
 
-#[cfg(unix)]
 #[derive(Debug, Default)]
 struct Waiters {
     map: HashMap<i32, oneshot::Sender<ExitInfo>>,
 }
 
 /// Dispatches exit statuses to the tasks waiting for them.
-#[cfg(unix)]
 #[derive(Debug, Clone)]
 pub struct Reaper {
     waiters: Arc<Mutex<Waiters>>,
@@ -39,7 +27,6 @@ pub struct Reaper {
     reap_all: bool,
 }
 
-#[cfg(unix)]
 impl Reaper {
     /// `reap_all`: this process owns all its children (the binary), so every zombie is reaped;
     /// otherwise (a library inside someone else's program) only the registered pids are.
@@ -89,14 +76,18 @@ impl Reaper {
     /// Collects `pid`, a child this process ended itself, and forgets it: waits up to 200 ms
     /// for it to become a zombie, under the lock, so the sweep never waits for a pid that was
     /// collected here (and may be reused). One that does not exit by then stays registered.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn collect(&self, pid: i32) {
         let until = std::time::Instant::now() + Duration::from_millis(200);
         loop {
             {
                 let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-                let mut st = 0;
-                let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-                if r == pid || r < 0 {
+                let r = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+                // Collected, or not (any more) a child of ours: either way it is forgotten.
+                if !matches!(r, Ok(nix::sys::wait::WaitStatus::StillAlive)) {
                     w.map.remove(&pid);
                     return;
                 }
@@ -130,10 +121,14 @@ impl Reaper {
     }
 }
 
-#[cfg(unix)]
 fn wait_one(pid: i32) -> Option<(i32, ExitInfo)> {
     let mut status = 0;
+    // SAFETY: `rusage` is a plain C struct of integers, for which all-zero bytes are a valid
+    // value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live, writable locals of the types wait4 fills (nix has no
+    // wait4, and the rusage is what gives the exited tree's CPU time and peak memory);
+    // WNOHANG makes it return at once.
     let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
     if r <= 0 {
         return None;
@@ -159,98 +154,10 @@ fn wait_one(pid: i32) -> Option<(i32, ExitInfo)> {
 /// so they stay in view until reaped.
 #[cfg(target_os = "linux")]
 pub fn become_subreaper() -> bool {
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
 }
 
-#[cfg(all(unix, not(target_os = "linux")))]
+#[cfg(not(target_os = "linux"))]
 pub fn become_subreaper() -> bool {
     false
-}
-
-/// On Windows nothing needs reaping: each main process has a small waiter thread that blocks
-/// on its handle and reports its exit code, CPU time and peak working set.
-#[cfg(windows)]
-#[derive(Debug, Clone)]
-pub struct Reaper;
-
-#[cfg(windows)]
-impl Reaper {
-    pub fn start(_reap_all: bool) -> std::io::Result<Reaper> {
-        Ok(Reaper)
-    }
-
-    /// Spawns with `spawn`, then waits for the process on a thread of its own.
-    pub fn spawn_registered<T, E>(
-        &self,
-        spawn: impl FnOnce() -> Result<(i32, T), E>,
-    ) -> Result<(i32, T, oneshot::Receiver<ExitInfo>), E> {
-        use windows_sys::Win32::System::Threading::{
-            OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
-        };
-        const SYNCHRONIZE: u32 = 0x0010_0000;
-        let (pid, t) = spawn()?;
-        let (tx, rx) = oneshot::channel();
-        // The caller holds a handle of its own, so the pid cannot have been reused yet.
-        let h = unsafe {
-            OpenProcess(
-                SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
-                0,
-                pid as u32,
-            )
-        };
-        if !h.is_null() {
-            let hv = h as usize;
-            let started = std::thread::Builder::new()
-                .name("symbiont-wait".into())
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    let _ = tx.send(wait_process(hv as _));
-                });
-            if started.is_err() {
-                unsafe { windows_sys::Win32::Foundation::CloseHandle(h) };
-            }
-        }
-        Ok((pid, t, rx))
-    }
-}
-
-#[cfg(windows)]
-fn wait_process(h: windows_sys::Win32::Foundation::HANDLE) -> ExitInfo {
-    use windows_sys::Win32::Foundation::{CloseHandle, FILETIME};
-    use windows_sys::Win32::System::ProcessStatus::{
-        K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
-    };
-    use windows_sys::Win32::System::Threading::{
-        GetExitCodeProcess, GetProcessTimes, WaitForSingleObject, INFINITE,
-    };
-    unsafe {
-        WaitForSingleObject(h, INFINITE);
-        let mut code = 0u32;
-        let got_code = GetExitCodeProcess(h, &mut code) != 0;
-        let zero = FILETIME {
-            dwLowDateTime: 0,
-            dwHighDateTime: 0,
-        };
-        let (mut c, mut e, mut k, mut u) = (zero, zero, zero, zero);
-        let ticks = |f: FILETIME| (u64::from(f.dwHighDateTime) << 32) | u64::from(f.dwLowDateTime);
-        let cpu = if GetProcessTimes(h, &mut c, &mut e, &mut k, &mut u) != 0 {
-            Duration::from_nanos((ticks(k) + ticks(u)).saturating_mul(100))
-        } else {
-            Duration::ZERO
-        };
-        let mut m: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
-        m.cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
-        let peak = if K32GetProcessMemoryInfo(h, &mut m, m.cb) != 0 {
-            m.PeakWorkingSetSize as u64
-        } else {
-            0
-        };
-        CloseHandle(h);
-        ExitInfo {
-            code: got_code.then_some(code as i32),
-            signal: None,
-            cpu,
-            max_rss_bytes: peak,
-        }
-    }
 }

@@ -1,9 +1,15 @@
-//! Security tiers (seed: "沙箱层级").
+//! Security tiers (seed: "沙箱层级"), and each tier's implementation of the run lifecycle's
+//! [`Target`](crate::supervisor::target::Target): the platform is chosen here, once.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub(crate) mod container;
+#[cfg_attr(unix, path = "native_unix.rs")]
+#[cfg_attr(windows, path = "native_windows.rs")]
+pub(crate) mod native;
 
 /// Where an agent runs. `None` is a plain host process with no isolation.
 #[derive(

@@ -30,8 +30,10 @@ impl Guardian {
     pub fn start(cgroup_kill: Option<&Path>) -> io::Result<Guardian> {
         let mut fds = [0 as RawFd; 2];
         // Close-on-exec on both ends, atomically where the system can: no agent may hold the pipe.
+        // SAFETY: `fds` is a live array of exactly the two ints pipe2/pipe write.
         #[cfg(target_os = "linux")]
         let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        // SAFETY: as above.
         #[cfg(not(target_os = "linux"))]
         let r = unsafe { libc::pipe(fds.as_mut_ptr()) };
         if r != 0 {
@@ -39,15 +41,21 @@ impl Guardian {
         }
         #[cfg(not(target_os = "linux"))]
         for fd in fds {
+            // SAFETY: `fd` is one of the two descriptors pipe() just made; F_SETFD only
+            // changes its flags.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
         let (rd, wr) = (fds[0], fds[1]);
         let kill_path = cgroup_kill.and_then(|p| CString::new(p.as_os_str().as_bytes()).ok());
         // Everything the child touches is allocated here, before the fork.
         let mut table = vec![0i32; MAX_GROUPS].into_boxed_slice();
+        // SAFETY: the child of a threaded process may only make async-signal-safe calls until it
+        // exits: `guardian_main` does exactly that, on memory allocated before this fork (the
+        // pipe ends, the C path, `table`), and never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             let e = io::Error::last_os_error();
+            // SAFETY: both descriptors are ours, from pipe() above, and closed only here.
             unsafe {
                 libc::close(rd);
                 libc::close(wr);
@@ -55,10 +63,13 @@ impl Guardian {
             return Err(e);
         }
         if pid == 0 {
-            // The child: never returns.
+            // SAFETY: this is the forked child; see the fork above. It never returns.
             unsafe { guardian_main(rd, wr, kill_path.as_ref(), &mut table) }
         }
+        // SAFETY: the read end is the child's now; the parent's copy is closed once, here.
         unsafe { libc::close(rd) };
+        // SAFETY: `wr` is an open descriptor from pipe() that nothing else owns: the File takes
+        // sole ownership and closes it on drop.
         let file = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(wr)) };
         Ok(Guardian {
             pipe: Mutex::new(file),
@@ -86,6 +97,10 @@ impl Guardian {
 }
 
 /// Closes every descriptor except `keep`: `close_range` where the kernel has it, else one by one.
+///
+/// # Safety
+/// Only in the guardian's child, which owns no Rust object backed by a descriptor: afterwards
+/// any such object would name a closed (or reused) descriptor.
 unsafe fn close_all_but(keep: RawFd) {
     #[cfg(target_os = "linux")]
     {
@@ -105,6 +120,10 @@ unsafe fn close_all_but(keep: RawFd) {
 }
 
 /// The guardian's whole life. Only async-signal-safe calls.
+///
+/// # Safety
+/// Only in the child of `fork()` in `Guardian::start`: it closes every other descriptor, makes
+/// only raw system calls on memory prepared before the fork, and ends with `_exit`.
 unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table: &mut [i32]) -> ! {
     libc::close(wr);
     // Its own session: a signal to the supervisor's process group or terminal does not reach it.

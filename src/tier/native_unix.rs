@@ -1,0 +1,604 @@
+//! The native tier on Unix: an agent's steps as host processes, each the leader of its own
+//! process group, inside the run's cgroups (Linux) and under its rlimits, reaped by the
+//! supervisor, killed by the guardian if the supervisor dies.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::process::guardian::Guardian;
+use crate::process::reaper::{self, ExitInfo, Reaper};
+use crate::process::signal;
+use crate::process::tree::TreeHandle;
+use crate::runner::native::{self, NativeLaunch};
+use crate::sandbox::rlimit::RlimitSet;
+use crate::supervisor::output::StreamSink;
+use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
+use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
+
+/// How long a step's output is still read after its main process ended.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Which of a run's limits its cgroups hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    memory: bool,
+    pids: bool,
+    cpu_quota: bool,
+}
+
+#[cfg(target_os = "linux")]
+impl From<crate::sandbox::cgroup::Enforced> for Held {
+    fn from(e: crate::sandbox::cgroup::Enforced) -> Held {
+        Held {
+            memory: e.memory,
+            pids: e.pids,
+            cpu_quota: e.cpu_quota,
+        }
+    }
+}
+
+/// The native tier's share of a supervisor: cgroup roots and the launcher pool (Linux), the
+/// guardian and the reaper.
+pub(crate) struct NativeHost {
+    #[cfg(target_os = "linux")]
+    roots: crate::sandbox::cgroup::CgroupRoots,
+    #[cfg(target_os = "linux")]
+    pool: Option<crate::process::pool::LaunchPool>,
+    guardian: Option<Guardian>,
+    reaper: Reaper,
+}
+
+impl NativeHost {
+    /// Detects the cgroups this process may use, starts the guardian, the reaper and the pool.
+    /// Inside a tokio runtime.
+    pub fn start(opts: &SupervisorOptions, instance: u64) -> std::io::Result<NativeHost> {
+        // Low descriptor numbers for the agents' start (see `reserve_slots`).
+        #[cfg(target_os = "linux")]
+        crate::runner::reserve_slots();
+        #[cfg(target_os = "linux")]
+        let roots = if opts.use_cgroups {
+            crate::sandbox::cgroup::CgroupRoots::detect(&instance.to_string())
+        } else {
+            crate::sandbox::cgroup::CgroupRoots::default()
+        };
+        #[cfg(not(target_os = "linux"))]
+        let _ = instance;
+        if opts.own_all_children {
+            reaper::become_subreaper();
+        }
+        #[cfg(target_os = "linux")]
+        let kill_file = roots.v2.as_ref().map(|b| b.join("cgroup.kill"));
+        #[cfg(not(target_os = "linux"))]
+        let kill_file: Option<PathBuf> = None;
+        let guardian = Guardian::start(kill_file.as_deref()).ok();
+        let reaper = Reaper::start(opts.own_all_children)?;
+        #[cfg(target_os = "linux")]
+        let pool = crate::process::pool::LaunchPool::start(
+            &roots,
+            &reaper,
+            crate::process::pool::configured_size(),
+        );
+        Ok(NativeHost {
+            #[cfg(target_os = "linux")]
+            roots,
+            #[cfg(target_os = "linux")]
+            pool,
+            guardian,
+            reaper,
+        })
+    }
+
+    /// The mechanisms that confine native agents here, for `symbiont check`.
+    pub fn mechanisms(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        #[cfg(target_os = "linux")]
+        {
+            out.extend(self.roots.describe());
+            if !self.roots.memory_limit_available() {
+                out.push(
+                    "memory: no cgroup memory controller; RLIMIT_AS per process plus the watchdog"
+                        .into(),
+                );
+            }
+            if !self.roots.pids_limit_available() {
+                out.push("processes: no pids controller; the watchdog counts processes".into());
+            }
+            if self.pool.is_some() {
+                out.push(format!(
+                    "launch pool: {} launchers kept ready in fresh run groups (SYMBIONT_LAUNCH_POOL)",
+                    crate::process::pool::configured_size()
+                ));
+            }
+            if !self.roots.any() {
+                out.push(
+                    "process tree: process group plus /proc descendants (no writable cgroup)"
+                        .into(),
+                );
+            }
+        }
+        out.push("rlimits: RLIMIT_CPU (soft < hard), RLIMIT_FSIZE".into());
+        out.push(format!(
+            "guardian: {}",
+            if self.guardian.is_some() {
+                "kills every agent if the supervisor dies"
+            } else {
+                "not running"
+            }
+        ));
+        out
+    }
+
+    /// Launchers ready in the pool, and how many it keeps.
+    pub fn launchers(&self) -> (usize, usize) {
+        #[cfg(target_os = "linux")]
+        if let Some(p) = &self.pool {
+            return (p.ready(), p.size());
+        }
+        (0, 0)
+    }
+
+    /// The CPU counter of the group holding every run: unchanged means no run ran.
+    pub fn fleet_cpu_counter(&self) -> Option<(PathBuf, bool)> {
+        #[cfg(target_os = "linux")]
+        return self.roots.fleet_cpu_counter();
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// No launch will come any more: the unused launchers end.
+    pub fn stop_launchers(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(p) = &self.pool {
+            p.stop();
+        }
+    }
+
+    /// The guardian kills `pid`'s process group if the supervisor dies.
+    pub fn guard(&self, pid: i32) {
+        if let Some(g) = &self.guardian {
+            g.register(pid);
+        }
+    }
+
+    pub fn unguard(&self, pid: i32) {
+        if let Some(g) = &self.guardian {
+            g.unregister(pid);
+        }
+    }
+
+    /// A native run of `spec`. `marker` (`SYMBIONT_RUN=<token>`) is in every process's
+    /// environment.
+    pub fn target(self: &Arc<Self>, id: RunId, spec: Arc<RunSpec>, marker: String) -> NativeTarget {
+        NativeTarget {
+            host: self.clone(),
+            id,
+            spec,
+            tree: Arc::new(TreeHandle::new(marker)),
+            held: None,
+            rlimits: RlimitSet::default(),
+            #[cfg(target_os = "linux")]
+            affinity: None,
+            pid: None,
+            pipes: None,
+            readers: Vec::new(),
+        }
+    }
+}
+
+impl Drop for NativeHost {
+    fn drop(&mut self) {
+        // Every run has ended (each holds the host): once the unused launchers are gone, the
+        // base groups are empty.
+        self.stop_launchers();
+        #[cfg(target_os = "linux")]
+        self.roots.remove_bases();
+    }
+}
+
+/// SIGKILL to `pid` and its process group.
+pub(crate) fn kill_process(pid: i32) {
+    signal::to_group(pid, Sig::Kill);
+    signal::to_process(pid, Sig::Kill);
+}
+
+/// One native run.
+pub(crate) struct NativeTarget {
+    host: Arc<NativeHost>,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    id: RunId,
+    spec: Arc<RunSpec>,
+    tree: Arc<TreeHandle>,
+    /// What the run's cgroups hold, once they are made (or came with a pooled launcher).
+    held: Option<Held>,
+    rlimits: RlimitSet,
+    /// No CPU quota without a cgroup: the agent is pinned to as many CPUs as it may use.
+    #[cfg(target_os = "linux")]
+    affinity: Option<libc::cpu_set_t>,
+    /// The current step's main process and output pipes, and the tasks draining them.
+    pid: Option<i32>,
+    pipes: Option<(OwnedFd, OwnedFd)>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// The rlimits of a run. RLIMIT_AS only where no cgroup limits memory: it breaks the JVM and
+/// WebAssembly in Node, so it is a fallback, never the first choice.
+fn rlimits_for(spec: &RunSpec, held: Held) -> RlimitSet {
+    let mut rl = RlimitSet::default();
+    if !spec.enforce_limits {
+        return rl;
+    }
+    let l = &spec.limits;
+    if let Some(s) = l.cpu_seconds {
+        rl.cpu_seconds(s);
+    }
+    if let Some(b) = l.file_size_bytes {
+        rl.file_size(b);
+    }
+    if let (Some(b), false) = (l.memory_bytes, held.memory) {
+        rl.address_space(b);
+    }
+    // RLIMIT_NPROC counts every process of the user and root ignores it: only a fallback for
+    // ordinary users, set above what the user already runs.
+    if let (Some(n), false) = (l.max_processes, held.pids) {
+        let uid = nix::unistd::getuid();
+        if !uid.is_root() {
+            rl.processes(n + user_process_count(uid.as_raw()));
+        }
+    }
+    rl
+}
+
+fn user_process_count(uid: u32) -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                    .filter(|e| e.metadata().map(|m| m.uid() == uid).unwrap_or(false))
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = uid;
+        256
+    }
+}
+
+/// Runs with a smaller memory limit do not go through a launcher (see `start_now`).
+#[cfg(target_os = "linux")]
+const MIN_POOLED_MEMORY: u64 = 16 << 20;
+
+fn exit_of(e: ExitInfo) -> Exit {
+    Exit {
+        code: e.code,
+        signal: e.signal.map(signal::name),
+        cpu: e.cpu,
+        max_rss_bytes: e.max_rss_bytes,
+        cpu_limit: e.signal == Some(signal::SIGXCPU),
+        killed: e.signal == Some(signal::SIGKILL),
+        oom: false,
+    }
+}
+
+/// Reads `pipe` to its end into `sink`. The read buffer is allocated on the first byte: a
+/// thousand silent agents cost nothing.
+async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; 128 * 1024];
+        }
+        match pipe.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => sink.deliver(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => break,
+        }
+    }
+    sink.finish();
+}
+
+impl NativeTarget {
+    /// The run's groups hold these limits: the rlimits and CPU affinity follow from them.
+    fn hold(&mut self, held: Held) {
+        self.held = Some(held);
+        self.rlimits = rlimits_for(&self.spec, held);
+        #[cfg(target_os = "linux")]
+        {
+            self.affinity = match self.spec.limits.cpu_cores {
+                Some(c) if self.spec.enforce_limits && !held.cpu_quota => native::affinity_for(c),
+                _ => None,
+            };
+        }
+    }
+
+    /// The run's groups: one per hierarchy, limits written before anything runs. A note for
+    /// the record where they cannot be made.
+    #[cfg(target_os = "linux")]
+    fn make_groups(&mut self) -> Option<String> {
+        if self.held.is_some() || !self.host.roots.any() {
+            return None;
+        }
+        match crate::sandbox::cgroup::RunCgroup::create(
+            &self.host.roots,
+            &format!("run-{}", self.id),
+            &self.spec.limits,
+            self.spec.enforce_limits,
+        ) {
+            Ok(cg) => {
+                self.hold(cg.enforced.into());
+                *self.tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(cg);
+                None
+            }
+            Err(e) => Some(format!(
+                "no cgroup for this run ({e}); rlimits and the watchdog enforce its limits"
+            )),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn make_groups(&mut self) -> Option<String> {
+        None
+    }
+
+    fn launch<'a>(&'a self, step: &'a Step, cgroup_fds: Vec<i32>) -> NativeLaunch<'a> {
+        NativeLaunch {
+            program: &step.program,
+            argv: &step.argv,
+            cwd: &self.spec.cwd,
+            env: &self.spec.env,
+            cgroup_fds,
+            rlimits: self.rlimits,
+            #[cfg(target_os = "linux")]
+            affinity: self.affinity,
+        }
+    }
+
+    /// A step's process runs: it is the tree's main process, the guardian knows its group.
+    fn started(
+        &mut self,
+        pid: i32,
+        s: native::Started,
+        exit: tokio::sync::oneshot::Receiver<ExitInfo>,
+    ) -> Started {
+        self.tree.set_main(pid);
+        self.host.guard(pid);
+        self.pid = Some(pid);
+        self.pipes = Some((s.stdout, s.stderr));
+        Started {
+            pid: Some(pid),
+            container_id: None,
+            exit: Box::pin(async move {
+                exit.await
+                    .map(exit_of)
+                    .map_err(|_| "the agent's exit status was lost".to_string())
+            }),
+        }
+    }
+
+    /// Starts the first step through a ready launcher of the pool: no task hop and no cgroup
+    /// work between the request and the running agent.
+    #[cfg(target_os = "linux")]
+    fn start_pooled(&mut self, step: &Step) -> Option<Result<Started, String>> {
+        let host = self.host.clone();
+        let pool = host.pool.as_ref()?;
+        let spec = self.spec.clone();
+        if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, &spec.env) {
+            return None;
+        }
+        // The launcher shares the supervisor's memory until its exec, which is charged to the
+        // run's memory group: under a tiny limit the kernel's OOM killer would pick it, and with
+        // it every process sharing that memory. A vfork child is exempt, so such runs take the
+        // direct path.
+        if spec.enforce_limits
+            && spec
+                .limits
+                .memory_bytes
+                .is_some_and(|m| m < MIN_POOLED_MEMORY)
+        {
+            return None;
+        }
+        let mut p = pool.take()?;
+        let usable = p.zygote.alive()
+            && p.cgroup
+                .can_carry(&host.roots, &spec.limits, spec.enforce_limits)
+            && p.cgroup
+                .apply_limits(&host.roots, &spec.limits, spec.enforce_limits)
+                .is_ok();
+        if !usable {
+            // Now, not later on another thread: the pool's thread must outlive its launchers.
+            p.discard(&host.reaper);
+            return None;
+        }
+        pool.expect(&spec.limits, spec.enforce_limits);
+        self.hold(p.cgroup.enforced.into());
+        *self.tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.cgroup);
+        let result = p
+            .zygote
+            .exec(&self.launch(step, Vec::new()))
+            .map_err(|e| format!("{}: {e}", step.program.display()));
+        pool.refill();
+        Some(result.map(|s| self.started(s.pid, s, p.exit)))
+    }
+}
+
+impl Target for NativeTarget {
+    fn actions(&self) -> Actions {
+        Actions {
+            signals: &[
+                Sig::Term,
+                Sig::Kill,
+                Sig::Int,
+                Sig::Hup,
+                Sig::Stop,
+                Sig::Cont,
+            ],
+            one_process: true,
+            graceful_term: true,
+            pause: true,
+        }
+    }
+
+    fn tree(&self) -> Arc<dyn Tree> {
+        self.tree.clone()
+    }
+
+    fn start_now(&mut self, step: &Step) -> Option<Result<Started, String>> {
+        #[cfg(target_os = "linux")]
+        return self.start_pooled(step);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = step;
+            None
+        }
+    }
+
+    async fn prepare(&mut self) -> Prepared {
+        let note = self.make_groups();
+        if self.held.is_none() {
+            self.hold(Held::default());
+        }
+        let held = self.held.unwrap_or_default();
+        let mut audit_limits = Map::new();
+        audit_limits.insert("enforced_by_os".into(), json!(self.spec.enforce_limits));
+        audit_limits.insert("cgroup_memory".into(), json!(held.memory));
+        audit_limits.insert("cgroup_pids".into(), json!(held.pids));
+        audit_limits.insert("cgroup_cpu".into(), json!(held.cpu_quota));
+        let mut audit = Map::new();
+        let programs: Vec<Value> = self.spec.steps.iter().map(|s| json!(s.program)).collect();
+        audit.insert("program".into(), Value::Array(programs));
+        Prepared {
+            os_memory: held.memory,
+            os_pids: held.pids,
+            audit,
+            audit_limits,
+            note,
+            fatal: None,
+        }
+    }
+
+    async fn start(&mut self, _n: usize, step: &Step) -> Result<Started, String> {
+        #[cfg(target_os = "linux")]
+        let join = match self
+            .tree
+            .cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.open_join()))
+        {
+            Some(Ok(fds)) => fds,
+            Some(Err(e)) => return Err(format!("cannot join the run's cgroups: {e}")),
+            None => Vec::new(),
+        };
+        #[cfg(target_os = "linux")]
+        let fds = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        #[cfg(not(target_os = "linux"))]
+        let fds = Vec::new();
+        let launch = self.launch(step, fds);
+        let spawned = self
+            .host
+            .reaper
+            .spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)))
+            .map_err(|e| format!("{}: {e}", step.program.display()));
+        #[cfg(target_os = "linux")]
+        drop(join);
+        let (pid, s, exit) = spawned?;
+        Ok(self.started(pid, s, exit))
+    }
+
+    fn drain(&mut self, sinks: Sinks) {
+        let Some((out, err)) = self.pipes.take() else {
+            return;
+        };
+        for (fd, sink) in [(out, sinks.stdout), (err, sinks.stderr)] {
+            if let Ok(p) = native::async_pipe(fd) {
+                self.readers.push(tokio::spawn(drain(p, sink)));
+            }
+        }
+    }
+
+    async fn signal(&self, sig: Sig, pid: Option<i32>) -> bool {
+        match pid {
+            Some(p) => self.tree.send_to(p, sig),
+            None => {
+                self.tree.send(sig);
+                true
+            }
+        }
+    }
+
+    async fn pause(&self, paused: bool) -> bool {
+        self.tree.freeze(paused);
+        true
+    }
+
+    async fn end_step(&mut self) {
+        // The main process is gone: its pid may be reused from now on, so the tree is found by
+        // its group and cgroup only. Whatever it left behind dies with it.
+        self.tree.main_reaped();
+        if let Some(pid) = self.pid.take() {
+            self.host.unguard(pid);
+        }
+        if !self.tree.is_empty() {
+            self.tree.kill_now();
+        }
+        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+        for r in self.readers.drain(..) {
+            let abort = r.abort_handle();
+            if tokio::time::timeout_at(drain_until, r).await.is_err() {
+                abort.abort();
+            }
+        }
+        // Wait for the tree to be gone (the reaper collects the zombies).
+        let until = Instant::now() + Duration::from_secs(2);
+        while !self.tree.is_empty() && Instant::now() < until {
+            self.tree.kill_now();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn finish(&mut self) -> Finals {
+        let finals = Finals {
+            cpu_time: self.tree.cgroup_cpu_time(),
+            oom_kills: self.tree.oom_kills(),
+        };
+        // Removing the groups may wait for the kernel to empty them: off the async workers.
+        #[cfg(target_os = "linux")]
+        {
+            let cg = self
+                .tree
+                .cgroup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(mut cg) = cg {
+                let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+            }
+        }
+        finals
+    }
+}

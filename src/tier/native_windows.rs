@@ -1,0 +1,274 @@
+//! The native tier on Windows: an agent's steps as host processes inside the run's job object
+//! (kill-on-close, so agents die with the supervisor; job memory, process and CPU limits).
+//! Windows has no signals: TERM and KILL terminate the job at once, STOP and CONT suspend and
+//! resume every thread, and INT and HUP (console events an agent without a console never
+//! receives) are not offered.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::process::reaper::{ExitInfo, Reaper};
+use crate::runner::native::{self, NativeLaunch};
+use crate::sandbox::job::Job;
+use crate::supervisor::output::StreamSink;
+use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
+use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
+
+/// How long a step's output is still read after its main process ended.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// A job past its CPU-time limit ends every process with ERROR_NOT_ENOUGH_QUOTA.
+const CPU_QUOTA_EXIT: i32 = 1816;
+
+/// The native tier's share of a supervisor on Windows: only the waiters of main processes
+/// (each run's job is kill-on-close, so no guardian is needed).
+pub(crate) struct NativeHost {
+    reaper: Reaper,
+}
+
+impl NativeHost {
+    pub fn start(opts: &SupervisorOptions, _instance: u64) -> std::io::Result<NativeHost> {
+        Ok(NativeHost {
+            reaper: Reaper::start(opts.own_all_children)?,
+        })
+    }
+
+    pub fn mechanisms(&self) -> Vec<String> {
+        vec![
+            "job objects: one per run, kill-on-close (agents die with the supervisor); \
+             job memory, active-process, CPU-time and CPU-rate limits"
+                .into(),
+            "process tree: the run's job object".into(),
+        ]
+    }
+
+    pub fn launchers(&self) -> (usize, usize) {
+        (0, 0)
+    }
+
+    pub fn fleet_cpu_counter(&self) -> Option<(PathBuf, bool)> {
+        None
+    }
+
+    pub fn stop_launchers(&self) {}
+
+    /// Nothing to register: the run's job ends with the supervisor.
+    pub fn guard(&self, _pid: i32) {}
+
+    pub fn unguard(&self, _pid: i32) {}
+
+    pub fn target(
+        self: &Arc<Self>,
+        _id: RunId,
+        spec: Arc<RunSpec>,
+        _marker: String,
+    ) -> NativeTarget {
+        NativeTarget {
+            host: self.clone(),
+            spec,
+            tree: Arc::new(JobTree::default()),
+            pipes: None,
+            readers: Vec::new(),
+        }
+    }
+}
+
+/// Ends one process outright.
+pub(crate) fn kill_process(pid: i32) {
+    native::terminate_pid(pid);
+}
+
+/// A run's processes: its job's.
+#[derive(Debug, Default)]
+struct JobTree {
+    job: OnceLock<Job>,
+}
+
+impl JobTree {
+    fn is_empty(&self) -> bool {
+        match self.job.get().and_then(Job::active_processes) {
+            Some(n) => n == 0,
+            None => self.pids().is_empty(),
+        }
+    }
+}
+
+impl Tree for JobTree {
+    fn pids(&self) -> Vec<i32> {
+        self.job.get().map(Job::pids).unwrap_or_default()
+    }
+
+    fn kill_now(&self) {
+        if let Some(j) = self.job.get() {
+            j.terminate();
+        }
+    }
+
+    fn oom_kills(&self) -> u64 {
+        u64::from(self.job.get().is_some_and(Job::memory_limit_hit))
+    }
+}
+
+/// One native run on Windows.
+pub(crate) struct NativeTarget {
+    host: Arc<NativeHost>,
+    spec: Arc<RunSpec>,
+    tree: Arc<JobTree>,
+    pipes: Option<(std::process::ChildStdout, std::process::ChildStderr)>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// Reads `pipe` to its end on a blocking thread (Windows' anonymous pipes have no readiness).
+fn drain_blocking(mut pipe: impl std::io::Read, mut sink: StreamSink) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => sink.deliver(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    sink.finish();
+}
+
+fn exit_of(e: ExitInfo) -> Exit {
+    Exit {
+        code: e.code,
+        signal: None,
+        cpu: e.cpu,
+        max_rss_bytes: e.max_rss_bytes,
+        cpu_limit: false,
+        killed: e.code == Some(CPU_QUOTA_EXIT),
+        oom: false,
+    }
+}
+
+impl Target for NativeTarget {
+    fn actions(&self) -> Actions {
+        Actions {
+            signals: &[Sig::Term, Sig::Kill, Sig::Stop, Sig::Cont],
+            one_process: true,
+            graceful_term: false,
+            pause: true,
+        }
+    }
+
+    fn tree(&self) -> Arc<dyn Tree> {
+        self.tree.clone()
+    }
+
+    async fn prepare(&mut self) -> Prepared {
+        // The run's job object, which every process of the run is in from its start.
+        let (note, fatal) = match Job::create(&self.spec.limits, self.spec.enforce_limits) {
+            Ok(job) => {
+                let _ = self.tree.job.set(job);
+                (None, None)
+            }
+            Err(e) => {
+                let m = format!("cannot create the run's job object: {e}");
+                (Some(m.clone()), Some(m))
+            }
+        };
+        let mut audit_limits = Map::new();
+        audit_limits.insert("enforced_by_os".into(), json!(self.spec.enforce_limits));
+        let mut audit = Map::new();
+        let programs: Vec<Value> = self.spec.steps.iter().map(|s| json!(s.program)).collect();
+        audit.insert("program".into(), Value::Array(programs));
+        Prepared {
+            os_memory: false,
+            os_pids: false,
+            audit,
+            audit_limits,
+            note,
+            fatal,
+        }
+    }
+
+    async fn start(&mut self, _n: usize, step: &Step) -> Result<Started, String> {
+        let job = self.tree.job.get().ok_or("the run has no job object")?;
+        let launch = NativeLaunch {
+            program: &step.program,
+            argv: &step.argv,
+            cwd: &self.spec.cwd,
+            env: &self.spec.env,
+            job,
+        };
+        let (pid, s, exit) = self
+            .host
+            .reaper
+            .spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)))
+            .map_err(|e| format!("{}: {e}", step.program.display()))?;
+        // The waiter holds its own handle: the pid stays this process's until it is reaped.
+        drop(s.process);
+        self.pipes = Some((s.stdout, s.stderr));
+        Ok(Started {
+            pid: Some(pid),
+            container_id: None,
+            exit: Box::pin(async move {
+                exit.await
+                    .map(exit_of)
+                    .map_err(|_| "the agent's exit status was lost".to_string())
+            }),
+        })
+    }
+
+    fn drain(&mut self, sinks: Sinks) {
+        let Some((out, err)) = self.pipes.take() else {
+            return;
+        };
+        let Sinks { stdout, stderr } = sinks;
+        self.readers.push(tokio::task::spawn_blocking(move || {
+            drain_blocking(out, stdout)
+        }));
+        self.readers.push(tokio::task::spawn_blocking(move || {
+            drain_blocking(err, stderr)
+        }));
+    }
+
+    async fn signal(&self, sig: Sig, pid: Option<i32>) -> bool {
+        let pids = match pid {
+            Some(p) if !self.tree.pids().contains(&p) => return false,
+            Some(p) => vec![p],
+            None => self.tree.pids(),
+        };
+        match (sig, pid) {
+            (Sig::Term | Sig::Kill, None) => self.tree.job.get().is_some_and(Job::terminate),
+            (Sig::Term | Sig::Kill, Some(p)) => native::terminate_pid(p),
+            (Sig::Stop | Sig::Cont, _) => native::set_suspended(&pids, sig == Sig::Stop) > 0,
+            (Sig::Int | Sig::Hup, _) => false,
+        }
+    }
+
+    async fn pause(&self, paused: bool) -> bool {
+        native::set_suspended(&self.tree.pids(), paused);
+        true
+    }
+
+    async fn end_step(&mut self) {
+        if !self.tree.is_empty() {
+            self.tree.kill_now();
+        }
+        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+        for r in self.readers.drain(..) {
+            let _ = tokio::time::timeout_at(drain_until, r).await;
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while !self.tree.is_empty() && Instant::now() < until {
+            self.tree.kill_now();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn finish(&mut self) -> Finals {
+        Finals {
+            cpu_time: self.tree.job.get().and_then(Job::cpu_time),
+            oom_kills: self.tree.oom_kills(),
+        }
+    }
+}
