@@ -39,8 +39,11 @@ pub trait Tree: Send + Sync + Debug {
 /// supervisor refuses the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Actions {
-    /// Signals the tier delivers to the whole tree.
-    pub signals: &'static [Sig],
+    /// What the operator may send the whole tree, each with what it does on this tier, in the
+    /// order a kill dialog lists them. KILL to the whole tree is always possible.
+    pub choices: &'static [(Sig, &'static str)],
+    /// The platform calls these signals (SIGTERM, ...): a dialog may show their names.
+    pub signal_names: bool,
     /// A signal can be aimed at one process of the tree.
     pub one_process: bool,
     /// TERM leaves the agent its grace period before KILL; where false, TERM stops it at once
@@ -53,7 +56,11 @@ pub struct Actions {
 impl Actions {
     /// Whether `sig` may be sent to the whole tree (`one` = false) or to one process of it.
     pub fn allows(&self, sig: Sig, one: bool) -> bool {
-        self.signals.contains(&sig) && (!one || self.one_process)
+        if one {
+            self.one_process && self.choices.iter().any(|c| c.0 == sig)
+        } else {
+            sig == Sig::Kill || self.choices.iter().any(|c| c.0 == sig)
+        }
     }
 }
 

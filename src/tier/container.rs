@@ -131,21 +131,24 @@ impl ContainerTarget {
     }
 }
 
+/// What the operator can do to a run of this tier.
+pub(crate) const ACTIONS: Actions = Actions {
+    choices: &[
+        (Sig::Term, "stop the container at once"),
+        (Sig::Int, "INT to its first process"),
+        (Sig::Hup, "HUP to its first process"),
+        (Sig::Stop, "STOP (pause)"),
+        (Sig::Cont, "CONT (resume)"),
+    ],
+    signal_names: true,
+    one_process: false,
+    graceful_term: false,
+    pause: true,
+};
+
 impl Target for ContainerTarget {
     fn actions(&self) -> Actions {
-        Actions {
-            signals: &[
-                Sig::Term,
-                Sig::Kill,
-                Sig::Int,
-                Sig::Hup,
-                Sig::Stop,
-                Sig::Cont,
-            ],
-            one_process: false,
-            graceful_term: false,
-            pause: true,
-        }
+        ACTIONS
     }
 
     fn tree(&self) -> Arc<dyn Tree> {

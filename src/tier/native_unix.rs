@@ -446,21 +446,25 @@ impl NativeTarget {
     }
 }
 
+/// What the operator can do to a run of this tier.
+pub(crate) const ACTIONS: Actions = Actions {
+    choices: &[
+        (Sig::Term, "TERM, then KILL after the grace period"),
+        (Sig::Kill, "KILL at once"),
+        (Sig::Int, "INT (interrupt)"),
+        (Sig::Hup, "HUP (hang up)"),
+        (Sig::Stop, "STOP (pause)"),
+        (Sig::Cont, "CONT (resume)"),
+    ],
+    signal_names: true,
+    one_process: true,
+    graceful_term: true,
+    pause: true,
+};
+
 impl Target for NativeTarget {
     fn actions(&self) -> Actions {
-        Actions {
-            signals: &[
-                Sig::Term,
-                Sig::Kill,
-                Sig::Int,
-                Sig::Hup,
-                Sig::Stop,
-                Sig::Cont,
-            ],
-            one_process: true,
-            graceful_term: true,
-            pause: true,
-        }
+        ACTIONS
     }
 
     fn tree(&self) -> Arc<dyn Tree> {

@@ -149,14 +149,22 @@ fn exit_of(e: ExitInfo) -> Exit {
     }
 }
 
+/// What the operator can do to a run of this tier.
+pub(crate) const ACTIONS: Actions = Actions {
+    choices: &[
+        (Sig::Term, "terminate the job (at once)"),
+        (Sig::Stop, "suspend every thread"),
+        (Sig::Cont, "resume every thread"),
+    ],
+    signal_names: false,
+    one_process: true,
+    graceful_term: false,
+    pause: true,
+};
+
 impl Target for NativeTarget {
     fn actions(&self) -> Actions {
-        Actions {
-            signals: &[Sig::Term, Sig::Kill, Sig::Stop, Sig::Cont],
-            one_process: true,
-            graceful_term: false,
-            pause: true,
-        }
+        ACTIONS
     }
 
     fn tree(&self) -> Arc<dyn Tree> {

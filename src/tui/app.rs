@@ -12,7 +12,7 @@ use ratatui::layout::Rect;
 use super::keymap::{Action, Keymap};
 use crate::supervisor::watchdog::ProcRow;
 use crate::supervisor::Limits;
-use crate::supervisor::{Reason, RunId, RunState, RunStatus, Scope, Sig};
+use crate::supervisor::{Actions, Reason, RunId, RunState, RunStatus, Scope, Sig};
 use crate::tier::SecurityTier;
 
 /// One agent as the dashboard shows it: a copy of the supervisor's figures at one instant.
@@ -38,6 +38,8 @@ pub struct AgentRow {
     pub argv: Vec<String>,
     pub cwd: String,
     pub env_names: Vec<String>,
+    /// What the operator can do to this run on its tier.
+    pub actions: Actions,
     pub version: u64,
 }
 
@@ -73,6 +75,7 @@ impl AgentRow {
             argv: s.argv.clone(),
             cwd: s.cwd.display().to_string(),
             env_names: s.env_names.clone(),
+            actions: s.actions,
             version: s.version,
         }
     }
@@ -142,24 +145,6 @@ pub enum Item {
     Proc(usize, usize),
 }
 
-#[cfg(unix)]
-pub const SIGNALS: &[(Sig, &str)] = &[
-    (Sig::Term, "TERM, then KILL after the grace period"),
-    (Sig::Kill, "KILL at once"),
-    (Sig::Int, "INT (interrupt)"),
-    (Sig::Hup, "HUP (hang up)"),
-    (Sig::Stop, "STOP (pause)"),
-    (Sig::Cont, "CONT (resume)"),
-];
-
-/// Windows has no signals: the job is terminated, or every thread suspended or resumed.
-#[cfg(windows)]
-pub const SIGNALS: &[(Sig, &str)] = &[
-    (Sig::Term, "terminate the job (at once)"),
-    (Sig::Stop, "suspend every thread"),
-    (Sig::Cont, "resume every thread"),
-];
-
 /// What `X` does, for the status line.
 const KILL_NOW: &str = if cfg!(windows) {
     "terminating its job"
@@ -183,6 +168,8 @@ pub enum Dialog {
         signal: usize,
         tree: bool,
         pid: Option<i32>,
+        /// What the run's tier can do: the dialog offers exactly this.
+        actions: Actions,
     },
     Help,
     Filter(String),
@@ -403,12 +390,15 @@ impl App {
         let pid = self.selected_pid();
         let tree = matches!(self.items.get(self.selected), Some(Item::Agent(_)));
         if let Some(r) = self.selected_row().filter(|r| r.alive()) {
+            // A tier that cannot aim at one process gets the whole tree.
+            let tree = tree || !r.actions.one_process;
             self.dialog = Some(Dialog::Kill {
                 run: r.id,
                 agent: r.agent.clone(),
                 signal: 0,
                 tree,
                 pid,
+                actions: r.actions,
             });
         } else {
             self.message = Some("nothing to kill: the agent has exited".into());
@@ -618,6 +608,7 @@ impl App {
                 signal,
                 tree,
                 pid,
+                actions,
             } => match ev.code {
                 KeyCode::Esc | KeyCode::Char('q') => {}
                 KeyCode::Up | KeyCode::Char('k') => {
@@ -627,15 +618,17 @@ impl App {
                         signal: signal.saturating_sub(1),
                         tree,
                         pid,
+                        actions,
                     })
                 }
                 KeyCode::Down | KeyCode::Char('j') => {
                     self.dialog = Some(Dialog::Kill {
                         run,
                         agent,
-                        signal: (signal + 1).min(SIGNALS.len() - 1),
+                        signal: (signal + 1).min(actions.choices.len().saturating_sub(1)),
                         tree,
                         pid,
+                        actions,
                     })
                 }
                 KeyCode::Tab | KeyCode::Char(' ') | KeyCode::Left | KeyCode::Right => {
@@ -643,12 +636,15 @@ impl App {
                         run,
                         agent,
                         signal,
-                        tree: !tree || pid.is_none(),
+                        tree: !tree || pid.is_none() || !actions.one_process,
                         pid,
+                        actions,
                     })
                 }
                 KeyCode::Enter => {
-                    let sig = SIGNALS[signal].0;
+                    let Some(&(sig, _)) = actions.choices.get(signal) else {
+                        return Vec::new();
+                    };
                     let scope = match (tree, pid) {
                         (false, Some(p)) => Scope::Process(p),
                         _ => Scope::Tree,
@@ -670,6 +666,7 @@ impl App {
                         signal,
                         tree,
                         pid,
+                        actions,
                     })
                 }
             },

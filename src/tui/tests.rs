@@ -57,6 +57,7 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         argv: vec!["python3".into(), "worker.py".into(), "--fast".into()],
         cwd: "/tmp/symbiont-native".into(),
         env_names: vec!["PATH".into(), "HOME".into(), "SYMBIONT_AGENT".into()],
+        actions: crate::tier::native::ACTIONS,
         version: 1,
     }
 }
@@ -432,4 +433,33 @@ fn drawing_a_thousand_agents_builds_only_the_visible_lines() {
     assert!(screen.contains("agent-0700"));
     assert!(!screen.contains("agent-0000"));
     assert!(screen.contains("1000/1000"));
+}
+
+/// A container run: the dialog offers what a container can do, on the whole container only.
+#[test]
+fn kill_dialog_on_a_container_offers_only_what_its_tier_can_do() {
+    let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
+    let mut c = row(7, "Boxed", 40, 512, 20, 300);
+    c.tier = SecurityTier::Tier1;
+    c.actions = crate::tier::container::ACTIONS;
+    a.set_rows(vec![c]);
+    assert!(a.on_key(key(KeyCode::Char('x'))).is_empty());
+    let screen = text(render(&mut a, 100, 30).backend().buffer());
+    assert!(screen.contains("stop the container at once"), "{screen}");
+    assert!(!screen.contains("SIGKILL"), "{screen}");
+    assert!(
+        screen.contains("this tier cannot aim at one process"),
+        "{screen}"
+    );
+    // Tab cannot switch to one process; Enter sends the tree the first choice.
+    a.on_key(key(KeyCode::Tab));
+    let cmds = a.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        cmds,
+        vec![Cmd::Signal {
+            run: 7,
+            sig: Sig::Term,
+            scope: Scope::Tree
+        }]
+    );
 }

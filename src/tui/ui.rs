@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
-use super::app::{depth, AgentRow, App, Dialog, Item, Level, Sort, Stream, LAUNCH_TIERS, SIGNALS};
+use super::app::{depth, AgentRow, App, Dialog, Item, Level, Sort, Stream, LAUNCH_TIERS};
 use super::keymap::Action;
 use crate::headless::bytes;
 use crate::supervisor::RunState;
@@ -531,15 +531,16 @@ fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
             signal,
             tree,
             pid,
+            actions,
             ..
         } => {
             let mut lines = vec![Line::from(format!("kill {agent}")).bold(), Line::from("")];
-            for (i, (sig, text)) in SIGNALS.iter().enumerate() {
+            for (i, (sig, text)) in actions.choices.iter().enumerate() {
                 let mark = if i == *signal { "▶ " } else { "  " };
-                let l = Line::from(if cfg!(windows) {
-                    format!("{mark}{text}")
-                } else {
+                let l = Line::from(if actions.signal_names {
                     format!("{mark}SIG{:<5} {text}", sig.name())
+                } else {
+                    format!("{mark}{text}")
                 });
                 lines.push(if i == *signal {
                     l.add_modifier(Modifier::REVERSED)
@@ -548,7 +549,9 @@ fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
                 });
             }
             lines.push(Line::from(""));
-            let scope = if *tree {
+            let scope = if !actions.one_process {
+                "[x] whole tree (this tier cannot aim at one process)".to_string()
+            } else if *tree {
                 "[x] whole tree   [ ] this process only".to_string()
             } else {
                 format!(
