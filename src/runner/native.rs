@@ -30,19 +30,20 @@ pub struct NativeLaunch<'a> {
 /// The first `ceil(cores)` CPUs this process may use, as an affinity mask.
 #[cfg(target_os = "linux")]
 pub fn affinity_for(cores: f64) -> Option<libc::cpu_set_t> {
-    let mut cur: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cur) } != 0
-    {
-        return None;
-    }
+    let cur = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
     let want = cores.ceil().max(1.0) as usize;
+    // The result is libc's `cpu_set_t` (what `NativeLaunch::affinity` carries to the child);
+    // nix's `CpuSet` does not convert to it, so the bits are copied one by one.
+    // SAFETY: `cpu_set_t` is an integer array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let mut n = 0;
     for cpu in 0..libc::CPU_SETSIZE as usize {
         if n == want {
             break;
         }
-        if unsafe { libc::CPU_ISSET(cpu, &cur) } {
+        if cur.is_set(cpu).unwrap_or(false) {
+            // SAFETY: CPU_SET is a bounds-checked bit operation on `set`'s integer array, no
+            // pointer involved; `cpu < CPU_SETSIZE`, so it does not even panic.
             unsafe { libc::CPU_SET(cpu, &mut set) };
             n += 1;
         }
@@ -61,9 +62,9 @@ pub struct Started {
 /// A larger pipe lets a chatty agent write in bigger strides.
 #[cfg(target_os = "linux")]
 pub(crate) fn widen_pipes(s: &Started) {
-    use std::os::fd::AsRawFd;
     for fd in [&s.stdout, &s.stderr] {
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        // Best effort: a pipe that stays at its default size still works.
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
     }
 }
 
@@ -96,6 +97,14 @@ pub fn spawn_forked(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let rl = l.rlimits;
     #[cfg(target_os = "linux")]
     let affinity = l.affinity;
+    // SAFETY: the hook runs in the forked child between fork and exec, where another thread
+    // of the supervisor may have held a lock (malloc's among them) at the fork: it must be
+    // async-signal-safe. It only makes system calls through raw libc wrappers (setpgid;
+    // write(2) in `join_in_child`; getrlimit/setrlimit in `RlimitSet::apply`;
+    // sched_setaffinity, reading a whole `cpu_set_t` moved into the closure), allocates
+    // nothing (the descriptor list was built and moved in before the fork, and
+    // `io::Error::last_os_error` stores the OS code inline) and takes no lock. The
+    // descriptors it writes to are the caller's open `cgroup.procs` files, inherited.
     unsafe {
         cmd.pre_exec(move || {
             // Between fork and exec: async-signal-safe calls only.

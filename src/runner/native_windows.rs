@@ -78,6 +78,8 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let mut child = cmd.spawn()?;
     let pid = child.id();
     if let Err(e) = l.job.assign(child.as_raw_handle()) {
+        // SAFETY: the handle is the one `child` owns (from CreateProcess, with all access
+        // rights), open until `child` is dropped below; TerminateProcess takes no pointer.
         unsafe { TerminateProcess(child.as_raw_handle() as _, 1) };
         let _ = child.wait();
         return Err(io::Error::new(
@@ -108,18 +110,28 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
 /// Suspends (or resumes) every thread of `pids`: the Windows form of STOP and CONT.
 /// Returns the number of threads changed.
 pub fn set_suspended(pids: &[i32], suspend: bool) -> usize {
+    // SAFETY: no pointer argument; the result is a new handle this function owns (closed at
+    // the end) or INVALID_HANDLE_VALUE, checked before any use.
     let snap = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0) };
     if snap == INVALID_HANDLE_VALUE {
         return 0;
     }
     let mut n = 0;
+    // SAFETY: THREADENTRY32 is a C struct of integers: all-zero is a valid value of it.
     let mut te: THREADENTRY32 = unsafe { std::mem::zeroed() };
+    // The walk functions check `dwSize` and write at most that many bytes into `te`.
     te.dwSize = std::mem::size_of::<THREADENTRY32>() as u32;
+    // SAFETY: `snap` is the open snapshot handle from above; `te` is a live, mutably borrowed
+    // THREADENTRY32 whose `dwSize` is its own size.
     let mut more = unsafe { Thread32First(snap, &mut te) } != 0;
     while more {
         if pids.contains(&(te.th32OwnerProcessID as i32)) {
+            // SAFETY: no pointer argument; the result is a new handle owned (and closed) here,
+            // or null, checked before use.
             let t = unsafe { OpenThread(THREAD_SUSPEND_RESUME, 0, te.th32ThreadID) };
             if !t.is_null() {
+                // SAFETY: `t` is the open thread handle from above, with the
+                // THREAD_SUSPEND_RESUME right both calls need; neither takes a pointer.
                 let r = unsafe {
                     if suspend {
                         SuspendThread(t)
@@ -130,11 +142,14 @@ pub fn set_suspended(pids: &[i32], suspend: bool) -> usize {
                 if r != u32::MAX {
                     n += 1;
                 }
+                // SAFETY: `t` is owned here, closed exactly once and not used after.
                 unsafe { CloseHandle(t) };
             }
         }
+        // SAFETY: as for Thread32First: the open snapshot and a live, sized `te`.
         more = unsafe { Thread32Next(snap, &mut te) } != 0;
     }
+    // SAFETY: `snap` is owned here, closed exactly once and not used after.
     unsafe { CloseHandle(snap) };
     n
 }
@@ -142,11 +157,15 @@ pub fn set_suspended(pids: &[i32], suspend: bool) -> usize {
 /// Ends one process (the "single process" scope of a kill).
 pub fn terminate_pid(pid: i32) -> bool {
     use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_TERMINATE};
+    // SAFETY: no pointer argument; the result is a new handle owned (and closed) here, or
+    // null, checked before use.
     let h = unsafe { OpenProcess(PROCESS_TERMINATE, 0, pid as u32) };
     if h.is_null() {
         return false;
     }
+    // SAFETY: `h` is the open process handle from above, with PROCESS_TERMINATE access.
     let ok = unsafe { TerminateProcess(h, crate::sandbox::job::TERMINATED_EXIT_CODE) } != 0;
+    // SAFETY: `h` is owned here, closed exactly once and not used after.
     unsafe { CloseHandle(h) };
     ok
 }

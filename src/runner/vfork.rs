@@ -10,9 +10,13 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+use nix::sys::stat::Mode;
 
 use super::native::{NativeLaunch, Started};
 
@@ -59,23 +63,30 @@ struct Slots {
 
 impl Slots {
     fn new() -> io::Result<Slots> {
-        let placeholder =
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if placeholder < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let placeholder = open(
+            c"/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         let mut fds = [-1; SLOTS];
         for i in 0..SLOTS {
-            fds[i] = unsafe { libc::fcntl(placeholder, libc::F_DUPFD_CLOEXEC, 0) };
-            if fds[i] < 0 {
-                let e = io::Error::last_os_error();
-                for &f in fds[..i].iter().chain([&placeholder]) {
-                    unsafe { libc::close(f) };
+            match fcntl(&placeholder, FcntlArg::F_DUPFD_CLOEXEC(0)) {
+                Ok(fd) => fds[i] = fd,
+                Err(e) => {
+                    // The copies made so far are this function's alone (`placeholder`, an
+                    // `OwnedFd`, closes itself).
+                    for &f in &fds[..i] {
+                        let _ = nix::unistd::close(f);
+                    }
+                    return Err(e.into());
                 }
-                return Err(e);
             }
         }
-        Ok(Slots { fds, placeholder })
+        // The slots and their placeholder are never closed: they live as long as the process.
+        Ok(Slots {
+            fds,
+            placeholder: placeholder.into_raw_fd(),
+        })
     }
 
     /// The first descriptor above every slot.
@@ -95,6 +106,10 @@ impl Slots {
             && src
                 .iter()
                 .zip(self.fds)
+                // SAFETY: dup3 takes and returns descriptor numbers only, no memory. `d` is one
+                // of this set's slots, which the caller holds alone (`busy`), so replacing
+                // what it holds closes no descriptor anyone else uses. nix's `dup3` wants the
+                // target as `&mut OwnedFd`, which a slot shared through `&'static` cannot be.
                 .all(|(&s, d)| unsafe { libc::dup3(s, d, libc::O_CLOEXEC) } == d);
         if !ok {
             self.clear();
@@ -105,6 +120,9 @@ impl Slots {
     /// /dev/null back into every slot: the parent keeps no copy of a child's pipes.
     fn clear(&self) {
         for d in self.fds {
+            // SAFETY: as in `fill`: descriptor numbers only; `d` is a slot of this set, held
+            // by the caller alone (or by no one, at drop), and `placeholder` stays open for the
+            // life of the process.
             unsafe { libc::dup3(self.placeholder, d, libc::O_CLOEXEC) };
         }
     }
@@ -163,6 +181,13 @@ impl Drop for SlotGuard {
 /// descriptors below `end` (the slots and the few below them). Where close_range cannot unshare
 /// (before Linux 5.9), a full copy. Async-signal-safe; false on failure, when the caller tells
 /// its parent to call `slots_refused`.
+///
+/// # Safety
+/// Only for a child started with `CLONE_FILES`, before it touches a descriptor: called in the
+/// supervisor itself, `close_range(end, ~0, CLOSE_RANGE_UNSHARE)` would close every descriptor
+/// from `end` on (sockets, pipes, files `OwnedFd`s still own), and owned descriptors would be
+/// closed twice later. The calls are raw syscall wrappers (no allocation, no lock), fit for a
+/// `CLONE_VM` child; on failure they set only errno.
 pub(super) unsafe fn unshare_below(end: RawFd) -> bool {
     libc::syscall(
         libc::SYS_close_range,
@@ -198,6 +223,13 @@ pub(super) fn take_slots(fds: &mut [RawFd]) -> Option<SlotGuard> {
 
 /// Closes every descriptor from `first` on: close_range where the kernel has it, else one by
 /// one up to the open-file limit. Async-signal-safe.
+///
+/// # Safety
+/// Only for a child between clone and exec, with a descriptor table of its own: it closes
+/// descriptors that `OwnedFd`s and std's types of the parent's code think they own, which in
+/// the supervisor would lead to closing them twice (or closing another file that took the
+/// number). `getrlimit` writes one `rlimit` into the local `rl`; nothing allocates, so the call
+/// is fit for a `CLONE_VM` child (kept raw libc for that reason: see `child_main`).
 pub(super) unsafe fn close_from(first: RawFd) {
     if libc::syscall(
         libc::SYS_close_range,
@@ -228,11 +260,7 @@ fn cstr(s: &OsStr) -> io::Result<CString> {
 }
 
 pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 /// `clone` onto `stack` with every signal blocked in the calling thread around it, so that no
@@ -242,7 +270,12 @@ pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// # Safety
 /// `f` runs in the child with `arg`, sharing memory when `flags` has `CLONE_VM`: everything it
-/// touches, and `ctid`, must stay valid until it has exec'd or exited.
+/// touches, and `ctid`, must stay valid until it has exec'd or exited. With `CLONE_VM` the child
+/// also shares the calling thread's thread-local storage (errno, malloc's per-thread cache):
+/// `f` must make raw system calls only and never allocate, free or take a lock. `stack` must
+/// not be freed or reused before then either (with `CLONE_VFORK` this call returns only once
+/// the child is done with it). `ctid` is null, or points to a 4-byte aligned word that outlives
+/// the child's use of the memory (the kernel writes 0 there and wakes its futex).
 pub(super) unsafe fn clone_blocked(
     f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
     stack: &mut [u8],
@@ -252,10 +285,15 @@ pub(super) unsafe fn clone_blocked(
 ) -> io::Result<i32> {
     // The stack grows down: pass its 16-byte aligned top.
     let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut libc::c_void;
-    let mut all: libc::sigset_t = std::mem::zeroed();
-    let mut old: libc::sigset_t = std::mem::zeroed();
-    libc::sigfillset(&mut all);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    // pthread_sigmask with SIG_SETMASK and valid sets does not fail (EINVAL is for a bad `how`).
+    let mut old = SigSet::empty();
+    let _ = pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    );
+    // nix's `clone` takes a boxed closure and no `ctid`, and neither supports `CLONE_VFORK`
+    // nor suits a child that must not allocate: the raw call, under this function's contract.
     let pid = libc::clone(
         f,
         top,
@@ -266,7 +304,7 @@ pub(super) unsafe fn clone_blocked(
         ctid,
     );
     let err = io::Error::last_os_error();
-    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     if pid < 0 {
         Err(err)
     } else {
@@ -280,10 +318,17 @@ pub(super) unsafe fn clone_blocked(
 pub(super) fn handled_signals() -> Vec<libc::c_int> {
     let mut out = Vec::new();
     for sig in 1..=libc::SIGRTMAX() {
+        // SAFETY: `sigaction` holds integers (the handler is a `sighandler_t` integer here, not
+        // a Rust fn pointer), a `sigset_t` and an `Option` of a restorer fn pointer, `None` when
+        // zero: all-zero is a valid value of it (SIG_DFL, empty mask, no flags).
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0
-            || old.sa_sigaction == libc::SIG_DFL
-        {
+        // SAFETY: with a null new action, sigaction(2) changes nothing and only writes the
+        // current action into `old`, a live local of exactly the type it expects. A number it
+        // does not take (glibc keeps 32 and 33 for itself) fails with EINVAL, `old` untouched.
+        // Raw libc on purpose: nix's `sigaction` always installs a new action, and its
+        // `Signal` cannot name the real-time signals.
+        let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        if r != 0 || old.sa_sigaction == libc::SIG_DFL {
             continue;
         }
         if old.sa_sigaction != libc::SIG_IGN || sig < 32 {
@@ -293,16 +338,39 @@ pub(super) fn handled_signals() -> Vec<libc::c_int> {
     out
 }
 
+/// The child of `spawn_once`, started by `clone(CLONE_VM | CLONE_VFORK)`: it runs on the
+/// parent's memory, on its own small stack, while the parent's thread is suspended. Everything
+/// here stays raw libc, even where nix has a wrapper: nix's wrappers are thin, but this code
+/// must be plainly auditable as system calls only (no allocation, no lock, no unwinding), so
+/// one convention holds for the whole child.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: the parent keeps `ChildArgs` alive and is suspended until exec or exit.
+    // SAFETY: `arg` is the `Box<ChildArgs>` of `spawn_once`, which outlives this child:
+    // `CLONE_VFORK` keeps the parent's thread suspended until this process execs or exits,
+    // and nothing else frees it. The child only reads it, and writes its two atomics.
     let a = unsafe { &*(arg as *const ChildArgs) };
     let fail = |a: &ChildArgs| -> libc::c_int {
+        // Reads errno (no allocation: an OS error is stored inline).
         let e = io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EINVAL);
         a.err.store(e.max(1), Ordering::SeqCst);
+        // SAFETY: `_exit` ends this process at once, without atexit handlers or stdio
+        // flushing, which would run the parent's handlers on the parent's (shared) memory.
         unsafe { libc::_exit(127) }
     };
+    // SAFETY: between clone and exec in a `CLONE_VM` child, with every signal blocked (by
+    // `clone_blocked`) until the handlers are reset. Each call is an async-signal-safe libc
+    // system-call wrapper: nothing allocates, locks or unwinds, and the only thread-local state
+    // touched is errno, whose owner (the parent's calling thread) is suspended.
+    // - unshare_below: first, so that no descriptor change reaches the parent's table.
+    // - signal/sigprocmask: `empty` is a local `sigset_t`, all-zero and then sigemptyset.
+    // - write: one byte from a static, to `cgroup.procs` descriptors the parent keeps open.
+    // - sched_setaffinity: reads `size_of::<cpu_set_t>()` bytes from `set`, a whole
+    //   `cpu_set_t` inside `ChildArgs`.
+    // - dup2/close_from: this child's own table (unshared above, or copied by clone without
+    //   `CLONE_FILES`), so closing descriptors does not touch the parent's `OwnedFd`s.
+    // - chdir/execve: NUL-terminated `CString`s of `ChildArgs`, and `argv`/`envp` arrays of
+    //   pointers into them ending in a null pointer (built by `spawn_once`).
     unsafe {
         // First, before any descriptor changes: a table of its own.
         if let Some(end) = a.unshare_from {
@@ -377,11 +445,11 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if devnull < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let devnull = unsafe { OwnedFd::from_raw_fd(devnull) };
+    let devnull = open(
+        c"/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     use std::os::fd::AsRawFd;
@@ -409,6 +477,11 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         unshare_refused: AtomicBool::new(false),
     });
     let mut stack = vec![0u8; STACK];
+    // SAFETY: `child_main` makes system calls only (see there). With `CLONE_VFORK` this returns
+    // once the child has exec'd or exited, so `args` (boxed: its address is what the child
+    // gets), `stack`, and the descriptors it dups (`fds`, held by `devnull`, `out_w`, `err_w`,
+    // the caller's cgroup files, or the slots) all outlive its use of them; they are dropped
+    // only below. No `ctid`.
     let pid = unsafe {
         clone_blocked(
             child_main,
@@ -425,8 +498,7 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let err = args.err.load(Ordering::SeqCst);
     if err != 0 {
         // The child exited before exec: collect it here (the reaper cannot see it yet).
-        let mut st = 0;
-        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         if args.unshare_refused.load(Ordering::SeqCst) {
             slots_refused();
         }

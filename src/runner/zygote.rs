@@ -13,7 +13,11 @@
 //! loses) the command pipe, so an unused one never outlives its supervisor.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::{open, OFlag};
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::stat::Mode;
 
 use super::native::{NativeLaunch, Started};
 use super::vfork::{
@@ -88,7 +92,12 @@ pub struct Zygote {
     slots: Option<SlotGuard>,
 }
 
-// The raw pointers in `Shared` point into its own buffer; the launcher is another process.
+// SAFETY: `Zygote` is not `Send` by itself only for the raw pointers in `Shared::argv` and
+// `Shared::envp`. No thread of the supervisor dereferences them: they are null, or point into
+// `Shared::buf` of the same box, and only the launcher (another process, which does not care
+// which thread owns the `Zygote`) follows them, before its exec. Moving the `Zygote` moves
+// the box pointer, not the memory the launcher uses. Everything else in it (descriptors,
+// `Vec`s, atomics, the slot guard's `&'static SlotSet`) is `Send`. There is no `Sync`.
 unsafe impl Send for Zygote {}
 
 impl std::fmt::Debug for Zygote {
@@ -101,15 +110,26 @@ const STACK: usize = 64 * 1024;
 
 /// Writes to every page, so the parent (not the launcher, in the run's memory group) faults
 /// them in.
-fn prefault(p: *mut u8, len: usize) {
+///
+/// # Safety
+/// `p` must be valid for writes of `len` bytes, and zero bytes must be a valid value for
+/// whatever lives there (the callers pass byte buffers and arrays of null pointers).
+unsafe fn prefault(p: *mut u8, len: usize) {
     for off in (0..len).step_by(4096) {
+        // SAFETY: `off < len`, so `p + off` is inside the range the caller vouches for; a
+        // byte write needs no alignment.
         unsafe { std::ptr::write_volatile(p.add(off), 0) };
     }
 }
 
+/// Reads until `buf` is full or end of file: the byte count, or -1. Also runs in the launcher
+/// (`CLONE_VM`, before exec): raw `read`, which touches nothing but `buf` and errno.
 fn read_full(fd: RawFd, buf: &mut [u8]) -> isize {
     let mut got = 0usize;
     while got < buf.len() {
+        // SAFETY: the kernel writes at most `buf.len() - got` bytes, exactly the length of
+        // `buf[got..]`, which the pointer comes from and which is borrowed mutably for the
+        // call. A bad `fd` only makes the call fail.
         let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
         if r < 0 {
             if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
@@ -125,45 +145,73 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> isize {
     got as isize
 }
 
-fn write_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+/// Writes all of `buf` (the supervisor's side only).
+fn write_full(fd: impl AsFd, buf: &[u8]) -> io::Result<()> {
     let mut done = 0usize;
     while done < buf.len() {
-        let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
+        match nix::unistd::write(fd.as_fd(), &buf[done..]) {
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
-        done += r as usize;
     }
     Ok(())
 }
 
 /// The launcher: never returns.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: the parent keeps `Shared` alive, and only touches it while this process is
-    // blocked on the command pipe or gone.
+    // SAFETY: `arg` is the boxed `Shared` of `Zygote::start`, whose `live` word is this
+    // process's `CLONE_CHILD_CLEARTID` address: the parent keeps the box (and this stack)
+    // until the kernel has zeroed `live` at this process's exec or exit, or leaks them (see
+    // `Zygote::release`), and writes only the fields `launcher` reads after the go byte,
+    // before sending it. This is a `CLONE_VM` child with every signal blocked, as `launcher`
+    // requires.
     unsafe { launcher(arg as *mut Shared) }
 }
 
+/// Reports errno on the status pipe and exits: the launcher's way out of a failed step.
+///
+/// # Safety
+/// Only in the launcher, never in the supervisor: it `_exit`s the calling process. In the
+/// launcher that is the only correct exit, since `exit` would run the supervisor's atexit
+/// handlers and flush its stdio buffers in the memory this process shares with it. The
+/// `write` reads the 4 bytes of the local `e`; a bad `status` only makes it fail.
 unsafe fn fail(status: RawFd) -> ! {
+    // errno, read where this process left it (no allocation: an OS error is stored inline).
     let e = io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EINVAL)
         .max(1);
-    libc::write(status, (&e as *const i32).cast(), 4);
-    libc::_exit(127)
+    fail_with(status, e)
 }
 
+/// As `fail`, with the error given.
+///
+/// # Safety
+/// As `fail`: only in the launcher.
 unsafe fn fail_with(status: RawFd, e: i32) -> ! {
     libc::write(status, (&e as *const i32).cast(), 4);
     libc::_exit(127)
 }
 
-/// `shared` is written by the parent until the go byte: only the fields it never writes are
-/// read before that, and the whole is borrowed only after.
+/// The launcher's whole life, from its clone to its exec.
+///
+/// # Safety
+/// - Runs only as the `CLONE_VM` child `Zygote::start` clones (on its own stack, every signal
+///   blocked): it shares the supervisor's memory and the calling thread's thread-local storage
+///   while that thread goes on running, so it makes raw system calls only, never allocates,
+///   frees or takes a lock (malloc's per-thread cache is that thread's), and never unwinds.
+///   Everything stays raw libc, even where nix has a thin wrapper, so that this stays plainly
+///   auditable as system calls. errno is that thread's too: an error number read here may, in
+///   a rare race, be one the supervisor's thread set; only the reported number can be wrong.
+/// - `shared` points to a live `Shared` that stays put (boxed) until the kernel zeroes `live`
+///   at this process's exec or exit. The parent writes `header` and `buf` until the go byte,
+///   and nothing after it until `live` is zero: before the go byte only the fields it never
+///   writes (`fds`, `unshare_from`, `handled`, `batch`, `cgroup_fds`) are read, besides the
+///   atomic `unshare_refused`, and the whole is borrowed (`&mut`) only after. `live` itself
+///   is written only by the kernel.
+/// - `fds` and `cgroup_fds` are open descriptors of the table this process starts with (the
+///   slots, with `unshare_from`, or a copy of the parent's table).
 unsafe fn launcher(shared: *mut Shared) -> ! {
     let fds = (*shared).fds;
     let status0 = fds[4];
@@ -299,12 +347,11 @@ impl Zygote {
     /// Starts a launcher that joins the groups of `cgroup_fds` (`cgroup.procs`, open for
     /// writing) and then waits for a command; `wait_ready` tells when the join is done.
     pub fn start(cgroup_fds: &[RawFd]) -> io::Result<Zygote> {
-        let devnull =
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if devnull < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let devnull = unsafe { OwnedFd::from_raw_fd(devnull) };
+        let devnull = open(
+            c"/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         let (cmd_r, cmd_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -325,22 +372,39 @@ impl Zygote {
             flags |= libc::CLONE_FILES;
         }
         let mut mem = Box::new(Shared {
+            // SAFETY: `Header` is `repr(C)` plain data: `u32`s, an `RlimitSet` (integers) and
+            // a `cpu_set_t` (an integer array); all-zero is a valid value of each.
             header: unsafe { std::mem::zeroed() },
             buf: vec![0u8; BUF],
             argv: vec![std::ptr::null(); MAX_PTRS],
             envp: vec![std::ptr::null(); MAX_PTRS],
             handled: handled_signals(),
             live: std::sync::atomic::AtomicI32::new(1),
+            // SAFETY: sched_getscheduler takes a pid (0: this thread) and returns the policy
+            // or -1; no memory is involved. nix has no wrapper for it.
             batch: unsafe { libc::sched_getscheduler(0) } == libc::SCHED_OTHER,
             cgroup_fds: fds[5..].to_vec(),
             fds: [fds[0], fds[1], fds[2], fds[3], fds[4]],
             unshare_from: slots.as_ref().map(SlotGuard::end),
             unshare_refused: std::sync::atomic::AtomicBool::new(false),
         });
-        prefault(mem.argv.as_mut_ptr().cast(), MAX_PTRS * 8);
-        prefault(mem.envp.as_mut_ptr().cast(), MAX_PTRS * 8);
+        const PTRS_BYTES: usize = MAX_PTRS * std::mem::size_of::<*const libc::c_char>();
         let mut stack = vec![0u8; STACK];
-        prefault(stack.as_mut_ptr(), STACK);
+        // SAFETY: `argv` and `envp` hold `MAX_PTRS` pointers each (`PTRS_BYTES` bytes) and the
+        // stack `STACK` bytes, all owned here and mutably borrowed for the calls; a zeroed
+        // pointer is the null pointer they already hold, a zeroed byte what the stack holds.
+        unsafe {
+            prefault(mem.argv.as_mut_ptr().cast(), PTRS_BYTES);
+            prefault(mem.envp.as_mut_ptr().cast(), PTRS_BYTES);
+            prefault(stack.as_mut_ptr(), STACK);
+        }
+        // SAFETY: `child_main` runs `launcher`, which makes system calls only. Its memory
+        // (`mem`, boxed, so the address stays when the box moves into the `Zygote`) and its
+        // `stack` are kept by the returned `Zygote` until `live` (the `ctid` word, inside
+        // `mem`, aligned as an `AtomicI32`) is zeroed by the kernel, or leaked if it never is
+        // (`release`). The descriptors it starts from are open until this call returns: with
+        // `CLONE_FILES` the slots hold them until `wait_ready`, without it clone has copied
+        // the table by the time it returns.
         let pid = unsafe {
             clone_blocked(
                 child_main,
@@ -400,13 +464,9 @@ impl Zygote {
     }
 
     /// Whether the status pipe has something to read (or its end of file) within `ms`.
-    fn status_readable(&self, ms: i32) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.status.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    fn status_readable(&self, ms: u16) -> bool {
+        let mut pfd = [PollFd::new(self.status.as_fd(), PollFlags::POLLIN)];
+        poll(&mut pfd, ms).is_ok_and(|n| n > 0)
     }
 
     /// Whether the launcher has exec'd or exited (or its memory is released).
@@ -456,6 +516,11 @@ impl Zygote {
                 tv_nsec: l.subsec_nanos() as libc::c_long,
             });
             // A shared (not private) futex: that is the one the kernel wakes.
+            // SAFETY: FUTEX_WAIT only reads the 4-byte aligned word `live` (an `AtomicI32` in
+            // the box `m` borrows from `self`, alive for the whole call) and sleeps while it
+            // still holds `v`; `ts` is null or a `timespec` local to this loop turn, read by
+            // the kernel during the call. The other arguments are unused by FUTEX_WAIT. nix
+            // has no futex wrapper.
             unsafe {
                 libc::syscall(
                     libc::SYS_futex,
@@ -538,13 +603,21 @@ impl Zygote {
             kv.extend_from_slice(v.as_bytes());
             push(&kv)?;
         }
+        // SAFETY: all-zero is a valid `Header` (integers only; see `start`).
         let mut h: Header = unsafe { std::mem::zeroed() };
         h.magic = MAGIC;
         h.len = at as u32;
         h.argc = l.argv.len() as u32;
         h.envc = l.env.len() as u32;
         h.rlimits = l.rlimits;
+        // The masks stay libc's `cpu_set_t`, and these calls raw libc: that is what `Header`
+        // carries to the launcher and what `NativeLaunch::affinity` is, and nix's `CpuSet`
+        // converts to neither. Copying bit by bit (as `native::affinity_for` does, once per run)
+        // would put a 1024-step loop in every launch and still need CPU_SET.
+        // SAFETY: `cpu_set_t` is an integer array; all-zero is the empty set.
         let mut mine: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the kernel writes at most the `size_of::<cpu_set_t>()` bytes passed, into
+        // `mine`, a local of exactly that size, mutably borrowed for the call.
         let have_mine = unsafe {
             libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mine)
         } == 0;
@@ -557,27 +630,43 @@ impl Zygote {
         }
         m.header = h;
         // Where the launcher wakes and how this thread waits for its exec: see `SPIN`.
-        let cpu = unsafe { libc::sched_getcpu() };
+        // Below `CPU_SETSIZE`, for the CPU_* helpers (which index an array and would panic).
+        let cpu = nix::sched::sched_getcpu()
+            .ok()
+            .filter(|&c| c < libc::CPU_SETSIZE as usize);
         let mut other = h.affinity;
         let spread = h.has_affinity != 0
-            && cpu >= 0
-            && unsafe {
-                libc::CPU_CLR(cpu as usize, &mut other);
-                libc::CPU_COUNT(&other) > 0
-            };
-        let set_affinity = |set: &libc::cpu_set_t| unsafe {
-            libc::sched_setaffinity(self.pid, std::mem::size_of::<libc::cpu_set_t>(), set)
+            && cpu.is_some_and(|cpu| {
+                // SAFETY: CPU_CLR and CPU_COUNT are bounds-checked bit operations on the
+                // integer array of `other`, a local; no pointer is involved.
+                unsafe {
+                    libc::CPU_CLR(cpu, &mut other);
+                    libc::CPU_COUNT(&other) > 0
+                }
+            });
+        let set_affinity = |set: &libc::cpu_set_t| {
+            // SAFETY: the kernel reads `size_of::<cpu_set_t>()` bytes from `set`, a borrowed
+            // whole `cpu_set_t`. `self.pid` is the launcher, which nothing reaps before this
+            // returns, so the pid still names it; only its CPU placement changes.
+            unsafe {
+                libc::sched_setaffinity(self.pid, std::mem::size_of::<libc::cpu_set_t>(), set)
+            }
         };
         if spread {
             set_affinity(&other);
-        } else if have_mine && cpu >= 0 {
+        } else if let Some(cpu) = cpu.filter(|_| have_mine) {
             // One CPU: woken on it, as a batch task that does not preempt this thread.
-            let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            unsafe { libc::CPU_SET(cpu as usize, &mut one) };
+            // SAFETY: all-zero is the empty `cpu_set_t`; CPU_SET is a bounds-checked bit
+            // operation on it (`cpu < CPU_SETSIZE`).
+            let one = unsafe {
+                let mut one: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut one);
+                one
+            };
             set_affinity(&one);
         }
         let cmd = self.cmd.take().expect("an unused launcher");
-        write_full(cmd.as_raw_fd(), b"x")?;
+        write_full(&cmd, b"x")?;
         drop(cmd);
         if spread && !self.spin_gone(SPIN) && !self.gone() {
             // Held up (a busy CPU): while this thread sleeps, its CPU is free for the launcher.

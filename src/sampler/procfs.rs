@@ -8,26 +8,22 @@ use super::ProcSample;
 
 fn clock_ticks() -> u64 {
     static T: OnceLock<u64> = OnceLock::new();
-    *T.get_or_init(|| {
-        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if t > 0 {
-            t as u64
-        } else {
-            100
-        }
-    })
+    *T.get_or_init(
+        || match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+            Ok(Some(t)) if t > 0 => t as u64,
+            _ => 100,
+        },
+    )
 }
 
 fn page_size() -> u64 {
     static P: OnceLock<u64> = OnceLock::new();
-    *P.get_or_init(|| {
-        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if p > 0 {
-            p as u64
-        } else {
-            4096
-        }
-    })
+    *P.get_or_init(
+        || match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+            Ok(Some(p)) if p > 0 => p as u64,
+            _ => 4096,
+        },
+    )
 }
 
 /// Parses the text of `/proc/PID/stat`.

@@ -12,6 +12,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use crate::supervisor::Limits;
 
 /// The cgroup hierarchies this process may create groups in, each with the supervisor's
@@ -296,7 +299,7 @@ fn kill_all_in(dir: &Path) {
             return;
         }
         for p in pids {
-            unsafe { libc::kill(p, libc::SIGKILL) };
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
     }
 }
@@ -590,7 +593,13 @@ impl RunCgroup {
     /// Sends `sig` to every process of the group. SIGKILL goes through `cgroup.kill`, which is
     /// atomic against forks; other signals are sent to each process found, twice over, so that
     /// children forked during the first pass get it too.
+    ///
+    /// `sig` is one of the standard signals (nix's `Signal`, as the supervisor's `Sig` numbers
+    /// are); any other number (0, a real-time signal) sends nothing.
     pub fn signal(&self, sig: i32) {
+        let Ok(signal) = Signal::try_from(sig) else {
+            return;
+        };
         if sig == libc::SIGKILL {
             if let Some(v2) = &self.v2 {
                 if fs::write(v2.join("cgroup.kill"), "1").is_ok() {
@@ -604,7 +613,7 @@ impl RunCgroup {
             for p in self.pids() {
                 if sent.insert(p) {
                     new = true;
-                    unsafe { libc::kill(p, sig) };
+                    let _ = kill(Pid::from_raw(p), signal);
                 }
             }
             if !new {
@@ -701,6 +710,10 @@ impl Drop for RunCgroup {
 /// Async-signal-safe: called between fork and exec.
 pub fn join_in_child(fds: &[RawFd]) -> io::Result<()> {
     for &fd in fds {
+        // SAFETY: write(2) reads one byte from a static byte string, valid for the whole
+        // program; a bad `fd` makes it fail (EBADF) and writes nothing. Raw libc, no `AsFd`:
+        // this runs in a child between fork and exec (async-signal-safe, no allocation), on
+        // descriptors the caller keeps open across the call.
         let r = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         if r != 1 {
             return Err(io::Error::last_os_error());

@@ -44,9 +44,13 @@ pub struct Job {
     memory_limit: Option<u64>,
 }
 
-// A job handle may be used from any thread.
-unsafe impl Send for Job {}
-unsafe impl Sync for Job {}
+// A job handle may be used from any thread. `Job` is `Send` and `Sync` by itself (an
+// `OwnedHandle` is both, and the rest is plain data): checked here rather than asserted with an
+// `unsafe impl`.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Job>();
+};
 
 fn check(ok: i32) -> io::Result<()> {
     if ok == 0 {
@@ -65,16 +69,22 @@ impl Job {
     /// A new, anonymous, non-inheritable job, kill-on-close, with the run's limits when
     /// `enforce` is on. A limit the system refuses is left to the watchdog.
     pub fn create(limits: &Limits, enforce: bool) -> io::Result<Job> {
+        // SAFETY: null attributes (default security, not inheritable) and a null name (an
+        // anonymous job) are both documented as valid; the result is a new handle or null.
         let h = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
         if h.is_null() {
             return Err(io::Error::last_os_error());
         }
         let mut job = Job {
+            // SAFETY: `h` is a valid handle just created and owned by no one else: the
+            // `OwnedHandle` becomes its only owner and closes it once.
             handle: unsafe { OwnedHandle::from_raw_handle(h as RawHandle) },
             enforced: JobEnforced::default(),
             memory_limit: None,
         };
         // Kill-on-close and no error dialog for a crashing agent: both are essential.
+        // SAFETY: a C struct of integers (counts, sizes, flags): all-zero is a valid value of
+        // it, and means "no limit".
         let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
         info.BasicLimitInformation.LimitFlags =
             JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION;
@@ -114,10 +124,14 @@ impl Job {
             // The rate is in 1/100 of a percent of the whole machine.
             let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
             let rate = ((cores / ncpu) * 10_000.0).round().clamp(1.0, 10_000.0) as u32;
+            // SAFETY: a `u32` of flags and a union of integers: all-zero is a valid value of it.
             let mut r: JOBOBJECT_CPU_RATE_CONTROL_INFORMATION = unsafe { std::mem::zeroed() };
             r.ControlFlags =
                 JOB_OBJECT_CPU_RATE_CONTROL_ENABLE | JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP;
             r.Anonymous.CpuRate = rate;
+            // SAFETY: the job's own open handle; the system reads exactly the size given, the
+            // size of `r`, which is the struct this information class takes and lives for the
+            // call.
             job.enforced.cpu_rate = unsafe {
                 SetInformationJobObject(
                     job.raw(),
@@ -135,6 +149,8 @@ impl Job {
     }
 
     fn set_limits(&self, info: &JOBOBJECT_EXTENDED_LIMIT_INFORMATION) -> io::Result<()> {
+        // SAFETY: the job's own open handle; the system reads exactly the size given, that of
+        // `*info`, the struct this information class takes, borrowed for the call.
         check(unsafe {
             SetInformationJobObject(
                 self.raw(),
@@ -147,11 +163,15 @@ impl Job {
 
     /// Puts a (still suspended) process into the job.
     pub fn assign(&self, process: RawHandle) -> io::Result<()> {
+        // SAFETY: no memory is passed, only handles, which the system checks: a `process` that
+        // is not an open process handle with the rights needed makes the call fail. The job
+        // handle is this `Job`'s own, open while `self` lives.
         check(unsafe { AssignProcessToJobObject(self.raw(), process as HANDLE) })
     }
 
     /// Ends every process of the job at once.
     pub fn terminate(&self) -> bool {
+        // SAFETY: the job's own open handle; no pointer argument.
         unsafe { TerminateJobObject(self.raw(), TERMINATED_EXIT_CODE) != 0 }
     }
 
@@ -162,6 +182,11 @@ impl Job {
         loop {
             let mut buf = vec![0usize; 1 + cap];
             let bytes = (buf.len() * size_of::<usize>()) as u32;
+            // SAFETY: the system writes at most `bytes` bytes, the exact size of `buf`, which
+            // is `usize`-aligned as the list's `ULONG_PTR` entries need and mutably borrowed
+            // for the call; the returned-length pointer may be null. (Reading the header as
+            // one `usize` assumes a 64-bit little-endian target, a matter of correctness, not
+            // of memory safety.)
             let ok = unsafe {
                 QueryInformationJobObject(
                     self.raw(),
@@ -189,8 +214,15 @@ impl Job {
     }
 
     /// One fixed-size record of information about the job.
-    fn query<T: Copy>(&self, class: JOBOBJECTINFOCLASS) -> Option<T> {
+    ///
+    /// # Safety
+    /// `T` must be the C struct the system fills for `class`, made of integers only, so that
+    /// all-zero and whatever the system writes are both valid values of it.
+    unsafe fn query<T: Copy>(&self, class: JOBOBJECTINFOCLASS) -> Option<T> {
+        // SAFETY: all-zero is a valid `T` (the caller's contract).
         let mut v: T = unsafe { std::mem::zeroed() };
+        // SAFETY: the job's own open handle; the system writes at most `size_of::<T>()` bytes
+        // into `v`, a live local of that size and alignment, mutably borrowed for the call.
         let ok = unsafe {
             QueryInformationJobObject(
                 self.raw(),
@@ -204,7 +236,9 @@ impl Job {
     }
 
     fn accounting(&self) -> Option<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION> {
-        self.query(JobObjectBasicAccountingInformation)
+        // SAFETY: JOBOBJECT_BASIC_ACCOUNTING_INFORMATION is the record of this class, all
+        // integers.
+        unsafe { self.query(JobObjectBasicAccountingInformation) }
     }
 
     /// Processes of the job still running.
@@ -225,9 +259,11 @@ impl Job {
         let Some(limit) = self.memory_limit else {
             return false;
         };
-        let Some(info) =
+        // SAFETY: JOBOBJECT_EXTENDED_LIMIT_INFORMATION is the record of this class, all
+        // integers.
+        let Some(info) = (unsafe {
             self.query::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>(JobObjectExtendedLimitInformation)
-        else {
+        }) else {
             return false;
         };
         // Within a page of the limit counts: the refused allocation itself is not recorded.

@@ -40,6 +40,11 @@ impl RlimitSet {
 
     /// Applies every limit, never raising a hard limit above the current one (that would need
     /// CAP_SYS_RESOURCE). Async-signal-safe.
+    ///
+    /// Every caller runs it in a child between clone/fork and exec (a `CLONE_VM` one, sharing
+    /// the supervisor's memory, for the launchers), so it stays raw libc: nix's `getrlimit` and
+    /// `setrlimit` are thin, but take a `Resource` enum this set would have to map its numbers
+    /// onto, and the child code keeps to plain system calls throughout.
     pub fn apply(&self) -> io::Result<()> {
         for &(res, soft, hard) in &self.items[..self.len] {
             let mut cur = libc::rlimit {
@@ -48,6 +53,9 @@ impl RlimitSet {
             };
             #[allow(clippy::useless_conversion)]
             let r = res.try_into().unwrap_or_default();
+            // SAFETY: getrlimit writes one `rlimit` into `cur`, a live local of that type; an
+            // unknown resource number makes it fail (EINVAL) without writing. A plain system
+            // call: no allocation, no lock, as the child needs.
             if unsafe { libc::getrlimit(r, &mut cur) } != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -57,6 +65,8 @@ impl RlimitSet {
                 rlim_cur: soft,
                 rlim_max: hard,
             };
+            // SAFETY: setrlimit reads one `rlimit` from `new`, a live local; it cannot raise the
+            // hard limit (clamped above), and affects only the calling process.
             if unsafe { libc::setrlimit(r, &new) } != 0 {
                 return Err(io::Error::last_os_error());
             }
