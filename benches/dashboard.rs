@@ -102,6 +102,7 @@ mod bench {
                 argv: vec!["sleep".into(), "3600".into()],
                 cwd: "/tmp".into(),
                 env_names: vec!["PATH".into()],
+                actions: Default::default(),
                 version: 1,
             })
             .collect();

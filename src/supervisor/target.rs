@@ -53,6 +53,19 @@ pub struct Actions {
     pub pause: bool,
 }
 
+/// A run whose tier is not known: nothing but KILL to the whole tree.
+impl Default for Actions {
+    fn default() -> Actions {
+        Actions {
+            choices: &[],
+            signal_names: false,
+            one_process: false,
+            graceful_term: false,
+            pause: false,
+        }
+    }
+}
+
 impl Actions {
     /// Whether `sig` may be sent to the whole tree (`one` = false) or to one process of it.
     pub fn allows(&self, sig: Sig, one: bool) -> bool {
