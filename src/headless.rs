@@ -1,26 +1,19 @@
-//! Headless output: one line per event and a summary table, or JSON Lines and a final JSON
-//! array of run records.
+//! The headless client: one line per event and a summary table, or JSON Lines and a final
+//! JSON array of run records; `exec`'s single run with the command's own output; `check`'s
+//! report. It decides the exit status of what it ran.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::supervisor::{Event, RunRecord};
+use tokio::sync::broadcast::{error::RecvError, Receiver};
 
-/// Human-sized bytes: 1.5 KiB, 12.0 MiB.
-pub fn bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
+use crate::config::LoadedConfig;
+use crate::plan::{self, Host, PlanError, SourceFile};
+use crate::report::{bytes, exit_code};
+use crate::supervisor::{
+    Event, LaunchError, Reason, RunRecord, RunSpec, Supervisor, SupervisorOptions,
+};
 
 fn clock() -> String {
     let s = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
@@ -179,9 +172,183 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
     out
 }
 
-/// Prints events as they arrive until the stream closes or `stop` fires.
+/// Prints one event (a line, or JSON) on stdout.
 pub fn print_event(e: &Event, json: bool) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", event_line(e, json));
     let _ = out.flush();
+}
+
+/// Launches `specs`, prints events until every run has ended (SIGINT, SIGTERM or SIGHUP stop
+/// them all), then the summary table and the audit log's path, or with `json` the JSON array
+/// of run records. Returns the exit status: 0 when every run succeeded.
+pub async fn run(sup: Supervisor, specs: Vec<RunSpec>, json: bool) -> Result<u8, LaunchError> {
+    let events = sup.subscribe();
+    for spec in specs {
+        if let Err(e) = sup.launch(spec) {
+            sup.shutdown().await;
+            return Err(e);
+        }
+    }
+    let records = supervise(&sup, events, json).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&records.iter().map(|r| &**r).collect::<Vec<_>>())
+                .unwrap_or_default()
+        );
+    } else {
+        println!();
+        print!("{}", summary(&records));
+        println!("audit log: {}", sup.audit_path().display());
+    }
+    Ok(exit_code(&records))
+}
+
+/// Prints events until every run has ended (judged by the runs themselves, not by counting
+/// events, which a lagging channel may drop); stops them all on SIGINT, SIGTERM or SIGHUP.
+async fn supervise(
+    sup: &Supervisor,
+    mut events: Receiver<Event>,
+    json: bool,
+) -> Vec<Arc<RunRecord>> {
+    let mut stop = crate::stop::StopSignals::new().ok();
+    let mut stopping = false;
+    let all = sup.wait_all();
+    tokio::pin!(all);
+    let records = loop {
+        let stop = async {
+            match stop.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut all => break r,
+            e = events.recv() => match e {
+                Ok(e) => print_event(&e, json),
+                Err(RecvError::Lagged(n)) => {
+                    if !json {
+                        eprintln!("symbiont: {n} events were not shown (output too slow)");
+                    }
+                }
+                Err(_) => {}
+            },
+            _ = stop, if !stopping => {
+                stopping = true;
+                if !json {
+                    eprintln!("symbiont: stopping every agent");
+                }
+                for id in sup.run_ids() {
+                    sup.kill(id);
+                }
+            }
+        }
+    };
+    // The last events (the final exits) may still be queued.
+    while let Ok(e) = events.try_recv() {
+        print_event(&e, json);
+    }
+    records
+}
+
+/// Runs one command: its own stdout and stderr are passed through (events other than its
+/// launch and exit go to stderr), or with `json` its run record is printed. Ctrl-C kills it.
+/// Returns the command's exit code, or 1 when it did not exit on its own.
+pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, LaunchError> {
+    sup.preflight(std::slice::from_ref(&spec)).await?;
+    let mut events = sup.subscribe();
+    sup.launch(spec)?;
+    // Events go to stderr here: stdout is the command's own output.
+    let forward = async {
+        while let Ok(e) = events.recv().await {
+            if !json && !matches!(e, Event::Launched { .. } | Event::Exited { .. }) {
+                eprintln!("{}", event_line(&e, false));
+            }
+            if matches!(e, Event::Exited { .. }) {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = forward => {}
+        _ = tokio::signal::ctrl_c() => { for s in sup.snapshot() { sup.kill(s.id); } }
+    }
+    let records = sup.wait_all().await;
+    let Some(r) = records.first() else {
+        return Ok(1);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&**r).unwrap_or_default());
+    } else {
+        let out = std::fs::read(&r.stdout_log).unwrap_or_default();
+        let err = std::fs::read(&r.stderr_log).unwrap_or_default();
+        let _ = std::io::stdout().write_all(&out);
+        let _ = std::io::stderr().write_all(&err);
+        if !r.success() && r.reason != Reason::Exited {
+            eprintln!(
+                "symbiont: {} ({}){}",
+                r.reason.as_str(),
+                r.signal.as_deref().unwrap_or("-"),
+                r.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(match (r.reason, r.exit_code) {
+        (Reason::Exited, Some(c)) => c.clamp(0, 255) as u8,
+        _ => 1,
+    })
+}
+
+/// `symbiont check`: the configuration file, every effective setting with its origin, each
+/// agent file's agents with their effective tier and triggers (the files are planned, so a
+/// refusal shows here as it would at `run`), and the enforcement mechanisms of this machine.
+/// Writes nothing. Needs a Tokio runtime.
+pub fn check(loaded: &LoadedConfig, files: &[PathBuf]) -> Result<(), PlanError> {
+    println!(
+        "config file: {}",
+        loaded
+            .file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none (built-in defaults)".into())
+    );
+    print!("{}", loaded.render_effective());
+    let files = files
+        .iter()
+        .map(|f| SourceFile::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in &files {
+        println!(
+            "agent file {}: {} agent(s)",
+            f.file.path.display(),
+            f.file.agents.len()
+        );
+        for ag in &f.file.agents {
+            let triggers: Vec<&str> = ag.handlers.iter().map(|h| h.kind.name()).collect();
+            println!(
+                "  {} tier={} triggers=[{}]",
+                ag.name,
+                plan::tier_for(loaded, Some(ag)),
+                triggers.join(", ")
+            );
+        }
+    }
+    if !files.is_empty() {
+        plan::plan_runs(loaded, &[], &files, &Host::real())?;
+    }
+    println!("enforcement on this machine:");
+    match Supervisor::new(SupervisorOptions::from_config(&loaded.config)) {
+        Ok(s) => {
+            for m in s.mechanisms() {
+                println!("  {m}");
+            }
+        }
+        Err(e) => println!("  supervisor cannot start: {e}"),
+    }
+    println!("ok");
+    Ok(())
 }

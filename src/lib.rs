@@ -1,7 +1,8 @@
 //! symbiont: launch agents on a security tier, enforce limits on them, watch and kill them.
 //!
-//! The supervisor core ([`supervisor`]) knows nothing of terminals; the headless printer,
-//! the dashboard and the library API ([`SandboxOrchestrator`]) are its clients.
+//! The supervisor core ([`supervisor`]) knows nothing of terminals; the headless printer
+//! ([`headless`]), the dashboard ([`tui`]) and the library API ([`SandboxOrchestrator`]) are
+//! its clients. The `symbiont` binary only parses its arguments and picks a client.
 
 pub mod config;
 pub mod dsl;
@@ -20,5 +21,6 @@ pub mod orchestrator;
 pub mod plan;
 pub mod policy;
 pub mod process;
+pub mod report;
 
 pub use orchestrator::{Error, ExecutionResult, SandboxOrchestrator};

@@ -6,17 +6,123 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A refusal, with everything the operator needs to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError(pub String);
+/// A refusal, with everything the operator needs to fix it (the `Display` is the message).
+#[derive(Debug)]
+pub enum PolicyError {
+    /// A run on tier None while native execution is disabled. `what` names the run
+    /// (`agent Worker`, `this command`).
+    NativeDisabled { what: String },
+    /// A statement or command without a program.
+    EmptyCommand,
+    /// A program given as a path (`./tool`, `/opt/x/tool`) that does not exist.
+    NoSuchFile { command: String },
+    /// A bare program name that is not on PATH; `path` is the PATH searched.
+    NotOnPath { command: String, path: String },
+    /// A program that exists but is not in `native_execution.allowed_executables`.
+    NotAllowed {
+        command: String,
+        /// Where the command resolved.
+        resolved: PathBuf,
+        /// The allowlist as the message shows it.
+        allowed: String,
+    },
+    /// The native working directory cannot be used.
+    WorkingDirectory {
+        dir: PathBuf,
+        problem: WorkingDirectoryProblem,
+    },
+}
+
+/// What is wrong with the native working directory.
+#[derive(Debug)]
+pub enum WorkingDirectoryProblem {
+    /// It is missing and cannot be created.
+    Create(std::io::Error),
+    /// It exists and is not a directory.
+    NotADirectory,
+    /// It is not writable (or not searchable) by this user.
+    NotWritable,
+    /// Its canonical path cannot be found.
+    Resolve(std::io::Error),
+}
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            PolicyError::NativeDisabled { what } => f.write_str(&native_disabled_message(what)),
+            PolicyError::EmptyCommand => f.write_str("empty command"),
+            PolicyError::NoSuchFile { command } => {
+                write!(f, "`{command}`: no such file (命令未找到: command not found)")
+            }
+            PolicyError::NotOnPath { command, path } => write!(
+                f,
+                "`{command}` was not found on PATH (命令未找到: command not found); PATH={path}. \
+                 Install it, add its directory to PATH, or list its absolute path in native_execution.allowed_executables"
+            ),
+            PolicyError::NotAllowed {
+                command,
+                resolved,
+                allowed,
+            } => write!(
+                f,
+                "`{command}` ({}) is not an allowed executable. Allowed: {allowed}. \
+                 To allow it, add its name or absolute path to native_execution.allowed_executables",
+                resolved.display()
+            ),
+            PolicyError::WorkingDirectory { dir, problem } => {
+                let fix = format!(
+                    "mkdir -p {0} && chmod 755 {0}, or set native_execution.working_directory (SYMBIONT_NATIVE_WORKING_DIR)",
+                    dir.display()
+                );
+                match problem {
+                    WorkingDirectoryProblem::Create(e) => {
+                        // Only a refusal by the OS is "permission denied"; a missing parent is not.
+                        #[cfg(unix)]
+                        let read_only = e.raw_os_error() == Some(libc::EROFS);
+                        #[cfg(not(unix))]
+                        let read_only = false;
+                        let denied =
+                            if e.kind() == std::io::ErrorKind::PermissionDenied || read_only {
+                                "; 权限被拒绝: permission denied"
+                            } else {
+                                ""
+                            };
+                        write!(
+                            f,
+                            "cannot create the working directory {} ({e}{denied}): {fix}",
+                            dir.display()
+                        )
+                    }
+                    WorkingDirectoryProblem::NotADirectory => write!(
+                        f,
+                        "the working directory {} is not a directory: {fix}",
+                        dir.display()
+                    ),
+                    WorkingDirectoryProblem::NotWritable => write!(
+                        f,
+                        "the working directory {} is not writable (权限被拒绝: permission denied): {fix}",
+                        dir.display()
+                    ),
+                    WorkingDirectoryProblem::Resolve(e) => {
+                        write!(f, "working directory {}: {e}", dir.display())
+                    }
+                }
+            }
+        }
     }
 }
 
-impl std::error::Error for PolicyError {}
+impl std::error::Error for PolicyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PolicyError::WorkingDirectory {
+                problem: WorkingDirectoryProblem::Create(e) | WorkingDirectoryProblem::Resolve(e),
+                ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// The message for a native run while native execution is disabled: the three ways to enable it.
 pub fn native_disabled_message(what: &str) -> String {
@@ -99,7 +205,7 @@ impl Allowlist {
     /// The result is the program to execute.
     pub fn resolve(&self, argv0: &str, cwd: &Path) -> Result<PathBuf, PolicyError> {
         if argv0.is_empty() {
-            return Err(PolicyError("empty command".into()));
+            return Err(PolicyError::EmptyCommand);
         }
         let candidate = if argv0.contains('/') || argv0.contains(std::path::MAIN_SEPARATOR) {
             let p = Path::new(argv0);
@@ -112,9 +218,9 @@ impl Allowlist {
             #[cfg(windows)]
             let abs = crate::runner::native::with_pathext(&abs).unwrap_or(abs);
             if !abs.exists() {
-                return Err(PolicyError(format!(
-                    "`{argv0}`: no such file (命令未找到: command not found)"
-                )));
+                return Err(PolicyError::NoSuchFile {
+                    command: argv0.to_string(),
+                });
             }
             abs
         } else {
@@ -126,10 +232,10 @@ impl Allowlist {
                         .as_deref()
                         .map(|p| p.to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    return Err(PolicyError(format!(
-                        "`{argv0}` was not found on PATH (命令未找到: command not found); PATH={path}. \
-                         Install it, add its directory to PATH, or list its absolute path in native_execution.allowed_executables"
-                    )));
+                    return Err(PolicyError::NotOnPath {
+                        command: argv0.to_string(),
+                        path,
+                    });
                 }
             }
         };
@@ -142,12 +248,11 @@ impl Allowlist {
         if ok {
             Ok(candidate)
         } else {
-            Err(PolicyError(format!(
-                "`{argv0}` ({}) is not an allowed executable. Allowed: {}. \
-                 To allow it, add its name or absolute path to native_execution.allowed_executables",
-                candidate.display(),
-                self.describe()
-            )))
+            Err(PolicyError::NotAllowed {
+                command: argv0.to_string(),
+                resolved: candidate,
+                allowed: self.describe(),
+            })
         }
     }
 }
@@ -190,10 +295,10 @@ pub fn environment(
 
 /// Creates the working directory if missing (mode 0755) and checks that it is writable.
 pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
-    let fix = format!(
-        "mkdir -p {0} && chmod 755 {0}, or set native_execution.working_directory (SYMBIONT_NATIVE_WORKING_DIR)",
-        dir.display()
-    );
+    let refuse = |problem| PolicyError::WorkingDirectory {
+        dir: dir.to_path_buf(),
+        problem,
+    };
     if !dir.exists() {
         let mut b = std::fs::DirBuilder::new();
         b.recursive(true);
@@ -202,37 +307,17 @@ pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
             use std::os::unix::fs::DirBuilderExt;
             b.mode(0o755);
         }
-        b.create(dir).map_err(|e| {
-            // Only a refusal by the OS is "permission denied"; a missing parent is not.
-            #[cfg(unix)]
-            let read_only = e.raw_os_error() == Some(libc::EROFS);
-            #[cfg(not(unix))]
-            let read_only = false;
-            let denied = if e.kind() == std::io::ErrorKind::PermissionDenied || read_only {
-                "; 权限被拒绝: permission denied"
-            } else {
-                ""
-            };
-            PolicyError(format!(
-                "cannot create the working directory {} ({e}{denied}): {fix}",
-                dir.display()
-            ))
-        })?;
+        b.create(dir)
+            .map_err(|e| refuse(WorkingDirectoryProblem::Create(e)))?;
     }
     if !dir.is_dir() {
-        return Err(PolicyError(format!(
-            "the working directory {} is not a directory: {fix}",
-            dir.display()
-        )));
+        return Err(refuse(WorkingDirectoryProblem::NotADirectory));
     }
     if !writable(dir) {
-        return Err(PolicyError(format!(
-            "the working directory {} is not writable (权限被拒绝: permission denied): {fix}",
-            dir.display()
-        )));
+        return Err(refuse(WorkingDirectoryProblem::NotWritable));
     }
     dir.canonicalize()
-        .map_err(|e| PolicyError(format!("working directory {}: {e}", dir.display())))
+        .map_err(|e| refuse(WorkingDirectoryProblem::Resolve(e)))
 }
 
 fn writable(dir: &Path) -> bool {
@@ -289,13 +374,25 @@ mod tests {
         let cwd = Path::new("/");
         assert!(l.resolve("sh", cwd).is_ok());
         assert!(l.resolve("bash", cwd).is_ok());
-        let e = l.resolve("env", cwd).unwrap_err().0;
+        let e = l.resolve("env", cwd).unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::NotAllowed { command, .. } if command == "env"),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(
             e.contains("not an allowed executable") && e.contains("Allowed: sh"),
             "{e}"
         );
-        let e = l.resolve("no-such-program-xyz", cwd).unwrap_err().0;
+        let e = l.resolve("no-such-program-xyz", cwd).unwrap_err();
+        assert!(matches!(e, PolicyError::NotOnPath { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("命令未找到") && e.contains("PATH="), "{e}");
+        assert!(matches!(l.resolve("", cwd), Err(PolicyError::EmptyCommand)));
+        assert!(matches!(
+            l.resolve("./no-such-file-xyz", cwd),
+            Err(PolicyError::NoSuchFile { .. })
+        ));
     }
 
     #[test]
@@ -306,8 +403,12 @@ mod tests {
         std::fs::copy(lookup("sh", Some(&p)).unwrap(), d.join("bash")).unwrap();
         let l = Allowlist::new(&["python3".into(), "bash".into(), "sh".into()], Some(&p));
         for cmd in ["./python3", "./bash"] {
-            let e = l.resolve(cmd, &d).unwrap_err().0;
-            assert!(e.contains("not an allowed executable"), "{cmd}: {e}");
+            let e = l.resolve(cmd, &d).unwrap_err();
+            assert!(matches!(e, PolicyError::NotAllowed { .. }), "{cmd}: {e:?}");
+            assert!(
+                e.to_string().contains("not an allowed executable"),
+                "{cmd}: {e}"
+            );
         }
         let abs = d.join("bash");
         assert!(l.resolve(abs.to_str().unwrap(), Path::new("/")).is_err());
@@ -371,7 +472,17 @@ mod tests {
         assert!(got.is_dir());
         let f = d.join("file");
         std::fs::write(&f, "").unwrap();
-        let e = prepare_working_directory(&f).unwrap_err().0;
-        assert!(e.contains("not a directory"), "{e}");
+        let e = prepare_working_directory(&f).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                PolicyError::WorkingDirectory {
+                    dir,
+                    problem: WorkingDirectoryProblem::NotADirectory
+                } if *dir == f
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("not a directory"), "{e}");
     }
 }

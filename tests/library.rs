@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use symbiont::policy::PolicyError;
+use symbiont::supervisor::LaunchError;
 use symbiont::supervisor::Limits;
 use symbiont::supervisor::{
     Actor, Control, Reason, RunRecord, RunSpec, RunState, Scope, Sig, Step, Supervisor,
@@ -291,7 +293,20 @@ async fn execute_code_runs_on_tier_none_and_refuses_without_consent() {
         .execute_code(SecurityTier::None, "print(1)", HashMap::new())
         .await
         .unwrap_err();
-    assert!(e.0.contains("SYMBIONT_ALLOW_NATIVE_EXECUTION"), "{e}");
+    // A program can tell the refusal from any other failure; the message is the CLI's.
+    assert!(
+        matches!(
+            &e,
+            symbiont::Error::Policy(PolicyError::NativeDisabled { what }) if what == "this command"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("SYMBIONT_ALLOW_NATIVE_EXECUTION"),
+        "{e}"
+    );
+    // `main() -> Result<(), Box<dyn Error>>` prints the Debug form: the message, not a struct.
+    assert_eq!(format!("{e:?}"), e.to_string());
     config.security.allow_native_execution = true;
     let orchestrator = SandboxOrchestrator::new(config).unwrap();
     let mut env = HashMap::new();
@@ -314,9 +329,16 @@ async fn execute_code_runs_on_tier_none_and_refuses_without_consent() {
         .await
         .unwrap_err();
     assert!(
-        e.0.contains("Tier1") && e.0.contains("needs an image"),
+        matches!(
+            e,
+            symbiont::Error::Launch(LaunchError::NoImage {
+                tier: SecurityTier::Tier1
+            })
+        ),
         "{e}"
     );
+    let m = e.to_string();
+    assert!(m.contains("Tier1") && m.contains("needs an image"), "{m}");
     assert_none_left("LibExec");
 }
 

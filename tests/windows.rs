@@ -390,7 +390,7 @@ fn supervisor_killed_hard_takes_its_agents_with_it() {
 
 #[test]
 fn allowlist_resolves_pathext_and_refuses_what_it_should() {
-    use symbiont::policy::Allowlist;
+    use symbiont::policy::{Allowlist, PolicyError};
     let path = std::env::var_os("PATH");
     let scratch = Scratch::new("allow");
     let cwd = scratch.dir.join("work");
@@ -407,17 +407,21 @@ fn allowlist_resolves_pathext_and_refuses_what_it_should() {
         .expect("the absolute path without .exe is cmd too");
     // Not listed.
     let e = list.resolve("ping", &cwd).unwrap_err();
-    assert!(e.0.contains("not an allowed executable"), "{e}");
+    assert!(matches!(e, PolicyError::NotAllowed { .. }), "{e}");
+    assert!(e.to_string().contains("not an allowed executable"), "{e}");
     // A copy of an allowed program elsewhere is a different program.
     let copy = cwd.join("cmd.exe");
     std::fs::copy(&cmd, &copy).unwrap();
     let e = list.resolve(copy.to_str().unwrap(), &cwd).unwrap_err();
-    assert!(e.0.contains("not an allowed executable"), "{e}");
+    assert!(matches!(e, PolicyError::NotAllowed { .. }), "{e}");
+    assert!(e.to_string().contains("not an allowed executable"), "{e}");
     let e = list.resolve(".\\cmd", &cwd).unwrap_err();
-    assert!(e.0.contains("not an allowed executable"), "{e}");
+    assert!(matches!(e, PolicyError::NotAllowed { .. }), "{e}");
+    assert!(e.to_string().contains("not an allowed executable"), "{e}");
     // Not found at all.
     let e = list.resolve("no-such-program-here", &cwd).unwrap_err();
-    assert!(e.0.contains("not found"), "{e}");
+    assert!(matches!(e, PolicyError::NotOnPath { .. }), "{e}");
+    assert!(e.to_string().contains("not found"), "{e}");
 }
 
 #[test]

@@ -24,9 +24,12 @@ use ratatui::crossterm::terminal::{
 use ratatui::Terminal;
 use tokio::sync::mpsc;
 
+use crate::config::LoadedConfig;
+use crate::plan;
 use crate::supervisor::{Actor, Control, Reason, RunId, RunRecord, RunSpec, RunState, Supervisor};
 use crate::tier::SecurityTier;
 use app::{AgentRow, App, Cmd, Launchable};
+use keymap::Keymap;
 
 /// Builds the spec of an ad-hoc command typed in the launch dialog.
 pub type CommandPlanner = Box<dyn Fn(&str, SecurityTier) -> Result<RunSpec, String> + Send>;
@@ -40,6 +43,71 @@ pub struct Dashboard {
     pub launchables: Vec<(Launchable, RunSpec)>,
     pub plan_command: CommandPlanner,
     pub app: App,
+}
+
+impl Dashboard {
+    /// The dashboard of a plan: the configuration's `[dashboard]` settings and key bindings,
+    /// `initial` to launch when it opens, `offered` in the launch dialog, and commands typed
+    /// there planned under the same configuration on the tier the operator picks (consent to
+    /// native execution stays the configuration's). The error is a bad key binding.
+    pub fn from_plan(
+        supervisor: Supervisor,
+        loaded: &LoadedConfig,
+        initial: Vec<RunSpec>,
+        offered: Vec<RunSpec>,
+    ) -> Result<Dashboard, String> {
+        let c = &loaded.config;
+        let keymap = Keymap::new(&c.dashboard.keys)?;
+        let app = App::new(
+            keymap,
+            c.dashboard.warn_ratio,
+            c.dashboard.critical_ratio,
+            Duration::from_millis(c.dashboard.refresh_ms),
+        );
+        let launchables = offered
+            .into_iter()
+            .map(|s| {
+                (
+                    Launchable {
+                        agent: s.agent.clone(),
+                        trigger: s.trigger.clone(),
+                        tier: s.tier,
+                    },
+                    s,
+                )
+            })
+            .collect();
+        let loaded = loaded.clone();
+        let plan_command: CommandPlanner = Box::new(move |command: &str, tier: SecurityTier| {
+            let argv = shell_words::split(command).map_err(|e| format!("command: {e}"))?;
+            let name = argv
+                .first()
+                .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+                .unwrap_or_default();
+            let mut on_tier = loaded.clone();
+            on_tier.config.security.default_sandbox_tier = tier;
+            let mut spec = plan::plan_command(&on_tier, argv, &[], &plan::Host::real())
+                .map_err(|e| e.to_string())?;
+            // The row is named after the command; the agent's environment says the same.
+            spec.agent = format!("cmd:{name}");
+            spec.trigger = "command".into();
+            for (k, v) in &mut spec.env {
+                match k.as_str() {
+                    "SYMBIONT_AGENT" => *v = spec.agent.clone(),
+                    "SYMBIONT_TRIGGER" => *v = spec.trigger.clone(),
+                    _ => {}
+                }
+            }
+            Ok(spec)
+        });
+        Ok(Dashboard {
+            supervisor,
+            initial,
+            launchables,
+            plan_command,
+            app,
+        })
+    }
 }
 
 /// Leaves raw mode and the alternate screen. Safe to call more than once.

@@ -11,7 +11,7 @@ use ratatui::Frame;
 
 use super::app::{depth, AgentRow, App, Dialog, Item, Level, Sort, Stream, LAUNCH_TIERS};
 use super::keymap::Action;
-use crate::headless::bytes;
+use crate::report::bytes;
 use crate::supervisor::RunState;
 
 fn level_style(l: Level) -> Style {
