@@ -5,6 +5,8 @@
 pub mod audit;
 mod ending;
 mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod output;
 mod spec;
 pub(crate) mod target;
