@@ -3,6 +3,11 @@
 //! The supervisor core ([`supervisor`]) knows nothing of terminals; the headless printer
 //! ([`headless`]), the dashboard ([`tui`]) and the library API ([`SandboxOrchestrator`]) are
 //! its clients. The `symbiont` binary only parses its arguments and picks a client.
+//!
+//! A run's life is written once ([`supervisor`]'s lifecycle) against a small interface each
+//! tier implements in [`tier`]; platform mechanisms sit at the edges ([`process`],
+//! [`sandbox`], [`runner`], [`sampler`]). `ARCHITECTURE.md` at the repository's root draws
+//! the rooms and the data flow, and says where to add a tier or a client.
 
 pub mod config;
 pub mod dsl;

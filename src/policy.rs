@@ -323,11 +323,8 @@ pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
 fn writable(dir: &Path) -> bool {
     #[cfg(unix)]
     {
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return false;
-        };
-        unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+        use nix::unistd::{access, AccessFlags};
+        access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
     }
     #[cfg(not(unix))]
     {

@@ -102,7 +102,10 @@ fn sigterm_restores_the_terminal_and_leaves_no_agent() {
         Duration::from_secs(5)
     ));
     assert!(!p.cooked(), "the dashboard runs in raw mode");
-    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     p.wait_exit(Duration::from_secs(15));
     assert!(p.left_alternate_screen(), "alternate screen not left");
     assert!(p.cooked(), "raw mode not undone");
@@ -193,7 +196,10 @@ fn windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_i
     p.send("q");
     let exited = p.wait_exit(Duration::from_secs(20)).is_some();
     for &pid in &left {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     if !exited {
         let _ = p.child.kill();

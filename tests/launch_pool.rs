@@ -267,7 +267,10 @@ async fn a_tiny_memory_limit_or_a_killed_launcher_takes_the_direct_path() {
         .collect();
     assert!(!launchers.is_empty(), "no launcher found to kill");
     for &p in &launchers {
-        unsafe { libc::kill(p, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let id = sup

@@ -489,6 +489,8 @@ async fn hup_is_passed_on_and_the_timeout_stays_armed() {
 async fn agents_hold_only_their_three_standard_descriptors() {
     let s = Scratch::new("fds");
     // A descriptor an agent would inherit if nothing closed it.
+    // SAFETY: raw descriptor calls on a C string literal and on descriptors this test owns;
+    // 777 is closed again at the end of the test.
     let stray = unsafe {
         let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
         let stray = libc::dup2(fd, 777);
@@ -517,6 +519,7 @@ async fn agents_hold_only_their_three_standard_descriptors() {
         );
         drop(sup);
     }
+    // SAFETY: `stray` is the descriptor this test made above and nothing else owns.
     unsafe { libc::close(stray) };
     assert_none_left("fds");
 }

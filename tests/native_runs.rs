@@ -236,7 +236,10 @@ fn operator_kill_takes_the_whole_tree_including_setsid_daemons() {
         agent_pids("Spawner")
     );
     // The operator's kill from the headless client: SIGTERM to the supervisor stops every agent.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
@@ -339,7 +342,10 @@ fn agents_die_with_a_sigkilled_supervisor() {
         || agent_pids("Orphan").len() >= 3,
         Duration::from_secs(5)
     ));
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     child.wait().unwrap();
     let left = survivors_after("Orphan", Duration::from_secs(1));
     assert!(
@@ -652,6 +658,8 @@ fn agents_start_where_close_range_and_unshare_are_refused() {
         "-c",
         "echo started; ls -1 /proc/$$/fd; exit 0",
     ]);
+    // SAFETY: the hook runs in the forked child before exec: it builds the filter on its own
+    // stack and makes only prctl calls, which are async-signal-safe.
     unsafe {
         c.pre_exec(|| {
             // Each refused call fails with EPERM; everything else is allowed.

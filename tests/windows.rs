@@ -135,6 +135,8 @@ fn alive(pid: i32) -> bool {
         GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
     };
     const STILL_ACTIVE: u32 = 259;
+    // SAFETY: OpenProcess returns a handle this function owns and closes once; `code` is a
+    // live local the call writes.
     unsafe {
         let h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid as u32);
         if h.is_null() {

@@ -186,6 +186,25 @@ impl Probe {
     }
 }
 
+/// The figures of one run after a refresh, for the verdict and the warnings.
+struct Published {
+    sampled: bool,
+    state: RunState,
+    deadline: Option<Instant>,
+    rss: u64,
+    cpu_ns: u64,
+    processes: u64,
+}
+
+/// The sampler thread's state.
+struct Watchdog {
+    warn_ratio: f64,
+    critical_ratio: f64,
+    events: tokio::sync::broadcast::Sender<Event>,
+    audit: Arc<super::audit::AuditLog>,
+    buf: Vec<u8>,
+}
+
 /// The sampler thread's main loop.
 pub(crate) fn watch_loop(
     rx: Receiver<Watched>,
@@ -201,7 +220,13 @@ pub(crate) fn watch_loop(
     let fleet = fleet_counter.and_then(|(p, v2)| File::open(p).ok().map(|f| (f, v2)));
     let mut fleet_last: Option<u64> = None;
     let mut runs: Vec<Watched> = Vec::new();
-    let mut buf = Vec::with_capacity(4096);
+    let mut dog = Watchdog {
+        warn_ratio,
+        critical_ratio,
+        events,
+        audit,
+        buf: Vec::with_capacity(4096),
+    };
     let mut next = Instant::now();
     loop {
         // Take new runs until the next sample is due.
@@ -224,143 +249,188 @@ pub(crate) fn watch_loop(
             next = Instant::now() + refresh;
         }
         runs.retain(|w| !w.done);
-        let fleet_now = fleet.as_ref().and_then(|(f, v2)| {
-            crate::sampler::read_at(f, &mut buf).and_then(|_| parse_cpu(&buf, *v2))
-        });
+        let buf = &mut dog.buf;
+        let fleet_now = fleet
+            .as_ref()
+            .and_then(|(f, v2)| crate::sampler::read_at(f, buf).and_then(|_| parse_cpu(buf, *v2)));
         let fleet_idle = fleet_now.is_some() && fleet_now == fleet_last;
         fleet_last = fleet_now;
         for w in &mut runs {
-            // The status is locked to read the state, then again to publish: never while the
-            // tree is being read, so neither the run's task nor the dashboard waits on /proc.
-            let state = w.status.lock().unwrap_or_else(|e| e.into_inner()).state;
-            if state == RunState::Exited {
-                w.done = true;
-                continue;
-            }
-            if state == RunState::Starting {
-                continue;
-            }
-            // A tree whose CPU counter did not move ran nothing since the last sample: no fork,
-            // no allocation, no OOM kill (each costs CPU time), so its figures still hold. Only
-            // the first sample is forced; runs without a counter are sampled every time.
-            let force = w.probe.last_total_ns.is_none();
-            let fig = if fleet_idle && !force && w.probe.cpu.is_some() {
-                None
-            } else {
-                w.probe.sample(&*w.tree, force, &mut buf)
-            };
-            let now = Instant::now();
-            let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
-            // The run may have ended while its tree was read: its record's figures stand.
-            if s.state == RunState::Exited {
-                w.done = true;
-                continue;
-            }
-            let (state, deadline) = (s.state, s.deadline);
-            if let Some(f) = &fig {
-                let dt = s
-                    .sampled_at
-                    .map(|t| now.duration_since(t).as_nanos() as f64)
-                    .unwrap_or(0.0);
-                s.cpu_pct = if dt > 0.0 && s.cpu_ns > 0 {
-                    f.total_cpu_ns.saturating_sub(s.cpu_ns) as f64 / dt * 100.0
-                } else {
-                    0.0
-                };
-                s.rss_bytes = f.rss;
-                s.peak_rss_bytes = s.peak_rss_bytes.max(f.rss);
-                s.cpu_ns = s.cpu_ns.max(f.total_cpu_ns);
-                s.processes = f.procs.len() as u64;
-                s.peak_processes = s.peak_processes.max(s.processes);
-                s.procs = f.procs.clone();
-                s.version += 1;
-            } else if s.cpu_pct != 0.0 {
-                s.cpu_pct = 0.0;
-                for p in &mut s.procs {
-                    p.cpu_pct = 0.0;
-                }
-                s.version += 1;
-            }
-            s.sampled_at = Some(now);
-            let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
-            if s.history.len() == HISTORY {
-                s.history.pop_front();
-            }
-            s.history.push_back((pct, rss));
-            let (rss, cpu_ns, nprocs) = (s.rss_bytes, s.cpu_ns, s.processes);
-            drop(s);
-            if w.killed || state != RunState::Running {
-                continue;
-            }
-            // The watchdog: the OS first, the supervisor wherever the OS did not act.
-            let l = &w.limits;
-            let verdict = if fig.is_some() && w.tree.oom_kills() > 0 {
-                Some((Reason::MemoryLimit, Actor::Kernel))
-            } else if fig.is_some() && w.tree.fork_refusals() > 0 {
-                Some((Reason::ProcessLimit, Actor::Watchdog))
-            } else if !w.os.memory && l.memory_bytes.is_some_and(|m| rss > m) {
-                Some((Reason::MemoryLimit, Actor::Watchdog))
-            } else if l
-                .cpu_seconds
-                .is_some_and(|c| cpu_ns > c.saturating_mul(1_000_000_000))
-            {
-                Some((Reason::CpuLimit, Actor::Watchdog))
-            } else if !w.os.pids && l.max_processes.is_some_and(|m| nprocs > m) {
-                Some((Reason::ProcessLimit, Actor::Watchdog))
-            } else {
-                None
-            };
-            if let Some((reason, by)) = verdict {
-                w.killed = true;
-                let _ = w.ctl.send(Control::Kill {
-                    sig: Sig::Kill,
-                    scope: Scope::Tree,
-                    by,
-                    reason,
-                });
-                continue;
-            }
-            let level = |ratio: f64| -> u8 {
-                if ratio >= critical_ratio {
-                    2
-                } else if ratio >= warn_ratio {
-                    1
-                } else {
-                    0
-                }
-            };
-            let warn = |what: &'static str, value: f64, max: f64, warned: &mut u8| {
-                let lv = level(value / max);
-                if lv > *warned {
-                    *warned = lv;
-                    let name = if lv == 2 { "critical" } else { "warn" };
-                    audit.record(
-                        "warning",
-                        json!({"run_id": w.id, "agent": w.agent, "limit": what, "level": name, "value": value, "max": max}),
-                    );
-                    let _ = events.send(Event::Warning {
-                        run_id: w.id,
-                        agent: w.agent.clone(),
-                        limit: what,
-                        level: name,
-                        value,
-                        max,
-                    });
-                }
-            };
-            if let Some(m) = l.memory_bytes {
-                warn("memory", rss as f64, m as f64, &mut w.warned_mem);
-            }
-            if let (Some(t), Some(d)) = (l.timeout, deadline) {
-                let used = t.saturating_sub(d.saturating_duration_since(now));
-                warn(
-                    "time",
-                    used.as_secs_f64(),
-                    t.as_secs_f64(),
-                    &mut w.warned_time,
-                );
+            if let Some(p) = dog.refresh(w, fleet_idle) {
+                dog.judge(w, &p);
             }
         }
+    }
+}
+
+impl Watchdog {
+    /// Samples one run (unless nothing of it can have changed) and publishes the figures into
+    /// its status. `None` for a run not running yet, or over.
+    fn refresh(&mut self, w: &mut Watched, fleet_idle: bool) -> Option<Published> {
+        // The status is locked to read the state, then again to publish: never while the tree
+        // is being read, so neither the run's task nor the dashboard waits on /proc.
+        let state = w.status.lock().unwrap_or_else(|e| e.into_inner()).state;
+        if state == RunState::Exited {
+            w.done = true;
+            return None;
+        }
+        if state == RunState::Starting {
+            return None;
+        }
+        // A tree whose CPU counter did not move ran nothing since the last sample: no fork, no
+        // allocation, no OOM kill (each costs CPU time), so its figures still hold. Only the
+        // first sample is forced; runs without a counter are sampled every time.
+        let force = w.probe.last_total_ns.is_none();
+        let fig = if fleet_idle && !force && w.probe.cpu.is_some() {
+            None
+        } else {
+            w.probe.sample(&*w.tree, force, &mut self.buf)
+        };
+        let now = Instant::now();
+        let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
+        // The run may have ended while its tree was read: its record's figures stand.
+        if s.state == RunState::Exited {
+            w.done = true;
+            return None;
+        }
+        if let Some(f) = &fig {
+            let dt = s
+                .sampled_at
+                .map(|t| now.duration_since(t).as_nanos() as f64)
+                .unwrap_or(0.0);
+            s.cpu_pct = if dt > 0.0 && s.cpu_ns > 0 {
+                f.total_cpu_ns.saturating_sub(s.cpu_ns) as f64 / dt * 100.0
+            } else {
+                0.0
+            };
+            s.rss_bytes = f.rss;
+            s.peak_rss_bytes = s.peak_rss_bytes.max(f.rss);
+            s.cpu_ns = s.cpu_ns.max(f.total_cpu_ns);
+            s.processes = f.procs.len() as u64;
+            s.peak_processes = s.peak_processes.max(s.processes);
+            s.procs = f.procs.clone();
+            s.version += 1;
+        } else if s.cpu_pct != 0.0 {
+            s.cpu_pct = 0.0;
+            for p in &mut s.procs {
+                p.cpu_pct = 0.0;
+            }
+            s.version += 1;
+        }
+        s.sampled_at = Some(now);
+        let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
+        if s.history.len() == HISTORY {
+            s.history.pop_front();
+        }
+        s.history.push_back((pct, rss));
+        Some(Published {
+            sampled: fig.is_some(),
+            state: s.state,
+            deadline: s.deadline,
+            rss: s.rss_bytes,
+            cpu_ns: s.cpu_ns,
+            processes: s.processes,
+        })
+    }
+
+    /// The watchdog proper: the OS first, the supervisor wherever the OS did not act; then the
+    /// early warnings.
+    fn judge(&self, w: &mut Watched, p: &Published) {
+        if w.killed || p.state != RunState::Running {
+            return;
+        }
+        if let Some((reason, by)) = verdict(w, p) {
+            w.killed = true;
+            let _ = w.ctl.send(Control::Kill {
+                sig: Sig::Kill,
+                scope: Scope::Tree,
+                by,
+                reason,
+            });
+            return;
+        }
+        let l = &w.limits;
+        if let Some(m) = l.memory_bytes {
+            let lv = self.level(p.rss as f64 / m as f64);
+            self.warn(
+                w.id,
+                &w.agent,
+                "memory",
+                p.rss as f64,
+                m as f64,
+                lv,
+                &mut w.warned_mem,
+            );
+        }
+        if let (Some(t), Some(d)) = (l.timeout, p.deadline) {
+            let used = t.saturating_sub(d.saturating_duration_since(Instant::now()));
+            let (used, max) = (used.as_secs_f64(), t.as_secs_f64());
+            let lv = self.level(used / max);
+            self.warn(w.id, &w.agent, "time", used, max, lv, &mut w.warned_time);
+        }
+    }
+
+    fn level(&self, ratio: f64) -> u8 {
+        if ratio >= self.critical_ratio {
+            2
+        } else if ratio >= self.warn_ratio {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Warns once per level reached.
+    #[allow(clippy::too_many_arguments)]
+    fn warn(
+        &self,
+        id: RunId,
+        agent: &str,
+        what: &'static str,
+        value: f64,
+        max: f64,
+        lv: u8,
+        warned: &mut u8,
+    ) {
+        if lv <= *warned {
+            return;
+        }
+        *warned = lv;
+        let name = if lv == 2 { "critical" } else { "warn" };
+        self.audit.record(
+            "warning",
+            json!({"run_id": id, "agent": agent, "limit": what, "level": name, "value": value, "max": max}),
+        );
+        let _ = self.events.send(Event::Warning {
+            run_id: id,
+            agent: agent.to_string(),
+            limit: what,
+            level: name,
+            value,
+            max,
+        });
+    }
+}
+
+/// Whether a run must be killed, and why: the kernel's own kills first (OOM, refused forks),
+/// then the limits the OS does not hold for this run.
+fn verdict(w: &Watched, p: &Published) -> Option<(Reason, Actor)> {
+    let l = &w.limits;
+    if p.sampled && w.tree.oom_kills() > 0 {
+        Some((Reason::MemoryLimit, Actor::Kernel))
+    } else if p.sampled && w.tree.fork_refusals() > 0 {
+        Some((Reason::ProcessLimit, Actor::Watchdog))
+    } else if !w.os.memory && l.memory_bytes.is_some_and(|m| p.rss > m) {
+        Some((Reason::MemoryLimit, Actor::Watchdog))
+    } else if l
+        .cpu_seconds
+        .is_some_and(|c| p.cpu_ns > c.saturating_mul(1_000_000_000))
+    {
+        Some((Reason::CpuLimit, Actor::Watchdog))
+    } else if !w.os.pids && l.max_processes.is_some_and(|m| p.processes > m) {
+        Some((Reason::ProcessLimit, Actor::Watchdog))
+    } else {
+        None
     }
 }
 

@@ -155,7 +155,10 @@ pub fn survivors_after(agent: &str, within: Duration) -> Vec<i32> {
 pub fn assert_none_left(agent: &str) {
     let left = survivors_after(agent, Duration::from_secs(3));
     for &p in &left {
-        unsafe { libc::kill(p, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     assert!(
         left.is_empty(),

@@ -32,6 +32,8 @@ impl Pty {
             .stdin(Stdio::from(p.slave.try_clone().unwrap()))
             .stdout(Stdio::from(p.slave.try_clone().unwrap()))
             .stderr(Stdio::from(p.slave.try_clone().unwrap()));
+        // SAFETY: the hook runs in the forked child before exec and makes only two
+        // async-signal-safe system calls (setsid, ioctl) on its own standard input.
         unsafe {
             cmd.pre_exec(move || {
                 libc::setsid();
@@ -127,7 +129,10 @@ impl Drop for Pty {
     // A failed test must not leave its dashboard, or its agents, running.
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let until = Instant::now() + Duration::from_secs(10);
             while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(50));
