@@ -9,7 +9,12 @@
 //! 5. watchdog precision, from an agent's memory passing its limit (seen by this bench polling
 //!    its VmRSS every millisecond) to the `Exited` event, with no OS limit in the way
 //!    (`use_cgroups: false`, `enforce_limits: false`), at a 1000 ms and a 100 ms refresh,
-//!    against a bare polling loop at the same refresh.
+//!    against a bare polling loop at the same refresh. A repetition whose agent is killed
+//!    between two of those looks (so that none saw it past the limit) has no crossing instant:
+//!    it is listed under the figure's `not_measured` diagnostics and left out of the figure.
+//!
+//! A figure that fails is reported (the JSON's `error`, exit status 1); the others still run
+//! and their rows stand.
 //!
 //! `cargo bench --bench native [-- --quick] [--json PATH] [--only LIST] [--keep]`
 //!
@@ -122,6 +127,9 @@ mod bench {
                 r.ours.len(),
                 r.base_what
             );
+            if let Some(n) = &r.note {
+                println!("    note: {n}");
+            }
         }
     }
 
@@ -1065,39 +1073,105 @@ mod bench {
         p.canonicalize().ok().filter(|p| p.is_file())
     }
 
-    /// Resident bytes of `pid` (VmRSS of /proc/PID/status); None once it is gone or a zombie.
-    fn vm_rss(pid: i32) -> Option<u64> {
-        common::status_kib(pid as u32, "VmRSS").map(|kib| kib * 1024)
+    /// What the bench saw of an agent's resident size against the limit.
+    #[derive(Default)]
+    struct Crossing {
+        /// The first instant its VmRSS was seen above the limit.
+        at: Option<Instant>,
+        /// The last look that found it at or under the limit: when, and its VmRSS in bytes.
+        last_under: Option<(Instant, u64)>,
+        /// The first look, after one that found a VmRSS, that found none: the process had
+        /// ended (a zombie, or reaped).
+        gone: Option<Instant>,
+        /// Looks, and the longest time between two (the polling thread runs late when the
+        /// machine is busy).
+        looks: u64,
+        longest_gap: Duration,
     }
 
-    /// A thread polling the VmRSS of `pid` every millisecond: the first instant it was seen
-    /// above `limit`, or None if the process ended (or 30 s passed) first.
-    fn crossing_watcher(pid: i32, limit: u64) -> std_mpsc::Receiver<Option<Instant>> {
+    impl Crossing {
+        /// Milliseconds from the crossing to `end`. When the agent was gone before a look saw it
+        /// past the limit (it was killed between two looks: the faster the kill, the likelier),
+        /// there is no crossing instant: what is known of that repetition instead, to report
+        /// it. `kill` is when the killer acted (the `Killing` event; the bare loop's SIGKILL).
+        fn to(
+            &self,
+            end: Instant,
+            kill: Option<Instant>,
+            side: &str,
+            run: Value,
+        ) -> Result<f64, Value> {
+            if let Some(tc) = self.at {
+                return Ok(ms(end.saturating_duration_since(tc)));
+            }
+            // Signed milliseconds from `a` to `b`.
+            let span = |a: Instant, b: Instant| {
+                if b >= a {
+                    ms(b - a)
+                } else {
+                    -ms(a - b)
+                }
+            };
+            let under = self.last_under;
+            Err(json!({
+                "side": side,
+                "run": run,
+                "looks": self.looks,
+                "longest_gap_between_looks_ms": ms(self.longest_gap),
+                "last_vmrss_under_limit_mib": under.map(|(_, b)| b as f64 / 1048576.0),
+                // Positive: that look came before the kill, and the crossing between the two.
+                "last_look_under_limit_to_kill_ms": under.zip(kill).map(|((t, _), k)| span(t, k)),
+                "next_look_found_it_gone_ms_later": under.zip(self.gone).map(|((t, _), g)| span(t, g)),
+                // The latency was at most this: the crossing came after that last look.
+                "last_look_under_limit_to_end_ms": under.map(|(t, _)| span(t, end)),
+            }))
+        }
+    }
+
+    /// A thread polling the VmRSS of `pid` every millisecond until it is seen above `limit`,
+    /// the process is gone, or 30 s have passed.
+    fn crossing_watcher(pid: i32, limit: u64) -> std_mpsc::Receiver<Crossing> {
         let (tx, rx) = std_mpsc::channel();
         std::thread::spawn(move || {
             let until = Instant::now() + Duration::from_secs(30);
+            let mut c = Crossing::default();
+            let mut prev: Option<Instant> = None;
             loop {
-                match vm_rss(pid) {
+                let rss = common::status_kib(pid as u32, "VmRSS").map(|kib| kib * 1024);
+                let now = Instant::now();
+                c.looks += 1;
+                if let Some(p) = prev {
+                    c.longest_gap = c.longest_gap.max(now - p);
+                }
+                prev = Some(now);
+                match rss {
                     Some(b) if b > limit => {
-                        let _ = tx.send(Some(Instant::now()));
-                        return;
+                        c.at = Some(now);
+                        break;
                     }
-                    Some(_) if Instant::now() < until => {
+                    Some(b) if now < until => {
+                        c.last_under = Some((now, b));
                         std::thread::sleep(Duration::from_millis(1))
                     }
-                    // No VmRSS line for a moment (the process is still being set up): look
-                    // again while it exists.
-                    None if Instant::now() < until
+                    // No VmRSS line: not yet (the process is still being set up), or no more
+                    // (it has ended and is a zombie). Look again while it exists.
+                    None if now < until
                         && std::path::Path::new(&format!("/proc/{pid}")).exists() =>
                     {
+                        if c.last_under.is_some() && c.gone.is_none() {
+                            c.gone = Some(now);
+                        }
                         std::thread::sleep(Duration::from_millis(1))
                     }
                     _ => {
-                        let _ = tx.send(None);
-                        return;
+                        if c.last_under.is_some() && c.gone.is_none() && rss.is_none() {
+                            c.gone = Some(now);
+                        }
+                        break;
                     }
                 }
             }
+            let _ = tx.send(c);
         });
         rx
     }
@@ -1112,8 +1186,14 @@ mod bench {
 
     /// The baseline: the same program as a bare child, watched by a plain loop at the same
     /// refresh (first look after `phase`): read /proc/PID/stat, SIGKILL once the resident size
-    /// is past the limit, wait(). Milliseconds from the crossing to wait() returning.
-    fn bare_watchdog(python: &Path, refresh: Duration, phase: Duration) -> Res<f64> {
+    /// is past the limit, wait(). Milliseconds from the crossing to wait() returning (or, see
+    /// `Crossing::to`, what is known of a repetition whose crossing was not seen).
+    fn bare_watchdog(
+        python: &Path,
+        refresh: Duration,
+        phase: Duration,
+        rep: usize,
+    ) -> Res<Result<f64, Value>> {
         let mut child = bare_script(python, GROW_SCRIPT, "bench-baseline")?;
         let pid = child.id() as i32;
         let crossing = crossing_watcher(pid, WATCH_LIMIT);
@@ -1135,12 +1215,19 @@ mod bench {
                 break;
             }
         }
-        let _ = child.wait();
+        let tk = Instant::now();
+        let st = child.wait();
         let te = Instant::now();
-        match crossing.recv_timeout(Duration::from_secs(31)) {
-            Ok(Some(tc)) => Ok(ms(te.saturating_duration_since(tc))),
-            _ => Err("watchdog baseline: the agent's memory was never seen past the limit".into()),
-        }
+        let c = crossing
+            .recv_timeout(Duration::from_secs(31))
+            .unwrap_or_default();
+        let ended = st.map_or_else(|e| e.to_string(), |s| s.to_string());
+        Ok(c.to(
+            te,
+            Some(tk),
+            "baseline",
+            json!({"rep": rep, "ended": ended}),
+        ))
     }
 
     async fn fig_watchdog(ctx: &Ctx, rows: &mut Vec<Figure>, diag: &mut Value) -> Res<()> {
@@ -1160,10 +1247,13 @@ mod bench {
         ] {
             let refresh = Duration::from_millis(refresh_ms);
             // Baseline first, with no supervisor (and so no second reaper) alive.
-            let mut base = vec![];
-            for _ in 0..reps {
+            let (mut base, mut unseen) = (vec![], vec![]);
+            for r in 0..reps {
                 let phase = jitter(&mut seed, refresh);
-                base.push(bare_watchdog(&python, refresh, phase)?);
+                match bare_watchdog(&python, refresh, phase, r)? {
+                    Ok(x) => base.push(x),
+                    Err(u) => unseen.push(u),
+                }
             }
 
             // Only the watchdog acts: no cgroup, no rlimit (RLIMIT_AS would stop the
@@ -1195,16 +1285,22 @@ mod bench {
                 let crossing = crossing_watcher(pid, WATCH_LIMIT);
                 match until_exit(&mut rx, id).await {
                     Ok((tk, te, rec)) => {
-                        let tc = crossing
+                        let c = crossing
                             .recv_timeout(Duration::from_secs(31))
-                            .ok()
-                            .flatten()
-                            .ok_or_else(|| {
-                                format!("watchdog run {id}: memory never seen past the limit")
-                            })?;
-                        ours.push(ms(te.saturating_duration_since(tc)));
-                        if let Some(tk) = tk {
-                            killing.push(ms(tk.saturating_duration_since(tc)));
+                            .unwrap_or_default();
+                        let run = json!({
+                            "run": id, "reason": rec.reason.as_str(), "killed_by": rec.killed_by,
+                            "peak_memory_mib": rec.peak_memory_bytes as f64 / 1048576.0,
+                            "killing_event_to_exited_ms": tk.map(|tk| ms(te.saturating_duration_since(tk))),
+                        });
+                        match c.to(te, tk, "ours", run) {
+                            Ok(x) => {
+                                ours.push(x);
+                                if let (Some(tk), Some(tc)) = (tk, c.at) {
+                                    killing.push(ms(tk.saturating_duration_since(tc)));
+                                }
+                            }
+                            Err(u) => unseen.push(u),
                         }
                         peak.push(rec.peak_memory_bytes as f64 / 1048576.0);
                         if rec.reason != Reason::MemoryLimit
@@ -1229,6 +1325,12 @@ mod bench {
             for w in &wrong {
                 println!("  warning: watchdog run ended unexpectedly: {w}");
             }
+            for u in &unseen {
+                println!(
+                    "  note: {} repetition not measured: the agent was gone before a look saw it past the limit ({u})",
+                    u["side"].as_str().unwrap_or("?")
+                );
+            }
             println!(
                 "  watchdog at {refresh_ms} ms: limit passed -> Killing {} ms, -> Exited {} ms (medians, max {} ms); bare loop {} ms; peak sampled {} MiB against a limit of {} MiB",
                 num_median(&killing),
@@ -1245,6 +1347,7 @@ mod bench {
                     "limit_passed_to_exited_event_ms": Stats::of(&ours).json(),
                     "peak_memory_sampled_mib": Stats::of(&peak).json(),
                     "unexpected_endings": wrong,
+                    "not_measured": unseen,
                 }),
             );
             let key = if refresh_ms == 1000 {
@@ -1254,11 +1357,20 @@ mod bench {
             };
             let name = format!("5. watchdog, refresh {refresh_ms} ms: RSS past limit -> Exited");
             let base_what = "bare child; a loop reading /proc/PID/stat once per refresh, SIGKILL past the limit, wait()";
+            let side = |s: &str| unseen.iter().filter(|u| u["side"] == s).count();
+            let note = (!unseen.is_empty()).then(|| {
+                format!(
+                    "not measured (killed between two looks of the bench's 1 ms VmRSS poll, so no crossing instant; see diagnostics.watchdog): {} of {reps} ours, {} of {reps} baseline",
+                    side("ours"),
+                    side("baseline")
+                )
+            });
             rows.push(
                 Figure::new(key, name, "ms")
                     .ours(ours)
                     .baseline(base, base_what)
-                    .target(Target::Max(refresh_ms as f64 + 50.0)),
+                    .target(Target::Max(refresh_ms as f64 + 50.0))
+                    .note(note),
             );
         }
         d.insert(
@@ -1268,6 +1380,7 @@ mod bench {
                 "limit_mib": WATCH_LIMIT >> 20,
                 "os_limits": "none: use_cgroups = false, enforce_limits = false",
                 "crossing": "first VmRSS above the limit, /proc/PID/status polled every 1 ms by the bench",
+                "not_measured": "a repetition whose agent was killed between two of those looks (before one saw it past the limit) has no crossing instant: it is listed under not_measured with the bound on its latency, and left out of the figure",
             }),
         );
         diag["watchdog"] = Value::Object(d);
@@ -1289,9 +1402,12 @@ mod bench {
         ),
     ];
 
-    async fn run(args: &Args, ctx: &mut Ctx) -> Res<(Vec<Figure>, Value)> {
+    /// Runs the figures: their rows, the diagnostics and the error of each figure that could
+    /// not be measured (the others' rows stand).
+    async fn run(args: &Args, ctx: &mut Ctx) -> Res<(Vec<Figure>, Value, Vec<String>)> {
         let mut rows = Vec::new();
         let mut diag = json!({});
+        let mut errors = Vec::new();
         {
             let sup = new_sup(ctx, Duration::from_secs(1))?;
             ctx.mechanisms = sup.mechanisms();
@@ -1308,16 +1424,22 @@ mod bench {
             }
             println!("{heading} ...");
             let (rows, diag) = (&mut rows, &mut diag);
-            match what {
-                "launch" => fig_launch(ctx, rows, diag).await?,
-                "breakdown" => breakdown(ctx, diag).await?,
-                "many" => fig_many(ctx, rows, diag).await?,
-                "tree" => fig_tree(ctx, rows, diag).await?,
-                "timeout" => fig_timeout(ctx, rows, diag).await?,
-                _ => fig_watchdog(ctx, rows, diag).await?,
+            let r = match what {
+                "launch" => fig_launch(ctx, rows, diag).await,
+                "breakdown" => breakdown(ctx, diag).await,
+                "many" => fig_many(ctx, rows, diag).await,
+                "tree" => fig_tree(ctx, rows, diag).await,
+                "timeout" => fig_timeout(ctx, rows, diag).await,
+                _ => fig_watchdog(ctx, rows, diag).await,
+            };
+            if let Err(e) = r {
+                println!("  FAILED: {e}");
+                errors.push(format!("{what}: {e}"));
+                // Its supervisor was dropped without `retire`'s pause: give its reaper time.
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-        Ok((rows, diag))
+        Ok((rows, diag, errors))
     }
 
     pub fn main() {
@@ -1377,7 +1499,7 @@ mod bench {
         let result = rt.block_on(run(&args, &mut ctx));
         let elapsed = started.elapsed();
         let (rows, diag, error) = match result {
-            Ok((r, d)) => (r, d, None),
+            Ok((r, d, errors)) => (r, d, (!errors.is_empty()).then(|| errors.join("; "))),
             Err(e) => (Vec::new(), json!({}), Some(e)),
         };
         // Give the last runs' clean-up a moment, then look for anything left behind.

@@ -259,6 +259,8 @@ pub struct Figure {
     pub base: Option<Vec<f64>>,
     pub base_what: String,
     pub target: Target,
+    /// What the table should say next to the figure (repetitions that could not be measured).
+    pub note: Option<String>,
 }
 
 impl Figure {
@@ -273,6 +275,7 @@ impl Figure {
             base: None,
             base_what: String::new(),
             target: Target::Info,
+            note: None,
         }
     }
 
@@ -296,6 +299,11 @@ impl Figure {
 
     pub fn target(mut self, t: Target) -> Figure {
         self.target = t;
+        self
+    }
+
+    pub fn note(mut self, note: Option<String>) -> Figure {
+        self.note = note;
         self
     }
 
@@ -348,7 +356,7 @@ impl Figure {
             Some(b) => json!({"ours": self.ours, "baseline": b}),
             None => json!({"ours": self.ours}),
         };
-        json!({
+        let mut v = json!({
             "key": self.key,
             "figure": self.name,
             "unit": self.unit,
@@ -360,7 +368,11 @@ impl Figure {
             "target": self.target_text(),
             "pass": self.pass(),
             "samples": samples,
-        })
+        });
+        if let Some(n) = &self.note {
+            v["note"] = json!(n);
+        }
+        v
     }
 }
 
