@@ -8,6 +8,7 @@
 //! (% of one core) and peak resident memory with 1000 idle native agents at a 1 s refresh in a
 //! 200x50 pseudo-terminal; htop and btop on the same workload when installed, with the ratio.
 
+mod common;
 #[cfg(unix)]
 #[path = "../tests/common/pty.rs"]
 mod pty;
@@ -21,9 +22,10 @@ fn main() {
 
 #[cfg(unix)]
 mod bench {
+    use super::common::{self, ms, write_json, Args, Figure, Stats, Target};
     use super::pty;
 
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::process::Command;
     use std::time::{Duration, Instant};
 
@@ -40,37 +42,9 @@ mod bench {
     const W: u16 = 200;
     const H: u16 = 50;
 
-    fn clk_tck() -> f64 {
-        unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-    }
-
     /// utime + stime of a process, in seconds.
     fn cpu_secs(pid: u32) -> f64 {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let rest: Vec<&str> = s
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let f = |i: usize| {
-            rest.get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (f(11) + f(12)) / clk_tck()
-    }
-
-    fn hwm_kib(pid: u32) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn percentile(v: &mut [f64], p: f64) -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[((v.len() - 1) as f64 * p).round() as usize]
+        common::cpu_ticks(pid).map_or(0.0, |(u, s)| (u + s) as f64 / common::clk_tck())
     }
 
     /// Every frame's draw time in milliseconds, in order.
@@ -114,42 +88,9 @@ mod bench {
             app.selected = (i * 37) % AGENTS;
             let t = Instant::now();
             term.draw(|f| symbiont::tui::ui::draw(f, &mut app)).unwrap();
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            times.push(ms(t.elapsed()));
         }
         times
-    }
-
-    /// n, min, p10, median, p90, max of `v`, as the suite's JSON writes them.
-    fn stats(v: &[f64]) -> Value {
-        if v.is_empty() {
-            return Value::Null;
-        }
-        let mut s = v.to_vec();
-        json!({
-            "n": v.len(),
-            "min": percentile(&mut s, 0.0),
-            "p10": percentile(&mut s, 0.1),
-            "median": percentile(&mut s, 0.5),
-            "p90": percentile(&mut s, 0.9),
-            "max": percentile(&mut s, 1.0),
-        })
-    }
-
-    fn json_path() -> PathBuf {
-        let mut it = std::env::args().skip(1);
-        while let Some(a) = it.next() {
-            if a == "--json" {
-                if let Some(p) = it.next() {
-                    return PathBuf::from(p);
-                }
-            } else if let Some(p) = a.strip_prefix("--json=") {
-                return PathBuf::from(p);
-            }
-        }
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-            .join("bench-dashboard.json")
     }
 
     /// Own CPU (% of one core) and peak RSS (MiB) of `pid` over `window`.
@@ -157,18 +98,15 @@ mod bench {
         let (c0, t0) = (cpu_secs(pid), Instant::now());
         std::thread::sleep(window);
         let (c1, dt) = (cpu_secs(pid), t0.elapsed().as_secs_f64());
-        ((c1 - c0) / dt * 100.0, hwm_kib(pid) as f64 / 1024.0)
+        let hwm_kib = common::status_kib(pid, "VmHWM").unwrap_or(0);
+        ((c1 - c0) / dt * 100.0, hwm_kib as f64 / 1024.0)
     }
 
     /// A peer tool on the same workload: its own CPU and peak RSS, or None if it is not installed
     /// or did not keep running. Each gets a private HOME with a 1 s refresh configured.
     fn peer(cmd: &str, args: &[&str], settle: Duration, window: Duration) -> Option<(f64, f64)> {
-        let path = std::env::var_os("PATH")?;
-        if !std::env::split_paths(&path).any(|d| d.join(cmd).is_file()) {
-            return None;
-        }
-        let home =
-            std::env::temp_dir().join(format!("symbiont-bench-{cmd}-{}", std::process::id()));
+        common::which(cmd)?;
+        let home = common::scratch_dir(cmd);
         let conf = home.join(".config/btop");
         std::fs::create_dir_all(&conf).ok()?;
         std::fs::write(conf.join("btop.conf"), "update_ms = 1000\n").ok()?;
@@ -188,31 +126,27 @@ mod bench {
     }
 
     pub fn main() {
-        let quick = std::env::args().any(|a| a == "--quick");
+        let args = Args::parse("dashboard", &[]);
+        let quick = args.quick;
         let window = Duration::from_secs(if quick { 8 } else { 30 });
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let facts = common::machine_facts();
+        let load = facts["load_average"].as_str().unwrap_or("");
         println!(
             "machine: {} cores, load {}, kernel {}",
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            facts["cores"],
             load.split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" "),
-            std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
+            facts["kernel"].as_str().unwrap_or("?")
         );
 
         let frames = frame_time(if quick { 100 } else { 500 });
-        let (f50, f90) = (
-            percentile(&mut frames.clone(), 0.5),
-            percentile(&mut frames.clone(), 0.9),
-        );
+        let fs = Stats::of(&frames);
+        let (f50, f90) = (fs.median, fs.p90);
 
         // The workload: 1000 idle native agents.
-        let dir = std::env::temp_dir().join(format!("symbiont-bench-dash-{}", std::process::id()));
+        let dir = common::scratch_dir("dash");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("work")).unwrap();
         let cfg = dir.join("config.toml");
@@ -269,22 +203,14 @@ mod bench {
         p.send("y");
         let code = p.wait_exit(Duration::from_secs(120));
         let stop_all = t.elapsed();
-        let left = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                std::fs::read(e.path().join("environ"))
-                    .map(|env| env.windows(16).any(|w| w == b"SYMBIONT_AGENT=I"))
-                    .unwrap_or(false)
-            })
-            .count();
+        // The agents are Idle0000...: SYMBIONT_AGENT=Idle....
+        let left = common::marked("I", true).len();
         let _ = std::fs::remove_dir_all(&dir);
 
-        write_json(
-            &json_path(),
-            quick,
+        write_figures(
+            &args,
             window,
-            &frames,
+            frames,
             (ours_cpu, ours_rss),
             [("htop", htop), ("btop", btop)],
             json!({
@@ -317,6 +243,12 @@ mod bench {
             pass(f50 <= 2.0),
             f90
         );
+        // The peers' columns of a figure: `field` of each one's (CPU, RSS), as `show` writes it.
+        let peers = |field: fn((f64, f64)) -> f64, show: fn(f64) -> String| {
+            [htop, btop].map(|p| p.map(|p| show(field(p))).unwrap_or_else(|| "n/a".into()))
+        };
+        let [htop_cpu, btop_cpu] = peers(|p| p.0, |c| format!("{c:.2}%"));
+        let [htop_rss, btop_rss] = peers(|p| p.1, |m| format!("{m:.1}MiB"));
         println!(
             "{:<46} {:>11.2}% {:>14} {:>12} {:>12}  {}",
             format!(
@@ -325,10 +257,8 @@ mod bench {
             ),
             ours_cpu,
             "<= 0.5 %",
-            htop.map(|h| format!("{:.2}%", h.0))
-                .unwrap_or_else(|| "n/a".into()),
-            btop.map(|h| format!("{:.2}%", h.0))
-                .unwrap_or_else(|| "n/a".into()),
+            htop_cpu,
+            btop_cpu,
             pass(ours_cpu <= 0.5)
         );
         println!(
@@ -336,10 +266,8 @@ mod bench {
             "peak resident memory",
             ours_rss,
             "<= 32 MiB",
-            htop.map(|h| format!("{:.1}MiB", h.1))
-                .unwrap_or_else(|| "n/a".into()),
-            btop.map(|h| format!("{:.1}MiB", h.1))
-                .unwrap_or_else(|| "n/a".into()),
+            htop_rss,
+            btop_rss,
             pass(ours_rss <= 32.0)
         );
         println!(
@@ -358,45 +286,43 @@ mod bench {
     /// The figures as JSON, in the shape the other benches write (`scripts/bench` merges them).
     /// The CPU and memory figures are one measurement window each (n = 1); htop is the baseline
     /// (SPEC 6 names its figure), btop is listed beside it.
-    fn write_json(
-        path: &Path,
-        quick: bool,
+    fn write_figures(
+        args: &Args,
         window: Duration,
-        frames: &[f64],
+        frames: Vec<f64>,
         ours: (f64, f64),
         peers: [(&str, Option<(f64, f64)>); 2],
         diag: Value,
     ) {
-        let one = |x: f64| stats(&[x]);
-        let peer_figure = |i: usize, ours: f64, key: &str, name: String, unit: &str, max: f64| {
-            let baselines: Vec<Value> = peers
-                .iter()
-                .map(|(n, p)| {
-                    let v = p.map(|p| if i == 0 { p.0 } else { p.1 });
-                    json!({"name": n, "median": v, "ratio": v.map(|v| ours / v)})
-                })
-                .collect();
-            let base = peers[0].1.map(|p| if i == 0 { p.0 } else { p.1 });
-            json!({
-                "key": key, "figure": name, "unit": unit, "better": "lower",
-                "ours": one(ours),
-                "baseline": base.map(one),
-                "baseline_is": format!("{} in the same 200x50 pty, same 1000 agents, 1 s refresh", peers[0].0),
-                "baselines": baselines,
-                "ratio": base.map(|b| ours / b),
-                "target": format!("<= {max} {unit}"),
-                "pass": ours <= max,
-            })
-        };
-        let f50 = percentile(&mut frames.to_vec(), 0.5);
+        let peer_figure =
+            |i: usize, ours: f64, key: &str, name: String, unit: &'static str, max: f64| {
+                let pick = |p: (f64, f64)| if i == 0 { p.0 } else { p.1 };
+                let baselines: Vec<Value> = peers
+                    .iter()
+                    .map(|(n, p)| {
+                        let v = p.map(pick);
+                        json!({"name": n, "median": v, "ratio": v.map(|v| ours / v)})
+                    })
+                    .collect();
+                let what = format!(
+                    "{} in the same 200x50 pty, same 1000 agents, 1 s refresh",
+                    peers[0].0
+                );
+                let f = Figure::new(key, name, unit).ours(vec![ours]);
+                let f = match peers[0].1.map(pick) {
+                    Some(b) => f.baseline(vec![b], what),
+                    None => f.no_baseline(what),
+                };
+                let mut v = f.target(Target::Median(max)).json();
+                v["baselines"] = Value::Array(baselines);
+                v
+            };
         let figures = vec![
-            json!({
-                "key": "frame_1000", "figure": "7. draw one frame, 1000 agents, 200x50",
-                "unit": "ms", "better": "lower",
-                "ours": stats(frames), "baseline": null, "baseline_is": "none (no peer draws our table)",
-                "ratio": null, "target": "<= 2 ms", "pass": f50 <= 2.0,
-                "samples": {"ours": frames},
-            }),
+            Figure::new("frame_1000", "7. draw one frame, 1000 agents, 200x50", "ms")
+                .ours(frames)
+                .no_baseline("none (no peer draws our table)")
+                .target(Target::Median(2.0))
+                .json(),
             peer_figure(
                 0,
                 ours.0,
@@ -417,21 +343,14 @@ mod bench {
                 32.0,
             ),
         ];
-        let out = json!({
-            "bench": "dashboard",
-            "mode": if quick { "quick" } else { "full" },
-            "figures": figures,
-            "diagnostics": diag,
-        });
-        if let Some(d) = path.parent() {
-            let _ = std::fs::create_dir_all(d);
-        }
-        match std::fs::write(
-            path,
-            serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
-        ) {
-            Ok(()) => println!("results: {}", path.display()),
-            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-        }
+        write_json(
+            &args.json,
+            &json!({
+                "bench": "dashboard",
+                "mode": args.mode(),
+                "figures": figures,
+                "diagnostics": diag,
+            }),
+        );
     }
 }

@@ -11,6 +11,8 @@
 //!
 //! `cargo bench --bench output [-- --quick] [--json PATH] [--keep]`
 
+mod common;
+
 fn main() {
     #[cfg(target_os = "linux")]
     bench::main();
@@ -20,6 +22,8 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 mod bench {
+    use super::common::{self, num, status_kib, write_json, Args, Figure, Res, Stats, Target};
+
     use std::io::{BufRead, BufReader, Read};
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
@@ -37,152 +41,16 @@ mod bench {
     /// Target: supervisor peak resident memory under this, in MiB.
     const MAX_RSS_MIB: f64 = 64.0;
 
-    type Res<T> = Result<T, String>;
-
-    struct Args {
-        quick: bool,
-        json: PathBuf,
-        keep: bool,
-    }
-
-    fn parse_args() -> Args {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-        let mut a = Args {
-            quick: false,
-            json: target.join("bench-output.json"),
-            keep: false,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(x) = it.next() {
-            match x.as_str() {
-                "--quick" => a.quick = true,
-                "--keep" => a.keep = true,
-                "--json" => match it.next() {
-                    Some(p) => a.json = PathBuf::from(p),
-                    None => fail("--json needs a path"),
-                },
-                "--bench" => {}
-                s => match s.strip_prefix("--json=") {
-                    Some(p) => a.json = PathBuf::from(p),
-                    None => eprintln!("output bench: ignoring argument {s:?}"),
-                },
-            }
-        }
-        a
-    }
-
-    fn fail(msg: &str) -> ! {
-        eprintln!("output bench: {msg}");
-        std::process::exit(2)
-    }
-
-    fn read_trim(p: &str) -> String {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "?".into())
-    }
-
-    // ---------------------------------------------------------------- statistics
-
-    #[derive(Clone, Copy)]
-    struct Stats {
-        n: usize,
-        min: f64,
-        p10: f64,
-        median: f64,
-        p90: f64,
-        max: f64,
-    }
-
-    impl Stats {
-        fn of(v: &[f64]) -> Stats {
-            let mut s = v.to_vec();
-            s.sort_by(|a, b| a.total_cmp(b));
-            let n = s.len();
-            if n == 0 {
-                let nan = f64::NAN;
-                return Stats {
-                    n,
-                    min: nan,
-                    p10: nan,
-                    median: nan,
-                    p90: nan,
-                    max: nan,
-                };
-            }
-            let q = |p: f64| s[((n - 1) as f64 * p).round() as usize];
-            let median = if n % 2 == 1 {
-                s[n / 2]
-            } else {
-                (s[n / 2 - 1] + s[n / 2]) / 2.0
-            };
-            Stats {
-                n,
-                min: s[0],
-                p10: q(0.1),
-                median,
-                p90: q(0.9),
-                max: s[n - 1],
-            }
-        }
-
-        fn json(&self) -> Value {
-            json!({
-                "n": self.n, "min": self.min, "p10": self.p10, "median": self.median,
-                "p90": self.p90, "max": self.max,
-            })
-        }
-    }
-
-    fn num(x: f64) -> String {
-        if x.is_nan() {
-            "-".into()
-        } else if x.abs() >= 100.0 {
-            format!("{x:.1}")
-        } else {
-            format!("{x:.2}")
-        }
-    }
-
-    // ---------------------------------------------------------------- /proc
-
-    /// A `Vm*` field of /proc/PID/status in KiB; None once the process is gone or a zombie.
-    fn status_kib(pid: u32, field: &str) -> Option<u64> {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-    }
-
-    /// utime and stime of a process, in clock ticks.
-    fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-        Some((rest.get(11)?.parse().ok()?, rest.get(12)?.parse().ok()?))
-    }
-
-    fn clk_tck() -> f64 {
-        unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-    }
+    // ---------------------------------------------------------------- /proc and files
 
     /// Live processes whose working directory is inside `dir` (agents left behind).
     fn processes_in(dir: &Path) -> Vec<u32> {
-        let me = std::process::id();
-        std::fs::read_dir("/proc")
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|&p| p != me)
-                    .filter(|p| {
-                        std::fs::read_link(format!("/proc/{p}/cwd"))
-                            .is_ok_and(|c| c.starts_with(dir))
-                    })
-                    .collect()
+        common::proc_pids()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(dir))
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// Size of `path` and whether every byte of it is zero.
@@ -245,11 +113,7 @@ mod bench {
             "agent Silent { security { tier: None } on start { execute_native(\"bash -c 'sleep 1'\") } }\n"
                 .into(),
         )?;
-        let bash = ["/bin/bash", "/usr/bin/bash"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or("bash not found")?;
+        let bash = common::which("bash").ok_or("bash not found on PATH")?;
         Ok(Scratch {
             root: root.to_path_buf(),
             cfg,
@@ -335,7 +199,7 @@ mod bench {
                         }
                         None => break,
                     }
-                    if let Some((u, s)) = cpu_ticks(pid) {
+                    if let Some((u, s)) = common::cpu_ticks(pid) {
                         ticks.0.store(u, Ordering::Relaxed);
                         ticks.1.store(s, Ordering::Relaxed);
                     }
@@ -382,8 +246,8 @@ mod bench {
             hwm_mib: hwm.load(Ordering::Relaxed) as f64 / 1024.0,
             polls: polls.load(Ordering::Relaxed),
             cpu: (
-                ticks.0.load(Ordering::Relaxed) as f64 / clk_tck(),
-                ticks.1.load(Ordering::Relaxed) as f64 / clk_tck(),
+                ticks.0.load(Ordering::Relaxed) as f64 / common::clk_tck(),
+                ticks.1.load(Ordering::Relaxed) as f64 / common::clk_tck(),
             ),
             stdout_log: PathBuf::from(rec["stdout_log"].as_str().unwrap_or("")),
             exit_code: rec["exit_code"].as_i64().map(|c| c as i32),
@@ -494,43 +358,15 @@ mod bench {
         Ok(f)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn figure(
-        key: &str,
-        name: &str,
-        unit: &str,
-        better: &str,
-        ours: &[f64],
-        base: &[f64],
-        base_what: &str,
-        target: &str,
-        pass: impl Fn(&Stats, f64) -> bool,
-    ) -> Value {
-        let (o, b) = (Stats::of(ours), Stats::of(base));
-        let ratio = o.median / b.median;
-        let ratio = ratio.is_finite().then_some(ratio);
-        json!({
-            "key": key, "figure": name, "unit": unit, "better": better,
-            "ours": o.json(), "baseline": b.json(), "baseline_is": base_what,
-            "ratio": ratio, "target": target,
-            "pass": o.n > 0 && pass(&o, ratio.unwrap_or(f64::NAN)),
-            "samples": {"ours": ours, "baseline": base},
-        })
-    }
-
     pub fn main() {
-        let args = parse_args();
-        let facts = json!({
-            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "load_average": read_trim("/proc/loadavg"),
-            "kernel": read_trim("/proc/sys/kernel/osrelease"),
-        });
-        let root = std::env::temp_dir().join(format!("symbiont-bench-out-{}", std::process::id()));
+        let args = Args::parse("output", &[]);
+        let facts = common::machine_facts();
+        let root = common::scratch_dir("out");
         let _ = std::fs::remove_dir_all(&root);
         let reps = if args.quick { 2 } else { 5 };
         println!(
             "symbiont output benchmark ({}): an agent writing 1 GiB to stdout, {reps} rounds; scratch {}",
-            if args.quick { "quick" } else { "full" },
+            args.mode(),
             root.display()
         );
         let started = Instant::now();
@@ -542,28 +378,31 @@ mod bench {
         }
         let (figures, diag, error) = match result {
             Ok(f) => {
-                let speed = figure(
+                let speed = Figure::new(
                     "stdout_1gib_speed",
                     "6. agent writes 1 GiB to stdout: speed supervised",
                     "MiB/s",
-                    "higher",
-                    &f.ours_speed,
-                    &f.base_speed,
+                )
+                .higher_is_better()
+                .ours(f.ours_speed)
+                .baseline(
+                    f.base_speed,
                     "bash -c 'head -c 1073741824 /dev/zero > FILE', bare Command spawn + wait",
-                    &format!("ratio >= {MIN_RATIO}"),
-                    |_, r| r >= MIN_RATIO,
-                );
-                let rss = figure(
+                )
+                .target(Target::MinRatio(MIN_RATIO))
+                .json();
+                let rss = Figure::new(
                     "stdout_1gib_supervisor_rss",
                     "6b. supervisor peak RSS while it does",
                     "MiB",
-                    "lower",
-                    &f.ours_rss,
-                    &f.silent_rss,
+                )
+                .ours(f.ours_rss)
+                .baseline(
+                    f.silent_rss,
                     "VmHWM of the same supervisor running an agent that writes nothing (sleep 1)",
-                    &format!("max < {MAX_RSS_MIB} MiB"),
-                    |o, _| o.max < MAX_RSS_MIB,
-                );
+                )
+                .target(Target::MaxBelow(MAX_RSS_MIB))
+                .json();
                 let diag = json!({
                     "bytes": SIZE,
                     "speed_from_supervisor_process_start_mib_s": Stats::of(&f.wall_speed).json(),
@@ -606,25 +445,16 @@ mod bench {
         );
         let out = json!({
             "bench": "output",
-            "mode": if args.quick { "quick" } else { "full" },
+            "mode": args.mode(),
             "machine": facts,
-            "load_average_end": read_trim("/proc/loadavg"),
+            "load_average_end": common::read_trim("/proc/loadavg"),
             "figures": figures,
             "diagnostics": diag,
             "leftovers": {"processes": left.len()},
             "error": error,
             "elapsed_secs": started.elapsed().as_secs_f64(),
         });
-        if let Some(dir) = args.json.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        match std::fs::write(
-            &args.json,
-            serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
-        ) {
-            Ok(()) => println!("results: {}", args.json.display()),
-            Err(e) => eprintln!("cannot write {}: {e}", args.json.display()),
-        }
+        write_json(&args.json, &out);
         if let Some(e) = error {
             eprintln!("output bench failed: {e}");
             std::process::exit(1);
