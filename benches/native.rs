@@ -327,7 +327,10 @@ mod bench {
     /// Kills a baseline child and reaps it (or lets a supervisor's reaper have it: then `wait`
     /// fails with ECHILD, which is fine).
     fn kill_child(mut c: std::process::Child) {
-        unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = c.wait();
     }
 
@@ -340,7 +343,7 @@ mod bench {
             let Ok(t0) = start_rx.recv() else { return };
             let until = t0 + Duration::from_secs(10);
             loop {
-                if unsafe { libc::kill(-pgid, 0) } != 0 {
+                if nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_err() {
                     let _ = done_tx.send(ms(t0.elapsed()));
                     return;
                 }
@@ -494,11 +497,9 @@ mod bench {
             let t0 = Instant::now();
             let st = native::spawn(l).map_err(|e| e.to_string())?;
             let d = ms(t0.elapsed());
-            unsafe {
-                libc::kill(st.pid, libc::SIGKILL);
-                let mut status = 0;
-                libc::waitpid(st.pid, &mut status, 0);
-            }
+            let pid = nix::unistd::Pid::from_raw(st.pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
             Ok(d)
         };
         let (etx, _) = broadcast::channel::<u64>(16);
@@ -518,6 +519,8 @@ mod bench {
             kill_child(c);
             // c
             let mut cmd = runner_cmd();
+            // SAFETY: the hook runs in the forked child before exec and makes one
+            // async-signal-safe call.
             unsafe {
                 cmd.pre_exec(|| {
                     if libc::setpgid(0, 0) != 0 {
@@ -692,7 +695,10 @@ mod bench {
             base.push(ms(t0.elapsed()));
             let t0 = Instant::now();
             for k in &kids {
-                unsafe { libc::kill(k.id() as i32, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(k.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             for k in &mut kids {
                 let _ = k.wait();
@@ -891,13 +897,15 @@ mod bench {
             let (start, done) = group_gone_watcher(pg);
             let t0 = Instant::now();
             let _ = start.send(t0);
-            unsafe { libc::kill(-pg, libc::SIGKILL) };
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-pg),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             loop {
-                if unsafe { libc::kill(-pg, 0) } != 0 {
+                if nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), None).is_err() {
                     break;
                 }
-                let mut st = 0;
-                if unsafe { libc::waitpid(-1, &mut st, 0) } < 0 {
+                if nix::sys::wait::waitpid(None, None).is_err() {
                     std::thread::sleep(Duration::from_micros(50));
                 }
             }
@@ -1000,7 +1008,10 @@ mod bench {
             let t0 = Instant::now();
             let mut c = bare_sleep("10")?;
             tokio::time::sleep_until((t0 + TIMEOUT).into()).await;
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
             base.push(ms(t0.elapsed()) - ms(TIMEOUT));
         }
@@ -1211,7 +1222,10 @@ mod bench {
                 .map(|s| s.rss_bytes)
                 .unwrap_or(0);
             if rss > WATCH_LIMIT || Instant::now() > until {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 break;
             }
         }
@@ -1448,7 +1462,7 @@ mod bench {
         // found in /proc too if one is left behind. Set before any thread exists.
         std::env::set_var(MARK, "bench-baseline");
         // Orphans of every tree come back to this process, with or without a supervisor.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let _ = nix::sys::prctl::set_child_subreaper(true);
 
         let facts = common::machine_facts();
         let root = common::scratch_dir("");

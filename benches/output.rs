@@ -258,7 +258,7 @@ mod bench {
     /// Every side starts with no dirty page of an earlier one still being written back (the
     /// writeback of a deleted file's pages otherwise lands in whichever side comes next).
     fn settle() {
-        unsafe { libc::sync() };
+        nix::unistd::sync();
         std::thread::sleep(Duration::from_millis(200));
     }
 

@@ -9,6 +9,9 @@
 //! [`sandbox`], [`runner`], [`sampler`]). `ARCHITECTURE.md` at the repository's root draws
 //! the rooms and the data flow, and says where to add a tier or a client.
 
+// Every `unsafe` block says why it is sound (CI runs clippy with -D warnings).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod config;
 pub mod dsl;
 pub mod headless;

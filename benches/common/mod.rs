@@ -403,7 +403,7 @@ pub fn machine_facts() -> Value {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0);
     #[cfg(unix)]
-    let uid = Some(unsafe { libc::getuid() });
+    let uid = Some(nix::unistd::getuid().as_raw());
     #[cfg(not(unix))]
     let uid: Option<u32> = None;
     json!({
@@ -462,7 +462,10 @@ pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
 /// Clock ticks per second (what `cpu_ticks` counts in).
 #[cfg(unix)]
 pub fn clk_tck() -> f64 {
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
 }
 
 /// Live processes whose environment carries `SYMBIONT_AGENT=<value>` (or starts with it
