@@ -523,3 +523,130 @@ async fn agents_hold_only_their_three_standard_descriptors() {
     unsafe { libc::close(stray) };
     assert_none_left("fds");
 }
+
+/// The directories of the cgroups that hold `pid` under a supervisor's base group
+/// (`.../symbiont-<pid>-<n>/<run group>`), one per hierarchy, from /proc/PID/cgroup and the
+/// mounts.
+fn run_group_dirs(pid: i32) -> Vec<PathBuf> {
+    let Ok(own) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return Vec::new();
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let base = format!("symbiont-{}-", std::process::id());
+    let mut dirs = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next());
+        let Some(path) = path else { continue };
+        // Only a group below this process's supervisors' base groups.
+        let comps: Vec<&str> = path.split('/').collect();
+        let Some(i) = comps.iter().position(|c| c.starts_with(&base)) else {
+            continue;
+        };
+        if i + 1 >= comps.len() {
+            continue;
+        }
+        for m in mounts.lines() {
+            let Some((left, right)) = m.split_once(" - ") else {
+                continue;
+            };
+            let f: Vec<&str> = left.split_whitespace().collect();
+            let r: Vec<&str> = right.split_whitespace().collect();
+            let fits = match r.first() {
+                Some(&"cgroup2") => ctrls.is_empty(),
+                Some(&"cgroup") => r
+                    .get(2)
+                    .is_some_and(|o| ctrls.split(',').all(|c| o.split(',').any(|x| x == c))),
+                _ => false,
+            };
+            if fits && f.len() > 4 {
+                let rel = path.strip_prefix(f[3]).unwrap_or(path);
+                dirs.push(PathBuf::from(f[4]).join(rel.trim_start_matches('/')));
+                break;
+            }
+        }
+    }
+    dirs
+}
+
+/// `shutdown()` of many running agents (some trapping TERM, some with children, one with a
+/// `setsid` daemon) returns only once every process of every run is dead and every run's
+/// cgroup is removed, with each record saying the operator killed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_of_many_runs_leaves_no_process_and_no_cgroup() {
+    const AGENT: &str = "Fleet";
+    const RUNS: usize = 50;
+    let s = Scratch::new("lib-shutdown");
+    let sup = supervisor(&s);
+    let kinds = [
+        // Plain, ends on TERM.
+        ("echo ready; exec sleep 300", 1),
+        // Ignores TERM: KILL after the grace.
+        ("trap '' TERM; echo ready; while :; do sleep 0.05; done", 2),
+        // Children, one of them ignoring TERM.
+        (
+            "sleep 300 & bash -c \"trap '' TERM; echo ready; exec sleep 300\" & wait",
+            3,
+        ),
+        // A daemon outside the process group, and a main process that ignores TERM.
+        (
+            "(setsid sleep 300 &); trap '' TERM; echo ready; while :; do sleep 0.05; done",
+            3,
+        ),
+        // Ends slowly on TERM, inside the grace.
+        (
+            "trap 'sleep 0.2; exit 3' TERM; echo ready; sleep 300 & wait",
+            2,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for i in 0..RUNS {
+        let (script, _) = kinds[i % kinds.len()];
+        ids.push(
+            sup.launch(spec(&s, AGENT, script, Limits::default()))
+                .unwrap(),
+        );
+    }
+    for (i, &id) in ids.iter().enumerate() {
+        let procs = kinds[i % kinds.len()].1;
+        assert!(
+            wait_state(&sup, id, |st| st.stdout.lock().unwrap().line_count >= 1
+                && st.processes >= procs)
+            .await,
+            "run {id} ({}) never got ready",
+            kinds[i % kinds.len()].0
+        );
+    }
+    let pids = agent_pids(AGENT);
+    assert!(pids.len() >= RUNS, "only {} agent processes", pids.len());
+    // Where cgroups hold the runs, find every one of their groups now.
+    let mut groups: Vec<PathBuf> = pids.iter().flat_map(|&p| run_group_dirs(p)).collect();
+    groups.sort();
+    groups.dedup();
+    if sup.mechanisms().iter().any(|m| m.starts_with("cgroup")) {
+        assert!(
+            groups.len() >= RUNS,
+            "only {} run groups found: {groups:?}",
+            groups.len()
+        );
+    }
+    assert!(groups.iter().all(|g| g.is_dir()), "{groups:?}");
+
+    let records = sup.shutdown().await;
+
+    // At once, not eventually: shutdown() has returned.
+    let left = agent_pids(AGENT);
+    for &p in &left {
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "processes left after shutdown(): {left:?}");
+    let kept: Vec<&PathBuf> = groups.iter().filter(|g| g.exists()).collect();
+    assert!(kept.is_empty(), "cgroups left after shutdown(): {kept:?}");
+    assert_eq!(records.len(), RUNS);
+    for r in &records {
+        assert_eq!(r.reason, Reason::KilledByOperator, "{r:?}");
+        assert_eq!(r.killed_by, Some(Actor::Operator), "{r:?}");
+    }
+    drop(sup);
+    assert_none_left(AGENT);
+}

@@ -1,6 +1,7 @@
 //! Processes of the native tier, one file per mechanism: reaping exits, the guardian that
-//! kills every agent when the supervisor dies, the launcher pool, signals and the process tree
-//! of a run. The platform is chosen here, once per mechanism.
+//! kills every agent when the supervisor dies, the launcher pool, signals, the process tree
+//! of a run and the removal of ended runs' cgroups. The platform is chosen here, once per
+//! mechanism.
 
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ pub(crate) mod pool;
 #[cfg_attr(unix, path = "reaper.rs")]
 #[cfg_attr(windows, path = "reaper_windows.rs")]
 pub(crate) mod reaper;
+#[cfg(target_os = "linux")]
+pub(crate) mod remover;
 #[cfg(unix)]
 pub(crate) mod signal;
 #[cfg(unix)]

@@ -1,7 +1,7 @@
 //! The process tree of one native run on Unix: found through its cgroup where there is one,
 //! else through its process group and the parent links in /proc (sysinfo on macOS).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use super::signal;
@@ -20,6 +20,9 @@ pub struct TreeHandle {
     pub(crate) cgroup: Mutex<Option<std::convert::Infallible>>,
     main_pid: AtomicI32,
     pgid: AtomicI32,
+    /// The run is over and its cgroup taken for removal (which kills anything left in it):
+    /// nothing of the run is left to find, signal or search /proc for.
+    gone: AtomicBool,
     /// `SYMBIONT_RUN=<token>`: in the environment of every process of the run.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     marker: String,
@@ -31,6 +34,7 @@ impl TreeHandle {
             cgroup: Mutex::new(None),
             main_pid: AtomicI32::new(0),
             pgid: AtomicI32::new(0),
+            gone: AtomicBool::new(false),
             marker,
         }
     }
@@ -49,17 +53,49 @@ impl TreeHandle {
         self.main_pid.load(Ordering::SeqCst)
     }
 
+    fn gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    /// Takes the run's cgroup to remove it, once the run is over: the tree counts as gone from
+    /// now on (the sampler would otherwise search all of /proc for it on every refresh).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn take_cgroup(&self) -> Option<RunCgroup> {
+        let mut c = self.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        let cg = c.take();
+        if cg.is_some() {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+        cg
+    }
+
+    /// Gives back a cgroup that could not be removed: what is left in it is found through it
+    /// again.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn put_back(&self, cg: RunCgroup) {
+        let mut c = self.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        *c = Some(cg);
+        self.gone.store(false, Ordering::SeqCst);
+    }
+
     fn has_cgroup(&self) -> bool {
         self.cgroup.lock().map(|c| c.is_some()).unwrap_or(false)
     }
 
     /// Every live process of the run.
     pub fn pids(&self) -> Vec<i32> {
+        if self.gone() {
+            return Vec::new();
+        }
         #[cfg(target_os = "linux")]
         {
             if let Ok(c) = self.cgroup.lock() {
                 if let Some(cg) = c.as_ref() {
                     return cg.pids();
+                }
+                // Taken for removal while this waited for the lock.
+                if self.gone() {
+                    return Vec::new();
                 }
             }
             let (main, pg) = (self.main_pid(), self.pgid.load(Ordering::SeqCst));
@@ -80,7 +116,7 @@ impl TreeHandle {
     /// Every process of the run, searching the whole host for its environment marker when no
     /// cgroup holds the run (so a double-forked `setsid` daemon is found too).
     pub fn pids_thorough(&self) -> Vec<i32> {
-        if self.has_cgroup() {
+        if self.has_cgroup() || self.gone() {
             return self.pids();
         }
         let mut p = self.pids();
@@ -93,6 +129,9 @@ impl TreeHandle {
 
     /// Sends `sig` to every process of the run.
     pub fn send(&self, sig: Sig) {
+        if self.gone() {
+            return;
+        }
         let pg = self.pgid.load(Ordering::SeqCst);
         #[cfg(target_os = "linux")]
         {

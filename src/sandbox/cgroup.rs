@@ -679,19 +679,52 @@ impl RunCgroup {
         cpu_counter(&self.v2, &self.cpuacct)
     }
 
-    /// Kills what is left, waits for the groups to empty and removes them.
-    pub fn destroy(&mut self) {
-        let dirs: Vec<PathBuf> = self.dirs().cloned().collect();
-        if !self.is_empty() {
+    /// Kills what is left, waits for the groups to empty and removes them. False when some
+    /// could not be removed within half a second.
+    pub fn destroy(&mut self) -> bool {
+        let until = Instant::now() + Duration::from_millis(500);
+        loop {
+            if self.try_remove() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// One attempt at removing the groups: true once every one is gone. The removal is the
+    /// test for emptiness (the kernel refuses to remove a group that holds a process), so an
+    /// empty run costs one rmdir per group and nothing else; a group that still holds
+    /// processes has them thawed and killed, for the next attempt.
+    pub fn try_remove(&mut self) -> bool {
+        let mut busy = false;
+        for slot in [
+            &mut self.freezer,
+            &mut self.cpuacct,
+            &mut self.cpu,
+            &mut self.pids,
+            &mut self.memory,
+            &mut self.v2,
+        ] {
+            let Some(d) = slot.as_ref() else {
+                continue;
+            };
+            match fs::remove_dir(d) {
+                Ok(()) => *slot = None,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => *slot = None,
+                Err(_) => busy = true,
+            }
+        }
+        if busy {
             self.freeze(false);
             self.signal(libc::SIGKILL);
-            for d in &dirs {
+            for d in self.dirs() {
                 kill_all_in(d);
             }
         }
-        for d in dirs.iter().rev() {
-            let _ = remove_dir_retry(d, Duration::from_millis(500));
-        }
+        !busy
     }
 }
 

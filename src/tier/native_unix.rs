@@ -50,6 +50,9 @@ pub(crate) struct NativeHost {
     roots: crate::sandbox::cgroup::CgroupRoots,
     #[cfg(target_os = "linux")]
     pool: Option<crate::process::pool::LaunchPool>,
+    /// Removes the groups of ended runs, one after the other, off the async workers.
+    #[cfg(target_os = "linux")]
+    remover: crate::process::remover::Remover,
     guardian: Option<Guardian>,
     reaper: Reaper,
 }
@@ -89,6 +92,8 @@ impl NativeHost {
             roots,
             #[cfg(target_os = "linux")]
             pool,
+            #[cfg(target_os = "linux")]
+            remover: crate::process::remover::Remover::start(),
             guardian,
             reaper,
         })
@@ -197,7 +202,11 @@ impl Drop for NativeHost {
         // base groups are empty.
         self.stop_launchers();
         #[cfg(target_os = "linux")]
-        self.roots.remove_bases();
+        {
+            // Whatever the removal thread still holds goes before the bases.
+            self.remover.stop();
+            self.roots.remove_bases();
+        }
     }
 }
 
@@ -295,17 +304,28 @@ fn exit_of(e: ExitInfo) -> Exit {
 }
 
 /// Reads `pipe` to its end into `sink`. The read buffer is allocated on the first byte: a
-/// thousand silent agents cost nothing.
+/// thousand silent agents cost nothing, while they run or when they end (the first read goes
+/// to a small buffer on the stack, so an end of file with no output allocates nothing).
 async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         if pipe.readable().await.is_err() {
             break;
         }
-        if buf.is_empty() {
-            buf = vec![0u8; 128 * 1024];
-        }
-        match pipe.try_read(&mut buf) {
+        let read = if buf.is_empty() {
+            let mut first = [0u8; 4096];
+            match pipe.try_read(&mut first) {
+                Ok(n) if n > 0 => {
+                    sink.deliver(&first[..n]);
+                    buf = vec![0u8; 128 * 1024];
+                    continue;
+                }
+                r => r,
+            }
+        } else {
+            pipe.try_read(&mut buf)
+        };
+        match read {
             Ok(0) => break,
             Ok(n) => sink.deliver(&buf[..n]),
             Err(e)
@@ -567,7 +587,10 @@ impl Target for NativeTarget {
         if let Some(pid) = self.pid.take() {
             self.host.unguard(pid);
         }
-        if !self.tree.is_empty() {
+        // Mostly the main process was all there was: one look says so, and a tree that is empty
+        // stays empty (nothing is left in it to fork), so there is nothing to wait for after.
+        let empty = self.tree.is_empty();
+        if !empty {
             self.tree.kill_now();
         }
         let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
@@ -576,6 +599,9 @@ impl Target for NativeTarget {
             if tokio::time::timeout_at(drain_until, r).await.is_err() {
                 abort.abort();
             }
+        }
+        if empty {
+            return;
         }
         // Wait for the tree to be gone (the reaper collects the zombies).
         let until = Instant::now() + Duration::from_secs(2);
@@ -590,17 +616,13 @@ impl Target for NativeTarget {
             cpu_time: self.tree.cgroup_cpu_time(),
             oom_kills: self.tree.oom_kills(),
         };
-        // Removing the groups may wait for the kernel to empty them: off the async workers.
+        // Removing the groups happens under the kernel's cgroup mutex and may wait for the
+        // kernel to empty them: on the removal thread. The record waits for it, so a run that
+        // has ended has no group left.
         #[cfg(target_os = "linux")]
-        {
-            let cg = self
-                .tree
-                .cgroup
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(mut cg) = cg {
-                let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+        if let Some(cg) = self.tree.take_cgroup() {
+            if let Some(cg) = self.host.remover.remove(cg).await {
+                self.tree.put_back(cg);
             }
         }
         finals
