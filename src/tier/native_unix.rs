@@ -192,6 +192,7 @@ impl NativeHost {
             pid: None,
             pipes: None,
             readers: Vec::new(),
+            refill_due: false,
         }
     }
 }
@@ -233,6 +234,9 @@ pub(crate) struct NativeTarget {
     pid: Option<i32>,
     pipes: Option<(OwnedFd, OwnedFd)>,
     readers: Vec<JoinHandle<()>>,
+    /// A launcher of the pool was used: a replacement is due.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    refill_due: bool,
 }
 
 /// The rlimits of a run. RLIMIT_AS only where no cgroup limits memory: it breaks the JVM and
@@ -461,7 +465,12 @@ impl NativeTarget {
             .zygote
             .exec(&self.launch(step, Vec::new()))
             .map_err(|e| format!("{}: {e}", step.program.display()));
-        pool.refill();
+        // The replacement is made once the agent is announced (in `prepare`): making it
+        // competes for the CPU with the `Launched` event on a small machine.
+        match &result {
+            Ok(_) => self.refill_due = true,
+            Err(_) => pool.refill(),
+        }
         Some(result.map(|s| self.started(s.pid, s, p.exit)))
     }
 }
@@ -502,6 +511,12 @@ impl Target for NativeTarget {
     }
 
     async fn prepare(&mut self) -> Prepared {
+        #[cfg(target_os = "linux")]
+        if std::mem::take(&mut self.refill_due) {
+            if let Some(pool) = &self.host.pool {
+                pool.refill();
+            }
+        }
         let note = self.make_groups();
         if self.held.is_none() {
             self.hold(Held::default());
