@@ -119,6 +119,22 @@ impl StreamSink {
     }
 }
 
+/// How long a step's output is still read after its main process ended: a process that
+/// escaped the tree's kill and holds the pipe open must not hold the run.
+const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits for the tasks copying a step's output to reach its end, for `DRAIN_AFTER_EXIT` at
+/// most; one still reading then is aborted (where it can be: a blocking read cannot).
+pub(crate) async fn finish_drains(drains: impl IntoIterator<Item = tokio::task::JoinHandle<()>>) {
+    let until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+    for d in drains {
+        let abort = d.abort_handle();
+        if tokio::time::timeout_at(until, d).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Map};
@@ -16,6 +15,7 @@ use super::native::NativeHost;
 use crate::runner::container::{
     ContainerRuntime, ContainerSpec, Output, LABEL_PID, LABEL_RUN, LABEL_SUPERVISOR,
 };
+use crate::supervisor::output::finish_drains;
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
 use crate::supervisor::{LaunchError, RunId, RunSpec, Sig, Step};
 
@@ -273,9 +273,7 @@ impl Target for ContainerTarget {
     }
 
     async fn end_step(&mut self) {
-        if let Some(p) = self.pump.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
-        }
+        finish_drains(self.pump.take()).await;
         if let (Some(rt), Some(cid)) = (&self.rt, self.cid.take()) {
             rt.remove(&cid).await;
         }

@@ -17,12 +17,9 @@ use crate::process::signal;
 use crate::process::tree::TreeHandle;
 use crate::runner::native::{self, NativeLaunch};
 use crate::sandbox::rlimit::RlimitSet;
-use crate::supervisor::output::StreamSink;
+use crate::supervisor::output::{finish_drains, StreamSink};
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
 use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
-
-/// How long a step's output is still read after its main process ended.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// Which of a run's limits its cgroups hold.
 #[derive(Debug, Clone, Copy, Default)]
@@ -608,13 +605,7 @@ impl Target for NativeTarget {
         if !empty {
             self.tree.kill_now();
         }
-        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-        for r in self.readers.drain(..) {
-            let abort = r.abort_handle();
-            if tokio::time::timeout_at(drain_until, r).await.is_err() {
-                abort.abort();
-            }
-        }
+        finish_drains(self.readers.drain(..)).await;
         if empty {
             return;
         }

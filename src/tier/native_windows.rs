@@ -15,12 +15,9 @@ use tokio::time::Instant;
 use crate::process::reaper::{ExitInfo, Reaper};
 use crate::runner::native::{self, NativeLaunch};
 use crate::sandbox::job::Job;
-use crate::supervisor::output::StreamSink;
+use crate::supervisor::output::{finish_drains, StreamSink};
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
 use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
-
-/// How long a step's output is still read after its main process ended.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// A job past its CPU-time limit ends every process with ERROR_NOT_ENOUGH_QUOTA.
 const CPU_QUOTA_EXIT: i32 = 1816;
@@ -262,10 +259,7 @@ impl Target for NativeTarget {
         if !self.tree.is_empty() {
             self.tree.kill_now();
         }
-        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-        for r in self.readers.drain(..) {
-            let _ = tokio::time::timeout_at(drain_until, r).await;
-        }
+        finish_drains(self.readers.drain(..)).await;
         let until = Instant::now() + Duration::from_secs(2);
         while !self.tree.is_empty() && Instant::now() < until {
             self.tree.kill_now();
