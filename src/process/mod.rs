@@ -7,12 +7,14 @@ use std::time::Duration;
 
 #[cfg(unix)]
 pub(crate) mod guardian;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
+#[cfg_attr(target_os = "linux", path = "pool.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "pool_none.rs")]
 pub(crate) mod pool;
 #[cfg_attr(unix, path = "reaper.rs")]
 #[cfg_attr(windows, path = "reaper_windows.rs")]
 pub(crate) mod reaper;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 pub(crate) mod remover;
 #[cfg(unix)]
 pub(crate) mod signal;

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use super::signal;
-#[cfg(target_os = "linux")]
 use crate::sandbox::cgroup::RunCgroup;
 use crate::supervisor::{Sig, Tree};
 
@@ -13,18 +12,14 @@ use crate::supervisor::{Sig, Tree};
 /// supervisor's `Drop`.
 #[derive(Debug)]
 pub struct TreeHandle {
-    #[cfg(target_os = "linux")]
+    /// The run's groups, where the system has them.
     pub(crate) cgroup: Mutex<Option<RunCgroup>>,
-    /// Where there are no cgroups (macOS), never set.
-    #[cfg(not(target_os = "linux"))]
-    pub(crate) cgroup: Mutex<Option<std::convert::Infallible>>,
     main_pid: AtomicI32,
     pgid: AtomicI32,
     /// The run is over and its cgroup taken for removal (which kills anything left in it):
     /// nothing of the run is left to find, signal or search /proc for.
     gone: AtomicBool,
     /// `SYMBIONT_RUN=<token>`: in the environment of every process of the run.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     marker: String,
 }
 
@@ -59,7 +54,6 @@ impl TreeHandle {
 
     /// Takes the run's cgroup to remove it, once the run is over: the tree counts as gone from
     /// now on (the sampler would otherwise search all of /proc for it on every refresh).
-    #[cfg(target_os = "linux")]
     pub(crate) fn take_cgroup(&self) -> Option<RunCgroup> {
         let mut c = self.cgroup.lock().unwrap_or_else(|e| e.into_inner());
         let cg = c.take();
@@ -71,7 +65,6 @@ impl TreeHandle {
 
     /// Gives back a cgroup that could not be removed: what is left in it is found through it
     /// again.
-    #[cfg(target_os = "linux")]
     pub(crate) fn put_back(&self, cg: RunCgroup) {
         let mut c = self.cgroup.lock().unwrap_or_else(|e| e.into_inner());
         *c = Some(cg);
@@ -87,30 +80,20 @@ impl TreeHandle {
         if self.gone() {
             return Vec::new();
         }
-        #[cfg(target_os = "linux")]
-        {
-            if let Ok(c) = self.cgroup.lock() {
-                if let Some(cg) = c.as_ref() {
-                    return cg.pids();
-                }
-                // Taken for removal while this waited for the lock.
-                if self.gone() {
-                    return Vec::new();
-                }
+        if let Ok(c) = self.cgroup.lock() {
+            if let Some(cg) = c.as_ref() {
+                return cg.pids();
             }
-            let (main, pg) = (self.main_pid(), self.pgid.load(Ordering::SeqCst));
-            if main <= 0 && pg <= 1 {
+            // Taken for removal while this waited for the lock.
+            if self.gone() {
                 return Vec::new();
             }
-            crate::sampler::procfs::tree_of(main, pg)
-                .into_iter()
-                .map(|p| p.pid)
-                .collect()
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            crate::sampler::descendants(self.main_pid())
+        let (main, pg) = (self.main_pid(), self.pgid.load(Ordering::SeqCst));
+        if main <= 0 && pg <= 1 {
+            return Vec::new();
         }
+        crate::sampler::tree_pids(main, pg)
     }
 
     /// Every process of the run, searching the whole host for its environment marker when no
@@ -120,8 +103,7 @@ impl TreeHandle {
             return self.pids();
         }
         let mut p = self.pids();
-        #[cfg(target_os = "linux")]
-        p.extend(crate::sampler::procfs::pids_with_env(&self.marker));
+        p.extend(crate::sampler::pids_with_env(&self.marker));
         p.sort_unstable();
         p.dedup();
         p
@@ -133,7 +115,6 @@ impl TreeHandle {
             return;
         }
         let pg = self.pgid.load(Ordering::SeqCst);
-        #[cfg(target_os = "linux")]
         {
             if let Ok(c) = self.cgroup.lock() {
                 if let Some(cg) = c.as_ref() {
@@ -166,7 +147,6 @@ impl TreeHandle {
 
     /// Whether any process of the run is still alive (zombies not yet reaped count as gone).
     pub fn is_empty(&self) -> bool {
-        #[cfg(target_os = "linux")]
         {
             if let Ok(c) = self.cgroup.lock() {
                 if let Some(cg) = c.as_ref() {
@@ -181,7 +161,6 @@ impl TreeHandle {
 
     /// Freezes (pause) or thaws the tree: the cgroup freezer where there is one, else STOP/CONT.
     pub fn freeze(&self, frozen: bool) {
-        #[cfg(target_os = "linux")]
         {
             if let Ok(c) = self.cgroup.lock() {
                 if let Some(cg) = c.as_ref() {
@@ -198,7 +177,6 @@ impl TreeHandle {
 impl TreeHandle {
     /// Times the kernel's OOM killer acted in the run's cgroup.
     pub fn oom_kills(&self) -> u64 {
-        #[cfg(target_os = "linux")]
         if let Some(n) = self
             .cgroup
             .lock()
@@ -212,7 +190,6 @@ impl TreeHandle {
 
     /// Forks the pids controller refused.
     pub fn fork_refusals(&self) -> u64 {
-        #[cfg(target_os = "linux")]
         if let Some(n) = self
             .cgroup
             .lock()
@@ -225,7 +202,6 @@ impl TreeHandle {
     }
 
     /// The cgroup file counting the tree's CPU time (`cpu.stat` of v2: true; `cpuacct.usage`: false).
-    #[cfg(target_os = "linux")]
     pub fn cpu_counter_path(&self) -> Option<(std::path::PathBuf, bool)> {
         self.cgroup
             .lock()
@@ -235,7 +211,6 @@ impl TreeHandle {
 
     /// CPU time of the whole tree, exited processes included, where a cgroup counts it.
     pub fn cgroup_cpu_time(&self) -> Option<std::time::Duration> {
-        #[cfg(target_os = "linux")]
         if let Some(t) = self
             .cgroup
             .lock()
@@ -266,9 +241,6 @@ impl Tree for TreeHandle {
     }
 
     fn cpu_counter(&self) -> Option<(std::path::PathBuf, bool)> {
-        #[cfg(target_os = "linux")]
-        return self.cpu_counter_path();
-        #[cfg(not(target_os = "linux"))]
-        None
+        self.cpu_counter_path()
     }
 }

@@ -7,9 +7,9 @@ pub mod sys;
 
 // The one place the platform's sampler is chosen.
 #[cfg(target_os = "linux")]
-pub use procfs::{descendants, Reader};
+pub use procfs::{descendants, pids_with_env, tree_pids, user_process_count, Reader};
 #[cfg(not(target_os = "linux"))]
-pub use sys::{descendants, Reader};
+pub use sys::{descendants, pids_with_env, tree_pids, user_process_count, Reader};
 
 /// Reads a small file from its start into `buf` without moving its offset (a kept-open
 /// counter re-read each sample). `None` on error.

@@ -141,6 +141,28 @@ impl Reader {
     }
 }
 
+/// How many processes `uid` runs (what RLIMIT_NPROC counts).
+pub fn user_process_count(uid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .filter(|e| e.metadata().map(|m| m.uid() == uid).unwrap_or(false))
+                .count() as u64
+        })
+        .unwrap_or(0)
+}
+
+/// The pids of `tree_of`.
+pub fn tree_pids(main_pid: i32, pgid: i32) -> Vec<i32> {
+    tree_of(main_pid, pgid).into_iter().map(|p| p.pid).collect()
+}
+
 /// `main` and every live descendant of it (by the parent links in /proc).
 pub fn descendants(main: i32) -> Vec<i32> {
     if main <= 0 {

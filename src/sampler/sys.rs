@@ -95,3 +95,21 @@ pub fn descendants(main: i32) -> Vec<i32> {
     })
     .unwrap_or_default()
 }
+
+/// A run's processes without a cgroup: `main` and its descendants (the process group is not
+/// in sysinfo's view).
+pub fn tree_pids(main: i32, _pgid: i32) -> Vec<i32> {
+    descendants(main)
+}
+
+/// Processes whose environment holds `marker`: these systems do not show another process's
+/// environment, so none are found this way.
+pub fn pids_with_env(_marker: &str) -> Vec<i32> {
+    Vec::new()
+}
+
+/// How many processes `uid` runs: not counted here; a generous guess, as RLIMIT_NPROC is
+/// only the fallback where nothing else counts a run's processes.
+pub fn user_process_count(_uid: u32) -> u64 {
+    256
+}

@@ -29,7 +29,6 @@ struct Held {
     cpu_quota: bool,
 }
 
-#[cfg(target_os = "linux")]
 impl From<crate::sandbox::cgroup::Enforced> for Held {
     fn from(e: crate::sandbox::cgroup::Enforced) -> Held {
         Held {
@@ -43,12 +42,9 @@ impl From<crate::sandbox::cgroup::Enforced> for Held {
 /// The native tier's share of a supervisor: cgroup roots and the launcher pool (Linux), the
 /// guardian and the reaper.
 pub(crate) struct NativeHost {
-    #[cfg(target_os = "linux")]
     roots: crate::sandbox::cgroup::CgroupRoots,
-    #[cfg(target_os = "linux")]
     pool: Option<crate::process::pool::LaunchPool>,
     /// Removes the groups of ended runs, one after the other, off the async workers.
-    #[cfg(target_os = "linux")]
     remover: crate::process::remover::Remover,
     guardian: Option<Guardian>,
     reaper: Reaper,
@@ -61,35 +57,25 @@ impl NativeHost {
         // Low descriptor numbers for the agents' start (see `reserve_slots`).
         #[cfg(target_os = "linux")]
         crate::runner::reserve_slots();
-        #[cfg(target_os = "linux")]
         let roots = if opts.use_cgroups {
             crate::sandbox::cgroup::CgroupRoots::detect(&instance.to_string())
         } else {
             crate::sandbox::cgroup::CgroupRoots::default()
         };
-        #[cfg(not(target_os = "linux"))]
-        let _ = instance;
         if opts.own_all_children {
             reaper::become_subreaper();
         }
-        #[cfg(target_os = "linux")]
         let kill_file = roots.v2.as_ref().map(|b| b.join("cgroup.kill"));
-        #[cfg(not(target_os = "linux"))]
-        let kill_file: Option<PathBuf> = None;
         let guardian = Guardian::start(kill_file.as_deref()).ok();
         let reaper = Reaper::start(opts.own_all_children)?;
-        #[cfg(target_os = "linux")]
         let pool = crate::process::pool::LaunchPool::start(
             &roots,
             &reaper,
             crate::process::pool::configured_size(),
         );
         Ok(NativeHost {
-            #[cfg(target_os = "linux")]
             roots,
-            #[cfg(target_os = "linux")]
             pool,
-            #[cfg(target_os = "linux")]
             remover: crate::process::remover::Remover::start(),
             guardian,
             reaper,
@@ -99,7 +85,6 @@ impl NativeHost {
     /// The mechanisms that confine native agents here, for `symbiont check`.
     pub fn mechanisms(&self) -> Vec<String> {
         let mut out = Vec::new();
-        #[cfg(target_os = "linux")]
         {
             out.extend(self.roots.describe());
             if !self.roots.memory_limit_available() {
@@ -138,7 +123,6 @@ impl NativeHost {
 
     /// Launchers ready in the pool, and how many it keeps.
     pub fn launchers(&self) -> (usize, usize) {
-        #[cfg(target_os = "linux")]
         if let Some(p) = &self.pool {
             return (p.ready(), p.size());
         }
@@ -147,15 +131,11 @@ impl NativeHost {
 
     /// The CPU counter of the group holding every run: unchanged means no run ran.
     pub fn fleet_cpu_counter(&self) -> Option<(PathBuf, bool)> {
-        #[cfg(target_os = "linux")]
-        return self.roots.fleet_cpu_counter();
-        #[cfg(not(target_os = "linux"))]
-        None
+        self.roots.fleet_cpu_counter()
     }
 
     /// No launch will come any more: the unused launchers end.
     pub fn stop_launchers(&self) {
-        #[cfg(target_os = "linux")]
         if let Some(p) = &self.pool {
             p.stop();
         }
@@ -199,12 +179,9 @@ impl Drop for NativeHost {
         // Every run has ended (each holds the host): once the unused launchers are gone, the
         // base groups are empty.
         self.stop_launchers();
-        #[cfg(target_os = "linux")]
-        {
-            // Whatever the removal thread still holds goes before the bases.
-            self.remover.stop();
-            self.roots.remove_bases();
-        }
+        // Whatever the removal thread still holds goes before the bases.
+        self.remover.stop();
+        self.roots.remove_bases();
     }
 }
 
@@ -217,7 +194,6 @@ pub(crate) fn kill_process(pid: i32) {
 /// One native run.
 pub(crate) struct NativeTarget {
     host: Arc<NativeHost>,
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     id: RunId,
     spec: Arc<RunSpec>,
     tree: Arc<TreeHandle>,
@@ -232,7 +208,6 @@ pub(crate) struct NativeTarget {
     pipes: Option<(OwnedFd, OwnedFd)>,
     readers: Vec<JoinHandle<()>>,
     /// A launcher of the pool was used: a replacement is due.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     refill_due: bool,
 }
 
@@ -258,34 +233,10 @@ fn rlimits_for(spec: &RunSpec, held: Held) -> RlimitSet {
     if let (Some(n), false) = (l.max_processes, held.pids) {
         let uid = nix::unistd::getuid();
         if !uid.is_root() {
-            rl.processes(n + user_process_count(uid.as_raw()));
+            rl.processes(n + crate::sampler::user_process_count(uid.as_raw()));
         }
     }
     rl
-}
-
-fn user_process_count(uid: u32) -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::read_dir("/proc")
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_str()
-                            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                    })
-                    .filter(|e| e.metadata().map(|m| m.uid() == uid).unwrap_or(false))
-                    .count() as u64
-            })
-            .unwrap_or(0)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = uid;
-        256
-    }
 }
 
 /// Runs with a smaller memory limit do not go through a launcher (see `start_now`).
@@ -359,7 +310,6 @@ impl NativeTarget {
 
     /// The run's groups: one per hierarchy, limits written before anything runs. A note for
     /// the record where they cannot be made.
-    #[cfg(target_os = "linux")]
     fn make_groups(&mut self) -> Option<String> {
         if self.held.is_some() || !self.host.roots.any() {
             return None;
@@ -379,11 +329,6 @@ impl NativeTarget {
                 "no cgroup for this run ({e}); rlimits and the watchdog enforce its limits"
             )),
         }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn make_groups(&mut self) -> Option<String> {
-        None
     }
 
     fn launch<'a>(&'a self, step: &'a Step, cgroup_fds: Vec<i32>) -> NativeLaunch<'a> {
@@ -508,7 +453,6 @@ impl Target for NativeTarget {
     }
 
     async fn prepare(&mut self) -> Prepared {
-        #[cfg(target_os = "linux")]
         if std::mem::take(&mut self.refill_due) {
             if let Some(pool) = &self.host.pool {
                 pool.refill();
@@ -538,7 +482,6 @@ impl Target for NativeTarget {
     }
 
     async fn start(&mut self, _n: usize, step: &Step) -> Result<Started, String> {
-        #[cfg(target_os = "linux")]
         let join = match self
             .tree
             .cgroup
@@ -550,17 +493,13 @@ impl Target for NativeTarget {
             Some(Err(e)) => return Err(format!("cannot join the run's cgroups: {e}")),
             None => Vec::new(),
         };
-        #[cfg(target_os = "linux")]
         let fds = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-        #[cfg(not(target_os = "linux"))]
-        let fds = Vec::new();
         let launch = self.launch(step, fds);
         let spawned = self
             .host
             .reaper
             .spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)))
             .map_err(|e| format!("{}: {e}", step.program.display()));
-        #[cfg(target_os = "linux")]
         drop(join);
         let (pid, s, exit) = spawned?;
         Ok(self.started(pid, s, exit))
@@ -625,7 +564,6 @@ impl Target for NativeTarget {
         // Removing the groups happens under the kernel's cgroup mutex and may wait for the
         // kernel to empty them: on the removal thread. The record waits for it, so a run that
         // has ended has no group left.
-        #[cfg(target_os = "linux")]
         if let Some(cg) = self.tree.take_cgroup() {
             if let Some(cg) = self.host.remover.remove(cg).await {
                 self.tree.put_back(cg);
