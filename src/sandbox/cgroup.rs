@@ -337,14 +337,7 @@ fn read_keyed(p: &Path, key: &str) -> Option<u64> {
     })
 }
 
-/// What a run's group enforces, for the record and `symbiont check`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Enforced {
-    pub memory: bool,
-    pub pids: bool,
-    pub cpu_quota: bool,
-    pub tree: bool,
-}
+pub use super::Enforced;
 
 /// The groups of one run.
 #[derive(Debug)]

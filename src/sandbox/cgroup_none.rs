@@ -44,14 +44,7 @@ impl CgroupRoots {
     pub fn remove_bases(&self) {}
 }
 
-/// Which of a run's limits its groups hold: none, here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Enforced {
-    pub memory: bool,
-    pub pids: bool,
-    pub cpu_quota: bool,
-    pub tree: bool,
-}
+pub use super::Enforced;
 
 /// A run's groups, which cannot exist here: every method is unreachable.
 #[derive(Debug)]

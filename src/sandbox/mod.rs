@@ -8,5 +8,15 @@
 pub mod cgroup;
 #[cfg(windows)]
 pub mod job;
+
+/// What a run's groups enforce, for the record and `symbiont check` (nothing where the system
+/// has no cgroups).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enforced {
+    pub memory: bool,
+    pub pids: bool,
+    pub cpu_quota: bool,
+    pub tree: bool,
+}
 #[cfg(unix)]
 pub mod rlimit;

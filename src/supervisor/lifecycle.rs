@@ -152,10 +152,7 @@ impl<T: Target> Life<T> {
             self.message = Some(e.clone());
             self.failed_to_start = true;
         }
-        let os = OsEnforced {
-            memory: prepared.os_memory,
-            pids: prepared.os_pids,
-        };
+        let os = prepared.os;
         let (mut last, mut first_pid, mut container_id) = (None, None, None);
         let (mut cpu_ns, mut rusage_peak, mut argv_run) = (0u64, 0u64, Vec::new());
         for n in 0..self.spec.steps.len() {
@@ -384,22 +381,15 @@ impl<T: Target> Life<T> {
     /// one names the ending); INT and HUP are passed on (many agents reload on HUP), the
     /// timeout stays armed, and the record says who sent them if they end it.
     async fn kill(&mut self, sig: Sig, scope: Scope, by: Actor, reason: Reason, extra: Value) {
-        let actions = self.target.actions();
         let one = match scope {
             Scope::Tree => None,
             Scope::Process(p) => Some(p),
-        };
-        // Where TERM gets no grace (a container's first process may ignore it), it is KILL.
-        let sig = if sig == Sig::Term && !actions.graceful_term && one.is_none() {
-            Sig::Kill
-        } else {
-            sig
         };
         let scope_name = match one {
             None => "tree".to_string(),
             Some(p) => format!("pid {p}"),
         };
-        if !actions.allows(sig, one.is_some()) {
+        let Some(sig) = self.target.actions().effective(sig, one.is_some()) else {
             self.audit(
                 "refused",
                 json!({
@@ -409,7 +399,7 @@ impl<T: Target> Life<T> {
                 None,
             );
             return;
-        }
+        };
         let terminating = matches!(sig, Sig::Term | Sig::Kill) && one.is_none();
         if terminating && self.ordered.is_none() {
             self.ordered = Some((reason, by));

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::tier::container::ContainerHost;
 use crate::tier::native::NativeHost;
 use crate::tier::SecurityTier;
+use lifecycle::lock;
 use output::{SharedTail, Tail};
 pub use spec::{check_tier, LaunchError, Limits, RunSpec, Step};
 pub use target::{Actions, Tree};
@@ -272,7 +273,6 @@ struct RunEntry {
     ctl: mpsc::UnboundedSender<Control>,
     done: watch::Receiver<Option<Arc<RunRecord>>>,
     tree: Arc<dyn Tree>,
-    actions: Actions,
 }
 
 pub(crate) struct Inner {
@@ -475,7 +475,6 @@ impl Supervisor {
             ctl: ctl.clone(),
             done,
             tree: t.tree(),
-            actions,
         };
         self.inner
             .runs
@@ -499,15 +498,12 @@ impl Supervisor {
         let Some(r) = runs.get(&id) else {
             return false;
         };
+        let actions = lock(&r.status).actions;
         let allowed = match &c {
-            Control::Kill { sig, scope, .. } => {
-                let sig = match sig {
-                    Sig::Term if !r.actions.graceful_term => Sig::Kill,
-                    s => *s,
-                };
-                r.actions.allows(sig, matches!(scope, Scope::Process(_)))
-            }
-            Control::Pause | Control::Resume => r.actions.pause,
+            Control::Kill { sig, scope, .. } => actions
+                .effective(*sig, matches!(scope, Scope::Process(_)))
+                .is_some(),
+            Control::Pause | Control::Resume => actions.pause,
         };
         allowed && r.ctl.send(c).is_ok()
     }

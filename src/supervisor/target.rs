@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::output::StreamSink;
+use super::watchdog::OsEnforced;
 use super::{Sig, Step};
 
 /// The processes of one run as the sampler, the watchdog and the supervisor's `Drop` see them.
@@ -67,6 +68,18 @@ impl Default for Actions {
 }
 
 impl Actions {
+    /// The signal that reaches the tier for `sig` aimed at the whole tree (`one` = false) or
+    /// at one process of it; `None` where the tier cannot do this. Where TERM gets no grace
+    /// (a container's first process may ignore it), TERM to the tree is KILL.
+    pub fn effective(&self, sig: Sig, one: bool) -> Option<Sig> {
+        let sig = if sig == Sig::Term && !self.graceful_term && !one {
+            Sig::Kill
+        } else {
+            sig
+        };
+        self.allows(sig, one).then_some(sig)
+    }
+
     /// Whether `sig` may be sent to the whole tree (`one` = false) or to one process of it.
     pub fn allows(&self, sig: Sig, one: bool) -> bool {
         if one {
@@ -114,10 +127,8 @@ pub(crate) struct Sinks {
 /// The run's limits as the tier put them in place, before its first step.
 #[derive(Debug, Default)]
 pub(crate) struct Prepared {
-    /// The OS enforces the memory limit (the watchdog then leaves it to the OS).
-    pub os_memory: bool,
-    /// The OS enforces the process-count limit.
-    pub os_pids: bool,
+    /// The limits the OS enforces (the watchdog then leaves them to it).
+    pub os: OsEnforced,
     /// Fields the tier adds to the audit log's launch line, and to its `limits` object.
     pub audit: Map<String, Value>,
     pub audit_limits: Map<String, Value>,

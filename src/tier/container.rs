@@ -17,6 +17,7 @@ use crate::runner::container::{
 };
 use crate::supervisor::output::finish_drains;
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
+use crate::supervisor::watchdog::OsEnforced;
 use crate::supervisor::{LaunchError, RunId, RunSpec, Sig, Step};
 
 /// The container daemon of a supervisor, connected on the first container run.
@@ -178,8 +179,10 @@ impl Target for ContainerTarget {
         };
         Prepared {
             // The container runtime enforces memory and the process count itself.
-            os_memory: true,
-            os_pids: true,
+            os: OsEnforced {
+                memory: true,
+                pids: true,
+            },
             audit,
             audit_limits: Map::new(),
             note: None,

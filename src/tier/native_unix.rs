@@ -17,27 +17,11 @@ use crate::process::signal;
 use crate::process::tree::TreeHandle;
 use crate::runner::native::{self, NativeLaunch};
 use crate::sandbox::rlimit::RlimitSet;
+use crate::sandbox::Enforced;
 use crate::supervisor::output::{finish_drains, StreamSink};
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
+use crate::supervisor::watchdog::OsEnforced;
 use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
-
-/// Which of a run's limits its cgroups hold.
-#[derive(Debug, Clone, Copy, Default)]
-struct Held {
-    memory: bool,
-    pids: bool,
-    cpu_quota: bool,
-}
-
-impl From<crate::sandbox::cgroup::Enforced> for Held {
-    fn from(e: crate::sandbox::cgroup::Enforced) -> Held {
-        Held {
-            memory: e.memory,
-            pids: e.pids,
-            cpu_quota: e.cpu_quota,
-        }
-    }
-}
 
 /// The native tier's share of a supervisor: cgroup roots and the launcher pool (Linux), the
 /// guardian and the reaper.
@@ -198,7 +182,7 @@ pub(crate) struct NativeTarget {
     spec: Arc<RunSpec>,
     tree: Arc<TreeHandle>,
     /// What the run's cgroups hold, once they are made (or came with a pooled launcher).
-    held: Option<Held>,
+    held: Option<Enforced>,
     rlimits: RlimitSet,
     /// No CPU quota without a cgroup: the agent is pinned to as many CPUs as it may use.
     #[cfg(target_os = "linux")]
@@ -213,7 +197,7 @@ pub(crate) struct NativeTarget {
 
 /// The rlimits of a run. RLIMIT_AS only where no cgroup limits memory: it breaks the JVM and
 /// WebAssembly in Node, so it is a fallback, never the first choice.
-fn rlimits_for(spec: &RunSpec, held: Held) -> RlimitSet {
+fn rlimits_for(spec: &RunSpec, held: Enforced) -> RlimitSet {
     let mut rl = RlimitSet::default();
     if !spec.enforce_limits {
         return rl;
@@ -296,7 +280,7 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
 
 impl NativeTarget {
     /// The run's groups hold these limits: the rlimits and CPU affinity follow from them.
-    fn hold(&mut self, held: Held) {
+    fn hold(&mut self, held: Enforced) {
         self.held = Some(held);
         self.rlimits = rlimits_for(&self.spec, held);
         #[cfg(target_os = "linux")]
@@ -321,7 +305,7 @@ impl NativeTarget {
             self.spec.enforce_limits,
         ) {
             Ok(cg) => {
-                self.hold(cg.enforced.into());
+                self.hold(cg.enforced);
                 *self.tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(cg);
                 None
             }
@@ -401,7 +385,7 @@ impl NativeTarget {
             return None;
         }
         pool.expect(&spec.limits, spec.enforce_limits);
-        self.hold(p.cgroup.enforced.into());
+        self.hold(p.cgroup.enforced);
         *self.tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.cgroup);
         let result = p
             .zygote
@@ -460,7 +444,7 @@ impl Target for NativeTarget {
         }
         let note = self.make_groups();
         if self.held.is_none() {
-            self.hold(Held::default());
+            self.hold(Enforced::default());
         }
         let held = self.held.unwrap_or_default();
         let mut audit_limits = Map::new();
@@ -472,8 +456,10 @@ impl Target for NativeTarget {
         let programs: Vec<Value> = self.spec.steps.iter().map(|s| json!(s.program)).collect();
         audit.insert("program".into(), Value::Array(programs));
         Prepared {
-            os_memory: held.memory,
-            os_pids: held.pids,
+            os: OsEnforced {
+                memory: held.memory,
+                pids: held.pids,
+            },
             audit,
             audit_limits,
             note,

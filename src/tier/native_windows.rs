@@ -17,6 +17,7 @@ use crate::runner::native::{self, NativeLaunch};
 use crate::sandbox::job::Job;
 use crate::supervisor::output::{finish_drains, StreamSink};
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
+use crate::supervisor::watchdog::OsEnforced;
 use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
 
 /// A job past its CPU-time limit ends every process with ERROR_NOT_ENOUGH_QUOTA.
@@ -186,8 +187,10 @@ impl Target for NativeTarget {
         let programs: Vec<Value> = self.spec.steps.iter().map(|s| json!(s.program)).collect();
         audit.insert("program".into(), Value::Array(programs));
         Prepared {
-            os_memory: false,
-            os_pids: false,
+            os: OsEnforced {
+                memory: false,
+                pids: false,
+            },
             audit,
             audit_limits,
             note,
