@@ -23,6 +23,8 @@ use crate::supervisor::Limits;
 pub struct CgroupRoots {
     /// The v2 base directory.
     pub v2: Option<PathBuf>,
+    /// Where the v2 base was made, and how that place was had.
+    pub v2_home: Option<V2Home>,
     /// Controllers enabled for children of the v2 base.
     pub v2_memory: bool,
     pub v2_pids: bool,
@@ -64,30 +66,16 @@ impl CgroupRoots {
             let mount_point = fields[4];
             match fstype {
                 "cgroup2" => {
-                    let Some(rel) = own_path(&own, None) else {
+                    let home = v2_home(mount_point, mount_root, &own);
+                    roots.v2_home = Some(home.clone());
+                    let Some(dir) = &home.dir else {
                         continue;
                     };
-                    let Some(dir) = under_mount(mount_point, mount_root, &rel) else {
-                        continue;
-                    };
-                    if let Some(base) = make_base(&dir, &base_name) {
-                        let controllers =
-                            fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
-                        let mut want = String::new();
-                        for c in ["memory", "pids", "cpu"] {
-                            if controllers.split_whitespace().any(|x| x == c) {
-                                want.push_str(&format!("+{c} "));
-                            }
-                        }
-                        if !want.is_empty() {
-                            let _ = fs::write(base.join("cgroup.subtree_control"), want.trim());
-                        }
-                        let enabled = fs::read_to_string(base.join("cgroup.subtree_control"))
-                            .unwrap_or_default();
-                        let has = |c: &str| enabled.split_whitespace().any(|x| x == c);
-                        roots.v2_memory = has("memory");
-                        roots.v2_pids = has("pids");
-                        roots.v2_cpu = has("cpu");
+                    if let Some(base) = make_base(dir, &base_name) {
+                        let enabled = enable_controllers(&base);
+                        roots.v2_memory = enabled.contains(&"memory");
+                        roots.v2_pids = enabled.contains(&"pids");
+                        roots.v2_cpu = enabled.contains(&"cpu");
                         roots.v2 = Some(base);
                     }
                 }
@@ -177,6 +165,22 @@ impl CgroupRoots {
                 if c.is_empty() { "" } else { "; limits: " },
                 c.join(", ")
             ));
+            match self.v2_home.as_ref().map(|h| &h.how) {
+                Some(HomeHow::Scope(name)) => out.push(format!(
+                    "cgroup v2 delegation: the transient scope {name} from {} (Delegate=yes)",
+                    super::systemd::Manager::for_this_user().describe()
+                )),
+                Some(HomeHow::Divided) => out.push(
+                    "cgroup v2 delegation: this process's own cgroup, divided into a leaf for the supervisor and one group per run".into(),
+                ),
+                Some(HomeHow::Undelegated { why, step }) => {
+                    out.push(format!("cgroup v2 controllers not delegated: {why}"));
+                    if !step.is_empty() {
+                        out.push(format!("  to get cgroup limits: {step}"));
+                    }
+                }
+                Some(HomeHow::Hybrid) | None => {}
+            }
         }
         for (name, p) in [
             ("memory", &self.memory),
@@ -198,6 +202,172 @@ impl CgroupRoots {
             let _ = fs::remove_dir(&b);
         }
     }
+}
+
+/// The v2 cgroup this process makes its groups under, settled once per process (every
+/// supervisor of the process shares it), and how it was had.
+#[derive(Debug, Clone)]
+pub struct V2Home {
+    /// `None`: no v2 group can be made here at all.
+    pub dir: Option<PathBuf>,
+    pub how: HomeHow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HomeHow {
+    /// A hybrid host: the v2 tree owns no controller, the limits come from v1; the v2 group
+    /// still gives kill, freeze and a populated flag.
+    Hybrid,
+    /// Our own cgroup was ours alone to divide (a delegated scope or container): the supervisor
+    /// moved into its leaf `supervisor`, runs go beside it.
+    Divided,
+    /// The systemd manager (user's or system's) gave us a delegated scope of this name.
+    Scope(String),
+    /// Groups can be made, but their memory, pids and cpu controllers are not ours to enable;
+    /// the reason, and the step that would give them, for `symbiont check`.
+    Undelegated { why: String, step: String },
+}
+
+/// Controllers a run group needs, in the order they are enabled.
+const RUN_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// Where this process makes its v2 groups, decided on the first call:
+/// - a hybrid host: under our own cgroup, as always (the limits are v1's);
+/// - our own cgroup is the root or already hands controllers down: there;
+/// - our own cgroup is writable and holds only this process (a delegated scope, a container):
+///   move into its leaf `supervisor` and enable the controllers in it;
+/// - a systemd host: ask the manager for a delegated scope of our own, then the same;
+/// - else under our own cgroup without controllers, saying why and what would help.
+fn v2_home(mount_point: &str, mount_root: &str, own: &str) -> V2Home {
+    static HOME: std::sync::OnceLock<V2Home> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        let at = |rel: &str| under_mount(mount_point, mount_root, rel);
+        let Some(dir) = own_path(own, None).and_then(|r| at(&r)) else {
+            return V2Home {
+                dir: None,
+                how: HomeHow::Hybrid,
+            };
+        };
+        let unified = has_controller(Path::new(mount_point), "memory");
+        if !unified {
+            return V2Home {
+                dir: Some(dir),
+                how: HomeHow::Hybrid,
+            };
+        }
+        if hands_down(&dir) {
+            return V2Home {
+                dir: Some(dir),
+                how: HomeHow::Divided,
+            };
+        }
+        let ours = !super::systemd::booted() || super::systemd::delegated(&dir);
+        if ours && divide(&dir).is_ok() {
+            return V2Home {
+                dir: Some(dir),
+                how: HomeHow::Divided,
+            };
+        }
+        let undelegated = |why: String, step: String| V2Home {
+            dir: Some(dir.clone()),
+            how: HomeHow::Undelegated { why, step },
+        };
+        if !super::systemd::booted() {
+            return undelegated(
+                format!("{} is not this user's to divide", dir.display()),
+                "start symbiont in a cgroup delegated to you (one holding only it)".into(),
+            );
+        }
+        let manager = super::systemd::Manager::for_this_user();
+        let name = format!("symbiont-{}.scope", std::process::id());
+        match super::systemd::move_into_scope(&name, manager) {
+            Ok(rel) => match at(&rel) {
+                Some(scope) => match divide(&scope) {
+                    Ok(()) => V2Home {
+                        dir: Some(scope),
+                        how: HomeHow::Scope(name),
+                    },
+                    Err(e) => V2Home {
+                        dir: Some(scope.clone()),
+                        how: HomeHow::Undelegated {
+                            why: format!("cannot divide the scope {} ({e})", scope.display()),
+                            step: "check that systemd delegates memory, pids and cpu to users (Delegate= in user@.service)".into(),
+                        },
+                    },
+                },
+                None => undelegated(
+                    format!("the scope {rel} is not under {mount_point}"),
+                    String::new(),
+                ),
+            },
+            Err(why) => undelegated(
+                why,
+                match manager {
+                    super::systemd::Manager::User => {
+                        "run symbiont from a login session of yours (SSH, console or desktop), where the user manager's D-Bus is reachable".into()
+                    }
+                    super::systemd::Manager::System => "check that dbus and systemd are running".into(),
+                },
+            ),
+        }
+    })
+    .clone()
+}
+
+fn has_controller(dir: &Path, c: &str) -> bool {
+    fs::read_to_string(dir.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|x| x == c)
+}
+
+/// Whether `dir`'s children already get the memory controller.
+fn hands_down(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cgroup.subtree_control"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|x| x == "memory")
+}
+
+/// Makes `dir`, which must hold this process alone and be writable, ours to divide: the process
+/// moves into the leaf `dir/supervisor` (a group with processes cannot hand controllers down)
+/// and the run controllers `dir` has are enabled for its children.
+fn divide(dir: &Path) -> io::Result<()> {
+    let me = std::process::id() as i32;
+    let others = read_pids(dir).into_iter().any(|p| p != me);
+    if others {
+        return Err(io::Error::other("it holds other processes"));
+    }
+    for f in ["cgroup.procs", "cgroup.subtree_control"] {
+        fs::OpenOptions::new().write(true).open(dir.join(f))?;
+    }
+    let leaf = dir.join("supervisor");
+    match fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if !read_pids(dir).is_empty() {
+        // "0": the writing process, with all its threads.
+        fs::write(leaf.join("cgroup.procs"), "0")?;
+    }
+    enable_controllers(dir);
+    Ok(())
+}
+
+/// Enables for `dir`'s children each run controller `dir` has (one by one: one refused does not
+/// stop the others), and returns those enabled.
+fn enable_controllers(dir: &Path) -> Vec<&'static str> {
+    for c in RUN_CONTROLLERS {
+        if has_controller(dir, c) {
+            let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+        }
+    }
+    let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    RUN_CONTROLLERS
+        .into_iter()
+        .filter(|c| enabled.split_whitespace().any(|x| x == *c))
+        .collect()
 }
 
 /// This process's path in a hierarchy, from /proc/self/cgroup (`None` = the v2 line).

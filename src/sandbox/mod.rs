@@ -8,6 +8,8 @@
 pub mod cgroup;
 #[cfg(windows)]
 pub mod job;
+#[cfg(target_os = "linux")]
+pub mod systemd;
 
 /// What a run's groups enforce, for the record and `symbiont check` (nothing where the system
 /// has no cgroups).
