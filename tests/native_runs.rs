@@ -448,6 +448,55 @@ fn several_statements_run_in_order_and_stop_at_the_first_failure() {
 }
 
 #[test]
+fn the_supervisor_raises_its_open_files_limit_and_agents_get_the_original() {
+    // A login session's soft limit (1024) would stop a supervisor near 500 agents, two pipes
+    // each: it raises its own soft limit to the hard one, and hands agents the soft limit it
+    // was started with.
+    let s = Scratch::new("nofile");
+    let cfg = s.config("");
+    let c = s.command(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "grep 'open files' /proc/$PPID/limits; ulimit -Sn",
+    ]);
+    // The same command, started from a shell that lowered the soft limit first.
+    let script = "ulimit -Sn 300 && [ \"$(ulimit -Hn)\" != 300 ] && exec \"$0\" \"$@\"";
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c")
+        .arg(script)
+        .arg(c.get_program())
+        .args(c.get_args())
+        .current_dir(&s.dir);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let sh = sh.output().unwrap();
+    assert_eq!(sh.status.code(), Some(0), "{}", stderr(&sh));
+    let out = stdout(&sh);
+    let mut lines = out.lines();
+    let limits: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    // "Max open files <soft> <hard> files"
+    assert_eq!(limits.len(), 6, "{out}");
+    assert_eq!(
+        limits[3], limits[4],
+        "the supervisor kept a soft limit below its hard one: {out}"
+    );
+    assert_ne!(limits[3], "300", "{out}");
+    assert_eq!(
+        lines.next(),
+        Some("300"),
+        "the agent did not get the original soft limit: {out}"
+    );
+}
+
+#[test]
 fn exec_runs_one_command_and_propagates_its_exit_code() {
     let s = Scratch::new("exec");
     let cfg = s.config("");

@@ -5,7 +5,7 @@ use std::io;
 /// One limit to apply in the child: (resource, soft, hard).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RlimitSet {
-    items: [(i32, u64, u64); 4],
+    items: [(i32, u64, u64); 6],
     len: usize,
 }
 
@@ -36,6 +36,14 @@ impl RlimitSet {
 
     pub fn processes(&mut self, n: u64) {
         self.push(libc::RLIMIT_NPROC as i32, n, n);
+    }
+
+    /// Gives the agent back the soft open-files limit the supervisor started with (see
+    /// `raise_open_files`), leaving the hard limit as it is.
+    pub fn open_files_as_started(&mut self) {
+        if let Some(soft) = ORIGINAL_NOFILE.get().copied().flatten() {
+            self.push(libc::RLIMIT_NOFILE as i32, soft, u64::MAX);
+        }
     }
 
     /// Applies every limit, never raising a hard limit above the current one (that would need
@@ -73,4 +81,23 @@ impl RlimitSet {
         }
         Ok(())
     }
+}
+
+/// The soft open-files limit before `raise_open_files` raised it, if it did.
+static ORIGINAL_NOFILE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// Raises this process's soft open-files limit to its hard limit, once: a supervisor holds two
+/// pipes per running agent, and a login session's usual soft limit of 1024 stops it near 500
+/// agents ("Too many open files"). Agents get the original soft limit back
+/// (`open_files_as_started`): programs that use `select()` expect at most 1024.
+pub fn raise_open_files() {
+    ORIGINAL_NOFILE.get_or_init(|| {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+        if soft >= hard {
+            return None;
+        }
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
+        Some(soft)
+    });
 }

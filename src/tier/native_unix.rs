@@ -41,6 +41,7 @@ impl NativeHost {
         // Low descriptor numbers for the agents' start (see `reserve_slots`).
         #[cfg(target_os = "linux")]
         crate::runner::reserve_slots();
+        crate::sandbox::rlimit::raise_open_files();
         let roots = if opts.use_cgroups {
             crate::sandbox::cgroup::CgroupRoots::detect(&instance.to_string())
         } else {
@@ -199,6 +200,7 @@ pub(crate) struct NativeTarget {
 /// WebAssembly in Node, so it is a fallback, never the first choice.
 fn rlimits_for(spec: &RunSpec, held: Enforced) -> RlimitSet {
     let mut rl = RlimitSet::default();
+    rl.open_files_as_started();
     if !spec.enforce_limits {
         return rl;
     }
