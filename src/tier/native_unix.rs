@@ -32,6 +32,8 @@ pub(crate) struct NativeHost {
     remover: crate::process::remover::Remover,
     guardian: Option<Guardian>,
     reaper: Reaper,
+    /// The watchdog's interval for runs without a cgroup memory limit.
+    watchdog_interval: Duration,
 }
 
 impl NativeHost {
@@ -63,6 +65,7 @@ impl NativeHost {
             remover: crate::process::remover::Remover::start(),
             guardian,
             reaper,
+            watchdog_interval: opts.watchdog_interval,
         })
     }
 
@@ -71,26 +74,12 @@ impl NativeHost {
         let mut out = Vec::new();
         {
             out.extend(self.roots.describe());
-            if !self.roots.memory_limit_available() {
-                out.push(
-                    "memory: no cgroup memory controller; RLIMIT_AS per process plus the watchdog"
-                        .into(),
-                );
-            }
-            if !self.roots.pids_limit_available() {
-                out.push("processes: no pids controller; the watchdog counts processes".into());
-            }
+            out.extend(self.without_cgroups());
             if self.pool.is_some() {
                 out.push(format!(
                     "launch pool: {} launchers kept ready in fresh run groups (SYMBIONT_LAUNCH_POOL)",
                     crate::process::pool::configured_size()
                 ));
-            }
-            if !self.roots.any() {
-                out.push(
-                    "process tree: process group plus /proc descendants (no writable cgroup)"
-                        .into(),
-                );
             }
         }
         out.push("rlimits: RLIMIT_CPU (soft < hard), RLIMIT_FSIZE".into());
@@ -102,6 +91,32 @@ impl NativeHost {
                 "not running"
             }
         ));
+        out
+    }
+
+    /// Per limit, the mechanism that holds it where this user has no cgroup for it.
+    fn without_cgroups(&self) -> Vec<String> {
+        let every = format!(
+            "every {} ms (native_execution.watchdog_interval_ms)",
+            self.watchdog_interval.as_millis()
+        );
+        let mut out = Vec::new();
+        if !self.roots.memory_limit_available() {
+            out.push(format!(
+                "memory: no cgroup memory controller; RLIMIT_DATA per process (one allocation \
+                 past the limit fails) plus the watchdog on the whole tree's resident memory {every}"
+            ));
+        }
+        if !self.roots.pids_limit_available() {
+            out.push("processes: no pids controller; RLIMIT_NPROC (ordinary users) plus the watchdog counting the tree's processes".into());
+        }
+        if !self.roots.any() {
+            out.push(format!(
+                "process tree: no writable cgroup; the main process is a child subreaper, and \
+                 the tree is followed through /proc {every}, each process by pid and start \
+                 time, plus the SYMBIONT_RUN marker"
+            ));
+        }
         out
     }
 
@@ -195,8 +210,8 @@ pub(crate) struct NativeTarget {
     refill_due: bool,
 }
 
-/// The rlimits of a run. RLIMIT_AS only where no cgroup limits memory: it breaks the JVM and
-/// WebAssembly in Node, so it is a fallback, never the first choice.
+/// The rlimits of a run. Where no cgroup limits memory, RLIMIT_DATA per process (never
+/// RLIMIT_AS: it breaks the JVM and WebAssembly in Node) and the watchdog on the tree's sum.
 fn rlimits_for(spec: &RunSpec, held: Enforced) -> RlimitSet {
     let mut rl = RlimitSet::default();
     if !spec.enforce_limits {
@@ -210,7 +225,7 @@ fn rlimits_for(spec: &RunSpec, held: Enforced) -> RlimitSet {
         rl.file_size(b);
     }
     if let (Some(b), false) = (l.memory_bytes, held.memory) {
-        rl.address_space(b);
+        rl.data(b);
     }
     // RLIMIT_NPROC counts every process of the user and root ignores it: only a fallback for
     // ordinary users, set above what the user already runs.
