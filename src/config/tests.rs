@@ -473,6 +473,12 @@ fn every_env_var_overrides_and_records_its_origin() {
             |c| c.native_execution.kill_grace_seconds == 0.5,
         ),
         (
+            "SYMBIONT_NATIVE_WATCHDOG_INTERVAL_MS",
+            "20",
+            "native_execution.watchdog_interval_ms",
+            |c| c.native_execution.watchdog_interval_ms == 20,
+        ),
+        (
             "SYMBIONT_DATA_DIR",
             "/var/lib/sym",
             "supervisor.data_dir",
@@ -1020,7 +1026,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 23, "{out}");
+    assert_eq!(lines.len(), 24, "{out}");
     let line = |key: &str| {
         *lines
             .iter()
