@@ -47,6 +47,9 @@ pub(crate) struct OsEnforced {
     pub memory: bool,
     /// A pids cgroup.
     pub pids: bool,
+    /// No cgroup holds the memory, but each process has the memory limit as its own
+    /// (RLIMIT_DATA): an allocation past it fails inside the agent.
+    pub per_process_memory: bool,
 }
 
 /// A run under watch.

@@ -467,6 +467,12 @@ impl Target for NativeTarget {
         audit_limits.insert("cgroup_memory".into(), json!(held.memory));
         audit_limits.insert("cgroup_pids".into(), json!(held.pids));
         audit_limits.insert("cgroup_cpu".into(), json!(held.cpu_quota));
+        audit_limits.insert(
+            "rlimit_data".into(),
+            json!(
+                !held.memory && self.spec.enforce_limits && self.spec.limits.memory_bytes.is_some()
+            ),
+        );
         let mut audit = Map::new();
         let programs: Vec<Value> = self.spec.steps.iter().map(|s| json!(s.program)).collect();
         audit.insert("program".into(), Value::Array(programs));
@@ -474,6 +480,9 @@ impl Target for NativeTarget {
             os: OsEnforced {
                 memory: held.memory,
                 pids: held.pids,
+                per_process_memory: !held.memory
+                    && self.spec.enforce_limits
+                    && self.spec.limits.memory_bytes.is_some(),
             },
             audit,
             audit_limits,
