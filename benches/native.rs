@@ -544,6 +544,7 @@ mod bench {
                 cgroup_fds: Vec::new(),
                 rlimits: rl,
                 affinity: None,
+                subreaper: false,
             };
             s[3] = timed_spawn(&l)?;
             // e, f, g

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::process::guardian::Guardian;
+use crate::process::census::Census;
+use crate::process::guardian::{Guardian, Sweep};
 use crate::process::reaper::{self, ExitInfo, Reaper};
 use crate::process::signal;
 use crate::process::tree::TreeHandle;
@@ -30,7 +31,9 @@ pub(crate) struct NativeHost {
     pool: Option<crate::process::pool::LaunchPool>,
     /// Removes the groups of ended runs, one after the other, off the async workers.
     remover: crate::process::remover::Remover,
-    guardian: Option<Guardian>,
+    guardian: Option<Arc<Guardian>>,
+    /// Keeps every run without a cgroup in view.
+    census: Arc<Census>,
     reaper: Reaper,
     /// The watchdog's interval for runs without a cgroup memory limit.
     watchdog_interval: Duration,
@@ -52,7 +55,10 @@ impl NativeHost {
             reaper::become_subreaper();
         }
         let kill_file = roots.v2.as_ref().map(|b| b.join("cgroup.kill"));
-        let guardian = Guardian::start(kill_file.as_deref()).ok();
+        let guardian = Guardian::start(kill_file.as_deref(), sweep(opts, instance))
+            .ok()
+            .map(Arc::new);
+        let census = Arc::new(Census::new(opts.watchdog_interval, guardian.clone()));
         let reaper = Reaper::start(opts.own_all_children)?;
         let pool = crate::process::pool::LaunchPool::start(
             &roots,
@@ -64,6 +70,7 @@ impl NativeHost {
             pool,
             remover: crate::process::remover::Remover::start(),
             guardian,
+            census,
             reaper,
             watchdog_interval: opts.watchdog_interval,
         })
@@ -160,7 +167,7 @@ impl NativeHost {
             host: self.clone(),
             id,
             spec,
-            tree: Arc::new(TreeHandle::new(marker)),
+            tree: Arc::new(TreeHandle::new(marker, self.census.clone())),
             held: None,
             rlimits: RlimitSet::default(),
             #[cfg(target_os = "linux")]
@@ -182,6 +189,31 @@ impl Drop for NativeHost {
         self.remover.stop();
         self.roots.remove_bases();
     }
+}
+
+/// What the guardian execs after its own kills: `symbiont __sweep SYMBIONT_RUN=<pid>-<instance>-`,
+/// which kills whatever still carries a marker of this supervisor's runs. Only in the
+/// `symbiont` binary (`own_all_children`): a library's host program has no such subcommand.
+fn sweep(opts: &SupervisorOptions, instance: u64) -> Option<Sweep> {
+    use std::os::unix::ffi::OsStrExt;
+    if !opts.own_all_children {
+        return None;
+    }
+    // This very binary, even if the file was replaced since it started.
+    let exe = std::path::Path::new("/proc/self/exe");
+    let program = if exe.exists() {
+        exe.to_path_buf()
+    } else {
+        std::env::current_exe().ok()?
+    };
+    let c = |b: &[u8]| std::ffi::CString::new(b).ok();
+    Some(Sweep {
+        program: c(program.as_os_str().as_bytes())?,
+        args: vec![
+            c(b"__sweep")?,
+            c(format!("SYMBIONT_RUN={}-{instance}-", std::process::id()).as_bytes())?,
+        ],
+    })
 }
 
 /// SIGKILL to `pid` and its process group.
@@ -340,6 +372,7 @@ impl NativeTarget {
             rlimits: self.rlimits,
             #[cfg(target_os = "linux")]
             affinity: self.affinity,
+            subreaper: !self.held.is_some_and(|h| h.tree),
         }
     }
 
