@@ -215,6 +215,7 @@ fn load_config(path: Option<&std::path::Path>, flags: &Flags) -> Result<LoadedCo
 fn start_supervisor(loaded: &LoadedConfig) -> Result<Supervisor, Usage> {
     let mut opts = SupervisorOptions::from_config(&loaded.config);
     opts.own_all_children = true;
+    symbiont::process::enable_sweep();
     Supervisor::new(opts).map_err(|e| Usage(format!("cannot start the supervisor: {e}")))
 }
 

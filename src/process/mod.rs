@@ -36,6 +36,21 @@ pub struct ExitInfo {
     pub max_rss_bytes: u64,
 }
 
+/// Set by the `symbiont` binary, which has the hidden `__sweep` subcommand: only then does the
+/// guardian exec the running binary to sweep (a library's host program, a test or a bench,
+/// would run itself again).
+static SWEEP_SUBCOMMAND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This binary answers `__sweep PREFIX` with [`sweep`]: the guardian may exec it.
+pub fn enable_sweep() {
+    SWEEP_SUBCOMMAND.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the running binary has the `__sweep` subcommand.
+pub fn sweep_enabled() -> bool {
+    SWEEP_SUBCOMMAND.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Kills every process whose environment holds a `SYMBIONT_RUN` marker starting with `prefix`
 /// (one supervisor's runs), until none is left or a few rounds have passed: what the guardian
 /// execs (`symbiont __sweep PREFIX`) once its supervisor has died.

@@ -55,7 +55,7 @@ impl NativeHost {
             reaper::become_subreaper();
         }
         let kill_file = roots.v2.as_ref().map(|b| b.join("cgroup.kill"));
-        let guardian = Guardian::start(kill_file.as_deref(), sweep(opts, instance))
+        let guardian = Guardian::start(kill_file.as_deref(), sweep(instance))
             .ok()
             .map(Arc::new);
         let census = Arc::new(Census::new(opts.watchdog_interval, guardian.clone()));
@@ -193,10 +193,10 @@ impl Drop for NativeHost {
 
 /// What the guardian execs after its own kills: `symbiont __sweep SYMBIONT_RUN=<pid>-<instance>-`,
 /// which kills whatever still carries a marker of this supervisor's runs. Only in the
-/// `symbiont` binary (`own_all_children`): a library's host program has no such subcommand.
-fn sweep(opts: &SupervisorOptions, instance: u64) -> Option<Sweep> {
+/// `symbiont` binary (`process::enable_sweep`): a library's host program has no such subcommand.
+fn sweep(instance: u64) -> Option<Sweep> {
     use std::os::unix::ffi::OsStrExt;
-    if !opts.own_all_children {
+    if !crate::process::sweep_enabled() {
         return None;
     }
     // This very binary, even if the file was replaced since it started.
