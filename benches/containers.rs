@@ -50,6 +50,7 @@ async fn main() {
         audit_log: dir.join("audit.jsonl"),
         tail_lines: 50,
         refresh: Duration::from_secs(1),
+        watchdog_interval: Duration::from_millis(100),
         warn_ratio: 0.8,
         critical_ratio: 0.95,
         // The bench runs the docker CLI as its own child: the supervisor must not reap it.

@@ -190,6 +190,7 @@ mod bench {
             audit_log: ctx.root.join("audit.log"),
             tail_lines: 50,
             refresh,
+            watchdog_interval: Duration::from_millis(100),
             warn_ratio: 0.8,
             critical_ratio: 0.95,
             own_all_children: true,
@@ -543,6 +544,7 @@ mod bench {
                 cgroup_fds: Vec::new(),
                 rlimits: rl,
                 affinity: None,
+                subreaper: false,
             };
             s[3] = timed_spawn(&l)?;
             // e, f, g

@@ -35,6 +35,10 @@ enum Command {
     Check(CheckArgs),
     /// Open the dashboard with no agent started; launch agents from it.
     Dashboard(DashboardArgs),
+    /// Internal: what the guardian runs once its supervisor died (kills every process whose
+    /// environment carries a `SYMBIONT_RUN` marker starting with PREFIX).
+    #[command(name = "__sweep", hide = true)]
+    Sweep { prefix: String },
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +164,10 @@ impl From<LaunchError> for Usage {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sweep { prefix } = &cli.command {
+        symbiont::process::sweep(prefix);
+        return ExitCode::SUCCESS;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -177,6 +185,7 @@ fn main() -> ExitCode {
             Command::Exec(a) => cmd_exec(a).await,
             Command::Check(a) => cmd_check(a),
             Command::Dashboard(a) => cmd_dashboard(a).await,
+            Command::Sweep { .. } => Ok(0),
         }
     });
     match result {
@@ -206,6 +215,7 @@ fn load_config(path: Option<&std::path::Path>, flags: &Flags) -> Result<LoadedCo
 fn start_supervisor(loaded: &LoadedConfig) -> Result<Supervisor, Usage> {
     let mut opts = SupervisorOptions::from_config(&loaded.config);
     opts.own_all_children = true;
+    symbiont::process::enable_sweep();
     Supervisor::new(opts).map_err(|e| Usage(format!("cannot start the supervisor: {e}")))
 }
 

@@ -33,6 +33,7 @@ fn supervisor_with(s: &Scratch, use_cgroups: bool) -> Supervisor {
         audit_log: s.path("data/audit.jsonl"),
         tail_lines: 50,
         refresh: Duration::from_millis(50),
+        watchdog_interval: Duration::from_millis(50),
         warn_ratio: 0.8,
         critical_ratio: 0.95,
         own_all_children: false,

@@ -82,6 +82,9 @@ pub struct NativeExecutionConfig {
     pub env_passthrough: Vec<String>,
     /// SIGTERM to SIGKILL escalation. Default 5.
     pub kill_grace_seconds: f64,
+    /// How often the watchdog samples the runs that no cgroup holds to a memory limit (only a
+    /// per-process RLIMIT_DATA does), in milliseconds. Default 100.
+    pub watchdog_interval_ms: u64,
 }
 
 /// The default native working directory: `/tmp/symbiont-native`, or `%TEMP%\symbiont-native`
@@ -136,6 +139,7 @@ impl Default for NativeExecutionConfig {
             max_file_size_mb: 1024,
             env_passthrough: default_env_passthrough(),
             kill_grace_seconds: 5.0,
+            watchdog_interval_ms: 100,
         }
     }
 }

@@ -48,6 +48,7 @@ pub(crate) enum Field {
     MaxFileSizeMb,
     EnvPassthrough,
     KillGrace,
+    WatchdogIntervalMs,
     RefreshMs,
     WarnRatio,
     CriticalRatio,
@@ -107,7 +108,7 @@ pub(crate) enum Val {
 }
 
 impl Field {
-    pub const ALL: [Field; 22] = [
+    pub const ALL: [Field; 23] = [
         Self::AllowNative,
         Self::DefaultTier,
         Self::DefaultExecutable,
@@ -122,6 +123,7 @@ impl Field {
         Self::MaxFileSizeMb,
         Self::EnvPassthrough,
         Self::KillGrace,
+        Self::WatchdogIntervalMs,
         Self::RefreshMs,
         Self::WarnRatio,
         Self::CriticalRatio,
@@ -138,7 +140,7 @@ impl Field {
             AllowNative | DefaultTier => Section::Security,
             DefaultExecutable | WorkingDirectory | EnforceLimits | MaxMemoryMb | MaxCpuSeconds
             | MaxCpuCores | MaxExecutionTime | AllowedExecutables | MaxProcesses
-            | MaxFileSizeMb | EnvPassthrough | KillGrace => Section::Native,
+            | MaxFileSizeMb | EnvPassthrough | KillGrace | WatchdogIntervalMs => Section::Native,
             RefreshMs | WarnRatio | CriticalRatio => Section::Dashboard,
             DataDir | AuditLog | TailLines => Section::Supervisor,
             DockerHost | DefaultImage => Section::Containers,
@@ -163,6 +165,7 @@ impl Field {
             MaxFileSizeMb => "max_file_size_mb",
             EnvPassthrough => "env_passthrough",
             KillGrace => "kill_grace_seconds",
+            WatchdogIntervalMs => "watchdog_interval_ms",
             RefreshMs => "refresh_ms",
             WarnRatio => "warn_ratio",
             CriticalRatio => "critical_ratio",
@@ -188,7 +191,9 @@ impl Field {
             WorkingDirectory | DataDir => Kind::Path,
             MaxMemoryMb | MaxCpuSeconds => Kind::OptPosInt,
             MaxCpuCores => Kind::OptPosFloat,
-            MaxExecutionTime | MaxProcesses | MaxFileSizeMb | RefreshMs => Kind::PosInt,
+            MaxExecutionTime | MaxProcesses | MaxFileSizeMb | RefreshMs | WatchdogIntervalMs => {
+                Kind::PosInt
+            }
             TailLines => Kind::Count,
             KillGrace => Kind::NonNegFloat,
             WarnRatio | CriticalRatio => Kind::Ratio,
@@ -245,6 +250,7 @@ impl Field {
             MaxFileSizeMb => Val::U64(n.max_file_size_mb),
             EnvPassthrough => Val::List(n.env_passthrough.clone()),
             KillGrace => Val::F64(n.kill_grace_seconds),
+            WatchdogIntervalMs => Val::U64(n.watchdog_interval_ms),
             RefreshMs => Val::U64(c.dashboard.refresh_ms),
             WarnRatio => Val::F64(c.dashboard.warn_ratio),
             CriticalRatio => Val::F64(c.dashboard.critical_ratio),
@@ -275,6 +281,7 @@ impl Field {
             (MaxFileSizeMb, Val::U64(v)) => n.max_file_size_mb = v,
             (EnvPassthrough, Val::List(v)) => n.env_passthrough = v,
             (KillGrace, Val::F64(v)) => n.kill_grace_seconds = v,
+            (WatchdogIntervalMs, Val::U64(v)) => n.watchdog_interval_ms = v,
             (RefreshMs, Val::U64(v)) => c.dashboard.refresh_ms = v,
             (WarnRatio, Val::F64(v)) => c.dashboard.warn_ratio = v,
             (CriticalRatio, Val::F64(v)) => c.dashboard.critical_ratio = v,

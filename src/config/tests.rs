@@ -127,7 +127,7 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
     assert_eq!(loaded.config, Config::default());
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 22);
+    assert_eq!(loaded.origins.len(), 23);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
@@ -471,6 +471,12 @@ fn every_env_var_overrides_and_records_its_origin() {
             "0.5",
             "native_execution.kill_grace_seconds",
             |c| c.native_execution.kill_grace_seconds == 0.5,
+        ),
+        (
+            "SYMBIONT_NATIVE_WATCHDOG_INTERVAL_MS",
+            "20",
+            "native_execution.watchdog_interval_ms",
+            |c| c.native_execution.watchdog_interval_ms == 20,
         ),
         (
             "SYMBIONT_DATA_DIR",
@@ -1020,7 +1026,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 23, "{out}");
+    assert_eq!(lines.len(), 24, "{out}");
     let line = |key: &str| {
         *lines
             .iter()

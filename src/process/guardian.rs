@@ -2,10 +2,20 @@
 //! every agent if the supervisor dies, even by SIGKILL.
 //!
 //! It holds the read end of a pipe whose write end only the supervisor has (close-on-exec, so
-//! agents never inherit it). The supervisor registers each agent's process group; when the
-//! pipe reaches end of file the guardian kills the supervisor's whole cgroup subtree through
-//! `cgroup.kill` and every registered process group, then exits. Between fork and exit it only
-//! makes system calls on memory prepared before the fork, as a child of a threaded process must.
+//! agents never inherit it). The supervisor registers each agent's process group, and, where no
+//! cgroup holds a run, every process of it the census has seen (`census.rs`), by pid and start
+//! time. When the pipe reaches end of file the guardian kills the supervisor's whole cgroup
+//! subtree through `cgroup.kill`, every registered process group, and every registered process
+//! that is still the one registered (its start time in `/proc/PID/stat` unchanged: a pid reused
+//! since is left alone), stopping them all before killing any so that none forks in between.
+//! Between fork and exit it only makes system calls on memory prepared before the fork, as a
+//! child of a threaded process must.
+//!
+//! Then, where the supervisor gave it one, it execs a fresh `symbiont` (`sweep`, a hidden
+//! subcommand) that kills whatever still carries one of this supervisor's `SYMBIONT_RUN`
+//! markers in its environment: descendants born after the census last looked (a `setsid`
+//! daemon started just before the supervisor died). Scanning /proc needs allocation, which
+//! the forked guardian may not do; the exec'd process may.
 
 use std::ffi::CString;
 use std::io;
@@ -15,8 +25,21 @@ use std::path::Path;
 use std::sync::Mutex;
 
 const MAX_GROUPS: usize = 16384;
+const MAX_PROCS: usize = 65536;
 const OP_ADD: i32 = 1;
 const OP_REMOVE: i32 = 2;
+const OP_ADD_PROC: i32 = 3;
+const OP_REMOVE_PROC: i32 = 4;
+/// One record on the pipe: the operation, a pid (or process group), a start time.
+const RECORD: usize = 16;
+
+/// What the guardian execs once it has killed what it knows: `argv` (the `symbiont` binary, the
+/// hidden `sweep` subcommand and this supervisor's marker prefix), prepared before the fork.
+#[derive(Debug)]
+pub struct Sweep {
+    pub program: CString,
+    pub args: Vec<CString>,
+}
 
 /// The supervisor's side of the guardian.
 #[derive(Debug)]
@@ -27,7 +50,7 @@ pub struct Guardian {
 impl Guardian {
     /// Forks the guardian. `cgroup_kill` is the `cgroup.kill` file of the supervisor's v2 base
     /// group, if there is one.
-    pub fn start(cgroup_kill: Option<&Path>) -> io::Result<Guardian> {
+    pub fn start(cgroup_kill: Option<&Path>, sweep: Option<Sweep>) -> io::Result<Guardian> {
         let mut fds = [0 as RawFd; 2];
         // Close-on-exec on both ends, atomically where the system can: no agent may hold the pipe.
         // SAFETY: `fds` is a live array of exactly the two ints pipe2/pipe write.
@@ -49,9 +72,18 @@ impl Guardian {
         let kill_path = cgroup_kill.and_then(|p| CString::new(p.as_os_str().as_bytes()).ok());
         // Everything the child touches is allocated here, before the fork.
         let mut table = vec![0i32; MAX_GROUPS].into_boxed_slice();
+        let mut procs = vec![(0i32, 0u64); MAX_PROCS].into_boxed_slice();
+        let sweep_argv: Option<(&CString, Vec<*const libc::c_char>)> = sweep.as_ref().map(|s| {
+            let mut v: Vec<*const libc::c_char> = std::iter::once(&s.program)
+                .chain(&s.args)
+                .map(|c| c.as_ptr())
+                .collect();
+            v.push(std::ptr::null());
+            (&s.program, v)
+        });
         // SAFETY: the child of a threaded process may only make async-signal-safe calls until it
-        // exits: `guardian_main` does exactly that, on memory allocated before this fork (the
-        // pipe ends, the C path, `table`), and never returns.
+        // exits or execs: `guardian_main` does exactly that, on memory allocated before this
+        // fork (the pipe ends, the C path, the tables, the sweep's argv), and never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             let e = io::Error::last_os_error();
@@ -64,7 +96,16 @@ impl Guardian {
         }
         if pid == 0 {
             // SAFETY: this is the forked child; see the fork above. It never returns.
-            unsafe { guardian_main(rd, wr, kill_path.as_ref(), &mut table) }
+            unsafe {
+                guardian_main(
+                    rd,
+                    wr,
+                    kill_path.as_ref(),
+                    &mut table,
+                    &mut procs,
+                    sweep_argv.as_ref().map(|(p, v)| (*p, v.as_slice())),
+                )
+            }
         }
         // SAFETY: the read end is the child's now; the parent's copy is closed once, here.
         unsafe { libc::close(rd) };
@@ -76,11 +117,12 @@ impl Guardian {
         })
     }
 
-    fn send(&self, op: i32, pgid: i32) {
+    fn send(&self, op: i32, pid: i32, start: u64) {
         use std::io::Write;
-        let mut rec = [0u8; 8];
+        let mut rec = [0u8; RECORD];
         rec[..4].copy_from_slice(&op.to_ne_bytes());
-        rec[4..].copy_from_slice(&pgid.to_ne_bytes());
+        rec[4..8].copy_from_slice(&pid.to_ne_bytes());
+        rec[8..].copy_from_slice(&start.to_ne_bytes());
         if let Ok(mut f) = self.pipe.lock() {
             let _ = f.write_all(&rec);
         }
@@ -88,11 +130,23 @@ impl Guardian {
 
     /// The guardian will kill this process group if the supervisor dies.
     pub fn register(&self, pgid: i32) {
-        self.send(OP_ADD, pgid);
+        self.send(OP_ADD, pgid, 0);
     }
 
     pub fn unregister(&self, pgid: i32) {
-        self.send(OP_REMOVE, pgid);
+        self.send(OP_REMOVE, pgid, 0);
+    }
+
+    /// The guardian will kill the process `pid` started at `start` (`ProcSample::start`) if the
+    /// supervisor dies and it is still that process. (Only the census registers processes: Linux.)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub fn register_process(&self, pid: i32, start: u64) {
+        self.send(OP_ADD_PROC, pid, start);
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub fn unregister_process(&self, pid: i32, start: u64) {
+        self.send(OP_REMOVE_PROC, pid, start);
     }
 }
 
@@ -119,12 +173,89 @@ unsafe fn close_all_but(keep: RawFd) {
     }
 }
 
+/// The start time (field 22 of `/proc/PID/stat`) of `pid`, read with raw system calls into
+/// stack buffers; 0 where there is no such process (or no /proc).
+///
+/// # Safety
+/// Async-signal-safe: open, read and close on local buffers only.
+unsafe fn start_time(pid: i32) -> u64 {
+    // "/proc/" + up to 10 digits + "/stat" + NUL.
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut n, mut v) = (0, pid as u32);
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut at = prefix.len();
+    while n > 0 {
+        n -= 1;
+        path[at] = digits[n];
+        at += 1;
+    }
+    path[at..at + 5].copy_from_slice(b"/stat");
+    let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return 0;
+    }
+    let mut buf = [0u8; 1024];
+    let len = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+    libc::close(fd);
+    if len <= 0 {
+        return 0;
+    }
+    let text = &buf[..len as usize];
+    // The name may hold spaces and parentheses: fields are counted after the last ')'.
+    let Some(close) = text.iter().rposition(|&b| b == b')') else {
+        return 0;
+    };
+    // After ") " comes field 3 (the state); field 22 is the 19th after it.
+    let mut field = 2;
+    let mut value = 0u64;
+    let mut in_field = false;
+    for &b in &text[close + 1..] {
+        if b == b' ' {
+            in_field = false;
+            continue;
+        }
+        if !in_field {
+            in_field = true;
+            field += 1;
+            if field > 22 {
+                break;
+            }
+        }
+        if field == 22 {
+            if !b.is_ascii_digit() {
+                return 0;
+            }
+            value = value * 10 + u64::from(b - b'0');
+        }
+    }
+    value
+}
+
 /// The guardian's whole life. Only async-signal-safe calls.
 ///
 /// # Safety
 /// Only in the child of `fork()` in `Guardian::start`: it closes every other descriptor, makes
-/// only raw system calls on memory prepared before the fork, and ends with `_exit`.
-unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table: &mut [i32]) -> ! {
+/// only raw system calls on memory prepared before the fork, and ends with `_exit` or `execv`
+/// (`sweep`: a NUL-terminated program path and a null-terminated argv of pointers into
+/// `CString`s that outlive the call).
+unsafe fn guardian_main(
+    rd: RawFd,
+    wr: RawFd,
+    kill_path: Option<&CString>,
+    table: &mut [i32],
+    procs: &mut [(i32, u64)],
+    sweep: Option<(&CString, &[*const libc::c_char])>,
+) -> ! {
     libc::close(wr);
     // Its own session: a signal to the supervisor's process group or terminal does not reach it.
     libc::setsid();
@@ -140,6 +271,7 @@ unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table
     // Close every descriptor but the pipe, so it keeps no terminal or agent pipe open.
     close_all_but(rd);
     let mut used = 0usize;
+    let mut procs_used = 0usize;
     let mut buf = [0u8; 4096];
     let mut have = 0usize;
     loop {
@@ -155,11 +287,22 @@ unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table
         }
         have += n as usize;
         let mut off = 0;
-        while have - off >= 8 {
+        while have - off >= RECORD {
             let op = i32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
             let pg = i32::from_ne_bytes([buf[off + 4], buf[off + 5], buf[off + 6], buf[off + 7]]);
-            off += 8;
-            if op == OP_ADD && used < table.len() {
+            let mut st = [0u8; 8];
+            st.copy_from_slice(&buf[off + 8..off + RECORD]);
+            let start = u64::from_ne_bytes(st);
+            off += RECORD;
+            if op == OP_ADD_PROC && procs_used < procs.len() {
+                procs[procs_used] = (pg, start);
+                procs_used += 1;
+            } else if op == OP_REMOVE_PROC {
+                if let Some(i) = procs[..procs_used].iter().position(|&x| x == (pg, start)) {
+                    procs[i] = procs[procs_used - 1];
+                    procs_used -= 1;
+                }
+            } else if op == OP_ADD && used < table.len() {
                 table[used] = pg;
                 used += 1;
             } else if op == OP_REMOVE {
@@ -190,6 +333,19 @@ unsafe fn guardian_main(rd: RawFd, wr: RawFd, kill_path: Option<&CString>, table
         if pg > 1 {
             libc::kill(-pg, libc::SIGKILL);
         }
+    }
+    // Stopped first, so that none forks while the others are killed; each only while its pid
+    // still names the process registered.
+    for sig in [libc::SIGSTOP, libc::SIGKILL] {
+        for &(pid, start) in &procs[..procs_used] {
+            if pid > 1 && start != 0 && start_time(pid) == start {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+    if let Some((program, argv)) = sweep {
+        // Descriptors 0 to 2 were closed: the sweep reports nothing and needs none.
+        libc::execv(program.as_ptr(), argv.as_ptr());
     }
     libc::_exit(0)
 }

@@ -1,10 +1,15 @@
 //! Processes of the native tier, one file per mechanism: reaping exits, the guardian that
 //! kills every agent when the supervisor dies, the launcher pool, signals, the process tree
-//! of a run and the removal of ended runs' cgroups. The platform is chosen here, once per
+//! of a run, the census that keeps the trees of runs without a cgroup in view, and the removal
+//! of ended runs' cgroups. The platform is chosen here, once per
 //! mechanism.
 
 use std::time::Duration;
 
+#[cfg(unix)]
+#[cfg_attr(target_os = "linux", path = "census.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "census_none.rs")]
+pub(crate) mod census;
 #[cfg(unix)]
 pub(crate) mod guardian;
 #[cfg(unix)]
@@ -29,4 +34,41 @@ pub struct ExitInfo {
     pub cpu: Duration,
     /// Largest resident set of the process or any descendant it waited for, in bytes.
     pub max_rss_bytes: u64,
+}
+
+/// Set by the `symbiont` binary, which has the hidden `__sweep` subcommand: only then does the
+/// guardian exec the running binary to sweep (a library's host program, a test or a bench,
+/// would run itself again).
+static SWEEP_SUBCOMMAND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This binary answers `__sweep PREFIX` with [`sweep`]: the guardian may exec it.
+pub fn enable_sweep() {
+    SWEEP_SUBCOMMAND.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the running binary has the `__sweep` subcommand.
+pub fn sweep_enabled() -> bool {
+    SWEEP_SUBCOMMAND.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Kills every process whose environment holds a `SYMBIONT_RUN` marker starting with `prefix`
+/// (one supervisor's runs), until none is left or a few rounds have passed: what the guardian
+/// execs (`symbiont __sweep PREFIX`) once its supervisor has died.
+pub fn sweep(prefix: &str) {
+    #[cfg(unix)]
+    for _ in 0..50 {
+        let pids = crate::sampler::pids_with_env_prefix(prefix);
+        if pids.is_empty() {
+            return;
+        }
+        // Stopped first, so that none forks while the others are killed.
+        for sig in [crate::supervisor::Sig::Stop, crate::supervisor::Sig::Kill] {
+            for &p in &pids {
+                signal::to_process(p, sig);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    #[cfg(not(unix))]
+    let _ = prefix;
 }

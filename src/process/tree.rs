@@ -1,9 +1,12 @@
 //! The process tree of one native run on Unix: found through its cgroup where there is one,
-//! else through its process group and the parent links in /proc (sysinfo on macOS).
+//! else through the supervisor's census (`census.rs`: every process descended from the run's
+//! main, by pid and start time, on Linux) or its process group and the parent links (sysinfo
+//! on macOS); at kill time also by the run's environment marker.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use super::census::Census;
 use super::signal;
 use crate::sandbox::cgroup::RunCgroup;
 use crate::supervisor::{Sig, Tree};
@@ -21,22 +24,38 @@ pub struct TreeHandle {
     gone: AtomicBool,
     /// `SYMBIONT_RUN=<token>`: in the environment of every process of the run.
     marker: String,
+    /// Keeps the run in view when no cgroup holds it.
+    census: Arc<Census>,
 }
 
 impl TreeHandle {
-    pub(crate) fn new(marker: String) -> TreeHandle {
+    pub(crate) fn new(marker: String, census: Arc<Census>) -> TreeHandle {
+        census.track(&marker);
         TreeHandle {
             cgroup: Mutex::new(None),
             main_pid: AtomicI32::new(0),
             pgid: AtomicI32::new(0),
             gone: AtomicBool::new(false),
             marker,
+            census,
         }
     }
 
     pub(crate) fn set_main(&self, pid: i32) {
         self.main_pid.store(pid, Ordering::SeqCst);
         self.pgid.store(pid, Ordering::SeqCst);
+        if !self.has_cgroup() {
+            self.census.adopt(&self.marker, pid);
+        }
+    }
+
+    /// The run's processes as the census saw them (at most half its interval ago, or now with
+    /// `fresh`), where no cgroup holds the run and the platform has a census.
+    fn census_samples(&self, fresh: bool) -> Option<Vec<crate::sampler::ProcSample>> {
+        if self.gone() || self.has_cgroup() {
+            return None;
+        }
+        self.census.samples(&self.marker, fresh)
     }
 
     /// The main process has been reaped: its pid no longer names it.
@@ -89,6 +108,9 @@ impl TreeHandle {
                 return Vec::new();
             }
         }
+        if let Some(s) = self.census_samples(false) {
+            return s.iter().map(|p| p.pid).collect();
+        }
         let (main, pg) = (self.main_pid(), self.pgid.load(Ordering::SeqCst));
         if main <= 0 && pg <= 1 {
             return Vec::new();
@@ -102,7 +124,10 @@ impl TreeHandle {
         if self.has_cgroup() || self.gone() {
             return self.pids();
         }
-        let mut p = self.pids();
+        let mut p = match self.census_samples(true) {
+            Some(s) => s.iter().map(|p| p.pid).collect(),
+            None => self.pids(),
+        };
         p.extend(crate::sampler::pids_with_env(&self.marker));
         p.sort_unstable();
         p.dedup();
@@ -129,8 +154,21 @@ impl TreeHandle {
             signal::to_group(pg, sig);
         }
         if !self.has_cgroup() {
-            for p in self.pids_thorough() {
-                signal::to_process(p, sig);
+            // The census's members through pidfds proven to name them; then whatever else
+            // carries the marker (born since the census looked).
+            match self.census.signal(&self.marker, sig) {
+                Some(members) => {
+                    for p in crate::sampler::pids_with_env(&self.marker) {
+                        if !members.contains(&p) {
+                            signal::to_process(p, sig);
+                        }
+                    }
+                }
+                None => {
+                    for p in self.pids_thorough() {
+                        signal::to_process(p, sig);
+                    }
+                }
             }
         }
     }
@@ -223,9 +261,19 @@ impl TreeHandle {
     }
 }
 
+impl Drop for TreeHandle {
+    fn drop(&mut self) {
+        self.census.forget(&self.marker);
+    }
+}
+
 impl Tree for TreeHandle {
     fn pids(&self) -> Vec<i32> {
         TreeHandle::pids(self)
+    }
+
+    fn samples(&self) -> Option<Vec<crate::sampler::ProcSample>> {
+        self.census_samples(false)
     }
 
     fn kill_now(&self) {

@@ -25,6 +25,10 @@ pub struct NativeLaunch<'a> {
     /// CPUs the process may run on: the `max_cpu_cores` fallback where no cgroup sets a quota.
     #[cfg(target_os = "linux")]
     pub affinity: Option<libc::cpu_set_t>,
+    /// Make the process a child subreaper (Linux; it survives `execve`): where no cgroup holds
+    /// the run, its descendants orphaned while it lives are re-parented to it, not to init, and
+    /// stay in the run's tree.
+    pub subreaper: bool,
 }
 
 /// The first `ceil(cores)` CPUs this process may use, as an affinity mask.

@@ -34,6 +34,7 @@ struct ChildArgs {
     cgroup_fds: Vec<RawFd>,
     rlimits: crate::sandbox::rlimit::RlimitSet,
     affinity: Option<libc::cpu_set_t>,
+    subreaper: bool,
     /// Signals with a handler in the parent: reset to the default in the child.
     handled: Vec<libc::c_int>,
     /// errno of the step that failed, or 0.
@@ -367,6 +368,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // - write: one byte from a static, to `cgroup.procs` descriptors the parent keeps open.
     // - sched_setaffinity: reads `size_of::<cpu_set_t>()` bytes from `set`, a whole
     //   `cpu_set_t` inside `ChildArgs`.
+    // - prctl(PR_SET_CHILD_SUBREAPER): integer arguments only, affects this process only.
     // - dup2/close_from: this child's own table (unshared above, or copied by clone without
     //   `CLONE_FILES`), so closing descriptors does not touch the parent's `OwnedFd`s.
     // - chdir/execve: NUL-terminated `CString`s of `ChildArgs`, and `argv`/`envp` arrays of
@@ -400,6 +402,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {
                 return fail(a);
             }
+        }
+        // Best effort: without it, the census still finds what the marker names.
+        if a.subreaper {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
         }
         // dup2 clears close-on-exec on the copies: exactly the three the agent keeps.
         if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0
@@ -471,6 +477,7 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         cgroup_fds: fds[3..].to_vec(),
         rlimits: l.rlimits,
         affinity: l.affinity,
+        subreaper: l.subreaper,
         handled: handled_signals(),
         err: AtomicI32::new(0),
         unshare_from: slots.as_ref().map(SlotGuard::end),

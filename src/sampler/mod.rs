@@ -7,9 +7,13 @@ pub mod sys;
 
 // The one place the platform's sampler is chosen.
 #[cfg(target_os = "linux")]
-pub use procfs::{descendants, pids_with_env, tree_pids, user_process_count, Reader};
+pub use procfs::{
+    descendants, pids_with_env, pids_with_env_prefix, tree_pids, user_process_count, Reader,
+};
 #[cfg(not(target_os = "linux"))]
-pub use sys::{descendants, pids_with_env, tree_pids, user_process_count, Reader};
+pub use sys::{
+    descendants, pids_with_env, pids_with_env_prefix, tree_pids, user_process_count, Reader,
+};
 
 /// Reads a small file from its start into `buf` without moving its offset (a kept-open
 /// counter re-read each sample). `None` on error.
@@ -35,4 +39,7 @@ pub struct ProcSample {
     pub cpu_ns: u64,
     pub rss_bytes: u64,
     pub name: String,
+    /// When the process started (clock ticks since boot on Linux, seconds since the epoch
+    /// elsewhere): with the pid, it names one process, never a later one that reused the pid.
+    pub start: u64,
 }

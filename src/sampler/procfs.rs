@@ -48,6 +48,7 @@ pub fn parse_stat(text: &str) -> Option<ProcSample> {
         cpu_ns: ticks * (1_000_000_000 / clock_ticks()),
         rss_bytes: rss_pages * page_size(),
         name,
+        start: field(22)?,
     })
 }
 
@@ -96,7 +97,16 @@ pub fn tree_of(main_pid: i32, pgid: i32) -> Vec<ProcSample> {
 /// finds a run's descendants that left its process group and lost their parent link, when no
 /// cgroup holds them. Costs a read per process on the host, so it runs at kill and clean-up time.
 pub fn pids_with_env(marker: &str) -> Vec<i32> {
-    let needle: Vec<u8> = [marker.as_bytes(), b"\0"].concat();
+    pids_with_env_where(|kv| kv == marker.as_bytes())
+}
+
+/// Pids whose environment holds an entry starting with `prefix` (every run of one supervisor:
+/// `SYMBIONT_RUN=<supervisor pid>-<instance>-`).
+pub fn pids_with_env_prefix(prefix: &str) -> Vec<i32> {
+    pids_with_env_where(|kv| kv.starts_with(prefix.as_bytes()))
+}
+
+fn pids_with_env_where(found: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -106,13 +116,19 @@ pub fn pids_with_env(marker: &str) -> Vec<i32> {
         .filter(|&pid| pid != me)
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| {
-                    env.split(|&b| b == 0)
-                        .any(|kv| kv == &needle[..needle.len() - 1])
-                })
+                .map(|env| env.split(|&b| b == 0).any(&found))
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// The value of `name` in the environment of `pid`, if it can be read.
+pub fn env_value(pid: i32, name: &str) -> Option<String> {
+    let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0).find_map(|kv| {
+        let v = kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        String::from_utf8(v.to_vec()).ok()
+    })
 }
 
 /// Reads the processes of one tree on every sample through kept-open `/proc/PID/stat` files:
@@ -186,6 +202,7 @@ mod tests {
         assert_eq!(p.pgid, 1234);
         assert_eq!(p.cpu_ns, 10 * (1_000_000_000 / clock_ticks()));
         assert_eq!(p.rss_bytes, 25 * page_size());
+        assert_eq!(p.start, 100);
     }
 
     #[test]

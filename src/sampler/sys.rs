@@ -46,6 +46,7 @@ pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
                     cpu_ns: pr.accumulated_cpu_time().saturating_mul(1_000_000),
                     rss_bytes: pr.memory(),
                     name: pr.name().to_string_lossy().into_owned(),
+                    start: pr.start_time(),
                 })
             })
             .collect()
@@ -105,6 +106,11 @@ pub fn tree_pids(main: i32, _pgid: i32) -> Vec<i32> {
 /// Processes whose environment holds `marker`: these systems do not show another process's
 /// environment, so none are found this way.
 pub fn pids_with_env(_marker: &str) -> Vec<i32> {
+    Vec::new()
+}
+
+/// As `pids_with_env`: none are found this way here.
+pub fn pids_with_env_prefix(_prefix: &str) -> Vec<i32> {
     Vec::new()
 }
 

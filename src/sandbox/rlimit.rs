@@ -30,8 +30,11 @@ impl RlimitSet {
         self.push(libc::RLIMIT_FSIZE as i32, bytes, bytes);
     }
 
-    pub fn address_space(&mut self, bytes: u64) {
-        self.push(libc::RLIMIT_AS as i32, bytes, bytes);
+    /// RLIMIT_DATA: brk and private writable mappings, not address space merely reserved
+    /// (`PROT_NONE`), which the JVM and V8's WebAssembly reserve by the gigabyte up front and
+    /// RLIMIT_AS would refuse. One allocation past it fails (ENOMEM, a MemoryError).
+    pub fn data(&mut self, bytes: u64) {
+        self.push(libc::RLIMIT_DATA as i32, bytes, bytes);
     }
 
     pub fn processes(&mut self, n: u64) {

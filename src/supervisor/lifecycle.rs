@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use super::ending::{self, ExitFacts, Observed};
+use super::ending::{self, ExitFacts, Observed, PerProcessMemory};
 use super::output::StreamSink;
 use super::target::{Exit, Prepared, Sinks, Started, Target, Tree};
 use super::watchdog::{OsEnforced, Watched};
@@ -186,6 +186,18 @@ impl<T: Target> Life<T> {
             .map_or(0, |d| d.as_nanos() as u64)
             .max(sampled_cpu)
             .max(cpu_ns);
+        let per_process_memory = match (os.per_process_memory, self.spec.limits.memory_bytes) {
+            (true, Some(limit)) => {
+                let err = lock(&self.status).stderr.clone();
+                let tail = err.lock().map(|t| t.last(20)).unwrap_or_default();
+                Some(PerProcessMemory {
+                    limit,
+                    peak: peak_rss.max(rusage_peak),
+                    allocation_failed: ending::reports_allocation_failure(&tail),
+                })
+            }
+            _ => None,
+        };
         let (reason, killed_by) = ending::decide(&Observed {
             failed_to_start: self.failed_to_start,
             ordered: self.ordered,
@@ -194,6 +206,7 @@ impl<T: Target> Life<T> {
             oom_kills: finals.oom_kills,
             cpu_ns,
             cpu_limit_secs: self.spec.limits.cpu_seconds,
+            per_process_memory,
         });
         RunRecord {
             pid: first_pid,

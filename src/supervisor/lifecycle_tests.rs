@@ -158,6 +158,7 @@ fn bench(name: &str) -> Bench {
         audit_log: dir.join("audit.jsonl"),
         tail_lines: 10,
         refresh: Duration::from_millis(20),
+        watchdog_interval: Duration::from_millis(20),
         warn_ratio: 0.8,
         critical_ratio: 0.95,
         own_all_children: false,

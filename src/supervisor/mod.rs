@@ -238,6 +238,10 @@ pub struct SupervisorOptions {
     pub audit_log: PathBuf,
     pub tail_lines: usize,
     pub refresh: Duration,
+    /// The watchdog's interval for runs that no cgroup holds to their memory limit (a
+    /// per-process RLIMIT_DATA is all the OS enforces): short, so a fast allocator is stopped
+    /// near the limit (`native_execution.watchdog_interval_ms`).
+    pub watchdog_interval: Duration,
     pub warn_ratio: f64,
     pub critical_ratio: f64,
     /// This process owns every child it has (the `symbiont` binary): become a child subreaper
@@ -258,6 +262,7 @@ impl SupervisorOptions {
             audit_log: c.supervisor.audit_log_path(),
             tail_lines: c.supervisor.tail_lines,
             refresh: Duration::from_millis(c.dashboard.refresh_ms.max(10)),
+            watchdog_interval: Duration::from_millis(c.native_execution.watchdog_interval_ms),
             warn_ratio: c.dashboard.warn_ratio,
             critical_ratio: c.dashboard.critical_ratio,
             own_all_children: false,
@@ -323,12 +328,16 @@ impl Supervisor {
         let (watch_tx, watch_rx) = std::sync::mpsc::channel();
         {
             let (ev, au) = (events.clone(), audit.clone());
-            let (refresh, warn, crit) = (opts.refresh, opts.warn_ratio, opts.critical_ratio);
+            let intervals = watchdog::Intervals {
+                refresh: opts.refresh,
+                fast: opts.watchdog_interval.max(Duration::from_millis(1)),
+            };
+            let (warn, crit) = (opts.warn_ratio, opts.critical_ratio);
             let fleet = native.fleet_cpu_counter();
             std::thread::Builder::new()
                 .name("symbiont-watch".into())
                 .spawn(move || {
-                    watchdog::watch_loop(watch_rx, refresh, warn, crit, ev, au, fleet)
+                    watchdog::watch_loop(watch_rx, intervals, warn, crit, ev, au, fleet)
                 })?;
         }
         let containers = Arc::new(ContainerHost::new(opts.docker_host.clone(), n));

@@ -19,6 +19,11 @@ use super::{Sig, Step};
 pub trait Tree: Send + Sync + Debug {
     /// Every live process of the run.
     fn pids(&self) -> Vec<i32>;
+    /// Every live process of the run, sampled now, where the tree keeps its processes in view
+    /// itself (no cgroup lists them); `None`: the sampler reads `pids()`.
+    fn samples(&self) -> Option<Vec<crate::sampler::ProcSample>> {
+        None
+    }
     /// SIGKILL (or the tier's equivalent) to everything of the run, at once.
     fn kill_now(&self);
     /// Times the kernel's OOM killer acted inside the run.

@@ -5,6 +5,12 @@
 //! The fast path keeps files open and re-reads them with `pread`: the run's cgroup CPU counter
 //! first, and only if it moved (the tree ran since the last sample) its process list and each
 //! process's `/proc/PID/stat`. An idle agent costs one read per refresh.
+//!
+//! Runs whose memory no cgroup limits (an ordinary user without a delegated cgroup, macOS) have
+//! only a per-process limit from the OS (RLIMIT_DATA), so the sum over their tree is this
+//! thread's to hold: between refreshes it checks just their memory, every
+//! [`Intervals::fast`] (`native_execution.watchdog_interval_ms`), so that a tree of fast
+//! allocators is stopped within about one such interval of passing its limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -18,6 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::target::Tree;
 use super::{Actor, Control, Event, Reason, RunId, RunState, RunStatus, Scope, Sig};
+use crate::sampler::ProcSample;
 use crate::supervisor::Limits;
 
 /// Samples kept per run for the sparklines (two minutes at the default refresh).
@@ -40,6 +47,9 @@ pub(crate) struct OsEnforced {
     pub memory: bool,
     /// A pids cgroup.
     pub pids: bool,
+    /// No cgroup holds the memory, but each process has the memory limit as its own
+    /// (RLIMIT_DATA): an allocation past it fails inside the agent.
+    pub per_process_memory: bool,
 }
 
 /// A run under watch.
@@ -93,7 +103,7 @@ struct Probe {
     cpu: Option<File>,
     cpu_v2: bool,
     opened: bool,
-    /// The platform's reader of the tree's processes.
+    /// The platform's reader of the tree's processes (where the tree does not sample itself).
     reader: crate::sampler::Reader,
     /// The last CPU time of each process.
     last_cpu: HashMap<i32, u64>,
@@ -124,6 +134,22 @@ struct Figures {
 }
 
 impl Probe {
+    /// The tree's processes as sampled now: by the tree itself where it keeps them in view,
+    /// else through this probe's reader.
+    fn processes(&mut self, tree: &dyn Tree, buf: &mut Vec<u8>) -> Vec<ProcSample> {
+        tree.samples()
+            .unwrap_or_else(|| self.reader.read(&tree.pids(), buf))
+    }
+
+    /// The resident memory of the whole tree, now.
+    fn rss(&mut self, tree: &dyn Tree, buf: &mut Vec<u8>) -> u64 {
+        self.processes(tree, buf)
+            .iter()
+            .filter(|s| s.state != 'Z')
+            .map(|s| s.rss_bytes)
+            .sum()
+    }
+
     fn open_cpu(&mut self, tree: &dyn Tree) {
         self.opened = true;
         if let Some((path, v2)) = tree.cpu_counter() {
@@ -150,12 +176,13 @@ impl Probe {
             .last_at
             .map(|t| now.duration_since(t).as_nanos() as f64)
             .unwrap_or(0.0);
-        let pids = tree.pids();
-        self.last_cpu.retain(|p, _| pids.contains(p));
-        let mut procs = Vec::with_capacity(pids.len());
+        let samples = self.processes(tree, buf);
+        self.last_cpu
+            .retain(|p, _| samples.iter().any(|s| s.pid == *p));
+        let mut procs = Vec::with_capacity(samples.len());
         let mut rss = 0;
         let mut sum_cpu = 0;
-        for s in self.reader.read(&pids, buf) {
+        for s in samples {
             if s.state == 'Z' {
                 continue;
             }
@@ -205,10 +232,19 @@ struct Watchdog {
     buf: Vec<u8>,
 }
 
+/// How often the watchdog looks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Intervals {
+    /// Every run is sampled and published.
+    pub refresh: Duration,
+    /// The memory of runs no cgroup holds to their memory limit is checked.
+    pub fast: Duration,
+}
+
 /// The sampler thread's main loop.
 pub(crate) fn watch_loop(
     rx: Receiver<Watched>,
-    refresh: Duration,
+    intervals: Intervals,
     warn_ratio: f64,
     critical_ratio: f64,
     events: tokio::sync::broadcast::Sender<Event>,
@@ -227,11 +263,18 @@ pub(crate) fn watch_loop(
         audit,
         buf: Vec::with_capacity(4096),
     };
+    let refresh = intervals.refresh;
     let mut next = Instant::now();
+    let mut next_fast = next;
     loop {
-        // Take new runs until the next sample is due.
+        // Take new runs until the next sample (or memory check) is due.
         loop {
-            let wait = next.saturating_duration_since(Instant::now());
+            let due = if runs.iter().any(Watched::fast) {
+                next.min(next_fast)
+            } else {
+                next
+            };
+            let wait = due.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(w) => runs.push(w),
                 Err(RecvTimeoutError::Timeout) => break,
@@ -244,9 +287,23 @@ pub(crate) fn watch_loop(
                 }
             }
         }
+        let now = Instant::now();
+        if now >= next_fast {
+            next_fast += intervals.fast;
+            if next_fast < now {
+                next_fast = now + intervals.fast;
+            }
+        }
+        if now < next {
+            // Between refreshes: only the memory of the runs the OS does not hold in sum.
+            for w in runs.iter_mut().filter(|w| w.fast()) {
+                dog.check_memory(w);
+            }
+            continue;
+        }
         next += refresh;
-        if next < Instant::now() {
-            next = Instant::now() + refresh;
+        if next < now {
+            next = now + refresh;
         }
         runs.retain(|w| !w.done);
         let buf = &mut dog.buf;
@@ -263,7 +320,40 @@ pub(crate) fn watch_loop(
     }
 }
 
+impl Watched {
+    /// Only a per-process limit holds this run's memory: the watchdog checks its sum often.
+    fn fast(&self) -> bool {
+        !self.os.memory && !self.killed && !self.done && self.limits.memory_bytes.is_some()
+    }
+}
+
 impl Watchdog {
+    /// The memory check between refreshes of a run whose memory no cgroup limits: the tree's
+    /// resident memory, its peak kept for the record, and a kill past the limit.
+    fn check_memory(&mut self, w: &mut Watched) {
+        let state = w.status.lock().unwrap_or_else(|e| e.into_inner()).state;
+        if state != RunState::Running {
+            return;
+        }
+        let rss = w.probe.rss(&*w.tree, &mut self.buf);
+        {
+            let mut s = w.status.lock().unwrap_or_else(|e| e.into_inner());
+            if s.state != RunState::Running {
+                return;
+            }
+            s.peak_rss_bytes = s.peak_rss_bytes.max(rss);
+        }
+        if w.limits.memory_bytes.is_some_and(|m| rss > m) {
+            w.killed = true;
+            let _ = w.ctl.send(Control::Kill {
+                sig: Sig::Kill,
+                scope: Scope::Tree,
+                by: Actor::Watchdog,
+                reason: Reason::MemoryLimit,
+            });
+        }
+    }
+
     /// Samples one run (unless nothing of it can have changed) and publishes the figures into
     /// its status. `None` for a run not running yet, or over.
     fn refresh(&mut self, w: &mut Watched, fleet_idle: bool) -> Option<Published> {

@@ -182,6 +182,7 @@ impl Target for ContainerTarget {
             os: OsEnforced {
                 memory: true,
                 pids: true,
+                per_process_memory: false,
             },
             audit,
             audit_limits: Map::new(),

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::process::guardian::Guardian;
+use crate::process::census::Census;
+use crate::process::guardian::{Guardian, Sweep};
 use crate::process::reaper::{self, ExitInfo, Reaper};
 use crate::process::signal;
 use crate::process::tree::TreeHandle;
@@ -30,8 +31,12 @@ pub(crate) struct NativeHost {
     pool: Option<crate::process::pool::LaunchPool>,
     /// Removes the groups of ended runs, one after the other, off the async workers.
     remover: crate::process::remover::Remover,
-    guardian: Option<Guardian>,
+    guardian: Option<Arc<Guardian>>,
+    /// Keeps every run without a cgroup in view.
+    census: Arc<Census>,
     reaper: Reaper,
+    /// The watchdog's interval for runs without a cgroup memory limit.
+    watchdog_interval: Duration,
 }
 
 impl NativeHost {
@@ -51,7 +56,10 @@ impl NativeHost {
             reaper::become_subreaper();
         }
         let kill_file = roots.v2.as_ref().map(|b| b.join("cgroup.kill"));
-        let guardian = Guardian::start(kill_file.as_deref()).ok();
+        let guardian = Guardian::start(kill_file.as_deref(), sweep(instance))
+            .ok()
+            .map(Arc::new);
+        let census = Arc::new(Census::new(opts.watchdog_interval, guardian.clone()));
         let reaper = Reaper::start(opts.own_all_children)?;
         let pool = crate::process::pool::LaunchPool::start(
             &roots,
@@ -63,7 +71,9 @@ impl NativeHost {
             pool,
             remover: crate::process::remover::Remover::start(),
             guardian,
+            census,
             reaper,
+            watchdog_interval: opts.watchdog_interval,
         })
     }
 
@@ -72,26 +82,12 @@ impl NativeHost {
         let mut out = Vec::new();
         {
             out.extend(self.roots.describe());
-            if !self.roots.memory_limit_available() {
-                out.push(
-                    "memory: no cgroup memory controller; RLIMIT_AS per process plus the watchdog"
-                        .into(),
-                );
-            }
-            if !self.roots.pids_limit_available() {
-                out.push("processes: no pids controller; the watchdog counts processes".into());
-            }
+            out.extend(self.without_cgroups());
             if self.pool.is_some() {
                 out.push(format!(
                     "launch pool: {} launchers kept ready in fresh run groups (SYMBIONT_LAUNCH_POOL)",
                     crate::process::pool::configured_size()
                 ));
-            }
-            if !self.roots.any() {
-                out.push(
-                    "process tree: process group plus /proc descendants (no writable cgroup)"
-                        .into(),
-                );
             }
         }
         out.push("rlimits: RLIMIT_CPU (soft < hard), RLIMIT_FSIZE".into());
@@ -103,6 +99,32 @@ impl NativeHost {
                 "not running"
             }
         ));
+        out
+    }
+
+    /// Per limit, the mechanism that holds it where this user has no cgroup for it.
+    fn without_cgroups(&self) -> Vec<String> {
+        let every = format!(
+            "every {} ms (native_execution.watchdog_interval_ms)",
+            self.watchdog_interval.as_millis()
+        );
+        let mut out = Vec::new();
+        if !self.roots.memory_limit_available() {
+            out.push(format!(
+                "memory: no cgroup memory controller; RLIMIT_DATA per process (one allocation \
+                 past the limit fails) plus the watchdog on the whole tree's resident memory {every}"
+            ));
+        }
+        if !self.roots.pids_limit_available() {
+            out.push("processes: no pids controller; RLIMIT_NPROC (ordinary users) plus the watchdog counting the tree's processes".into());
+        }
+        if !self.roots.any() {
+            out.push(format!(
+                "process tree: no writable cgroup; the main process is a child subreaper, and \
+                 the tree is followed through /proc {every}, each process by pid and start \
+                 time, plus the SYMBIONT_RUN marker"
+            ));
+        }
         out
     }
 
@@ -146,7 +168,7 @@ impl NativeHost {
             host: self.clone(),
             id,
             spec,
-            tree: Arc::new(TreeHandle::new(marker)),
+            tree: Arc::new(TreeHandle::new(marker, self.census.clone())),
             held: None,
             rlimits: RlimitSet::default(),
             #[cfg(target_os = "linux")]
@@ -168,6 +190,31 @@ impl Drop for NativeHost {
         self.remover.stop();
         self.roots.remove_bases();
     }
+}
+
+/// What the guardian execs after its own kills: `symbiont __sweep SYMBIONT_RUN=<pid>-<instance>-`,
+/// which kills whatever still carries a marker of this supervisor's runs. Only in the
+/// `symbiont` binary (`process::enable_sweep`): a library's host program has no such subcommand.
+fn sweep(instance: u64) -> Option<Sweep> {
+    use std::os::unix::ffi::OsStrExt;
+    if !crate::process::sweep_enabled() {
+        return None;
+    }
+    // This very binary, even if the file was replaced since it started.
+    let exe = std::path::Path::new("/proc/self/exe");
+    let program = if exe.exists() {
+        exe.to_path_buf()
+    } else {
+        std::env::current_exe().ok()?
+    };
+    let c = |b: &[u8]| std::ffi::CString::new(b).ok();
+    Some(Sweep {
+        program: c(program.as_os_str().as_bytes())?,
+        args: vec![
+            c(b"__sweep")?,
+            c(format!("SYMBIONT_RUN={}-{instance}-", std::process::id()).as_bytes())?,
+        ],
+    })
 }
 
 /// SIGKILL to `pid` and its process group.
@@ -196,8 +243,8 @@ pub(crate) struct NativeTarget {
     refill_due: bool,
 }
 
-/// The rlimits of a run. RLIMIT_AS only where no cgroup limits memory: it breaks the JVM and
-/// WebAssembly in Node, so it is a fallback, never the first choice.
+/// The rlimits of a run. Where no cgroup limits memory, RLIMIT_DATA per process (never
+/// RLIMIT_AS: it breaks the JVM and WebAssembly in Node) and the watchdog on the tree's sum.
 fn rlimits_for(spec: &RunSpec, held: Enforced) -> RlimitSet {
     let mut rl = RlimitSet::default();
     rl.open_files_as_started();
@@ -212,7 +259,7 @@ fn rlimits_for(spec: &RunSpec, held: Enforced) -> RlimitSet {
         rl.file_size(b);
     }
     if let (Some(b), false) = (l.memory_bytes, held.memory) {
-        rl.address_space(b);
+        rl.data(b);
     }
     // RLIMIT_NPROC counts every process of the user and root ignores it: only a fallback for
     // ordinary users, set above what the user already runs.
@@ -327,6 +374,7 @@ impl NativeTarget {
             rlimits: self.rlimits,
             #[cfg(target_os = "linux")]
             affinity: self.affinity,
+            subreaper: !self.held.is_some_and(|h| h.tree),
         }
     }
 
@@ -454,6 +502,12 @@ impl Target for NativeTarget {
         audit_limits.insert("cgroup_memory".into(), json!(held.memory));
         audit_limits.insert("cgroup_pids".into(), json!(held.pids));
         audit_limits.insert("cgroup_cpu".into(), json!(held.cpu_quota));
+        audit_limits.insert(
+            "rlimit_data".into(),
+            json!(
+                !held.memory && self.spec.enforce_limits && self.spec.limits.memory_bytes.is_some()
+            ),
+        );
         let mut audit = Map::new();
         let programs: Vec<Value> = self.spec.steps.iter().map(|s| json!(s.program)).collect();
         audit.insert("program".into(), Value::Array(programs));
@@ -461,6 +515,9 @@ impl Target for NativeTarget {
             os: OsEnforced {
                 memory: held.memory,
                 pids: held.pids,
+                per_process_memory: !held.memory
+                    && self.spec.enforce_limits
+                    && self.spec.limits.memory_bytes.is_some(),
             },
             audit,
             audit_limits,

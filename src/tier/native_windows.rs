@@ -190,6 +190,7 @@ impl Target for NativeTarget {
             os: OsEnforced {
                 memory: false,
                 pids: false,
+                per_process_memory: false,
             },
             audit,
             audit_limits,

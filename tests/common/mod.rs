@@ -166,6 +166,15 @@ pub fn assert_none_left(agent: &str) {
     );
 }
 
+/// A test that cannot run here (a runtime or tool is missing): says so loudly on stderr, or
+/// fails when `SYMBIONT_REQUIRE_RUNTIMES=1` (set by CI, where everything must be installed).
+pub fn skipped(test: &str, why: &str) {
+    if std::env::var("SYMBIONT_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1") {
+        panic!("{test}: {why} but SYMBIONT_REQUIRE_RUNTIMES=1");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+}
+
 pub fn wait_for(mut cond: impl FnMut() -> bool, within: Duration) -> bool {
     let until = Instant::now() + within;
     while Instant::now() < until {
