@@ -131,17 +131,6 @@ mod bench {
 
     pub fn main() {
         let args = Args::parse("watchdog", &[]);
-        // A thousand agents hold some 6000 descriptors: the soft limit up to the hard one, as
-        // an ordinary user may.
-        if let Ok((_, hard)) =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        {
-            let _ = nix::sys::resource::setrlimit(
-                nix::sys::resource::Resource::RLIMIT_NOFILE,
-                hard,
-                hard,
-            );
-        }
         let window = Duration::from_secs(if args.quick { 5 } else { 20 });
         let root = scratch_dir("watchdog");
         let rt = tokio::runtime::Builder::new_multi_thread()
