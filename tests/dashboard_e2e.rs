@@ -139,11 +139,9 @@ fn windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_i
     let test =
         "windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_its_job";
     let Some(exe) = std::env::var_os("SYMBIONT_WINDOWS_EXE") else {
-        if std::env::var("SYMBIONT_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1") {
-            panic!("{test}: SYMBIONT_WINDOWS_EXE is not set but SYMBIONT_REQUIRE_RUNTIMES=1");
-        }
-        eprintln!(
-            "\n*** SKIPPED {test}: no Windows build (set SYMBIONT_WINDOWS_EXE, see scripts/windows-env) ***\n"
+        common::skip(
+            test,
+            "no Windows build (set SYMBIONT_WINDOWS_EXE, see scripts/windows-env)",
         );
         return;
     };

@@ -177,6 +177,21 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, within: Duration) -> bool {
     cond()
 }
 
+/// Whether CI asked for every runtime (`SYMBIONT_REQUIRE_RUNTIMES=1`): then a test that cannot
+/// run here fails instead of skipping.
+pub fn runtimes_required() -> bool {
+    std::env::var("SYMBIONT_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1")
+}
+
+/// Says loudly that `test` is SKIPPED because of `why`, or panics under
+/// `SYMBIONT_REQUIRE_RUNTIMES=1`.
+pub fn skip(test: &str, why: &str) {
+    if runtimes_required() {
+        panic!("{test}: {why} but SYMBIONT_REQUIRE_RUNTIMES=1");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+}
+
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
