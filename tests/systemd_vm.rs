@@ -279,6 +279,7 @@ mod linux {
                     common::stderr(&up).trim_end()
                 ));
             }
+            eprint!("{}", common::stderr(&up));
             println!(
                 "systemd_vm: VM booted and {} installed in {:.1} s",
                 vm.bin.display(),
@@ -443,7 +444,7 @@ finish() {
   section leftover_processes; [ -z "$p" ] || echo "$p"
   for i in $(seq 50); do c=$(new_cgroups); [ -z "$c" ] && break; sleep 0.1; done
   section leftover_cgroups; [ -z "$c" ] || echo "$c"
-  pkill -KILL -f -- "$M" 2>/dev/null
+  for i in 1 2 3; do pkill -KILL -f -- "$M" 2>/dev/null || break; sleep 0.2; done
   [ -z "$c" ] || echo "$c" | sort -r | xargs rmdir 2>/dev/null
   section end
   exit 0
@@ -511,6 +512,7 @@ if __name__ == "__main__":
         fn setup(&self, timeout: u32, extra: &str) -> String {
             format!(
                 "D0=/tmp/svm''-{m}\nrm -rf \"$D0\"; mkdir -p \"$D0/work\" \"$D0/data\"\n{vars}\
+                 T={timeout}\n\
                  find /sys/fs/cgroup -name 'symbiont*' 2>/dev/null | sort > cgroups.before\n\
                  cat > config.toml <<EOF\n\
                  [security]\nallow_native_execution = true\ndefault_sandbox_tier = \"None\"\n\n\
@@ -561,10 +563,12 @@ if __name__ == "__main__":
         }
 
         /// `symbiont exec --json` of `argv` (with `flags` before `--`), as a guest script line
-        /// whose record lands in the section `record`.
+        /// whose record lands in the section `record`. A supervisor still running 30 s past the
+        /// run's timeout has failed already: `timeout(1)` stops it, so that the emulated VM is
+        /// not left to a fork bomb for minutes.
         fn exec(flags: &str, argv: &str) -> String {
             format!(
-                "symbiont exec --config config.toml --json {flags} -- {argv} \"$M\" > out 2> err\n\
+                "timeout -k 10 $((T + 30)) symbiont exec --config config.toml --json {flags} -- {argv} \"$M\" > out 2> err\n\
                  echo $? > rc\nshow record out; show stderr err; show rc rc\n"
             )
         }
@@ -607,6 +611,14 @@ if __name__ == "__main__":
 
         /// The `exec --json` record in `record`.
         fn exec_record(&self) -> Value {
+            if matches!(self.0.get("rc").map(String::as_str), Some("124" | "137")) {
+                assert!(
+                    !self.get("record").is_empty(),
+                    "the supervisor was still running 30 s past the run's timeout: timeout(1) \
+                     stopped it (exit {}), no run record:\n{self}",
+                    self.get("rc")
+                );
+            }
             serde_json::from_str(self.get("record"))
                 .unwrap_or_else(|e| panic!("no run record ({e}):\n{self}"))
         }
@@ -770,14 +782,22 @@ if __name__ == "__main__":
     }
 
     fn fork_bomb(c: &Case) {
+        // A bomb nothing contains makes the emulated VM crawl: 30 s of wall clock at most.
         let s = c.run(&c.script(
-            90,
+            30,
             "max_processes = 50",
             &Case::exec("", "bash -c 'f() { f | f & }; f; sleep 60'"),
         ));
         let r = s.exec_record();
         let mut k = Checks::new(&s);
         k.reason(&r, "process_limit");
+        let n = r["processes"].as_u64().unwrap_or(u64::MAX);
+        k.expect(n <= 50, format!("{n} processes under a limit of 50"));
+        let d = r["duration_secs"].as_f64().unwrap_or(f64::INFINITY);
+        k.expect(
+            d < 30.0,
+            format!("ended after {d:.0} s, past its 30 s timeout"),
+        );
         k.done();
     }
 
