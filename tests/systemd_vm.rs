@@ -337,6 +337,7 @@ mod linux {
             .arg("--strip-debug")
             .arg(&bin)
             .arg(&out)
+            .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if ok {
@@ -528,6 +529,25 @@ if __name__ == "__main__":
         /// A script that sets up, runs `body` and reports what was left behind.
         fn script(&self, timeout: u32, extra: &str, body: &str) -> String {
             format!("{}{body}\nfinish\n", self.setup(timeout, extra))
+        }
+
+        /// A script that writes `prep`, then runs `argv` under `symbiont exec --json` (see
+        /// [`Case::exec`]); what it printed and the run's record.
+        fn exec_run(
+            &self,
+            timeout: u32,
+            extra: &str,
+            prep: &str,
+            flags: &str,
+            argv: &str,
+        ) -> (Sections, Value) {
+            let s = self.run(&self.script(
+                timeout,
+                extra,
+                &format!("{prep}{}", Case::exec(flags, argv)),
+            ));
+            let r = s.exec_record();
+            (s, r)
         }
 
         fn run(&self, script: &str) -> Sections {
@@ -746,12 +766,13 @@ if __name__ == "__main__":
     }
 
     fn one_gibibyte(c: &Case) {
-        let s = c.run(&c.script(
+        let (s, r) = c.exec_run(
             60,
             "",
-            &Case::exec("--max-memory=256", "python3 -c 'b = bytearray(1 << 30)'"),
-        ));
-        let r = s.exec_record();
+            "",
+            "--max-memory=256",
+            "python3 -c 'b = bytearray(1 << 30)'",
+        );
         let mut k = Checks::new(&s);
         k.reason(&r, "memory_limit");
         k.expect(
@@ -766,15 +787,13 @@ if __name__ == "__main__":
     }
 
     fn worker_pool(c: &Case) {
-        let s = c.run(&c.script(
+        let (s, r) = c.exec_run(
             90,
             "",
-            &format!(
-                "cat > work/pool.py <<'EOF'\n{POOL_PY}EOF\n{}",
-                Case::exec("--max-memory=256", "python3 pool.py")
-            ),
-        ));
-        let r = s.exec_record();
+            &format!("cat > work/pool.py <<'EOF'\n{POOL_PY}EOF\n"),
+            "--max-memory=256",
+            "python3 pool.py",
+        );
         let mut k = Checks::new(&s);
         k.reason(&r, "memory_limit");
         k.peak_near(&r, 256.0);
@@ -783,12 +802,13 @@ if __name__ == "__main__":
 
     fn fork_bomb(c: &Case) {
         // A bomb nothing contains makes the emulated VM crawl: 30 s of wall clock at most.
-        let s = c.run(&c.script(
+        let (s, r) = c.exec_run(
             30,
             "max_processes = 50",
-            &Case::exec("", "bash -c 'f() { f | f & }; f; sleep 60'"),
-        ));
-        let r = s.exec_record();
+            "",
+            "",
+            "bash -c 'f() { f | f & }; f; sleep 60'",
+        );
         let mut k = Checks::new(&s);
         k.reason(&r, "process_limit");
         let n = r["processes"].as_u64().unwrap_or(u64::MAX);
@@ -802,15 +822,13 @@ if __name__ == "__main__":
     }
 
     fn half_a_core(c: &Case) {
-        let s = c.run(&c.script(
+        let (s, r) = c.exec_run(
             60,
             "max_cpu_cores = 0.5",
-            &Case::exec(
-                "",
-                "python3 -c 'import time\nt = time.time()\nwhile time.time() - t < 6: pass'",
-            ),
-        ));
-        let r = s.exec_record();
+            "",
+            "",
+            "python3 -c 'import time\nt = time.time()\nwhile time.time() - t < 6: pass'",
+        );
         let mut k = Checks::new(&s);
         k.reason(&r, "exited");
         let cpu = r["cpu_seconds"].as_f64().unwrap_or(0.0);
@@ -832,15 +850,13 @@ if __name__ == "__main__":
     }
 
     fn node_webassembly(c: &Case) {
-        let s = c.run(&c.script(
+        let (s, r) = c.exec_run(
             120,
             "",
-            &Case::exec(
-                "",
-                "node -e 'new WebAssembly.Memory({initial:256}); console.log(\"wasm ok\")'",
-            ),
-        ));
-        let r = s.exec_record();
+            "",
+            "",
+            "node -e 'new WebAssembly.Memory({initial:256}); console.log(\"wasm ok\")'",
+        );
         let mut k = Checks::new(&s);
         succeeded(&mut k, &r, "wasm ok");
         k.done();
