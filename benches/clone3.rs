@@ -377,6 +377,7 @@ mod bench {
                 cgroup_fds: fds,
                 rlimits: RlimitSet::default(),
                 affinity: None,
+                subreaper: false,
             };
             native::spawn(&l).map(|s| s.pid).map_err(err)
         };
@@ -677,6 +678,7 @@ mod bench {
             audit_log: root.join(format!("audit-{pool}.log")),
             tail_lines: 50,
             refresh: Duration::from_secs(1),
+            watchdog_interval: Duration::from_millis(100),
             warn_ratio: 0.8,
             critical_ratio: 0.95,
             own_all_children: true,

@@ -26,7 +26,7 @@ fn runtime(test: &str) -> Option<String> {
     if ok {
         return host;
     }
-    skipped(
+    skip(
         test,
         &format!("no container runtime (DOCKER_HOST={host:?}); run scripts/container-runtime"),
     );

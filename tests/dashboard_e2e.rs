@@ -139,7 +139,7 @@ fn windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_i
     let test =
         "windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_its_job";
     let Some(exe) = std::env::var_os("SYMBIONT_WINDOWS_EXE") else {
-        skipped(
+        common::skip(
             test,
             "no Windows build (set SYMBIONT_WINDOWS_EXE, see scripts/windows-env)",
         );

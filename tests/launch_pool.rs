@@ -58,7 +58,7 @@ async fn pool_ready(sup: &Supervisor) -> Option<usize> {
     loop {
         let (ready, size) = sup.launchers();
         if size == 0 {
-            skipped(
+            skip(
                 "launch_pool",
                 "no launcher pool on this host (no writable cgroups)",
             );

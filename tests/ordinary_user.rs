@@ -188,7 +188,7 @@ impl Drop for World {
 fn runtime(test: &str, name: &str) -> Option<PathBuf> {
     let found = symbiont::runner::native::which(name, Some(std::ffi::OsStr::new(PATH)));
     if found.is_none() {
-        skipped(
+        skip(
             test,
             &format!("{name} is not installed (scripts/setup installs it)"),
         );

@@ -166,15 +166,6 @@ pub fn assert_none_left(agent: &str) {
     );
 }
 
-/// A test that cannot run here (a runtime or tool is missing): says so loudly on stderr, or
-/// fails when `SYMBIONT_REQUIRE_RUNTIMES=1` (set by CI, where everything must be installed).
-pub fn skipped(test: &str, why: &str) {
-    if std::env::var("SYMBIONT_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1") {
-        panic!("{test}: {why} but SYMBIONT_REQUIRE_RUNTIMES=1");
-    }
-    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
-}
-
 pub fn wait_for(mut cond: impl FnMut() -> bool, within: Duration) -> bool {
     let until = Instant::now() + within;
     while Instant::now() < until {
@@ -184,6 +175,21 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+/// Whether CI asked for every runtime (`SYMBIONT_REQUIRE_RUNTIMES=1`): then a test that cannot
+/// run here fails instead of skipping.
+pub fn runtimes_required() -> bool {
+    std::env::var("SYMBIONT_REQUIRE_RUNTIMES").is_ok_and(|v| v == "1")
+}
+
+/// Says loudly that `test` is SKIPPED because of `why`, or panics under
+/// `SYMBIONT_REQUIRE_RUNTIMES=1`.
+pub fn skip(test: &str, why: &str) {
+    if runtimes_required() {
+        panic!("{test}: {why} but SYMBIONT_REQUIRE_RUNTIMES=1");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
 }
 
 pub fn exists(p: &Path) -> bool {
