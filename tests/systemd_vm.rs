@@ -752,16 +752,26 @@ if __name__ == "__main__":
             .skip_while(|l| !l.contains("enforcement"))
             .collect();
         k.expect(!mechanisms.is_empty(), "no `enforcement` section");
-        for ctl in ["memory", "pids", "cpu"] {
-            let named = mechanisms.iter().any(|l| {
-                l.contains("v2")
-                    && l.split(|ch: char| !ch.is_ascii_alphanumeric())
-                        .any(|w| w == ctl)
-                    && !l.contains("no cgroup")
-                    && !l.contains(&format!("no {ctl}"))
-            });
-            k.expect(named, format!("no line names cgroup v2 with `{ctl}`"));
+        // One line per limit, naming the mechanism that holds it for this user.
+        for (limit, file) in [
+            ("memory:", "memory.max"),
+            ("processes:", "pids.max"),
+            ("cpu cores:", "cpu.max"),
+        ] {
+            let line = mechanisms
+                .iter()
+                .find(|l| l.trim_start().starts_with(limit))
+                .copied()
+                .unwrap_or("");
+            k.expect(
+                line.contains("cgroup v2") && line.contains(file),
+                format!("`{limit}` is not held by cgroup v2 {file}: {line:?}"),
+            );
         }
+        k.expect(
+            mechanisms.iter().any(|l| l.contains("delegat")),
+            "check does not say where the delegated cgroup came from",
+        );
         k.done();
     }
 

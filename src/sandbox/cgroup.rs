@@ -123,6 +123,42 @@ impl CgroupRoots {
         self.cpu.is_some() || self.v2_cpu
     }
 
+    /// The cgroup file that holds the `controller` limit ("memory", "pids", "cpu") of each run,
+    /// if any does here.
+    pub fn holds(&self, controller: &str) -> Option<&'static str> {
+        match controller {
+            "memory" if self.v2_memory => Some("cgroup v2 memory.max"),
+            "memory" if self.memory.is_some() => Some("cgroup v1 memory.limit_in_bytes"),
+            "pids" if self.v2_pids => Some("cgroup v2 pids.max"),
+            "pids" if self.pids.is_some() => Some("cgroup v1 pids.max"),
+            "cpu" if self.v2_cpu => Some("cgroup v2 cpu.max"),
+            "cpu" if self.cpu.is_some() => Some("cgroup v1 cpu.cfs_quota_us"),
+            _ => None,
+        }
+    }
+
+    /// Where some limit has no cgroup here: the step that would give it one, if there is one.
+    pub fn step(&self) -> Option<String> {
+        if RUN_CONTROLLERS.iter().all(|c| self.holds(c).is_some()) {
+            return None;
+        }
+        match self.v2_home.as_ref().map(|h| &h.how) {
+            Some(HomeHow::Undelegated { step, .. }) if !step.is_empty() => Some(step.clone()),
+            Some(HomeHow::Scope(_) | HomeHow::Divided) => Some(
+                "ask your administrator to delegate the missing controllers to users \
+                 (Delegate=memory pids cpu in user@.service)"
+                    .into(),
+            ),
+            _ if !nix::unistd::geteuid().is_root() => Some(
+                "this host keeps the memory, pids and cpu controllers where only root can make \
+                 groups (cgroup v1 or no delegation): run symbiont as root, or on a systemd host \
+                 with the unified cgroup v2 hierarchy from a login session of yours"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
     /// The CPU counter of the base group, which holds every run: v2 `cpu.stat` (true) or
     /// v1 `cpuacct.usage` (false).
     pub fn fleet_cpu_counter(&self) -> Option<(PathBuf, bool)> {
@@ -173,11 +209,8 @@ impl CgroupRoots {
                 Some(HomeHow::Divided) => out.push(
                     "cgroup v2 delegation: this process's own cgroup, divided into a leaf for the supervisor and one group per run".into(),
                 ),
-                Some(HomeHow::Undelegated { why, step }) => {
+                Some(HomeHow::Undelegated { why, .. }) => {
                     out.push(format!("cgroup v2 controllers not delegated: {why}"));
-                    if !step.is_empty() {
-                        out.push(format!("  to get cgroup limits: {step}"));
-                    }
                 }
                 Some(HomeHow::Hybrid) | None => {}
             }

@@ -37,6 +37,15 @@ impl CgroupRoots {
         None
     }
 
+    pub fn holds(&self, _controller: &str) -> Option<&'static str> {
+        None
+    }
+
+    /// Nothing one step away: the kernel has no cgroups.
+    pub fn step(&self) -> Option<String> {
+        None
+    }
+
     pub fn describe(&self) -> Vec<String> {
         Vec::new()
     }

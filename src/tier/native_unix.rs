@@ -79,18 +79,57 @@ impl NativeHost {
 
     /// The mechanisms that confine native agents here, for `symbiont check`.
     pub fn mechanisms(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        {
-            out.extend(self.roots.describe());
-            out.extend(self.without_cgroups());
-            if self.pool.is_some() {
-                out.push(format!(
-                    "launch pool: {} launchers kept ready in fresh run groups (SYMBIONT_LAUNCH_POOL)",
-                    crate::process::pool::configured_size()
-                ));
-            }
+        let r = &self.roots;
+        let every = format!(
+            "every {} ms (native_execution.watchdog_interval_ms)",
+            self.watchdog_interval.as_millis()
+        );
+        let per_run = |c: &str, what: &str| {
+            r.holds(c)
+                .map(|m| format!("{m} on each run's group: {what}"))
+        };
+        let mut out = vec![
+            format!(
+                "memory: {}",
+                per_run("memory", "the kernel's OOM killer ends the run at the limit").unwrap_or_else(|| format!(
+                    "RLIMIT_DATA per process (one allocation past the limit fails) plus the watchdog \
+                     on the whole tree's resident memory {every}"
+                ))
+            ),
+            format!(
+                "processes: {}",
+                per_run("pids", "a fork past the limit fails").unwrap_or_else(|| {
+                    "RLIMIT_NPROC (ordinary users) plus the watchdog counting the tree's processes".into()
+                })
+            ),
+            format!(
+                "CPU cores: {}",
+                per_run("cpu", "a quota of CPU time per period").unwrap_or_else(|| {
+                    "CPU affinity: the run is pinned to as many whole CPUs as it may use".into()
+                })
+            ),
+            "CPU time: RLIMIT_CPU per process (soft < hard: SIGXCPU first) plus the watchdog on the tree's total".into(),
+            "file size: RLIMIT_FSIZE per process".into(),
+            "timeout: the supervisor sends TERM to the tree, KILL after kill_grace_seconds".into(),
+        ];
+        let groups = r.describe();
+        if groups.is_empty() {
+            out.push(format!(
+                "process tree: no writable cgroup; the main process is a child subreaper, and \
+                 the tree is followed through /proc {every}, each process by pid and start \
+                 time, plus the SYMBIONT_RUN marker"
+            ));
         }
-        out.push("rlimits: RLIMIT_CPU (soft < hard), RLIMIT_FSIZE".into());
+        out.extend(groups);
+        if let Some(step) = r.step() {
+            out.push(format!("  for limits the kernel enforces: {step}"));
+        }
+        if self.pool.is_some() {
+            out.push(format!(
+                "launch pool: {} launchers kept ready in fresh run groups (SYMBIONT_LAUNCH_POOL)",
+                crate::process::pool::configured_size()
+            ));
+        }
         out.push(format!(
             "guardian: {}",
             if self.guardian.is_some() {
@@ -99,32 +138,6 @@ impl NativeHost {
                 "not running"
             }
         ));
-        out
-    }
-
-    /// Per limit, the mechanism that holds it where this user has no cgroup for it.
-    fn without_cgroups(&self) -> Vec<String> {
-        let every = format!(
-            "every {} ms (native_execution.watchdog_interval_ms)",
-            self.watchdog_interval.as_millis()
-        );
-        let mut out = Vec::new();
-        if !self.roots.memory_limit_available() {
-            out.push(format!(
-                "memory: no cgroup memory controller; RLIMIT_DATA per process (one allocation \
-                 past the limit fails) plus the watchdog on the whole tree's resident memory {every}"
-            ));
-        }
-        if !self.roots.pids_limit_available() {
-            out.push("processes: no pids controller; RLIMIT_NPROC (ordinary users) plus the watchdog counting the tree's processes".into());
-        }
-        if !self.roots.any() {
-            out.push(format!(
-                "process tree: no writable cgroup; the main process is a child subreaper, and \
-                 the tree is followed through /proc {every}, each process by pid and start \
-                 time, plus the SYMBIONT_RUN marker"
-            ));
-        }
         out
     }
 
