@@ -247,6 +247,14 @@ impl TreeHandle {
             .and_then(|c| c.as_ref().and_then(|c| c.cpu_counter_path()))
     }
 
+    /// The most memory the tree held at once, where its cgroup has a memory controller.
+    pub fn cgroup_memory_peak(&self) -> Option<u64> {
+        self.cgroup
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().and_then(|c| c.memory_peak()))
+    }
+
     /// CPU time of the whole tree, exited processes included, where a cgroup counts it.
     pub fn cgroup_cpu_time(&self) -> Option<std::time::Duration> {
         if let Some(t) = self

@@ -858,6 +858,17 @@ impl RunCgroup {
     }
 
     /// CPU time of the whole tree so far, including processes that have exited.
+    /// The group's own high-water mark of memory, where its memory controller keeps one:
+    /// v2 `memory.peak` (Linux 5.19), v1 `memory.max_usage_in_bytes`.
+    pub fn memory_peak(&self) -> Option<u64> {
+        if let Some(m) = &self.memory {
+            return read_u64(&m.join("memory.max_usage_in_bytes"));
+        }
+        self.v2
+            .as_ref()
+            .and_then(|d| read_u64(&d.join("memory.peak")))
+    }
+
     pub fn cpu_time(&self) -> Option<Duration> {
         if let Some(v2) = &self.v2 {
             if let Some(us) = read_keyed(&v2.join("cpu.stat"), "usage_usec") {

@@ -107,6 +107,10 @@ impl RunCgroup {
         match self.never {}
     }
 
+    pub fn memory_peak(&self) -> Option<u64> {
+        match self.never {}
+    }
+
     pub fn cpu_counter_path(&self) -> Option<(PathBuf, bool)> {
         match self.never {}
     }

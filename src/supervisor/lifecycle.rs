@@ -181,6 +181,9 @@ impl<T: Target> Life<T> {
             let s = lock(&self.status);
             (s.peak_rss_bytes, s.peak_processes, s.cpu_ns)
         };
+        // The kernel's figure where it held the limit; else the most the samples and the exits
+        // saw (a sum of resident sets, which counts pages shared after a fork once per process).
+        let peak = finals.memory_peak.unwrap_or(peak_rss.max(rusage_peak));
         let cpu_ns = finals
             .cpu_time
             .map_or(0, |d| d.as_nanos() as u64)
@@ -216,7 +219,7 @@ impl<T: Target> Life<T> {
             reason,
             killed_by,
             message: self.message.take(),
-            peak_memory_bytes: peak_rss.max(rusage_peak),
+            peak_memory_bytes: peak,
             cpu_seconds: cpu_ns as f64 / 1e9,
             processes: peak_procs.max(u64::from(first_pid.is_some())),
             ..self.base_record(argv_run)

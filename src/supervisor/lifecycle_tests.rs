@@ -134,6 +134,7 @@ impl Target for Fake {
         Finals {
             cpu_time: None,
             oom_kills: self.script.oom_kills,
+            memory_peak: None,
         }
     }
 }

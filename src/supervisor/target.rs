@@ -148,6 +148,9 @@ pub(crate) struct Prepared {
 pub(crate) struct Finals {
     pub cpu_time: Option<Duration>,
     pub oom_kills: u64,
+    /// The most memory the whole tree held at once, where the kernel counted it (a cgroup's
+    /// own peak: what its memory limit is held to, shared pages counted once).
+    pub memory_peak: Option<u64>,
 }
 
 /// One run on one tier. The lifecycle calls, in order: `prepare`, then per step `start` (or

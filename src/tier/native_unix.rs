@@ -616,6 +616,7 @@ impl Target for NativeTarget {
 
     async fn finish(&mut self) -> Finals {
         let finals = Finals {
+            memory_peak: self.tree.cgroup_memory_peak(),
             cpu_time: self.tree.cgroup_cpu_time(),
             oom_kills: self.tree.oom_kills(),
         };

@@ -275,6 +275,7 @@ impl Target for NativeTarget {
         Finals {
             cpu_time: self.tree.job.get().and_then(Job::cpu_time),
             oom_kills: self.tree.oom_kills(),
+            memory_peak: None,
         }
     }
 }
