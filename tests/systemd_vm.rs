@@ -83,6 +83,14 @@ mod linux {
             "a_setsid_daemon_dies_with_a_sigkilled_supervisor",
             daemon_supervisor_sigkill,
         ),
+        (
+            "started_in_a_delegated_scope_it_divides_that_scope",
+            divides_a_delegated_scope,
+        ),
+        (
+            "without_the_managers_bus_it_falls_back_and_names_the_step",
+            without_the_bus,
+        ),
     ];
 
     pub fn main() {
@@ -772,6 +780,95 @@ if __name__ == "__main__":
             mechanisms.iter().any(|l| l.contains("delegat")),
             "check does not say where the delegated cgroup came from",
         );
+        k.done();
+    }
+
+    /// The lines of `check`'s enforcement section, lower-cased.
+    fn enforcement(check: &str) -> Vec<String> {
+        check
+            .to_lowercase()
+            .lines()
+            .skip_while(|l| !l.contains("enforcement"))
+            .map(|l| l.trim().to_string())
+            .collect()
+    }
+
+    /// Started by `systemd-run --scope -p Delegate=yes` (the user's manager for dev), symbiont
+    /// owns its cgroup alone: it divides that one rather than asking for another, and the
+    /// kernel holds the memory limit.
+    fn divides_a_delegated_scope(c: &Case) {
+        let wrap = match c.user {
+            User::Dev => "systemd-run --user --scope -p Delegate=yes --quiet --",
+            User::Root => "systemd-run --scope -p Delegate=yes --quiet --",
+        };
+        let s = c.run(&c.script(
+            60,
+            "",
+            &format!(
+                "{wrap} symbiont check --config config.toml > check 2> err; echo $? > rc
+                 show check check; show stderr err; show rc rc
+                 {wrap} {}",
+                Case::exec("--max-memory=256", "python3 -c 'b = bytearray(1 << 30)'")
+            ),
+        ));
+        let mut k = Checks::new(&s);
+        let lines = enforcement(s.get("check"));
+        k.expect(
+            lines.iter().any(|l| l.contains("own cgroup, divided")),
+            "check does not say it divided the delegated cgroup it was started in",
+        );
+        k.expect(
+            !lines.iter().any(|l| l.contains("transient scope")),
+            "it asked systemd for another scope although its own was delegated",
+        );
+        k.expect(
+            lines
+                .iter()
+                .any(|l| l.starts_with("memory:") && l.contains("cgroup v2 memory.max")),
+            "memory is not held by cgroup v2",
+        );
+        let r = s.exec_record();
+        k.reason(&r, "memory_limit");
+        k.expect(
+            r["killed_by"] == "kernel",
+            format!("killed_by {}: not the kernel's OOM kill", r["killed_by"]),
+        );
+        k.done();
+    }
+
+    /// With the manager's bus out of reach (no session bus for dev, a wrong system bus address
+    /// for root), symbiont falls back to RLIMIT_DATA and the watchdog, holds the memory limit
+    /// that way, and `check` names the step that would give kernel limits.
+    fn without_the_bus(c: &Case) {
+        let env = match c.user {
+            User::Dev => "env -u DBUS_SESSION_BUS_ADDRESS XDG_RUNTIME_DIR=/nonexistent",
+            User::Root => "env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent",
+        };
+        let s = c.run(&c.script(
+            60,
+            "",
+            &format!(
+                "{env} symbiont check --config config.toml > check 2> err; echo $? > rc
+                 show check check; show stderr err; show rc rc
+                 {env} {}",
+                Case::exec("--max-memory=256", "python3 -c 'b = bytearray(1 << 30)'")
+            ),
+        ));
+        let mut k = Checks::new(&s);
+        let lines = enforcement(s.get("check"));
+        k.expect(
+            lines.iter().any(|l| {
+                l.starts_with("memory:") && l.contains("rlimit_data") && l.contains("watchdog")
+            }),
+            "check does not name RLIMIT_DATA and the watchdog for memory",
+        );
+        k.expect(
+            lines
+                .iter()
+                .any(|l| l.starts_with("for limits the kernel enforces:")),
+            "check does not name the step to kernel-enforced limits",
+        );
+        k.reason(&s.exec_record(), "memory_limit");
         k.done();
     }
 

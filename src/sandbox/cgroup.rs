@@ -294,7 +294,12 @@ fn v2_home(mount_point: &str, mount_root: &str, own: &str) -> V2Home {
                 how: HomeHow::Divided,
             };
         }
-        let ours = !super::systemd::booted() || super::systemd::delegated(&dir);
+        // Ours to divide: it holds this process alone (looked at first: the common case, a
+        // shared login or terminal group, needs no question to systemd) and nobody else manages
+        // it (no systemd, or systemd delegated it).
+        let me = std::process::id() as i32;
+        let ours = read_pids(&dir).iter().all(|&p| p == me)
+            && (!super::systemd::booted() || super::systemd::delegated(&dir));
         if ours && divide(&dir).is_ok() {
             return V2Home {
                 dir: Some(dir),

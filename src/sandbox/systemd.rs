@@ -29,7 +29,23 @@ pub fn booted() -> bool {
 /// Whether systemd delegated the cgroup `dir` (it marks such groups with the extended attribute
 /// `trusted.delegate`, or `user.delegate` from a user manager, since systemd 251). A group
 /// systemd manages but did not delegate is not ours to divide, even where we can write it.
+/// A user manager marks nothing (`user.*` attributes need systemd 253 or later); then the unit
+/// the group belongs to is asked over D-Bus.
 pub fn delegated(dir: &Path) -> bool {
+    if marked_delegated(dir) {
+        return true;
+    }
+    let Some(unit) = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.ends_with(".scope") || n.ends_with(".service"))
+    else {
+        return false;
+    };
+    unit_delegates(unit, Manager::for_this_user()).unwrap_or(false)
+}
+
+fn marked_delegated(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
@@ -79,13 +95,7 @@ impl Manager {
 /// `Delegate=yes`, and waits until the kernel shows it there. Returns the scope's cgroup path
 /// (as in `/proc/self/cgroup`), or why it could not.
 pub fn move_into_scope(name: &str, manager: Manager) -> Result<String, String> {
-    let pid = std::process::id();
-    let call = std::thread::scope(|s| {
-        s.spawn(|| start_transient_scope(name, pid, manager))
-            .join()
-            .unwrap_or_else(|_| Err("the D-Bus thread panicked".into()))
-    });
-    call?;
+    start_transient_scope(name, std::process::id(), manager)?;
     // The job runs after the call returns: the move is seen in /proc once it has.
     let until = Instant::now() + MOVE_TIMEOUT;
     loop {
@@ -111,27 +121,47 @@ pub fn own_v2_path() -> Option<String> {
         .map(str::to_string)
 }
 
-fn start_transient_scope(name: &str, pid: u32, manager: Manager) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime for D-Bus: {e}"))?;
-    rt.block_on(async {
-        let conn = match manager {
-            Manager::User => zbus::Connection::session().await,
-            Manager::System => zbus::Connection::system().await,
-        }
-        .map_err(|e| {
-            format!(
-                "cannot reach {} over D-Bus ({e}){}",
-                manager.describe(),
-                match manager {
-                    Manager::User if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() =>
-                        ": DBUS_SESSION_BUS_ADDRESS is not set (not a login session?)",
-                    _ => "",
-                }
+/// Whether `manager`'s unit `unit` has `Delegate=yes`.
+fn unit_delegates(unit: &str, manager: Manager) -> Result<bool, String> {
+    let interface = if unit.ends_with(".scope") {
+        "org.freedesktop.systemd1.Scope"
+    } else {
+        "org.freedesktop.systemd1.Service"
+    };
+    on_bus(manager, |conn| async move {
+        let err = |e: zbus::Error| e.to_string();
+        let path: zbus::zvariant::OwnedObjectPath = conn
+            .call_method(
+                Some("org.freedesktop.systemd1"),
+                "/org/freedesktop/systemd1",
+                Some("org.freedesktop.systemd1.Manager"),
+                "GetUnit",
+                &(unit,),
             )
-        })?;
+            .await
+            .map_err(err)?
+            .body()
+            .deserialize()
+            .map_err(err)?;
+        let value: zbus::zvariant::OwnedValue = conn
+            .call_method(
+                Some("org.freedesktop.systemd1"),
+                &path,
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &(interface, "Delegate"),
+            )
+            .await
+            .map_err(err)?
+            .body()
+            .deserialize()
+            .map_err(err)?;
+        bool::try_from(value).map_err(|e| e.to_string())
+    })
+}
+
+fn start_transient_scope(name: &str, pid: u32, manager: Manager) -> Result<(), String> {
+    on_bus(manager, |conn| async move {
         let properties: Vec<(&str, Value<'_>)> = vec![
             (
                 "Description",
@@ -162,5 +192,49 @@ fn start_transient_scope(name: &str, pid: u32, manager: Manager) -> Result<(), S
                 }
             )
         })
+    })
+}
+
+/// Connects to `manager`'s bus and runs `f` on a thread of its own with a one-off runtime (the
+/// caller may be inside the supervisor's runtime, where blocking on a future is not allowed).
+fn on_bus<T, F, Fut>(manager: Manager, f: F) -> Result<T, String>
+where
+    T: Send,
+    F: FnOnce(zbus::Connection) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| on_bus_here(manager, f))
+            .join()
+            .unwrap_or_else(|_| Err("the D-Bus thread panicked".into()))
+    })
+}
+
+fn on_bus_here<T, F, Fut>(manager: Manager, f: F) -> Result<T, String>
+where
+    F: FnOnce(zbus::Connection) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime for D-Bus: {e}"))?;
+    rt.block_on(async {
+        let conn = match manager {
+            Manager::User => zbus::Connection::session().await,
+            Manager::System => zbus::Connection::system().await,
+        }
+        .map_err(|e| {
+            format!(
+                "cannot reach {} over D-Bus ({e}){}",
+                manager.describe(),
+                match manager {
+                    Manager::User if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() =>
+                        ": DBUS_SESSION_BUS_ADDRESS is not set (not a login session?)",
+                    _ => "",
+                }
+            )
+        })?;
+        f(conn).await
     })
 }
