@@ -692,17 +692,8 @@ mod bench {
         let mut lat = Vec::new();
         let result: Res<Vec<f64>> = async {
             for i in 0..5 + n {
-                // The pool full again (a refill joins v1 groups, which stalls every fork on the
-                // host), then the same pause as the raw launches.
-                let until = Instant::now() + Duration::from_millis(300);
-                loop {
-                    let (ready, size) = sup.launchers();
-                    if ready >= size || Instant::now() >= until {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                tokio::time::sleep(SETTLE).await;
+                // The pool full again, then the same pause as the raw launches.
+                common::pool_quiet(&sup, Duration::from_millis(300), SETTLE).await;
                 let t0 = Instant::now();
                 let id = sup
                     .launch(spec(c, &format!("bench-clone3-{pool}-{i}")))

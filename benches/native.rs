@@ -360,19 +360,8 @@ mod bench {
 
     // ---------------------------------------------------------------- 1. launch latency
 
-    /// Waits for the supervisor's launcher pool to be full again, then `SETTLE`: a refill joins
-    /// v1 cgroups, which stalls every fork and exec on the host for up to an RCU grace period,
-    /// and must not land inside a measurement (of ours or of the baseline).
     async fn quiet(sup: &Supervisor) {
-        let until = Instant::now() + Duration::from_millis(200);
-        loop {
-            let (ready, size) = sup.launchers();
-            if ready >= size || Instant::now() >= until {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        tokio::time::sleep(SETTLE).await;
+        common::pool_quiet(sup, Duration::from_millis(200), SETTLE).await;
     }
 
     async fn fig_launch(ctx: &Ctx, rows: &mut Vec<Figure>, diag: &mut Value) -> Res<()> {

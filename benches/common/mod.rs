@@ -490,3 +490,22 @@ pub fn marked(value: &str, prefix: bool) -> Vec<(i32, String)> {
         .map(|pid| (pid as i32, read_trim(&format!("/proc/{pid}/comm"))))
         .collect()
 }
+
+/// Waits (for `within` at most) until the supervisor's launcher pool is full again, then
+/// `settle`: a refill joins v1 cgroups, which stalls every fork and exec on the host for up to
+/// an RCU grace period, and must not land inside a measurement (of ours or of a baseline).
+pub async fn pool_quiet(
+    sup: &symbiont::supervisor::Supervisor,
+    within: Duration,
+    settle: Duration,
+) {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let (ready, size) = sup.launchers();
+        if ready >= size || std::time::Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(settle).await;
+}

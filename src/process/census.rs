@@ -64,6 +64,21 @@ struct State {
     buf: Vec<u8>,
 }
 
+impl State {
+    /// `p` (with its `/proc` inode `ino`) belongs to no run: remembered, so it is not looked
+    /// at again.
+    fn not_a_member(&mut self, p: &ProcSample, ino: u64) {
+        self.seen.insert(
+            p.pid,
+            Seen {
+                ino,
+                start: p.start,
+                member: None,
+            },
+        );
+    }
+}
+
 /// The supervisor's census of its runs without a cgroup.
 #[derive(Debug)]
 pub struct Census {
@@ -244,16 +259,7 @@ impl Census {
             for (p, ino) in new {
                 match self.run_of(st, &p) {
                     Some(Some(run)) => self.join(st, p.pid, ino, p.start, run),
-                    Some(None) => {
-                        st.seen.insert(
-                            p.pid,
-                            Seen {
-                                ino,
-                                start: p.start,
-                                member: None,
-                            },
-                        );
-                    }
+                    Some(None) => st.not_a_member(&p, ino),
                     None => rest.push((p, ino)),
                 }
             }
@@ -263,14 +269,7 @@ impl Census {
             }
         }
         for (p, ino) in new {
-            st.seen.insert(
-                p.pid,
-                Seen {
-                    ino,
-                    start: p.start,
-                    member: None,
-                },
-            );
+            st.not_a_member(&p, ino);
         }
         // Every member re-read through its own `stat`: the figures, or its end.
         let mut buf = std::mem::take(&mut st.buf);
