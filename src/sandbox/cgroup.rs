@@ -143,7 +143,9 @@ impl CgroupRoots {
             return None;
         }
         match self.v2_home.as_ref().map(|h| &h.how) {
-            Some(HomeHow::Undelegated { step, .. }) if !step.is_empty() => Some(step.clone()),
+            Some(HomeHow::Undelegated { step, why }) if !step.is_empty() => {
+                Some(format!("{step} (here: {why})"))
+            }
             Some(HomeHow::Scope(_) | HomeHow::Divided) => Some(
                 "ask your administrator to delegate the missing controllers to users \
                  (Delegate=memory pids cpu in user@.service)"

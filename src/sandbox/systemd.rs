@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use zbus::zvariant::Value;
 
+/// How long a connection and a call to systemd may take.
+const BUS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long systemd may take to move us into the new scope once it accepted the job.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -219,7 +222,9 @@ where
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime for D-Bus: {e}"))?;
-    rt.block_on(async {
+    // A bus that accepts the connection and never answers must not hold the supervisor's
+    // start: it goes on without a delegated scope, and `check` says why.
+    let call = async {
         let conn = match manager {
             Manager::User => zbus::Connection::session().await,
             Manager::System => zbus::Connection::system().await,
@@ -236,5 +241,16 @@ where
             )
         })?;
         f(conn).await
+    };
+    rt.block_on(async {
+        tokio::time::timeout(BUS_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{} did not answer over D-Bus within {} s",
+                    manager.describe(),
+                    BUS_TIMEOUT.as_secs()
+                ))
+            })
     })
 }
