@@ -1,5 +1,6 @@
 //! Recursive descent over the tokens of [`super::lexer`]. See the grammar in [`super`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::lexer::{Lexer, PResult, SyntaxError, Tok, Token};
@@ -37,12 +38,16 @@ pub(crate) fn parse_agents(src: &str) -> PResult<Vec<AgentDef>> {
         peeked: None,
     };
     let mut agents: Vec<AgentDef> = Vec::new();
+    // Where each name was first defined: the duplicate check is one lookup per agent, so a
+    // file of many agents loads in linear time.
+    let mut defined: HashMap<String, Location> = HashMap::new();
     loop {
         let t = p.next()?;
         match t.tok {
             Tok::Eof => return Ok(agents),
             Tok::Ident(ref w) if w == "agent" => {
-                let agent = p.agent(t.loc, &agents)?;
+                let agent = p.agent(t.loc, &defined)?;
+                defined.insert(agent.name.clone(), agent.location);
                 agents.push(agent);
             }
             Tok::Ident(w) => {
@@ -174,7 +179,7 @@ impl Parser {
         }
     }
 
-    fn agent(&mut self, loc: Location, earlier: &[AgentDef]) -> PResult<AgentDef> {
+    fn agent(&mut self, loc: Location, defined: &HashMap<String, Location>) -> PResult<AgentDef> {
         let name_tok = self.next()?;
         let name = match name_tok.tok {
             Tok::Ident(n) => n,
@@ -185,12 +190,12 @@ impl Parser {
                 ))
             }
         };
-        if let Some(first) = earlier.iter().find(|a| a.name == name) {
+        if let Some(first) = defined.get(&name) {
             return Err(SyntaxError::new(
                 name_tok.loc,
                 format!(
                     "duplicate agent `{name}`: an agent of that name is already defined at {}",
-                    first.location
+                    first
                 ),
             ));
         }
