@@ -208,6 +208,7 @@ fn load_files(paths: &[PathBuf]) -> Result<Vec<SourceFile>, Usage> {
 /// from the configuration only.
 fn load_config(path: Option<&std::path::Path>, flags: &Flags) -> Result<LoadedConfig, Usage> {
     let mut loaded = config::load(path)?;
+    flags.check().map_err(Usage)?;
     flags.apply(&mut loaded);
     Ok(loaded)
 }

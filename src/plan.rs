@@ -41,6 +41,27 @@ const MAX_CPU_CORES: &str = "native_execution.max_cpu_cores";
 const TIMEOUT: &str = "native_execution.max_execution_time_seconds";
 
 impl Flags {
+    /// Each limit flag's value against the range of the key it writes (the same ranges as
+    /// the config file's): `Err` names the flag, its value and the range.
+    pub fn check(&self) -> Result<(), String> {
+        let int = |v: Option<u64>| v.map(|v| (v as f64, v.to_string()));
+        let values = [
+            ("--max-memory", "max_memory_mb", int(self.max_memory_mb)),
+            (
+                "--max-cpu",
+                "max_cpu_cores",
+                self.max_cpu.map(|v| (v, v.to_string())),
+            ),
+            ("--timeout", "max_execution_time_seconds", int(self.timeout)),
+        ];
+        for (flag, key, value) in values {
+            let Some((v, text)) = value else { continue };
+            crate::config::check_native_range(key, v)
+                .map_err(|range| format!("{flag}={text}: {range}"))?;
+        }
+        Ok(())
+    }
+
     /// Writes the flag values into the configuration, recording their origin. This is the
     /// only reader of the flag values: everything after it reads the configuration.
     pub fn apply(&self, loaded: &mut LoadedConfig) {

@@ -710,3 +710,166 @@ fn a_bad_run_does_not_lose_what_an_earlier_run_logged() {
         "kept-output\n"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ranges (issue 18): every numeric value has a documented range, checked at load
+
+#[test]
+fn a_huge_kill_grace_is_refused_with_its_range() {
+    let err = bad_config(
+        "huge-grace",
+        "HugeGraceAgent",
+        "[native_execution]\nkill_grace_seconds = 1e300\n",
+    );
+    assert_has(
+        &err,
+        &[
+            "bad.toml:2:22",
+            "`native_execution.kill_grace_seconds` must be from 0 to 3600",
+            "found 1e300",
+        ],
+    );
+}
+
+#[test]
+fn values_the_kernel_would_refuse_are_refused_at_load() {
+    for (i, (line, at, key)) in [
+        ("max_cpu_cores = 1e300", "bad.toml:2:17", "max_cpu_cores"),
+        (
+            "max_processes = 18446744073709551615",
+            "bad.toml:2:17",
+            "max_processes",
+        ),
+        ("max_memory_mb = 1", "bad.toml:2:17", "max_memory_mb"),
+        (
+            "max_memory_mb = 999999999999",
+            "bad.toml:2:17",
+            "max_memory_mb",
+        ),
+        (
+            "max_execution_time_seconds = 86401",
+            "bad.toml:2:30",
+            "max_execution_time_seconds",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let err = bad_config(
+            &format!("range-{i}"),
+            &format!("RangeAgent{i}"),
+            &format!("[native_execution]\n{line}\n"),
+        );
+        assert_has(
+            &err,
+            &[at, &format!("`native_execution.{key}` must be from")],
+        );
+    }
+}
+
+#[test]
+fn an_out_of_range_env_override_names_the_variable() {
+    let s = Scratch::new("range-env");
+    s.config("");
+    let file = agent(
+        &s,
+        "RangeEnvAgent",
+        "None",
+        "execute_native(\"sh -c true\")",
+    );
+    let o = s
+        .command(&["run", &file])
+        .env("SYMBIONT_NATIVE_MAX_CPU_CORES", "1e300")
+        .output()
+        .unwrap();
+    let err = refused(&o);
+    assert_has(
+        &err,
+        &["SYMBIONT_NATIVE_MAX_CPU_CORES=1e300", "must be from 0.01"],
+    );
+    nothing_ran(&s, "RangeEnvAgent");
+}
+
+#[test]
+fn an_out_of_range_flag_names_the_flag() {
+    let s = Scratch::new("range-flag");
+    s.config("");
+    let file = agent(
+        &s,
+        "RangeFlagAgent",
+        "None",
+        "execute_native(\"sh -c true\")",
+    );
+    let err = refused(&s.run(&["run", &file, "--max-cpu", "1e300"]));
+    assert_has(&err, &["--max-cpu=", "must be from 0.01"]);
+    let err = refused(&s.run(&["run", &file, "--timeout", "18446744073709551615"]));
+    assert_has(&err, &["--timeout=18446744073709551615", "at most a day"]);
+    nothing_ran(&s, "RangeFlagAgent");
+}
+
+#[test]
+fn an_out_of_range_agent_limit_shows_the_line_and_a_caret() {
+    let s = Scratch::new("range-agent");
+    s.config("");
+    s.write(
+        "a.dsl",
+        "agent RangeDslAgent {\n  limits { max_cpu_cores: 100000 }\n  on start { execute_native(\"sh -c true\") }\n}\n",
+    );
+    let err = refused(&s.run(&["run", "a.dsl"]));
+    assert_has(
+        &err,
+        &["a.dsl:2:27", "`max_cpu_cores: 100000` is out of range", "^"],
+    );
+    nothing_ran(&s, "RangeDslAgent");
+}
+
+#[test]
+fn an_agent_file_cannot_set_loader_variables() {
+    let s = Scratch::new("loader-env");
+    s.config("");
+    for (i, name) in ["LD_PRELOAD", "DYLD_INSERT_LIBRARIES", "PATH", "PYTHONPATH"]
+        .into_iter()
+        .enumerate()
+    {
+        let file = format!("l{i}.dsl");
+        s.write(
+            &file,
+            &format!(
+                "agent LoaderAgent{i} {{\n  env {{ {name}: \"/tmp/x.so\" }}\n  on start {{ execute_native(\"sh -c true\") }}\n}}\n"
+            ),
+        );
+        let err = refused(&s.run(&["run", &file]));
+        assert_has(
+            &err,
+            &[
+                &format!("{file}:2:9"),
+                &format!("an agent file cannot set `{name}`"),
+                "the operator can, in the config",
+            ],
+        );
+        nothing_ran(&s, &format!("LoaderAgent{i}"));
+    }
+}
+
+/// Loading is linear: `check` of one file of 100k agents. The bound here is loose (a debug
+/// build on a shared CI machine); the figure belongs to `cargo bench --bench native --only check`.
+#[test]
+fn check_of_100k_agents_is_linear() {
+    let s = Scratch::new("check-100k");
+    s.config("");
+    let mut text = String::with_capacity(100_000 * 120);
+    for i in 0..100_000 {
+        text.push_str(&format!(
+            "agent A{i} {{\n  security {{ tier: None }}\n  limits {{ max_memory_mb: 512 timeout: 30s }}\n  on trigger \"t\" {{ execute_native(\"sh -c true\") }}\n}}\n"
+        ));
+    }
+    s.write("many.dsl", &text);
+    let t = std::time::Instant::now();
+    let o = s.run(&["check", "--native", "many.dsl"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "check of 100k agents took {took:?}"
+    );
+}

@@ -653,9 +653,12 @@ fn extreme_limit_values_do_not_panic() {
         "-c",
         "echo fine",
     ]);
+    // Refused at load, naming the key and its range, instead of silently clamped.
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "fine\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kill_grace_seconds"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("must be from"), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
 }
 
 /// Sixty agents that exit at once, launched together by the binary (which reaps every child

@@ -42,6 +42,12 @@ pub(crate) fn apply(
                     kind.expected_env()
                 ))
             })?;
+            if let Some(range) = field.out_of_range(&val) {
+                return Err(ConfigError::new(format!(
+                    "environment variable {var}={raw}: `{}` {range}",
+                    field.key()
+                )));
+            }
             match &chosen {
                 Some((first_var, first_raw, first_val)) if *first_val != val => {
                     return Err(ConfigError::new(format!(

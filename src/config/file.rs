@@ -129,9 +129,16 @@ fn read_section(
     for (key, value) in entries(table) {
         let name = key.get_ref().as_ref();
         if let Some(field) = Field::lookup(section, name) {
+            let val = parse_value(src, field.kind(), name, value)?;
+            if let Some(range) = field.out_of_range(&val) {
+                return Err(src.error(
+                    &value.span(),
+                    format_args!("`{label}.{name}` {range}, found {}", found(src, value)),
+                ));
+            }
             out.settings.push(Setting {
                 field,
-                val: parse_value(src, field.kind(), name, value)?,
+                val,
                 written: format!("{label}.{name}"),
                 key_span: key.span(),
             });

@@ -12,6 +12,7 @@
 mod env;
 mod error;
 mod file;
+mod machine;
 mod schema;
 
 #[cfg(test)]
@@ -361,6 +362,23 @@ pub fn env_variables() -> Vec<(String, String)> {
         .into_iter()
         .flat_map(|f| env::vars_for(f).into_iter().map(move |v| (v, f.key())))
         .collect()
+}
+
+/// The documented range of the native key `name` (`max_memory_mb`, `max_cpu_cores`,
+/// `max_execution_time_seconds`, ...) on this machine: `(low, high, "must be from ...")`.
+/// Agent files and flags check their values against it, as the config file and the
+/// environment do.
+pub fn native_range(name: &str) -> Option<(f64, f64, String)> {
+    let b = Field::lookup(schema::Section::Native, name)?.bounds()?;
+    Some((b.lo, b.hi, b.describe()))
+}
+
+/// `Err("must be from ...")` when `value` is outside the range of the native key `name`.
+pub fn check_native_range(name: &str, value: f64) -> Result<(), String> {
+    match native_range(name) {
+        Some((lo, hi, text)) if !(value >= lo && value <= hi) => Err(text),
+        _ => Ok(()),
+    }
 }
 
 /// Resolve and load the configuration the way the CLI does: `explicit` (the `--config`

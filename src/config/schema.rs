@@ -295,6 +295,81 @@ impl Field {
     }
 }
 
+/// A day, in seconds: the longest timeout and CPU-time budget (per CPU) a key takes.
+pub(crate) const DAY_SECS: u64 = 86_400;
+
+/// The inclusive range of a numeric key and what its ends are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Bounds {
+    pub lo: f64,
+    pub hi: f64,
+    /// Why the ends are where they are, for the message.
+    pub why: &'static str,
+}
+
+impl Bounds {
+    /// "must be from LO to HI (WHY)"
+    pub fn describe(&self) -> String {
+        format!("must be from {} to {} ({})", self.lo, self.hi, self.why)
+    }
+
+    pub fn contains(&self, v: f64) -> bool {
+        v >= self.lo && v <= self.hi
+    }
+}
+
+impl Field {
+    /// The documented range of a numeric key on this machine (README, "Ranges"); `None` for
+    /// keys that are not numbers and for the ratios, whose kind already bounds them.
+    pub fn bounds(self) -> Option<Bounds> {
+        use Field::*;
+        let m = super::machine::Machine::get();
+        let b = |lo: f64, hi: f64, why| Some(Bounds { lo, hi, why });
+        match self {
+            MaxMemoryMb => b(
+                4.0,
+                m.memory_mb as f64,
+                "MiB: the 4 MiB a runtime needs, up to this machine's memory",
+            ),
+            MaxCpuSeconds => b(
+                1.0,
+                (DAY_SECS * m.cpus) as f64,
+                "seconds: at most a day of every CPU of this machine",
+            ),
+            // The seed's own config asks for 4 cores and must load on smaller machines.
+            MaxCpuCores => b(
+                0.01,
+                m.cpus.max(4) as f64,
+                "cores: the smallest CPU quota, up to this machine's CPUs or 4, whichever is more",
+            ),
+            MaxExecutionTime => b(1.0, DAY_SECS as f64, "seconds: at most a day"),
+            MaxProcesses => b(
+                1.0,
+                m.pid_max as f64,
+                "processes: up to the kernel's pid_max on this machine",
+            ),
+            MaxFileSizeMb => b(1.0, (16u64 << 20) as f64, "MiB: at most 16 TiB"),
+            KillGrace => b(0.0, 3600.0, "seconds: at most an hour"),
+            WatchdogIntervalMs => b(1.0, 60_000.0, "milliseconds: at most a minute"),
+            RefreshMs => b(1.0, 60_000.0, "milliseconds: at most a minute"),
+            TailLines => b(0.0, 100_000.0, "lines"),
+            _ => None,
+        }
+    }
+
+    /// What is wrong with `val` if it lies outside [`Field::bounds`]: "must be from ...".
+    pub fn out_of_range(self, val: &Val) -> Option<String> {
+        let v = match val {
+            Val::OptU64(Some(v)) | Val::U64(v) => *v as f64,
+            Val::Usize(v) => *v as f64,
+            Val::OptF64(Some(v)) | Val::F64(v) => *v,
+            _ => return None,
+        };
+        let b = self.bounds()?;
+        (!b.contains(v)).then(|| b.describe())
+    }
+}
+
 pub(crate) const TIER_CHOICES: &str =
     "a security tier: None/native, Tier1/docker, Tier2/gvisor or Tier3/firecracker";
 

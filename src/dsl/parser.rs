@@ -1,5 +1,6 @@
 //! Recursive descent over the tokens of [`super::lexer`]. See the grammar in [`super`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::lexer::{Lexer, PResult, SyntaxError, Tok, Token};
@@ -37,12 +38,16 @@ pub(crate) fn parse_agents(src: &str) -> PResult<Vec<AgentDef>> {
         peeked: None,
     };
     let mut agents: Vec<AgentDef> = Vec::new();
+    // Where each name was first defined: the duplicate check is one lookup per agent, so a
+    // file of many agents loads in linear time.
+    let mut defined: HashMap<String, Location> = HashMap::new();
     loop {
         let t = p.next()?;
         match t.tok {
             Tok::Eof => return Ok(agents),
             Tok::Ident(ref w) if w == "agent" => {
-                let agent = p.agent(t.loc, &agents)?;
+                let agent = p.agent(t.loc, &defined)?;
+                defined.insert(agent.name.clone(), agent.location);
                 agents.push(agent);
             }
             Tok::Ident(w) => {
@@ -174,7 +179,7 @@ impl Parser {
         }
     }
 
-    fn agent(&mut self, loc: Location, earlier: &[AgentDef]) -> PResult<AgentDef> {
+    fn agent(&mut self, loc: Location, defined: &HashMap<String, Location>) -> PResult<AgentDef> {
         let name_tok = self.next()?;
         let name = match name_tok.tok {
             Tok::Ident(n) => n,
@@ -185,12 +190,12 @@ impl Parser {
                 ))
             }
         };
-        if let Some(first) = earlier.iter().find(|a| a.name == name) {
+        if let Some(first) = defined.get(&name) {
             return Err(SyntaxError::new(
                 name_tok.loc,
                 format!(
                     "duplicate agent `{name}`: an agent of that name is already defined at {}",
-                    first.location
+                    first
                 ),
             ));
         }
@@ -466,7 +471,7 @@ impl Parser {
                 "max_cpu_cores" => limits.max_cpu_cores = Some(positive_float(&key, &v)?),
                 _ => limits.timeout = Some(duration(&key, &v)?),
             }
-            Ok(())
+            in_range(&key, &v, limits)
         })
     }
 
@@ -476,6 +481,14 @@ impl Parser {
                 return Err(SyntaxError::new(
                     key_loc,
                     format!("invalid environment variable name `{}`", key.escape_debug()),
+                ));
+            }
+            if let Some(why) = loader_variable(&key) {
+                return Err(SyntaxError::new(
+                    key_loc,
+                    format!(
+                        "an agent file cannot set `{key}`: it {why}; the operator can, in the config (native_execution.env_passthrough)"
+                    ),
                 ));
             }
             if let Some((_, _, first)) = agent.env.iter().find(|(k, _, _)| *k == key) {
@@ -737,6 +750,72 @@ fn plain_number<'v>(key: &str, v: &'v Value, unit: &str) -> PResult<&'v str> {
         return Err(not_positive(key, v.loc));
     }
     Ok(text)
+}
+
+/// Variables that change how a program is loaded or where names are found. An agent file
+/// cannot set them (the operator can, in the config). Names compare without case, as
+/// Windows compares them. README, "Agent files", lists them.
+pub(crate) const LOADER_VARIABLES: &[&str] = &[
+    "PATH",
+    "PATHEXT",
+    "BASH_ENV",
+    "ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "NODE_PATH",
+    "NODE_OPTIONS",
+    "PERL5LIB",
+    "PERL5OPT",
+    "RUBYLIB",
+    "RUBYOPT",
+    "JAVA_TOOL_OPTIONS",
+    "GCONV_PATH",
+];
+
+/// Prefixes of the same: the dynamic loaders of Linux (`LD_PRELOAD`, `LD_LIBRARY_PATH`, ...)
+/// and macOS (`DYLD_INSERT_LIBRARIES`, ...).
+pub(crate) const LOADER_PREFIXES: &[&str] = &["LD_", "DYLD_"];
+
+/// Why an agent file may not set `name`, if it may not.
+fn loader_variable(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    if LOADER_PREFIXES.iter().any(|p| upper.starts_with(p)) {
+        Some("changes how the program is loaded")
+    } else if LOADER_VARIABLES.contains(&upper.as_str()) {
+        Some("changes where the program and its libraries are found")
+    } else {
+        None
+    }
+}
+
+/// The value just set for `key` must lie in the range of its configuration key (the agent
+/// file's `timeout` is `max_execution_time_seconds`, of which only the top applies: a timeout
+/// may be shorter than a second).
+fn in_range(key: &str, v: &Value, limits: &AgentLimits) -> PResult<()> {
+    let (name, value) = match key {
+        "max_memory_mb" => (key, limits.max_memory_mb.map(|n| n as f64)),
+        "max_cpu_seconds" => (key, limits.max_cpu_seconds.map(|n| n as f64)),
+        "max_processes" => (key, limits.max_processes.map(|n| n as f64)),
+        "max_file_size_mb" => (key, limits.max_file_size_mb.map(|n| n as f64)),
+        "max_cpu_cores" => (key, limits.max_cpu_cores),
+        _ => (
+            "max_execution_time_seconds",
+            limits.timeout.map(|d| d.as_secs_f64()),
+        ),
+    };
+    let Some(value) = value else { return Ok(()) };
+    let Some((lo, hi, text)) = crate::config::native_range(name) else {
+        return Ok(());
+    };
+    let lo = if key == "timeout" { 0.0 } else { lo };
+    if value >= lo && value <= hi {
+        return Ok(());
+    }
+    Err(SyntaxError::new(
+        v.loc,
+        format!("`{key}: {}` is out of range: {text}", v.render(true)),
+    ))
 }
 
 fn not_positive(key: &str, loc: Location) -> SyntaxError {
