@@ -762,3 +762,162 @@ fn agents_start_where_close_range_and_unshare_are_refused() {
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     assert_eq!(stdout(&o), "started\n0\n1\n2\n", "{}", stderr(&o));
 }
+
+/// A supervisor (`run --headless`, or `exec`) of an agent that traps TERM, tagged `agent_name`,
+/// with `kill_grace_seconds` set to `grace`.
+fn supervisor_with_trapper(
+    s: &Scratch,
+    agent_name: &str,
+    grace: u64,
+    exec: bool,
+) -> std::process::Child {
+    s.write(
+        "config.toml",
+        &format!(
+            "[security]\nallow_native_execution = true\ndefault_sandbox_tier = \"None\"\n\n\
+             [native_execution]\nworking_directory = \"{}\"\nkill_grace_seconds = {grace}\n\n\
+             [supervisor]\ndata_dir = \"{}\"\n",
+            s.work().display(),
+            s.path("data").display()
+        ),
+    );
+    let script =
+        format!("trap 'echo ignoring TERM {agent_name}' TERM; while true; do sleep 0.05; done");
+    let f = s.write(
+        "trap.dsl",
+        &agent(
+            agent_name,
+            &format!("  on start {{ execute_native(\"bash -c \\\"{script}\\\"\") }}"),
+        ),
+    );
+    let mut c = if exec {
+        s.command(&["exec", "--native", "--", "bash", "-c", &script])
+    } else {
+        s.command(&["run", f.to_str().unwrap(), "--headless"])
+    };
+    c.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+/// Waits up to `within` for `child` to exit.
+fn exited_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Pids of the processes running the trapping script of `tag` (`exec` names no agent in the
+/// environment, so they are found by their command line).
+fn trapper_pids(tag: &str) -> Vec<i32> {
+    let needle = format!("ignoring TERM {tag}");
+    live_processes()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_sigterm_kills_a_term_trapping_agent_at_once_and_the_supervisor_leaves() {
+    for exec in [false, true] {
+        let s = Scratch::new(&format!("twoterms-{exec}"));
+        let name = if exec { "TrapperExec" } else { "Trapper2" };
+        // A grace period far longer than the test waits: only the second signal can end it.
+        let mut child = supervisor_with_trapper(&s, name, 60, exec);
+        assert!(
+            wait_for(|| !trapper_pids(name).is_empty(), Duration::from_secs(5)),
+            "{name}: the agent never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        sigterm(&child);
+        // The first one: TERM to the tree, which the agent ignores; the supervisor stays for
+        // the grace period.
+        assert!(
+            exited_within(&mut child, Duration::from_millis(700)).is_none(),
+            "{name}: the supervisor left without waiting for the grace period"
+        );
+        assert!(
+            !trapper_pids(name).is_empty(),
+            "{name}: the agent did not trap TERM"
+        );
+        let second = Instant::now();
+        sigterm(&child);
+        let status = exited_within(&mut child, Duration::from_secs(2));
+        let left = trapper_survivors(
+            name,
+            Duration::from_secs(2).saturating_sub(second.elapsed()),
+        );
+        let status = status.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("{name}: the supervisor still runs 2 s after the second SIGTERM")
+        });
+        assert!(left.is_empty(), "{name}: agent processes left: {left:?}");
+        assert_eq!(status.code(), Some(1), "{name}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(
+            err.contains("killing every agent now (SIGKILL)"),
+            "{name}: {err}"
+        );
+    }
+}
+
+fn trapper_survivors(tag: &str, within: Duration) -> Vec<i32> {
+    let until = Instant::now() + within;
+    loop {
+        let left = trapper_pids(tag);
+        if left.is_empty() || Instant::now() >= until {
+            for &p in &left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn one_sigterm_stops_a_term_trapping_agent_within_the_grace_period() {
+    let s = Scratch::new("oneterm");
+    let mut child = supervisor_with_trapper(&s, "Trapper1", 1, false);
+    assert!(
+        wait_for(
+            || !agent_pids("Trapper1").is_empty(),
+            Duration::from_secs(5)
+        ),
+        "the agent never started"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child);
+    let status = exited_within(&mut child, Duration::from_secs(3)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the supervisor still runs 3 s after SIGTERM with a 1 s grace period")
+    });
+    assert_eq!(status.code(), Some(1));
+    assert_none_left("Trapper1");
+}

@@ -530,6 +530,30 @@ impl Supervisor {
         )
     }
 
+    /// The operator's second stop: SIGKILL to every live run's whole tree at once, without
+    /// waiting for the grace period of a TERM already sent.
+    pub fn kill_all_now(&self) {
+        for id in self.run_ids() {
+            self.control(
+                id,
+                Control::Kill {
+                    sig: Sig::Kill,
+                    scope: Scope::Tree,
+                    by: Actor::Operator,
+                    reason: Reason::KilledByOperator,
+                },
+            );
+        }
+    }
+
+    /// The records of the runs that have ended so far, in launch order.
+    pub fn ended(&self) -> Vec<Arc<RunRecord>> {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.values()
+            .filter_map(|r| r.done.borrow().clone())
+            .collect()
+    }
+
     /// Waits for a run to end and returns its record.
     pub async fn wait(&self, id: RunId) -> Option<Arc<RunRecord>> {
         let mut done = {
