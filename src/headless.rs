@@ -95,6 +95,9 @@ pub fn event_line(e: &Event, json: bool) -> String {
             if let Some(m) = &record.message {
                 l.push_str(&format!("  ({m})"));
             }
+            if let Some(m) = record.losses() {
+                l.push_str(&format!("  {m}"));
+            }
             l
         }
     }
@@ -159,6 +162,9 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
             if let Some(m) = &r.message {
                 out.push_str(&format!(": {m}"));
             }
+            if let Some(m) = r.losses() {
+                out.push_str(&format!(": {m}"));
+            }
             out.push('\n');
             for l in r.stderr_tail.iter().rev().take(5).rev() {
                 out.push_str(&format!("  stderr| {l}\n"));
@@ -203,7 +209,21 @@ pub async fn run(sup: Supervisor, specs: Vec<RunSpec>, json: bool) -> Result<u8,
         print!("{}", summary(&records));
         println!("audit log: {}", sup.audit_path().display());
     }
-    Ok(exit_code(&records))
+    Ok(exit_code(&records).max(audit_status(&sup)))
+}
+
+/// 1 (said on stderr) when audit lines could not be written, else 0.
+fn audit_status(sup: &Supervisor) -> u8 {
+    match sup.audit_failures() {
+        Some((n, e)) => {
+            eprintln!(
+                "symbiont: {n} audit line(s) could not be written to {}: {e}",
+                sup.audit_path().display()
+            );
+            1
+        }
+        None => 0,
+    }
 }
 
 /// Prints events until every run has ended (judged by the runs themselves, not by counting
@@ -327,6 +347,19 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
         let err = std::fs::read(&r.stderr_log).unwrap_or_default();
         let _ = std::io::stdout().write_all(&out);
         let _ = std::io::stderr().write_all(&err);
+        if r.log_dropped_bytes > 0 {
+            // The logs stop where the disk filled: the tails still hold the last lines.
+            eprintln!("symbiont: the output above is incomplete; its last lines were:");
+            for l in r.stdout_tail.iter().rev().take(10).rev() {
+                eprintln!("  stdout| {l}");
+            }
+            for l in r.stderr_tail.iter().rev().take(10).rev() {
+                eprintln!("  stderr| {l}");
+            }
+        }
+        if let Some(m) = r.losses() {
+            eprintln!("symbiont: {m}");
+        }
         if !r.success() && r.reason != Reason::Exited {
             eprintln!(
                 "symbiont: {} ({}){}",
@@ -339,10 +372,13 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
             );
         }
     }
-    Ok(match (r.reason, r.exit_code) {
+    let code = match (r.reason, r.exit_code) {
         (Reason::Exited, Some(c)) => c.clamp(0, 255) as u8,
         _ => 1,
-    })
+    };
+    // Lost output or audit lines make a command that succeeded fail.
+    let lost = u8::from(!r.complete()).max(audit_status(&sup));
+    Ok(if code == 0 { lost } else { code })
 }
 
 /// `symbiont check`: the configuration file, every effective setting with its origin, each

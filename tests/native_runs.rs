@@ -921,3 +921,134 @@ fn one_sigterm_stops_a_term_trapping_agent_within_the_grace_period() {
     assert_eq!(status.code(), Some(1));
     assert_none_left("Trapper1");
 }
+
+/// A tmpfs of `size` mounted on a directory, unmounted when dropped (even by a panic).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` (said loudly by `skip`) where this user cannot mount one.
+    fn mount(test: &str, dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::geteuid().is_root() {
+            skip(test, "mounting a tmpfs needs root");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            skip(
+                test,
+                &format!(
+                    "mount -t tmpfs failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system of `dir` to the last byte.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&[0]).is_ok() {}
+}
+
+#[test]
+fn a_full_data_disk_refuses_the_launch_and_a_disk_filling_up_is_flagged_in_the_records() {
+    let test =
+        "a_full_data_disk_refuses_the_launch_and_a_disk_filling_up_is_flagged_in_the_records";
+    let s = Scratch::new("fulldisk");
+    s.config("");
+    let data = s.path("data");
+    let Some(_mount) = Tmpfs::mount(test, &data, "2m") else {
+        return;
+    };
+
+    // Filling up during the run: one agent writes 3 MB, the other writes after it.
+    let f = s.write(
+        "fill.dsl",
+        &format!(
+            "{}{}",
+            agent(
+                "DiskFiller",
+                "  on start { execute_native(\"bash -c 'head -c 3000000 /dev/zero | tr \\\"\\\\\\\\0\\\" x; echo; echo last-line-big'\") }"
+            ),
+            agent(
+                "LateWriter",
+                "  on start { execute_native(\"bash -c 'sleep 0.5; echo late-output'\") }"
+            )
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    let records = records(&o);
+    assert_eq!(records.len(), 2, "{}\n{}", stdout(&o), stderr(&o));
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    for r in &records {
+        assert!(
+            r["log_dropped_bytes"].as_u64().unwrap() > 0 && r["log_dropped_since"].is_string(),
+            "a lost log is not flagged: {r}"
+        );
+    }
+    let filler = records.iter().find(|r| r["agent"] == "DiskFiller").unwrap();
+    assert_eq!(
+        filler["stdout_tail"].as_array().unwrap().last().unwrap(),
+        "last-line-big"
+    );
+    let late = records.iter().find(|r| r["agent"] == "LateWriter").unwrap();
+    assert_eq!(late["stdout_tail"], serde_json::json!(["late-output"]));
+    // The headless lines say it too.
+    let o = s.run(&["run", f.to_str().unwrap(), "--headless"]);
+    let out = stdout(&o);
+    assert!(out.contains("LOG INCOMPLETE"), "{out}");
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert_none_left("DiskFiller");
+
+    // Full before the launch: the launch line cannot be written, so nothing starts.
+    fill(&data);
+    let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap_or_default();
+    let f = s.write(
+        "one.dsl",
+        &agent(
+            "NeverRuns",
+            "  on start { execute_native(\"bash -c 'sleep 30'\") }",
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--headless"]);
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{}\n{err}", stdout(&o));
+    assert!(
+        err.contains("not launched") || err.contains("cannot create the run log directory"),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("exited"), "{}", stdout(&o));
+    assert_none_left("NeverRuns");
+    let after = std::fs::read_to_string(data.join("audit.jsonl")).unwrap_or_default();
+    assert_eq!(
+        after, audit,
+        "the audit log changed while the disk was full"
+    );
+    for l in after.lines() {
+        serde_json::from_str::<serde_json::Value>(l).expect("a broken line in the audit log");
+    }
+    // exec is refused the same way.
+    let o = s.run(&["exec", "--native", "--", "bash", "-c", "echo never"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!stdout(&o).contains("never"), "{}", stdout(&o));
+}
