@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 
@@ -94,6 +95,9 @@ pub fn event_line(e: &Event, json: bool) -> String {
             if let Some(m) = &record.message {
                 l.push_str(&format!("  ({m})"));
             }
+            if let Some(m) = record.losses() {
+                l.push_str(&format!("  {m}"));
+            }
             l
         }
     }
@@ -158,6 +162,9 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
             if let Some(m) = &r.message {
                 out.push_str(&format!(": {m}"));
             }
+            if let Some(m) = r.losses() {
+                out.push_str(&format!(": {m}"));
+            }
             out.push('\n');
             for l in r.stderr_tail.iter().rev().take(5).rev() {
                 out.push_str(&format!("  stderr| {l}\n"));
@@ -202,49 +209,50 @@ pub async fn run(sup: Supervisor, specs: Vec<RunSpec>, json: bool) -> Result<u8,
         print!("{}", summary(&records));
         println!("audit log: {}", sup.audit_path().display());
     }
-    Ok(exit_code(&records))
+    Ok(exit_code(&records).max(audit_status(&sup)))
+}
+
+/// 1 (said on stderr) when audit lines could not be written, else 0.
+fn audit_status(sup: &Supervisor) -> u8 {
+    match sup.audit_failures() {
+        Some((n, e)) => {
+            eprintln!(
+                "symbiont: {n} audit line(s) could not be written to {}: {e}",
+                sup.audit_path().display()
+            );
+            1
+        }
+        None => 0,
+    }
 }
 
 /// Prints events until every run has ended (judged by the runs themselves, not by counting
-/// events, which a lagging channel may drop); stops them all on SIGINT, SIGTERM or SIGHUP.
+/// events, which a lagging channel may drop); the operator's stop requests stop them all
+/// (see [`until_done`]).
 async fn supervise(
     sup: &Supervisor,
     mut events: Receiver<Event>,
     json: bool,
 ) -> Vec<Arc<RunRecord>> {
-    let mut stop = crate::stop::StopSignals::new().ok();
-    let mut stopping = false;
-    let all = sup.wait_all();
-    tokio::pin!(all);
-    let records = loop {
-        let stop = async {
-            match stop.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = &mut all => break r,
-            e = events.recv() => match e {
-                Ok(e) => print_event(&e, json),
-                Err(RecvError::Lagged(n)) => {
-                    if !json {
-                        eprintln!("symbiont: {n} events were not shown (output too slow)");
+    let finished = async {
+        let all = sup.wait_all();
+        tokio::pin!(all);
+        loop {
+            tokio::select! {
+                r = &mut all => break r,
+                e = events.recv() => match e {
+                    Ok(e) => print_event(&e, json),
+                    Err(RecvError::Lagged(n)) => {
+                        if !json {
+                            eprintln!("symbiont: {n} events were not shown (output too slow)");
+                        }
                     }
-                }
-                Err(_) => {}
-            },
-            _ = stop, if !stopping => {
-                stopping = true;
-                if !json {
-                    eprintln!("symbiont: stopping every agent");
-                }
-                for id in sup.run_ids() {
-                    sup.kill(id);
-                }
+                    Err(_) => {}
+                },
             }
         }
     };
+    let records = until_done(sup, finished).await;
     // The last events (the final exits) may still be queued.
     while let Ok(e) = events.try_recv() {
         print_event(&e, json);
@@ -252,8 +260,62 @@ async fn supervise(
     records
 }
 
+/// How long the supervisor still waits for its runs' records once it killed every agent with
+/// SIGKILL; then it leaves, and dropping it takes whatever is left.
+const AFTER_KILL_ALL: Duration = Duration::from_secs(1);
+
+/// Waits for `finished` (every run's record) while serving the operator's stop requests
+/// (SIGINT, SIGTERM, SIGHUP; Ctrl-C and friends on Windows): the first stops every agent (TERM,
+/// then KILL after its grace period, whatever the agent does), the second kills every agent at
+/// once and the supervisor leaves within [`AFTER_KILL_ALL`], as a second Ctrl-C does in docker.
+/// Messages go to stderr.
+pub async fn until_done(
+    sup: &Supervisor,
+    finished: impl std::future::Future<Output = Vec<Arc<RunRecord>>>,
+) -> Vec<Arc<RunRecord>> {
+    tokio::pin!(finished);
+    let mut signals = crate::stop::StopSignals::new().ok();
+    let mut seen = 0u32;
+    let mut leave_at: Option<tokio::time::Instant> = None;
+    loop {
+        let stop = async {
+            match signals.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let leave = async {
+            match leave_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut finished => return r,
+            _ = stop => {
+                seen += 1;
+                if seen == 1 {
+                    eprintln!("symbiont: stopping every agent (TERM, KILL after the grace period; again to kill at once)");
+                    for id in sup.run_ids() {
+                        sup.kill(id);
+                    }
+                } else {
+                    eprintln!("symbiont: killing every agent now (SIGKILL)");
+                    sup.kill_all_now();
+                    leave_at.get_or_insert(tokio::time::Instant::now() + AFTER_KILL_ALL);
+                }
+            }
+            _ = leave => {
+                eprintln!("symbiont: not every run ended {AFTER_KILL_ALL:?} after SIGKILL; leaving");
+                return sup.ended();
+            }
+        }
+    }
+}
+
 /// Runs one command: its own stdout and stderr are passed through (events other than its
-/// launch and exit go to stderr), or with `json` its run record is printed. Ctrl-C kills it.
+/// launch and exit go to stderr), or with `json` its run record is printed. A stop request
+/// kills it (see [`until_done`]).
 /// Returns the command's exit code, or 1 when it did not exit on its own.
 pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, LaunchError> {
     sup.preflight(std::slice::from_ref(&spec)).await?;
@@ -270,11 +332,11 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
             }
         }
     };
-    tokio::select! {
-        _ = forward => {}
-        _ = tokio::signal::ctrl_c() => { for s in sup.snapshot() { sup.kill(s.id); } }
-    }
-    let records = sup.wait_all().await;
+    let finished = async {
+        forward.await;
+        sup.wait_all().await
+    };
+    let records = until_done(&sup, finished).await;
     let Some(r) = records.first() else {
         return Ok(1);
     };
@@ -285,6 +347,19 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
         let err = std::fs::read(&r.stderr_log).unwrap_or_default();
         let _ = std::io::stdout().write_all(&out);
         let _ = std::io::stderr().write_all(&err);
+        if r.log_dropped_bytes > 0 {
+            // The logs stop where the disk filled: the tails still hold the last lines.
+            eprintln!("symbiont: the output above is incomplete; its last lines were:");
+            for l in r.stdout_tail.iter().rev().take(10).rev() {
+                eprintln!("  stdout| {l}");
+            }
+            for l in r.stderr_tail.iter().rev().take(10).rev() {
+                eprintln!("  stderr| {l}");
+            }
+        }
+        if let Some(m) = r.losses() {
+            eprintln!("symbiont: {m}");
+        }
         if !r.success() && r.reason != Reason::Exited {
             eprintln!(
                 "symbiont: {} ({}){}",
@@ -297,10 +372,13 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
             );
         }
     }
-    Ok(match (r.reason, r.exit_code) {
+    let code = match (r.reason, r.exit_code) {
         (Reason::Exited, Some(c)) => c.clamp(0, 255) as u8,
         _ => 1,
-    })
+    };
+    // Lost output or audit lines make a command that succeeded fail.
+    let lost = u8::from(!r.complete()).max(audit_status(&sup));
+    Ok(if code == 0 { lost } else { code })
 }
 
 /// `symbiont check`: the configuration file, every effective setting with its origin, each

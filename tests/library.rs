@@ -230,7 +230,8 @@ async fn the_audit_log_records_launch_kill_and_exit_without_env_values() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["launch", "kill", "exit"]);
+    // The launch line is written before the agent starts; what holds its limits follows.
+    assert_eq!(kinds, ["launch", "enforcement", "kill", "exit"]);
     assert_eq!(
         events[0]["env_names"],
         serde_json::json!(["PATH", "SYMBIONT_AGENT", "API_KEY", "SYMBIONT_RUN"])
@@ -239,9 +240,9 @@ async fn the_audit_log_records_launch_kill_and_exit_without_env_values() {
         !log.contains("do-not-log-me"),
         "an environment value reached the audit log"
     );
-    assert_eq!(events[1]["by"], "operator");
-    assert_eq!(events[1]["signal"], "TERM");
-    assert_eq!(events[2]["reason"], "killed_by_operator");
+    assert_eq!(events[2]["by"], "operator");
+    assert_eq!(events[2]["signal"], "TERM");
+    assert_eq!(events[3]["reason"], "killed_by_operator");
     assert_none_left("Audited");
 }
 

@@ -765,3 +765,293 @@ fn agents_start_where_close_range_and_unshare_are_refused() {
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     assert_eq!(stdout(&o), "started\n0\n1\n2\n", "{}", stderr(&o));
 }
+
+/// A supervisor (`run --headless`, or `exec`) of an agent that traps TERM, tagged `agent_name`,
+/// with `kill_grace_seconds` set to `grace`.
+fn supervisor_with_trapper(
+    s: &Scratch,
+    agent_name: &str,
+    grace: u64,
+    exec: bool,
+) -> std::process::Child {
+    s.write(
+        "config.toml",
+        &format!(
+            "[security]\nallow_native_execution = true\ndefault_sandbox_tier = \"None\"\n\n\
+             [native_execution]\nworking_directory = \"{}\"\nkill_grace_seconds = {grace}\n\n\
+             [supervisor]\ndata_dir = \"{}\"\n",
+            s.work().display(),
+            s.path("data").display()
+        ),
+    );
+    let script =
+        format!("trap 'echo ignoring TERM {agent_name}' TERM; while true; do sleep 0.05; done");
+    let f = s.write(
+        "trap.dsl",
+        &agent(
+            agent_name,
+            &format!("  on start {{ execute_native(\"bash -c \\\"{script}\\\"\") }}"),
+        ),
+    );
+    let mut c = if exec {
+        s.command(&["exec", "--native", "--", "bash", "-c", &script])
+    } else {
+        s.command(&["run", f.to_str().unwrap(), "--headless"])
+    };
+    c.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+/// Waits up to `within` for `child` to exit.
+fn exited_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Pids of the processes running the trapping script of `tag` (`exec` names no agent in the
+/// environment, so they are found by their command line).
+fn trapper_pids(tag: &str) -> Vec<i32> {
+    let needle = format!("ignoring TERM {tag}");
+    live_processes()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_sigterm_kills_a_term_trapping_agent_at_once_and_the_supervisor_leaves() {
+    for exec in [false, true] {
+        let s = Scratch::new(&format!("twoterms-{exec}"));
+        let name = if exec { "TrapperExec" } else { "Trapper2" };
+        // A grace period far longer than the test waits: only the second signal can end it.
+        let mut child = supervisor_with_trapper(&s, name, 60, exec);
+        assert!(
+            wait_for(|| !trapper_pids(name).is_empty(), Duration::from_secs(5)),
+            "{name}: the agent never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        sigterm(&child);
+        // The first one: TERM to the tree, which the agent ignores; the supervisor stays for
+        // the grace period.
+        assert!(
+            exited_within(&mut child, Duration::from_millis(700)).is_none(),
+            "{name}: the supervisor left without waiting for the grace period"
+        );
+        assert!(
+            !trapper_pids(name).is_empty(),
+            "{name}: the agent did not trap TERM"
+        );
+        let second = Instant::now();
+        sigterm(&child);
+        let status = exited_within(&mut child, Duration::from_secs(2));
+        let left = trapper_survivors(
+            name,
+            Duration::from_secs(2).saturating_sub(second.elapsed()),
+        );
+        let status = status.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("{name}: the supervisor still runs 2 s after the second SIGTERM")
+        });
+        assert!(left.is_empty(), "{name}: agent processes left: {left:?}");
+        assert_eq!(status.code(), Some(1), "{name}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(
+            err.contains("killing every agent now (SIGKILL)"),
+            "{name}: {err}"
+        );
+    }
+}
+
+fn trapper_survivors(tag: &str, within: Duration) -> Vec<i32> {
+    let until = Instant::now() + within;
+    loop {
+        let left = trapper_pids(tag);
+        if left.is_empty() || Instant::now() >= until {
+            for &p in &left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn one_sigterm_stops_a_term_trapping_agent_within_the_grace_period() {
+    let s = Scratch::new("oneterm");
+    let mut child = supervisor_with_trapper(&s, "Trapper1", 1, false);
+    assert!(
+        wait_for(
+            || !agent_pids("Trapper1").is_empty(),
+            Duration::from_secs(5)
+        ),
+        "the agent never started"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child);
+    let status = exited_within(&mut child, Duration::from_secs(3)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the supervisor still runs 3 s after SIGTERM with a 1 s grace period")
+    });
+    assert_eq!(status.code(), Some(1));
+    assert_none_left("Trapper1");
+}
+
+/// A tmpfs of `size` mounted on a directory, unmounted when dropped (even by a panic).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` (said loudly by `skip`) where this user cannot mount one.
+    fn mount(test: &str, dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::geteuid().is_root() {
+            skip(test, "mounting a tmpfs needs root");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            skip(
+                test,
+                &format!(
+                    "mount -t tmpfs failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system of `dir` to the last byte.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&[0]).is_ok() {}
+}
+
+#[test]
+fn a_full_data_disk_refuses_the_launch_and_a_disk_filling_up_is_flagged_in_the_records() {
+    let test =
+        "a_full_data_disk_refuses_the_launch_and_a_disk_filling_up_is_flagged_in_the_records";
+    let s = Scratch::new("fulldisk");
+    s.config("");
+    let data = s.path("data");
+    let Some(_mount) = Tmpfs::mount(test, &data, "2m") else {
+        return;
+    };
+
+    // Filling up during the run: one agent writes 3 MB, the other writes after it.
+    let f = s.write(
+        "fill.dsl",
+        &format!(
+            "{}{}",
+            agent(
+                "DiskFiller",
+                "  on start { execute_native(\"bash -c 'head -c 3000000 /dev/zero | tr \\\"\\\\\\\\0\\\" x; echo; echo last-line-big'\") }"
+            ),
+            agent(
+                "LateWriter",
+                "  on start { execute_native(\"bash -c 'sleep 0.5; echo late-output'\") }"
+            )
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--json"]);
+    let records = records(&o);
+    assert_eq!(records.len(), 2, "{}\n{}", stdout(&o), stderr(&o));
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    for r in &records {
+        assert!(
+            r["log_dropped_bytes"].as_u64().unwrap() > 0 && r["log_dropped_since"].is_string(),
+            "a lost log is not flagged: {r}"
+        );
+    }
+    let filler = records.iter().find(|r| r["agent"] == "DiskFiller").unwrap();
+    assert_eq!(
+        filler["stdout_tail"].as_array().unwrap().last().unwrap(),
+        "last-line-big"
+    );
+    let late = records.iter().find(|r| r["agent"] == "LateWriter").unwrap();
+    assert_eq!(late["stdout_tail"], serde_json::json!(["late-output"]));
+    // The headless lines say it too.
+    let o = s.run(&["run", f.to_str().unwrap(), "--headless"]);
+    let out = stdout(&o);
+    assert!(out.contains("LOG INCOMPLETE"), "{out}");
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert_none_left("DiskFiller");
+
+    // Full before the launch: the launch line cannot be written, so nothing starts.
+    fill(&data);
+    let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap_or_default();
+    let f = s.write(
+        "one.dsl",
+        &agent(
+            "NeverRuns",
+            "  on start { execute_native(\"bash -c 'sleep 30'\") }",
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--headless"]);
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{}\n{err}", stdout(&o));
+    assert!(
+        err.contains("not launched") || err.contains("cannot create the run log directory"),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("exited"), "{}", stdout(&o));
+    assert_none_left("NeverRuns");
+    let after = std::fs::read_to_string(data.join("audit.jsonl")).unwrap_or_default();
+    assert_eq!(
+        after, audit,
+        "the audit log changed while the disk was full"
+    );
+    for l in after.lines() {
+        serde_json::from_str::<serde_json::Value>(l).expect("a broken line in the audit log");
+    }
+    // exec is refused the same way.
+    let o = s.run(&["exec", "--native", "--", "bash", "-c", "echo never"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!stdout(&o).contains("never"), "{}", stdout(&o));
+}

@@ -38,6 +38,23 @@ fn open_log(p: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(p)
 }
 
+/// The audit log's launch line of run `id`: argv, cwd, tier, limits and the names of the
+/// environment variables, never their values.
+pub(super) fn launch_fields(id: RunId, spec: &RunSpec) -> Value {
+    let l = &spec.limits;
+    json!({
+        "run_id": id, "agent": spec.agent, "trigger": spec.trigger, "tier": spec.tier,
+        "argv": spec.steps.iter().map(|s| &s.argv).collect::<Vec<_>>(),
+        "cwd": spec.cwd, "source": spec.source,
+        "env_names": spec.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        "limits": {
+            "memory_bytes": l.memory_bytes, "cpu_seconds": l.cpu_seconds, "cpu_cores": l.cpu_cores,
+            "timeout_secs": l.timeout.map(|t| t.as_secs_f64()), "max_processes": l.max_processes,
+            "file_size_bytes": l.file_size_bytes,
+        },
+    })
+}
+
 /// The channels and shared state of one run.
 pub(super) struct RunParts {
     pub status: Arc<Mutex<RunStatus>>,
@@ -68,6 +85,8 @@ struct Life<T: Target> {
     message: Option<String>,
     failed_to_start: bool,
     watched: bool,
+    /// The first audit line of this run that could not be written.
+    audit_error: Option<String>,
 }
 
 /// Begins a run inside `launch()`: the first step starts here where the tier can do that
@@ -110,6 +129,7 @@ pub(super) fn begin<T: Target>(
         message: None,
         failed_to_start: false,
         watched: false,
+        audit_error: None,
     };
     let pre = life.target.start_now(&life.spec.steps[0]);
     if let Some(Ok(s)) = &pre {
@@ -133,11 +153,21 @@ impl<T: Target> Life<T> {
         let _ = self.inner.events.send(e);
     }
 
-    fn audit(&self, what: &str, mut fields: Value, extra: Option<&serde_json::Map<String, Value>>) {
+    /// One audit line of this run. One that cannot be written does not hold back what it
+    /// records (a kill must happen), but the run's record says so.
+    fn audit(
+        &mut self,
+        what: &str,
+        mut fields: Value,
+        extra: Option<&serde_json::Map<String, Value>>,
+    ) {
         if let (Some(o), Some(extra)) = (fields.as_object_mut(), extra) {
             o.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        self.inner.audit.record(what, fields);
+        if let Err(e) = self.inner.audit.try_record(what, fields) {
+            self.audit_error
+                .get_or_insert_with(|| format!("{what}: {e}"));
+        }
     }
 
     async fn run(
@@ -146,7 +176,7 @@ impl<T: Target> Life<T> {
         mut pre: Option<Result<Started, String>>,
     ) -> RunRecord {
         let prepared = self.target.prepare().await;
-        self.audit_launch(&prepared);
+        self.audit_enforcement(&prepared);
         self.message = prepared.note.clone();
         if let Some(e) = &prepared.fatal {
             self.message = Some(e.clone());
@@ -226,27 +256,13 @@ impl<T: Target> Life<T> {
         }
     }
 
-    fn audit_launch(&self, p: &Prepared) {
-        let (spec, l) = (&self.spec, &self.spec.limits);
-        let mut limits = json!({
-            "memory_bytes": l.memory_bytes, "cpu_seconds": l.cpu_seconds, "cpu_cores": l.cpu_cores,
-            "timeout_secs": l.timeout.map(|t| t.as_secs_f64()), "max_processes": l.max_processes,
-            "file_size_bytes": l.file_size_bytes,
+    /// What the tier put in place for the run's limits (the launch line went before the
+    /// launch: [`launch_fields`]).
+    fn audit_enforcement(&mut self, p: &Prepared) {
+        let fields = json!({
+            "run_id": self.id, "agent": self.spec.agent, "limits": p.audit_limits,
         });
-        if let Some(o) = limits.as_object_mut() {
-            o.extend(p.audit_limits.clone());
-        }
-        self.audit(
-            "launch",
-            json!({
-                "run_id": self.id, "agent": spec.agent, "trigger": spec.trigger, "tier": spec.tier,
-                "argv": spec.steps.iter().map(|s| &s.argv).collect::<Vec<_>>(),
-                "cwd": spec.cwd, "source": spec.source,
-                "env_names": spec.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-                "limits": limits,
-            }),
-            Some(&p.audit),
-        );
+        self.audit("enforcement", fields, Some(&p.audit));
     }
 
     /// One step, from start to its end and clean-up. `None`: it did not start.
@@ -496,6 +512,17 @@ impl<T: Target> Life<T> {
     fn base_record(&self, argv_run: Vec<String>) -> RunRecord {
         let s = lock(&self.status);
         let tail = |t: &super::output::SharedTail| t.lock().map(|t| t.last(20)).unwrap_or_default();
+        let lost = |t: &super::output::SharedTail| {
+            t.lock()
+                .map(|t| (t.dropped, t.dropped_since))
+                .unwrap_or_default()
+        };
+        let ((out, out_since), (err, err_since)) = (lost(&s.stdout), lost(&s.stderr));
+        let dropped = out + err;
+        let since = match (out_since, err_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         RunRecord {
             run_id: self.id,
             agent: self.spec.agent.clone(),
@@ -523,12 +550,14 @@ impl<T: Target> Life<T> {
             stderr_tail: tail(&s.stderr),
             stdout_log: s.stdout_log.clone(),
             stderr_log: s.stderr_log.clone(),
+            log_dropped_bytes: dropped,
+            log_dropped_since: since.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            audit_error: self.audit_error.clone(),
         }
     }
 
     /// The end of every run: the audit line, the final status, the event, the waiters.
-    fn publish(&self, done: &watch::Sender<Option<Arc<RunRecord>>>, record: RunRecord) {
-        let record = Arc::new(record);
+    fn publish(&mut self, done: &watch::Sender<Option<Arc<RunRecord>>>, mut record: RunRecord) {
         self.audit(
             "exit",
             json!({
@@ -536,9 +565,13 @@ impl<T: Target> Life<T> {
                 "killed_by": record.killed_by, "container_id": record.container_id,
                 "exit_code": record.exit_code, "signal": record.signal, "duration_secs": record.duration_secs,
                 "peak_memory_bytes": record.peak_memory_bytes, "cpu_seconds": record.cpu_seconds, "message": record.message,
+                "log_dropped_bytes": record.log_dropped_bytes, "log_dropped_since": record.log_dropped_since,
+                "audit_error": record.audit_error,
             }),
             None,
         );
+        record.audit_error = self.audit_error.clone();
+        let record = Arc::new(record);
         {
             let mut s = lock(&self.status);
             s.state = RunState::Exited;

@@ -150,11 +150,40 @@ pub struct RunRecord {
     pub stderr_tail: Vec<String>,
     pub stdout_log: PathBuf,
     pub stderr_log: PathBuf,
+    /// Output that did not reach the log files (a full or failing disk), stdout and stderr
+    /// together; 0 when the logs are complete.
+    pub log_dropped_bytes: u64,
+    /// When the first byte was dropped: the logs hold the output up to then.
+    pub log_dropped_since: Option<String>,
+    /// An audit line of this run that could not be written (its exit, a kill), with the error.
+    pub audit_error: Option<String>,
 }
 
 impl RunRecord {
+    /// Exited with code 0, with every byte of its output logged and every audit line written.
     pub fn success(&self) -> bool {
-        self.reason == Reason::Exited && self.exit_code == Some(0)
+        self.reason == Reason::Exited && self.exit_code == Some(0) && self.complete()
+    }
+
+    /// Its logs and audit lines were all written.
+    pub fn complete(&self) -> bool {
+        self.log_dropped_bytes == 0 && self.audit_error.is_none()
+    }
+
+    /// What was lost, for the screen: `None` when nothing was.
+    pub fn losses(&self) -> Option<String> {
+        let mut out = Vec::new();
+        if self.log_dropped_bytes > 0 {
+            out.push(format!(
+                "LOG INCOMPLETE: {} bytes of output dropped since {}",
+                self.log_dropped_bytes,
+                self.log_dropped_since.as_deref().unwrap_or("the start")
+            ));
+        }
+        if let Some(e) = &self.audit_error {
+            out.push(format!("AUDIT LINE NOT WRITTEN: {e}"));
+        }
+        (!out.is_empty()).then(|| out.join("; "))
     }
 }
 
@@ -430,6 +459,14 @@ impl Supervisor {
         let mut spec = spec;
         spec.env.retain(|(k, _)| k != "SYMBIONT_RUN");
         spec.env.push(("SYMBIONT_RUN".into(), token.clone()));
+        // The launch is in the audit log before anything starts; when it cannot be, nothing does.
+        self.inner
+            .audit
+            .try_record("launch", lifecycle::launch_fields(id, &spec))
+            .map_err(|e| LaunchError::Audit {
+                agent: spec.agent.clone(),
+                message: e.to_string(),
+            })?;
         let spec = Arc::new(spec);
         if spec.tier.is_native() {
             let marker = format!("SYMBIONT_RUN={token}");
@@ -528,6 +565,35 @@ impl Supervisor {
                 reason: Reason::KilledByOperator,
             },
         )
+    }
+
+    /// The operator's second stop: SIGKILL to every live run's whole tree at once, without
+    /// waiting for the grace period of a TERM already sent.
+    pub fn kill_all_now(&self) {
+        for id in self.run_ids() {
+            self.control(
+                id,
+                Control::Kill {
+                    sig: Sig::Kill,
+                    scope: Scope::Tree,
+                    by: Actor::Operator,
+                    reason: Reason::KilledByOperator,
+                },
+            );
+        }
+    }
+
+    /// The records of the runs that have ended so far, in launch order.
+    pub fn ended(&self) -> Vec<Arc<RunRecord>> {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.values()
+            .filter_map(|r| r.done.borrow().clone())
+            .collect()
+    }
+
+    /// Audit lines that could not be written so far, and the first error.
+    pub fn audit_failures(&self) -> Option<(u64, String)> {
+        self.inner.audit.failures()
     }
 
     /// Waits for a run to end and returns its record.

@@ -20,6 +20,11 @@ pub struct Tail {
     pub bytes: u64,
     /// Lines completed so far (including those no longer held).
     pub line_count: u64,
+    /// Bytes that did not reach the log file (a full or failing disk): the log holds the
+    /// stream up to `dropped_since` and nothing after it.
+    pub dropped: u64,
+    /// When the first byte was dropped.
+    pub dropped_since: Option<std::time::SystemTime>,
 }
 
 impl Tail {
@@ -27,6 +32,15 @@ impl Tail {
         Tail {
             max_lines: max_lines.max(1),
             ..Tail::default()
+        }
+    }
+
+    /// Counts `n` bytes that did not reach the log file.
+    pub fn drop_bytes(&mut self, n: usize) {
+        if n > 0 {
+            self.dropped += n as u64;
+            self.dropped_since
+                .get_or_insert_with(std::time::SystemTime::now);
         }
     }
 
@@ -101,12 +115,22 @@ pub(crate) struct StreamSink {
 
 impl StreamSink {
     /// Appends one chunk of output to the log and the tail. A full disk must not stall the
-    /// agent: the tail still gets the bytes.
+    /// agent: the tail still gets the bytes. From the first write that fails on, the log is
+    /// left as it is (complete up to then, never with a hole) and the bytes are counted as
+    /// dropped, for the run's record.
     pub fn deliver(&mut self, chunk: &[u8]) {
-        if let Some(log) = self.log.as_mut() {
-            let _ = log.write_all(chunk);
-        }
+        let unwritten = match self.log.as_mut() {
+            Some(log) => {
+                let rest = write_some(log, chunk);
+                if rest > 0 {
+                    self.log = None;
+                }
+                rest
+            }
+            None => chunk.len(),
+        };
         if let Ok(mut t) = self.tail.lock() {
+            t.drop_bytes(unwritten);
             t.push(chunk);
         }
     }
@@ -114,9 +138,24 @@ impl StreamSink {
     /// The stream has ended.
     pub fn finish(&mut self) {
         if let Some(log) = self.log.as_mut() {
-            let _ = log.flush();
+            if log.flush().is_err() {
+                self.log = None;
+            }
         }
     }
+}
+
+/// Writes as much of `data` as the file takes; returns how many bytes it did not take.
+fn write_some(log: &mut File, mut data: &[u8]) -> usize {
+    while !data.is_empty() {
+        match log.write(data) {
+            Ok(0) => break,
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    data.len()
 }
 
 /// How long a step's output is still read after its main process ended: a process that
@@ -196,6 +235,26 @@ mod tests {
             proptest::prop_assert_eq!(t.line_count, count);
             proptest::prop_assert_eq!(t.bytes, bytes);
         }
+    }
+
+    /// A log on a full disk: the bytes are counted as dropped from the first failed write on,
+    /// and the tail keeps the last lines.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_counts_dropped_bytes_and_keeps_the_tail() {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let tail: SharedTail = Arc::new(Mutex::new(Tail::new(2)));
+        let mut sink = StreamSink {
+            log: Some(full),
+            tail: tail.clone(),
+        };
+        sink.deliver(b"one\ntwo\n");
+        sink.deliver(b"three\n");
+        sink.finish();
+        let t = tail.lock().unwrap();
+        assert_eq!(t.dropped, 14);
+        assert!(t.dropped_since.is_some());
+        assert_eq!(t.last(5), vec!["two", "three"]);
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum LaunchError {
     NoImage { tier: SecurityTier },
     /// The run has no command for its trigger.
     NothingToRun { agent: String, trigger: String },
+    /// The launch could not be written to the audit log, so nothing was started.
+    Audit { agent: String, message: String },
     /// The directory for the run's logs cannot be made.
     LogDirectory {
         path: PathBuf,
@@ -96,6 +98,11 @@ impl std::fmt::Display for LaunchError {
             LaunchError::NothingToRun { agent, trigger } => {
                 write!(f, "agent {agent} has nothing to run for {trigger}")
             }
+            LaunchError::Audit { agent, message } => write!(
+                f,
+                "agent {agent} not launched: {message}; every launch is recorded before it \
+                 happens (free space there, or set supervisor.audit_log to a writable place)"
+            ),
             LaunchError::LogDirectory { path, source } => write!(
                 f,
                 "cannot create the run log directory {}: {source}",

@@ -210,6 +210,8 @@ pub enum Cmd {
     Quit {
         stop: bool,
     },
+    /// Quit while already stopping: SIGKILL to every live agent at once.
+    KillAll,
 }
 
 pub const LAUNCH_TIERS: [SecurityTier; 4] = [
@@ -560,6 +562,11 @@ impl App {
         if alive == 0 {
             self.quitting = true;
             return vec![Cmd::Quit { stop: false }];
+        }
+        if self.quitting {
+            // A second quit while every agent is being stopped: no grace period any more.
+            self.message = Some(format!("killing {alive} agent(s) now (SIGKILL)..."));
+            return vec![Cmd::KillAll];
         }
         self.dialog = Some(Dialog::ConfirmQuit { alive });
         vec![]

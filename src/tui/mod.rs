@@ -253,6 +253,8 @@ impl Dashboard {
         // The rows need the supervisor's latest figures before the next frame.
         let mut stale = true;
         let mut stopping = false;
+        // Once every agent was killed at once: the dashboard leaves by then, whatever is left.
+        let mut leave_at: Option<tokio::time::Instant> = None;
         let mut input_open = true;
         // At most one frame per FRAME: a burst of events (a thousand launches) is one redraw.
         const FRAME: Duration = Duration::from_millis(40);
@@ -277,6 +279,9 @@ impl Dashboard {
                 i = input.recv(), if input_open => match i {
                     Some(Input::Term(TermEvent::Key(k))) if k.kind == event::KeyEventKind::Press => {
                         let cmds = app.on_key(k);
+                        if cmds.contains(&Cmd::KillAll) {
+                            leave_at.get_or_insert(tokio::time::Instant::now() + AFTER_KILL_ALL);
+                        }
                         stopping |= self::exec(sup, app, &self.launchables, &self.plan_command, &mut specs, cmds);
                         if app.quitting && !stopping {
                             break;
@@ -302,6 +307,7 @@ impl Dashboard {
                     }
                 },
                 _ = tokio::time::sleep_until(next_frame), if dirty => {}
+                _ = tokio::time::sleep_until(leave_at.unwrap_or(next_frame)), if leave_at.is_some() => break,
                 _ = tick.tick() => {
                     dirty = refresh_rows(sup, app) || dirty;
                 }
@@ -315,14 +321,32 @@ impl Dashboard {
                         break;
                     }
                 }
-                _ = stop.recv() => { stop_all(sup); stopping = true; app.quitting = true; dirty = true; }
+                _ = stop.recv() => {
+                    // The first stop request stops every agent; the next ones kill at once.
+                    if stopping {
+                        sup.kill_all_now();
+                        leave_at.get_or_insert(tokio::time::Instant::now() + AFTER_KILL_ALL);
+                    } else {
+                        stop_all(sup);
+                    }
+                    stopping = true;
+                    app.quitting = true;
+                    dirty = true;
+                }
             }
         }
         drop(terminal);
         restore_terminal();
+        if leave_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            return Ok(sup.ended());
+        }
         Ok(sup.wait_all().await)
     }
 }
+
+/// How long the dashboard still waits for its runs' records once it killed every agent with
+/// SIGKILL.
+const AFTER_KILL_ALL: Duration = Duration::from_secs(1);
 
 fn stop_all(sup: &Supervisor) {
     for id in sup.run_ids() {
@@ -395,6 +419,10 @@ fn exec(
                     stop_all(sup);
                     stopping = true;
                 }
+            }
+            Cmd::KillAll => {
+                sup.kill_all_now();
+                stopping = true;
             }
         }
     }

@@ -392,6 +392,11 @@ fn quitting_with_live_agents_asks_first() {
         a.on_key(key(KeyCode::Char('y'))),
         vec![Cmd::Quit { stop: true }]
     );
+    // A second quit (q or Ctrl-C) while stopping kills at once, without asking.
+    assert_eq!(a.on_key(key(KeyCode::Char('q'))), vec![Cmd::KillAll]);
+    assert_eq!(a.dialog, None);
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(a.on_key(ctrl_c), vec![Cmd::KillAll]);
 }
 
 #[test]
