@@ -762,3 +762,33 @@ fn agents_start_where_close_range_and_unshare_are_refused() {
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     assert_eq!(stdout(&o), "started\n0\n1\n2\n", "{}", stderr(&o));
 }
+
+/// An agent that writes escape sequences (retitle the terminal, clear it) reaches the
+/// operator's terminal only as visible text through the headless lines and summary.
+#[test]
+fn escape_sequences_from_an_agent_reach_no_terminal_raw_in_headless_output() {
+    let s = Scratch::new("escapes");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Painter",
+            r#"  on start { execute_native("sh -c 'printf \"\\033]0;pwned\\007\\033[2J\\n\"; printf \"\\033]0;pwned\\007\\033[2J\\n\" >&2; exit 3'") }"#,
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--headless"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for (name, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        assert!(
+            !bytes.iter().any(|&b| b == 0x1b || b == 0x07),
+            "{name} carries a raw control character: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    let out = stdout(&o);
+    assert!(out.contains("stderr| ^[]0;pwned^G^[[2J"), "{out}");
+    // `exec` is a wrapper: the agent's bytes pass through untouched.
+    let o = s.run(&["exec", "--", "sh", "-c", r"printf '\033[2J'"]);
+    assert_eq!(o.stdout, b"\x1b[2J", "{}", stderr(&o));
+    assert_none_left("Painter");
+}
