@@ -323,6 +323,16 @@ pub fn check(loaded: &LoadedConfig, files: &[PathBuf]) -> Result<(), PlanError> 
             .unwrap_or_else(|| "none (built-in defaults)".into())
     );
     print!("{}", loaded.render_effective());
+    // What each allowed name really runs: a name trusts this PATH, an absolute entry pins a file.
+    println!("allowed executables on this PATH:");
+    let path = std::env::var_os("PATH");
+    let allow = crate::policy::Allowlist::new(
+        &loaded.config.native_execution.allowed_executables,
+        path.as_deref(),
+    );
+    for l in allow.explain() {
+        println!("  {l}");
+    }
     let files = files
         .iter()
         .map(|f| SourceFile::load(f))

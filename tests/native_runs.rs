@@ -792,3 +792,41 @@ fn escape_sequences_from_an_agent_reach_no_terminal_raw_in_headless_output() {
     assert_eq!(o.stdout, b"\x1b[2J", "{}", stderr(&o));
     assert_none_left("Painter");
 }
+
+/// A name in the allowlist is looked up on PATH, skipping directories others can write: a
+/// `sh` planted in a group-writable directory early on PATH does not run as `sh`.
+#[test]
+fn a_group_writable_path_directory_is_skipped() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("groupw");
+    s.config("");
+    let planted = s.write("bin/sh", "#!/bin/sh\necho planted\n");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = planted.parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+    );
+    let o = s
+        .command(&["exec", "--", "sh", "-c", "echo real"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "real\n", "{}", stderr(&o));
+    let o = s.command(&["check"]).env("PATH", &path).output().unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("PATH directory {} skipped", dir.display())),
+        "{out}"
+    );
+    // The same directory, writable by its owner alone, is searched.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = s
+        .command(&["exec", "--", "sh", "-c", "echo real"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "planted\n", "{}", stderr(&o));
+}
