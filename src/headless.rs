@@ -11,7 +11,7 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use crate::config::LoadedConfig;
 use crate::plan::{self, Host, PlanError, SourceFile};
-use crate::report::{bytes, exit_code};
+use crate::report::{bytes, exit_code, visible};
 use crate::supervisor::{
     Event, LaunchError, Reason, RunRecord, RunSpec, Supervisor, SupervisorOptions,
 };
@@ -22,11 +22,16 @@ fn clock() -> String {
     s.get(11..23).unwrap_or(&s).to_string()
 }
 
-/// The line of one event, or JSON.
+/// The line of one event, or JSON. What an agent wrote in it (a record's message quotes its
+/// stderr) is shown through `visible`, as is all of the line: it reaches a terminal.
 pub fn event_line(e: &Event, json: bool) -> String {
     if json {
         return serde_json::to_string(e).unwrap_or_default();
     }
+    visible(&human_line(e)).into_owned()
+}
+
+fn human_line(e: &Event) -> String {
     let t = clock();
     match e {
         Event::Launched {
@@ -160,14 +165,15 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
                 r.reason.as_str()
             ));
             if let Some(m) = &r.message {
-                out.push_str(&format!(": {m}"));
+                out.push_str(&format!(": {}", visible(m)));
             }
             if let Some(m) = r.losses() {
                 out.push_str(&format!(": {m}"));
             }
             out.push('\n');
+            // The agent's own output: shown, never interpreted by the operator's terminal.
             for l in r.stderr_tail.iter().rev().take(5).rev() {
-                out.push_str(&format!("  stderr| {l}\n"));
+                out.push_str(&format!("  stderr| {}\n", visible(l)));
             }
             out.push_str(&format!(
                 "  logs: {} {}\n",
@@ -367,7 +373,7 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
                 r.signal.as_deref().unwrap_or("-"),
                 r.message
                     .as_deref()
-                    .map(|m| format!(": {m}"))
+                    .map(|m| format!(": {}", visible(m)))
                     .unwrap_or_default()
             );
         }
@@ -395,6 +401,16 @@ pub fn check(loaded: &LoadedConfig, files: &[PathBuf]) -> Result<(), PlanError> 
             .unwrap_or_else(|| "none (built-in defaults)".into())
     );
     print!("{}", loaded.render_effective());
+    // What each allowed name really runs: a name trusts this PATH, an absolute entry pins a file.
+    println!("allowed executables on this PATH:");
+    let path = std::env::var_os("PATH");
+    let allow = crate::policy::Allowlist::new(
+        &loaded.config.native_execution.allowed_executables,
+        path.as_deref(),
+    );
+    for l in allow.explain() {
+        println!("  {l}");
+    }
     let files = files
         .iter()
         .map(|f| SourceFile::load(f))

@@ -201,6 +201,45 @@ impl Allowlist {
             .join(", ")
     }
 
+    /// One line per entry, as `check` prints it: what the entry allows. A name resolves through
+    /// PATH (trusting it); an absolute path pins one file. A script shows its `#!` line: the
+    /// program that really runs (a pyenv shim named `python3` runs `pyenv`'s script).
+    pub fn explain(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .entries
+            .iter()
+            .map(|a| {
+                let how = if Path::new(&a.configured).is_absolute() {
+                    "this file only"
+                } else {
+                    "found on PATH"
+                };
+                match &a.path {
+                    None => format!("{} -> not found ({how})", a.configured),
+                    Some(p) => {
+                        let real = p
+                            .canonicalize()
+                            .ok()
+                            .filter(|r| r != p)
+                            .map(|r| format!(" (-> {})", r.display()))
+                            .unwrap_or_default();
+                        let script = shebang(p)
+                            .map(|l| format!(", a script run by `{l}`"))
+                            .unwrap_or_default();
+                        format!("{} -> {}{real} ({how}{script})", a.configured, p.display())
+                    }
+                }
+            })
+            .collect();
+        for d in untrusted_dirs(self.path_var.as_deref()) {
+            out.push(format!(
+                "PATH directory {} skipped: others can write it",
+                d.display()
+            ));
+        }
+        out
+    }
+
     /// Resolves argv[0] and checks it: a bare name through PATH, a path relative to `cwd`.
     /// The result is the program to execute.
     pub fn resolve(&self, argv0: &str, cwd: &Path) -> Result<PathBuf, PolicyError> {
@@ -257,10 +296,54 @@ impl Allowlist {
     }
 }
 
-/// Looks a name up on a PATH value.
-/// Looks a name up on a PATH value (on Windows with the `PATHEXT` extensions).
+/// Looks a name up on a PATH value (on Windows with the `PATHEXT` extensions), skipping the
+/// directories others can write (`trusted_dir`): a name in the allowlist trusts the operator's
+/// PATH, and a directory anyone else may fill must not decide what runs under that name.
 pub fn lookup(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
-    crate::runner::native::which(name, path_var)
+    let path_var = path_var?;
+    std::env::split_paths(path_var)
+        .filter(|d| !d.as_os_str().is_empty() && trusted_dir(d))
+        .find_map(|d| crate::runner::native::which(name, Some(d.as_os_str())))
+}
+
+/// Whether a PATH directory is one only this user or root can change, as sudo and ssh demand:
+/// owned by this user or root, and neither group nor world writable. A directory that cannot
+/// be read is not trusted. (Windows: every directory; its ACLs are not checked.)
+pub fn trusted_dir(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir).is_ok_and(|m| {
+            let owner = m.uid();
+            (owner == 0 || owner == nix::unistd::geteuid().as_raw()) && m.mode() & 0o022 == 0
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        true
+    }
+}
+
+/// The PATH directories `lookup` skips, as a message names them.
+pub fn untrusted_dirs(path_var: Option<&OsStr>) -> Vec<PathBuf> {
+    path_var
+        .map(|p| {
+            std::env::split_paths(p)
+                .filter(|d| !d.as_os_str().is_empty() && d.exists() && !trusted_dir(d))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `#!` line of a script (without `#!`), if `p` is one.
+fn shebang(p: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 256];
+    let n = std::fs::File::open(p).ok()?.read(&mut buf).ok()?;
+    let head = buf[..n].strip_prefix(b"#!")?;
+    let line = head.split(|&b| b == b'\n').next()?;
+    Some(crate::report::visible(String::from_utf8_lossy(line).trim()).into_owned())
 }
 
 /// The agent's complete environment: the passthrough variables from the host, then the
@@ -412,6 +495,40 @@ mod tests {
         // The same program through a directory symlink (/bin -> /usr/bin) is the same entry.
         let sh = lookup("sh", Some(&p)).unwrap();
         assert!(l.resolve(sh.to_str().unwrap(), Path::new("/")).is_ok());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn path_directories_others_can_write_are_skipped() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir("groupw");
+        let fake = d.join("sh");
+        std::fs::write(&fake, "#!/bin/sh\necho pwned\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p =
+            std::env::join_paths([d.as_path(), Path::new("/usr/bin"), Path::new("/bin")]).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(lookup("sh", Some(&p)), Some(fake.clone()));
+        let l = Allowlist::new(&["sh".into()], Some(&p));
+        assert!(
+            l.explain()[0].contains("a script run by `/bin/sh`"),
+            "{:?}",
+            l.explain()
+        );
+        for mode in [0o775, 0o757, 0o1777] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            let found = lookup("sh", Some(&p)).unwrap();
+            assert_ne!(found, fake, "mode {mode:o}");
+            let l = Allowlist::new(&["sh".into()], Some(&p));
+            assert_eq!(l.resolve("sh", Path::new("/")).unwrap(), found);
+            assert!(
+                l.explain()
+                    .iter()
+                    .any(|e| e.contains("skipped: others can write it")),
+                "{:?}",
+                l.explain()
+            );
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 

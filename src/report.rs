@@ -1,6 +1,7 @@
 //! What every client reports the same way: human-sized figures, and the exit status of a set
 //! of runs. The headless printer and the dashboard both use it; neither borrows from the other.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::supervisor::RunRecord;
@@ -21,6 +22,36 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Text an agent wrote, made safe to show on a terminal: every C0 control character but tab,
+/// DEL and the C1 controls are shown, never interpreted: ESC as `^[`, BEL as `^G`, DEL as `^?`
+/// (caret notation), U+009B as `M-^[` (as `cat -v` shows the byte 0x9b). Everything else,
+/// UTF-8 text included, is kept as it is. The one filter for every place symbiont itself shows
+/// an agent's output (headless lines and summary, the dashboard); `exec` passes the agent's
+/// bytes through untouched instead.
+pub fn visible(s: &str) -> Cow<'_, str> {
+    let shown = |c: char| c == '\t' || !c.is_control();
+    if s.chars().all(shown) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c as u32 {
+            _ if shown(c) => out.push(c),
+            n @ 0..=0x1f => {
+                out.push('^');
+                out.push(char::from(b'@' + n as u8));
+            }
+            0x7f => out.push_str("^?"),
+            n @ 0x80..=0x9f => {
+                out.push_str("M-^");
+                out.push(char::from(b'@' + (n - 0x80) as u8));
+            }
+            _ => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The process exit status of a set of runs: 0 when every run succeeded, else 1.
 pub fn exit_code(records: &[Arc<RunRecord>]) -> u8 {
     if records.iter().all(|r| r.success()) {
@@ -32,7 +63,17 @@ pub fn exit_code(records: &[Arc<RunRecord>]) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::bytes;
+    use super::{bytes, visible};
+
+    #[test]
+    fn control_characters_are_shown_not_interpreted() {
+        assert_eq!(visible("\x1b]0;pwned\x07\x1b[2J"), "^[]0;pwned^G^[[2J");
+        assert_eq!(visible("a\rb\x7f\u{9b}31m\0"), "a^Mb^?M-^[31m^@");
+        // UTF-8 text and tabs are kept, borrowed when nothing needs showing.
+        let text = "沙箱层级\tüñí ✓";
+        assert!(matches!(visible(text), std::borrow::Cow::Borrowed(t) if t == text));
+        assert_eq!(visible("é\x1bé"), "é^[é");
+    }
 
     #[test]
     fn bytes_are_human_sized() {

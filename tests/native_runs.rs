@@ -1055,3 +1055,71 @@ fn a_full_data_disk_refuses_the_launch_and_a_disk_filling_up_is_flagged_in_the_r
     assert_ne!(o.status.code(), Some(0));
     assert!(!stdout(&o).contains("never"), "{}", stdout(&o));
 }
+
+/// An agent that writes escape sequences (retitle the terminal, clear it) reaches the
+/// operator's terminal only as visible text through the headless lines and summary.
+#[test]
+fn escape_sequences_from_an_agent_reach_no_terminal_raw_in_headless_output() {
+    let s = Scratch::new("escapes");
+    s.config("");
+    let f = s.write(
+        "a.dsl",
+        &agent(
+            "Painter",
+            r#"  on start { execute_native("sh -c 'printf \"\\033]0;pwned\\007\\033[2J\\n\"; printf \"\\033]0;pwned\\007\\033[2J\\n\" >&2; exit 3'") }"#,
+        ),
+    );
+    let o = s.run(&["run", f.to_str().unwrap(), "--headless"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for (name, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        assert!(
+            !bytes.iter().any(|&b| b == 0x1b || b == 0x07),
+            "{name} carries a raw control character: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    let out = stdout(&o);
+    assert!(out.contains("stderr| ^[]0;pwned^G^[[2J"), "{out}");
+    // `exec` is a wrapper: the agent's bytes pass through untouched.
+    let o = s.run(&["exec", "--", "sh", "-c", r"printf '\033[2J'"]);
+    assert_eq!(o.stdout, b"\x1b[2J", "{}", stderr(&o));
+    assert_none_left("Painter");
+}
+
+/// A name in the allowlist is looked up on PATH, skipping directories others can write: a
+/// `sh` planted in a group-writable directory early on PATH does not run as `sh`.
+#[test]
+fn a_group_writable_path_directory_is_skipped() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("groupw");
+    s.config("");
+    let planted = s.write("bin/sh", "#!/bin/sh\necho planted\n");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = planted.parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+    );
+    let o = s
+        .command(&["exec", "--", "sh", "-c", "echo real"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "real\n", "{}", stderr(&o));
+    let o = s.command(&["check"]).env("PATH", &path).output().unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("PATH directory {} skipped", dir.display())),
+        "{out}"
+    );
+    // The same directory, writable by its owner alone, is searched.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = s
+        .command(&["exec", "--", "sh", "-c", "echo real"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "planted\n", "{}", stderr(&o));
+}

@@ -136,10 +136,17 @@ struct SlotSet {
 }
 
 /// A few sets of slots, one per launch at a time; made once, early (see `reserve_slots`).
+///
+/// Each set holds `SLOTS` + 1 descriptors on /dev/null for the life of the process: four sets
+/// held 48 of them (52 with the launchers' own), most of the descriptors of an idle supervisor
+/// and most of a `ulimit -n 64`. Launches that run at the same time need one set each, and
+/// more launches side by side than cores gain nothing: one set per core (at most four). A
+/// launch that finds every set busy still starts, through a copy of the table, only slower.
 fn slot_sets() -> &'static [SlotSet] {
     static SETS: std::sync::OnceLock<Vec<SlotSet>> = std::sync::OnceLock::new();
     SETS.get_or_init(|| {
-        (0..4)
+        let sets = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        (0..sets)
             .map_while(|_| Slots::new().ok())
             .map(|slots| SlotSet {
                 busy: AtomicBool::new(false),

@@ -242,7 +242,10 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_full_disk_counts_dropped_bytes_and_keeps_the_tail() {
-        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let tail: SharedTail = Arc::new(Mutex::new(Tail::new(2)));
         let mut sink = StreamSink {
             log: Some(full),

@@ -179,9 +179,16 @@ fn refresh_logs(sup: &Supervisor, app: &mut App) -> bool {
     let Some(id) = app.selected_row().map(|r| r.id) else {
         return false;
     };
-    let Some(lines) = sup.tail(id, app.stream == app::Stream::Stderr) else {
+    let Some(mut lines) = sup.tail(id, app.stream == app::Stream::Stderr) else {
         return false;
     };
+    // The agent's output, shown and never interpreted (ratatui would drop the control
+    // characters silently and print the rest of an escape sequence).
+    for l in &mut lines {
+        if let std::borrow::Cow::Owned(v) = crate::report::visible(l) {
+            *l = v;
+        }
+    }
     if lines != app.log_lines {
         app.log_lines = lines;
         if app.follow {
