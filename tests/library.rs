@@ -284,6 +284,37 @@ async fn a_program_that_cannot_start_is_recorded_as_failed_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_the_kernel_refuses_stops_the_run_and_names_the_setting() {
+    // The library takes any value (the command line refuses it at load): where a cgroup would
+    // carry it and the kernel will not, the run must not start with weaker limits.
+    let s = Scratch::new("lib-refused");
+    let sup = supervisor(&s);
+    if !sup
+        .mechanisms()
+        .iter()
+        .any(|m| m.starts_with("processes: cgroup"))
+    {
+        skip(
+            "a_limit_the_kernel_refuses_stops_the_run_and_names_the_setting",
+            "no pids cgroup for this user here",
+        );
+        return;
+    }
+    let ran = s.path("ran");
+    let limits = Limits {
+        max_processes: Some(u64::MAX),
+        ..Limits::default()
+    };
+    let script = format!("touch {}", ran.display());
+    let id = sup.launch(spec(&s, "Refused", &script, limits)).unwrap();
+    let r = sup.wait(id).await.unwrap();
+    assert_eq!(r.reason, Reason::FailedToStart, "{r:?}");
+    let msg = r.message.as_deref().unwrap_or("");
+    assert!(msg.contains("native_execution.max_processes"), "{msg}");
+    assert!(!ran.exists(), "the agent ran without its limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_code_runs_on_tier_none_and_refuses_without_consent() {
     let s = Scratch::new("lib-exec");
     let mut config = Config::default();

@@ -549,6 +549,51 @@ fn read_keyed(p: &Path, key: &str) -> Option<u64> {
 
 pub use super::Enforced;
 
+const MEMORY_KEY: &str = "native_execution.max_memory_mb (--max-memory, an agent's memory limit)";
+const PIDS_KEY: &str = "native_execution.max_processes (an agent's process limit)";
+const CPU_KEY: &str = "native_execution.max_cpu_cores (--max-cpu, an agent's CPU limit)";
+
+/// A limit the kernel refused to write into a run's group (a value out of its range): the run
+/// must not start without it, and the error names the setting. Carried inside an `io::Error`.
+#[derive(Debug)]
+pub struct LimitRefused {
+    pub key: &'static str,
+    pub value: String,
+    pub file: PathBuf,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for LimitRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the kernel refused the limit {} for {} ({}: {})",
+            self.value,
+            self.key,
+            self.file.display(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for LimitRefused {}
+
+/// The refused limit inside `e`, if that is what `e` is.
+pub fn refused_limit(e: &io::Error) -> Option<&LimitRefused> {
+    e.get_ref().and_then(|i| i.downcast_ref::<LimitRefused>())
+}
+
+fn write_limit(file: &Path, value: &str, key: &'static str) -> io::Result<()> {
+    fs::write(file, value).map_err(|error| {
+        io::Error::other(LimitRefused {
+            key,
+            value: value.to_string(),
+            file: file.to_path_buf(),
+            error,
+        })
+    })
+}
+
 /// The groups of one run.
 #[derive(Debug)]
 pub struct RunCgroup {
@@ -691,7 +736,7 @@ impl RunCgroup {
                 if first {
                     let _ = fs::write(&memsw, &v);
                 }
-                fs::write(m.join("memory.limit_in_bytes"), &v)?;
+                write_limit(&m.join("memory.limit_in_bytes"), &v, MEMORY_KEY)?;
                 if last {
                     let _ = fs::write(&memsw, &v);
                 }
@@ -700,7 +745,7 @@ impl RunCgroup {
         } else if roots.v2_memory {
             if changed(|g| g.memory_bytes) {
                 let v = mem.map_or("max".to_string(), |b| b.to_string());
-                fs::write(v2_file("memory.max").expect("v2 group"), v)?;
+                write_limit(&v2_file("memory.max").expect("v2 group"), &v, MEMORY_KEY)?;
                 let swap = if mem.is_some() { "0" } else { "max" };
                 let _ = fs::write(v2_file("memory.swap.max").expect("v2 group"), swap);
             }
@@ -715,7 +760,8 @@ impl RunCgroup {
         };
         if let Some(f) = pids_file {
             if changed(|g| g.max_processes) {
-                fs::write(f, pids.map_or("max".to_string(), |n| n.to_string()))?;
+                let v = pids.map_or("max".to_string(), |n| n.to_string());
+                write_limit(&f, &v, PIDS_KEY)?;
             }
             enforced.pids = pids.is_some();
         }
@@ -723,17 +769,22 @@ impl RunCgroup {
         let quota = want.cpu_quota_us;
         if let Some(c) = &self.cpu {
             if changed(|g| g.cpu_quota_us) {
-                fs::write(c.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                write_limit(
+                    &c.join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_US.to_string(),
+                    CPU_KEY,
+                )?;
                 let q = quota.map_or("-1".to_string(), |q| q.to_string());
-                fs::write(c.join("cpu.cfs_quota_us"), q)?;
+                write_limit(&c.join("cpu.cfs_quota_us"), &q, CPU_KEY)?;
             }
             enforced.cpu_quota = quota.is_some();
         } else if roots.v2_cpu {
             if changed(|g| g.cpu_quota_us) {
                 let q = quota.map_or("max".to_string(), |q| q.to_string());
-                fs::write(
-                    v2_file("cpu.max").expect("v2 group"),
-                    format!("{q} {CPU_PERIOD_US}"),
+                write_limit(
+                    &v2_file("cpu.max").expect("v2 group"),
+                    &format!("{q} {CPU_PERIOD_US}"),
+                    CPU_KEY,
                 )?;
             }
             enforced.cpu_quota = quota.is_some();

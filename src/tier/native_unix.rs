@@ -355,10 +355,11 @@ impl NativeTarget {
     }
 
     /// The run's groups: one per hierarchy, limits written before anything runs. A note for
-    /// the record where they cannot be made.
-    fn make_groups(&mut self) -> Option<String> {
+    /// the record where the host cannot give them; an error naming the setting where the
+    /// kernel refuses a limit's value (the run does not start).
+    fn make_groups(&mut self) -> Result<Option<String>, String> {
         if self.held.is_some() || !self.host.roots.any() {
-            return None;
+            return Ok(None);
         }
         match crate::sandbox::cgroup::RunCgroup::create(
             &self.host.roots,
@@ -369,11 +370,16 @@ impl NativeTarget {
             Ok(cg) => {
                 self.hold(cg.enforced);
                 *self.tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(cg);
-                None
+                Ok(None)
             }
-            Err(e) => Some(format!(
-                "no cgroup for this run ({e}); rlimits and the watchdog enforce its limits"
-            )),
+            // A value the kernel will not take is the operator's to fix, not a reason to run
+            // with weaker limits.
+            Err(e) => match crate::sandbox::cgroup::refused_limit(&e) {
+                Some(refused) => Err(refused.to_string()),
+                None => Ok(Some(format!(
+                    "no cgroup for this run ({e}); rlimits and the watchdog enforce its limits"
+                ))),
+            },
         }
     }
 
@@ -505,7 +511,10 @@ impl Target for NativeTarget {
                 pool.refill();
             }
         }
-        let note = self.make_groups();
+        let (note, fatal) = match self.make_groups() {
+            Ok(note) => (note, None),
+            Err(refused) => (None, Some(refused)),
+        };
         if self.held.is_none() {
             self.hold(Enforced::default());
         }
@@ -535,7 +544,7 @@ impl Target for NativeTarget {
             audit,
             audit_limits,
             note,
-            fatal: None,
+            fatal,
         }
     }
 
