@@ -141,24 +141,42 @@ struct CheckArgs {
     files: Vec<PathBuf>,
 }
 
-/// A failure before anything ran: printed with its location, exit code 2.
-struct Usage(String);
+/// A failure before anything ran: printed with its location; exit code 2 for bad usage, config
+/// or agent files, 1 for what the host refused (`Usage::failed`).
+struct Usage(String, u8);
+
+impl Usage {
+    fn bad(m: String) -> Usage {
+        Usage(m, 2)
+    }
+
+    fn failed(m: String) -> Usage {
+        Usage(m, 1)
+    }
+}
 
 impl From<config::ConfigError> for Usage {
     fn from(e: config::ConfigError) -> Self {
-        Usage(e.to_string())
+        Usage::bad(e.to_string())
     }
 }
 
 impl From<plan::PlanError> for Usage {
     fn from(e: plan::PlanError) -> Self {
-        Usage(e.to_string())
+        Usage::bad(e.to_string())
     }
 }
 
 impl From<LaunchError> for Usage {
     fn from(e: LaunchError) -> Self {
-        Usage(e.to_string())
+        // The audit log or the run's logs could not be written (a full or failing disk):
+        // nothing about the command line was wrong.
+        match e {
+            LaunchError::Audit { .. } | LaunchError::LogDirectory { .. } => {
+                Usage::failed(e.to_string())
+            }
+            e => Usage::bad(e.to_string()),
+        }
     }
 }
 
@@ -190,9 +208,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(Usage(m)) => {
+        Err(Usage(m, code)) => {
             eprintln!("symbiont: {m}");
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }
@@ -208,7 +226,7 @@ fn load_files(paths: &[PathBuf]) -> Result<Vec<SourceFile>, Usage> {
 /// from the configuration only.
 fn load_config(path: Option<&std::path::Path>, flags: &Flags) -> Result<LoadedConfig, Usage> {
     let mut loaded = config::load(path)?;
-    flags.check().map_err(Usage)?;
+    flags.check().map_err(Usage::bad)?;
     flags.apply(&mut loaded);
     Ok(loaded)
 }
@@ -217,7 +235,7 @@ fn start_supervisor(loaded: &LoadedConfig) -> Result<Supervisor, Usage> {
     let mut opts = SupervisorOptions::from_config(&loaded.config);
     opts.own_all_children = true;
     symbiont::process::enable_sweep();
-    Supervisor::new(opts).map_err(|e| Usage(format!("cannot start the supervisor: {e}")))
+    Supervisor::new(opts).map_err(|e| Usage::bad(format!("cannot start the supervisor: {e}")))
 }
 
 async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
@@ -225,7 +243,7 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
     let files = load_files(&a.files)?;
     let specs = plan::plan_runs(&loaded, &a.triggers, &files, &Host::real())?;
     if specs.is_empty() {
-        return Err(Usage(
+        return Err(Usage::bad(
             "nothing to run: no agent has an `on start` or `on trigger` block with a statement"
                 .into(),
         ));
@@ -247,11 +265,11 @@ async fn dashboard(
     initial: Vec<RunSpec>,
     offered: Vec<RunSpec>,
 ) -> Result<u8, Usage> {
-    let d = Dashboard::from_plan(sup, loaded, initial, offered).map_err(Usage)?;
+    let d = Dashboard::from_plan(sup, loaded, initial, offered).map_err(Usage::bad)?;
     let records = d
         .run()
         .await
-        .map_err(|e| Usage(format!("dashboard: {e}")))?;
+        .map_err(|e| Usage::failed(format!("dashboard: {e}")))?;
     Ok(exit_code(&records))
 }
 
@@ -275,7 +293,7 @@ async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
         }
         (None, false) => a.command,
         (None, true) => {
-            return Err(Usage(
+            return Err(Usage::bad(
                 "exec needs a command after `--` (or --code CODE)".into(),
             ))
         }
