@@ -230,6 +230,12 @@ fn one_gib_under_256_mb_ends_memory_limit() {
     let r = record(&o);
     assert_eq!(reason(&r), "memory_limit", "{r:#}");
     assert!(stderr(&o).contains("MemoryError") || r.to_string().contains("MemoryError"));
+    // The weaker mechanism the host forces is said in the record itself.
+    let message = r["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("no cgroup") && message.contains("RLIMIT_DATA"),
+        "{r:#}"
+    );
 }
 
 #[test]

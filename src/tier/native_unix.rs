@@ -383,6 +383,31 @@ impl NativeTarget {
         }
     }
 
+    /// What holds this run's limits where no cgroup does, for its record.
+    fn fallback_note(&self, held: Enforced) -> Option<String> {
+        let l = &self.spec.limits;
+        if !self.spec.enforce_limits {
+            return None;
+        }
+        let mut weaker = Vec::new();
+        if l.memory_bytes.is_some() && !held.memory {
+            weaker.push(format!(
+                "memory by RLIMIT_DATA per process and the watchdog every {} ms",
+                self.host.watchdog_interval.as_millis()
+            ));
+        }
+        if l.max_processes.is_some() && !held.pids {
+            weaker.push("processes by RLIMIT_NPROC and the watchdog".to_string());
+        }
+        if weaker.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "no cgroup holds this run's limits here: {} (`symbiont check` says why)",
+            weaker.join("; ")
+        ))
+    }
+
     fn launch<'a>(&'a self, step: &'a Step, cgroup_fds: Vec<i32>) -> NativeLaunch<'a> {
         NativeLaunch {
             program: &step.program,
@@ -519,6 +544,9 @@ impl Target for NativeTarget {
             self.hold(Enforced::default());
         }
         let held = self.held.unwrap_or_default();
+        // A weaker mechanism the host forces on this run is said in its record, not only in
+        // `check`.
+        let note = note.or_else(|| self.fallback_note(held));
         let mut audit_limits = Map::new();
         audit_limits.insert("enforced_by_os".into(), json!(self.spec.enforce_limits));
         audit_limits.insert("cgroup_memory".into(), json!(held.memory));
