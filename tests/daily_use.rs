@@ -82,7 +82,6 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 /// Every file under `dir`, read as text, with its path.
-#[allow(dead_code)]
 fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -207,4 +206,134 @@ fn an_explicit_data_dir_of_dot_data_still_means_dot_data() {
     let o = d.run(&["exec", "--", "sh", "-c", "true"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(d.cwd().join("data/audit.jsonl").is_file());
+}
+
+const KEY: &str = "sk-ant-test12345";
+const FILE_SECRET: &str = "from-the-env-file-42";
+
+/// An env file of the operator's, mode 0600.
+fn env_file(d: &Desk, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = d.s.write(
+        "secrets.env",
+        &format!("# the operator's keys\nOPENAI_API_KEY=\"{FILE_SECRET}\"\nSHORT=abc\n"),
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+#[test]
+fn a_passed_secret_reaches_the_agent_masked_and_nowhere_else() {
+    let d = Desk::new("secret");
+    let ef = env_file(&d, 0o600);
+    d.user_config(&format!("env_file = \"{}\"", ef.display()));
+    // Printed whole, and split across two reads of the pipe.
+    let agent = d.s.write(
+        "agent.dsl",
+        "agent Keyed {\n  security { tier: None }\n  on start {\n    \
+         execute_native(\"sh -c 'echo key=$ANTHROPIC_API_KEY file=$OPENAI_API_KEY short=$SHORT; printf %s sk-ant-te; sleep 0.3; echo st12345 end'\")\n  }\n}\n",
+    );
+    let o = d
+        .command(&[
+            "run",
+            agent.to_str().unwrap(),
+            "--headless",
+            "--json",
+            "--pass-env",
+            "ANTHROPIC_API_KEY",
+        ])
+        .env("ANTHROPIC_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains(KEY) && !out.contains(FILE_SECRET), "{out}");
+    // The tail in the record shows the secrets masked, short values as they are.
+    let recs = common::records(&o);
+    let tail: Vec<String> = recs[0]["stdout_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tail, ["key=*** file=*** short=abc", "*** end"], "{out}");
+    // The names are known, the values are nowhere under the data directory; the log is masked.
+    let files = files_under(&d.s.path("state"));
+    assert!(files.iter().any(|(p, _)| p.ends_with("audit.jsonl")));
+    let mut logs = 0;
+    for (p, text) in &files {
+        assert!(!text.contains(KEY), "{} holds the key", p.display());
+        assert!(
+            !text.contains(FILE_SECRET),
+            "{} holds the secret",
+            p.display()
+        );
+        if p.ends_with("stdout.log") {
+            assert_eq!(text, "key=*** file=*** short=abc\n*** end\n");
+            logs += 1;
+        }
+    }
+    assert_eq!(logs, 1);
+    let audit = files
+        .iter()
+        .find(|(p, _)| p.ends_with("audit.jsonl"))
+        .unwrap();
+    assert!(audit.1.contains("ANTHROPIC_API_KEY"), "{}", audit.1);
+    // check lists the env file's names, never a value.
+    let o = d
+        .command(&["check", agent.to_str().unwrap()])
+        .env("ANTHROPIC_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("OPENAI_API_KEY SHORT"), "{out}");
+    assert!(!out.contains(KEY) && !out.contains(FILE_SECRET), "{out}");
+    assert!(d.cwd_entries().is_empty());
+}
+
+#[test]
+fn exec_passes_the_variable_named_and_no_other() {
+    let d = Desk::new("exec-pass");
+    d.user_config("");
+    let test = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        d.command(&all)
+            .env("ANTHROPIC_API_KEY", KEY)
+            .output()
+            .unwrap()
+    };
+    let o = test(&[
+        "--pass-env",
+        "ANTHROPIC_API_KEY",
+        "--",
+        "sh",
+        "-c",
+        &format!("test \"$ANTHROPIC_API_KEY\" = {KEY}"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = test(&["--", "sh", "-c", "test -z \"$ANTHROPIC_API_KEY\""]);
+    assert_eq!(o.status.code(), Some(0), "not passed without --pass-env");
+    // A variable that is not set is a usage error naming it.
+    let o = test(&["--pass-env", "NOT_SET_ANYWHERE", "--", "sh", "-c", "true"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("NOT_SET_ANYWHERE"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_env_file_others_can_read_is_refused_with_its_location() {
+    let d = Desk::new("envfile-mode");
+    let ef = env_file(&d, 0o644);
+    d.user_config(&format!("env_file = \"{}\"", ef.display()));
+    for args in [&["check"][..], &["exec", "--", "sh", "-c", "true"][..]] {
+        let o = d.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&ef.display().to_string()) && err.contains("644"),
+            "{err}"
+        );
+        assert!(!err.contains(FILE_SECRET));
+    }
 }

@@ -81,6 +81,9 @@ pub struct NativeExecutionConfig {
     pub max_file_size_mb: u64,
     /// The only host variables an agent inherits.
     pub env_passthrough: Vec<String>,
+    /// The operator's file of `KEY=VALUE` lines passed to every agent (secrets: masked in
+    /// logs and tails; see [`crate::secrets`]). Only the operator names one, never an agent file.
+    pub env_file: Option<PathBuf>,
     /// SIGTERM to SIGKILL escalation. Default 5.
     pub kill_grace_seconds: f64,
     /// How often the watchdog samples the runs that no cgroup holds to a memory limit (only a
@@ -139,6 +142,7 @@ impl Default for NativeExecutionConfig {
             max_processes: 256,
             max_file_size_mb: 1024,
             env_passthrough: default_env_passthrough(),
+            env_file: None,
             kill_grace_seconds: 5.0,
             watchdog_interval_ms: 100,
         }
@@ -289,6 +293,9 @@ pub struct LoadedConfig {
     pub file: Option<PathBuf>,
     /// Sections and keys present in the file that the supervisor does not use, in file order.
     pub unused: Vec<String>,
+    /// Host variables the operator passes to this invocation's agents (`--pass-env`): every
+    /// value is a secret, masked in logs and tails.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for LoadedConfig {
@@ -301,6 +308,7 @@ impl Default for LoadedConfig {
                 .collect(),
             file: None,
             unused: Vec::new(),
+            pass_env: Vec::new(),
         }
     }
 }

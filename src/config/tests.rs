@@ -133,7 +133,7 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
     assert_eq!(loaded.config, expected);
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 23);
+    assert_eq!(loaded.origins.len(), 24);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
