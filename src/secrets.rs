@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The shortest value masked, in bytes.
@@ -29,6 +30,14 @@ pub fn looks_secret(name: &str) -> bool {
 /// Every secret value of this process, longest first.
 static SECRETS: RwLock<Vec<Vec<u8>>> = RwLock::new(Vec::new());
 
+/// Whether any secret was registered: output is only scanned when one was.
+static ANY: AtomicBool = AtomicBool::new(false);
+
+/// Whether any secret is registered (output needs masking at all).
+pub fn any() -> bool {
+    ANY.load(Ordering::Relaxed)
+}
+
 /// Masks `value` from now on, in every run's logs and tails (if it is at least
 /// [`MIN_MASKED`] bytes long).
 pub fn register(value: &str) {
@@ -41,6 +50,7 @@ pub fn register(value: &str) {
         s.push(v.to_vec());
         s.sort_by_key(|x| std::cmp::Reverse(x.len()));
     }
+    ANY.store(true, Ordering::Relaxed);
 }
 
 fn registered() -> Arc<Vec<Vec<u8>>> {

@@ -303,24 +303,19 @@ fn the_xdg_config_is_used_when_cwd_has_none_and_cwd_beats_it() {
     let loaded = load_with(None, &env, &cwd).unwrap();
     assert_eq!(loaded.file.as_deref(), Some(at_home.as_path()));
     // A relative XDG_CONFIG_HOME is ignored, as the XDG rules say.
-    let env = env_of(&[("XDG_CONFIG_HOME", "xdg"), ("HOME", home.to_str().unwrap())]);
-    assert_eq!(
-        load_with(None, &env, &cwd)
+    let refresh = |env: &dyn Fn(&str) -> Option<String>| {
+        load_with(None, env, &cwd)
             .unwrap()
             .config
             .dashboard
-            .refresh_ms,
-        8
-    );
+            .refresh_ms
+    };
+    let env = env_of(&[("XDG_CONFIG_HOME", "xdg"), ("HOME", home.to_str().unwrap())]);
+    assert_eq!(refresh(&env), 8);
     // ./config.toml beats it.
     dir.write("cwd/config.toml", "[dashboard]\nrefresh_ms = 9\n");
-    let env = env_of(&[("XDG_CONFIG_HOME", xdg.to_str().unwrap())]);
     assert_eq!(
-        load_with(None, &env, &cwd)
-            .unwrap()
-            .config
-            .dashboard
-            .refresh_ms,
+        refresh(&env_of(&[("XDG_CONFIG_HOME", xdg.to_str().unwrap())])),
         9
     );
 }
@@ -540,6 +535,12 @@ fn every_env_var_overrides_and_records_its_origin() {
             "PATH,AGENT_API_KEY",
             "native_execution.env_passthrough",
             |c| c.native_execution.env_passthrough == ["PATH", "AGENT_API_KEY"],
+        ),
+        (
+            "SYMBIONT_NATIVE_ENV_FILE",
+            "/etc/keys.env",
+            "native_execution.env_file",
+            |c| c.native_execution.env_file.as_deref() == Some(Path::new("/etc/keys.env")),
         ),
         (
             "SYMBIONT_NATIVE_KILL_GRACE_SECONDS",
@@ -1103,7 +1104,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 24, "{out}");
+    assert_eq!(lines.len(), 25, "{out}");
     let line = |key: &str| {
         *lines
             .iter()
