@@ -337,3 +337,32 @@ fn an_env_file_others_can_read_is_refused_with_its_location() {
         assert!(!err.contains(FILE_SECRET));
     }
 }
+
+#[test]
+fn a_passthrough_variable_is_masked_when_its_name_looks_secret() {
+    let d = Desk::new("passthrough");
+    d.user_config(
+        "env_passthrough = [\"PATH\", \"HOME\", \"MY_SERVICE_TOKEN\", \"GREETING_TEXT\"]",
+    );
+    let o = d
+        .command(&[
+            "exec",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo $MY_SERVICE_TOKEN $GREETING_TEXT",
+        ])
+        .env("MY_SERVICE_TOKEN", "tok-0123456789")
+        .env("GREETING_TEXT", "hello-world-123")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("tok-0123456789"), "{out}");
+    // A name that does not look secret is an ordinary setting, shown as it is.
+    assert!(out.contains("*** hello-world-123"), "{out}");
+    for (p, text) in files_under(&d.s.path("state")) {
+        assert!(!text.contains("tok-0123456789"), "{}", p.display());
+    }
+}
