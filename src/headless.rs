@@ -435,9 +435,9 @@ pub fn check(loaded: &LoadedConfig, files: &[PathBuf]) -> Result<(), PlanError> 
         plan::plan_runs(loaded, &[], &files, &Host::real())?;
     }
     println!("enforcement on this machine:");
-    match Supervisor::new(SupervisorOptions::from_config(&loaded.config)) {
-        Ok(s) => {
-            for m in s.mechanisms() {
+    match Supervisor::mechanisms_for(&SupervisorOptions::from_config(&loaded.config)) {
+        Ok(mechanisms) => {
+            for m in mechanisms {
                 println!("  {m}");
             }
         }

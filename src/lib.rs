@@ -30,5 +30,6 @@ pub mod plan;
 pub mod policy;
 pub mod process;
 pub mod report;
+pub mod secrets;
 
 pub use orchestrator::{Error, ExecutionResult, SandboxOrchestrator};

@@ -92,6 +92,7 @@ impl PolicyArgs {
             max_memory_mb: self.max_memory,
             max_cpu: self.max_cpu,
             timeout: self.timeout,
+            pass_env: Vec::new(),
         }
     }
 }
@@ -103,6 +104,9 @@ struct RunArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
+    /// Pass the host variable NAME to the agents (repeatable), e.g. an API key; its value is masked in logs.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
     /// Fire only this trigger (repeatable); default: every `on start` and `on trigger` block.
     #[arg(long = "trigger", value_name = "NAME")]
     triggers: Vec<String>,
@@ -124,6 +128,9 @@ struct ExecArgs {
     /// Print the run record as JSON.
     #[arg(long)]
     json: bool,
+    /// Pass the host variable NAME to the command (repeatable), e.g. an API key; its value is masked in logs.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
     /// The command and its arguments (after --).
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -239,7 +246,11 @@ fn start_supervisor(loaded: &LoadedConfig) -> Result<Supervisor, Usage> {
 }
 
 async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
-    let loaded = load_config(a.policy.config.as_deref(), &a.policy.flags())?;
+    let flags = Flags {
+        pass_env: a.pass_env.clone(),
+        ..a.policy.flags()
+    };
+    let loaded = load_config(a.policy.config.as_deref(), &flags)?;
     let files = load_files(&a.files)?;
     let specs = plan::plan_runs(&loaded, &a.triggers, &files, &Host::real())?;
     if specs.is_empty() {
@@ -286,7 +297,11 @@ async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
 }
 
 async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
-    let loaded = load_config(a.policy.config.as_deref(), &a.policy.flags())?;
+    let flags = Flags {
+        pass_env: a.pass_env.clone(),
+        ..a.policy.flags()
+    };
+    let loaded = load_config(a.policy.config.as_deref(), &flags)?;
     let argv = match (a.code, a.command.is_empty()) {
         (Some(code), _) => {
             symbiont::policy::code_argv(&loaded.config.native_execution.default_executable, &code)
@@ -309,6 +324,12 @@ fn cmd_check(a: CheckArgs) -> Result<u8, Usage> {
         ..Flags::default()
     };
     let loaded = load_config(a.config.as_deref(), &flags)?;
+    // The env file is checked (owner, permissions, lines); only its names are ever shown.
+    let operator = plan::operator_env(&loaded, &Host::real())?;
     headless::check(&loaded, &a.files)?;
+    if let Some(p) = &loaded.config.native_execution.env_file {
+        let names: Vec<&str> = operator.iter().map(|(k, _)| k.as_str()).collect();
+        println!("env file {}: {}", p.display(), names.join(" "));
+    }
     Ok(0)
 }

@@ -30,6 +30,8 @@ pub struct Flags {
     pub max_cpu: Option<f64>,
     /// `--timeout`, seconds.
     pub timeout: Option<u64>,
+    /// `--pass-env NAME`: host variables passed to this invocation's agents.
+    pub pass_env: Vec<String>,
 }
 
 /// The configuration keys the flags write.
@@ -58,6 +60,15 @@ impl Flags {
             let Some((v, text)) = value else { continue };
             crate::config::check_native_range(key, v)
                 .map_err(|range| format!("{flag}={text}: {range}"))?;
+        }
+        if let Some(bad) = self
+            .pass_env
+            .iter()
+            .find(|n| !crate::secrets::valid_name(n))
+        {
+            return Err(format!(
+                "--pass-env {bad}: not a variable name (letters, digits and _, not starting with a digit)"
+            ));
         }
         Ok(())
     }
@@ -104,6 +115,11 @@ impl Flags {
         }
         for (k, f) in set {
             loaded.set_origin(k, Origin::Flag(f.to_string()));
+        }
+        for name in &self.pass_env {
+            if !loaded.pass_env.contains(name) {
+                loaded.pass_env.push(name.clone());
+            }
         }
     }
 }
@@ -371,6 +387,7 @@ pub fn plan_runs(
         }
     }
     let mut native: Option<NativeContext> = None;
+    let mut operator: Option<Vec<(String, String)>> = None;
     for sf in files {
         for agent in &sf.file.agents {
             let tier = tier_for(loaded, Some(agent));
@@ -431,10 +448,14 @@ pub fn plan_runs(
                 if steps.is_empty() {
                     continue;
                 }
+                if operator.is_none() {
+                    operator = Some(operator_env(loaded, host)?);
+                }
                 let agent_env: Vec<(String, String)> = agent
                     .env
                     .iter()
                     .map(|(k, v, _)| (k.clone(), v.clone()))
+                    .chain(operator.iter().flatten().cloned())
                     .collect();
                 let env = policy::environment(
                     &cfg.native_execution.env_passthrough,
@@ -472,6 +493,22 @@ pub fn plan_runs(
     Ok(specs)
 }
 
+/// The operator's variables for every agent (`env_file`, then `--pass-env`), set over an
+/// agent file's own; their values, and those of secret-looking passthrough variables, are
+/// masked in logs and tails from now on. `symbiont check` calls it to check the env file.
+pub fn operator_env(
+    loaded: &LoadedConfig,
+    host: &Host<'_>,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let n = &loaded.config.native_execution;
+    Ok(policy::operator_environment(
+        n.env_file.as_deref(),
+        &loaded.pass_env,
+        &n.env_passthrough,
+        host.env,
+    )?)
+}
+
 /// The spec of an ad-hoc command (`symbiont exec`, the library's `execute_code`).
 pub fn plan_command(
     loaded: &LoadedConfig,
@@ -496,10 +533,15 @@ pub fn plan_command(
     } else {
         PathBuf::from(&argv0)
     };
+    let extra_env: Vec<(String, String)> = extra_env
+        .iter()
+        .cloned()
+        .chain(operator_env(loaded, host)?)
+        .collect();
     let env = policy::environment(
         &cfg.native_execution.env_passthrough,
         host.env,
-        extra_env,
+        &extra_env,
         &[("SYMBIONT_AGENT", "exec"), ("SYMBIONT_TRIGGER", "exec")],
     );
     Ok(RunSpec {

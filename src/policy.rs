@@ -31,6 +31,10 @@ pub enum PolicyError {
         dir: PathBuf,
         problem: WorkingDirectoryProblem,
     },
+    /// The operator's env file is unsafe or unreadable.
+    EnvFile(crate::secrets::EnvFileError),
+    /// `--pass-env NAME` for a variable that is not set.
+    PassEnvUnset { name: String },
 }
 
 /// What is wrong with the native working directory.
@@ -51,6 +55,11 @@ impl fmt::Display for PolicyError {
         match self {
             PolicyError::NativeDisabled { what } => f.write_str(&native_disabled_message(what)),
             PolicyError::EmptyCommand => f.write_str("empty command"),
+            PolicyError::EnvFile(e) => write!(f, "{e}"),
+            PolicyError::PassEnvUnset { name } => write!(
+                f,
+                "--pass-env {name}: the variable {name} is not set in this environment"
+            ),
             PolicyError::NoSuchFile { command } => {
                 write!(f, "`{command}`: no such file (命令未找到: command not found)")
             }
@@ -344,6 +353,39 @@ fn shebang(p: &Path) -> Option<String> {
     let head = buf[..n].strip_prefix(b"#!")?;
     let line = head.split(|&b| b == b'\n').next()?;
     Some(crate::report::visible(String::from_utf8_lossy(line).trim()).into_owned())
+}
+
+/// The operator's variables for every agent, set over the agent file's own: the lines of
+/// `env_file`, then the `--pass-env` variables from the host. Every one of their values, and
+/// the value of each passthrough variable whose name looks secret, is registered for masking
+/// ([`crate::secrets`]).
+pub fn operator_environment(
+    env_file: Option<&Path>,
+    pass_env: &[String],
+    passthrough: &[String],
+    host: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, PolicyError> {
+    let mut out = match env_file {
+        Some(p) => crate::secrets::read_env_file(p).map_err(PolicyError::EnvFile)?,
+        None => Vec::new(),
+    };
+    for name in pass_env {
+        let value = host(name).ok_or_else(|| PolicyError::PassEnvUnset { name: name.clone() })?;
+        out.retain(|(k, _)| k != name);
+        out.push((name.clone(), value));
+    }
+    for (_, v) in &out {
+        crate::secrets::register(v);
+    }
+    for name in passthrough
+        .iter()
+        .filter(|n| crate::secrets::looks_secret(n))
+    {
+        if let Some(v) = host(name) {
+            crate::secrets::register(&v);
+        }
+    }
+    Ok(out)
 }
 
 /// The agent's complete environment: the passthrough variables from the host, then the

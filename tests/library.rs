@@ -383,16 +383,19 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn seed_example_development_mode_runs() {
     let s = Scratch::new("ex-dev");
-    // Config::default() uses ./data and /tmp/symbiont-native; run it inside the scratch dir.
+    // Config::default() keeps its data in $XDG_STATE_HOME/symbiont, never in the cwd.
     let o = std::process::Command::new(example("native_dev_mode"))
         .current_dir(&s.dir)
+        .env("XDG_STATE_HOME", s.path("state"))
+        .env("LOCALAPPDATA", s.path("state"))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // The seed's default interpreter is bash, so its python line is a bash syntax error:
     // the call itself succeeds and reports the child's failure, as the seed's types say.
     assert!(stdout(&o).starts_with("Output: "), "{}", stdout(&o));
-    assert!(s.path("data/audit.jsonl").exists());
+    assert!(s.path("state/symbiont/audit.jsonl").exists());
+    assert!(!s.path("data").exists());
 }
 // Without cgroups (an ordinary user on a strict host): process groups, the environment marker,
 // rlimits and the watchdog still find, limit and kill everything.

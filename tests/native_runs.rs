@@ -42,6 +42,7 @@ fn seed_agent_runs_with_both_seed_configs() {
         let o = s
             .command(&["run", "agent.dsl", "--json"])
             .env("SYMBIONT_NATIVE_WORKING_DIR", s.work())
+            .env("XDG_STATE_HOME", s.path("state"))
             .output()
             .unwrap();
         assert_eq!(
@@ -61,10 +62,9 @@ fn seed_agent_runs_with_both_seed_configs() {
             line.starts_with("processed in") && line.ends_with("/work"),
             "{line}"
         );
-        assert!(
-            s.path("data/audit.jsonl").exists()
-                || std::path::Path::new("./data/audit.jsonl").exists()
-        );
+        // The seed's configs name no data directory: the XDG state one, not the cwd.
+        assert!(s.path("state/symbiont/audit.jsonl").exists());
+        assert!(!s.path("data").exists());
         assert_none_left("NativeWorker");
     }
 }

@@ -81,6 +81,9 @@ pub struct NativeExecutionConfig {
     pub max_file_size_mb: u64,
     /// The only host variables an agent inherits.
     pub env_passthrough: Vec<String>,
+    /// The operator's file of `KEY=VALUE` lines passed to every agent (secrets: masked in
+    /// logs and tails; see [`crate::secrets`]). Only the operator names one, never an agent file.
+    pub env_file: Option<PathBuf>,
     /// SIGTERM to SIGKILL escalation. Default 5.
     pub kill_grace_seconds: f64,
     /// How often the watchdog samples the runs that no cgroup holds to a memory limit (only a
@@ -139,6 +142,7 @@ impl Default for NativeExecutionConfig {
             max_processes: 256,
             max_file_size_mb: 1024,
             env_passthrough: default_env_passthrough(),
+            env_file: None,
             kill_grace_seconds: 5.0,
             watchdog_interval_ms: 100,
         }
@@ -173,7 +177,8 @@ impl Default for DashboardConfig {
 /// `[supervisor]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupervisorConfig {
-    /// Run logs and the audit log live here. Default `./data`.
+    /// Run logs and the audit log live here. Default [`default_data_dir`]:
+    /// `$XDG_STATE_HOME/symbiont` (`~/.local/state/symbiont`), never the current directory.
     pub data_dir: PathBuf,
     /// The audit log; `None` means `data_dir/audit.jsonl`.
     pub audit_log: Option<PathBuf>,
@@ -184,11 +189,49 @@ pub struct SupervisorConfig {
 impl Default for SupervisorConfig {
     fn default() -> Self {
         Self {
-            data_dir: PathBuf::from("./data"),
+            data_dir: default_data_dir(&|k| std::env::var(k).ok()),
             audit_log: None,
             tail_lines: 200,
         }
     }
+}
+
+/// An absolute path from the variable `name`, if set (the XDG rules ignore relative ones).
+fn absolute_var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    env(name)
+        .filter(|v| !v.trim().is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+/// The default data directory (run logs, records, the audit log): `$XDG_STATE_HOME/symbiont`,
+/// else `$HOME/.local/state/symbiont`; on Windows `%LOCALAPPDATA%\symbiont`. With none of
+/// those set, `symbiont-data` in the temporary directory: never a folder of whatever directory
+/// the user stands in.
+pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let base = if cfg!(windows) {
+        absolute_var(env, "LOCALAPPDATA")
+    } else {
+        absolute_var(env, "XDG_STATE_HOME")
+            .or_else(|| absolute_var(env, "HOME").map(|h| h.join(".local").join("state")))
+    };
+    match base {
+        Some(b) => b.join("symbiont"),
+        None => std::env::temp_dir().join("symbiont-data"),
+    }
+}
+
+/// The user's config file location: `$XDG_CONFIG_HOME/symbiont/config.toml`, else
+/// `$HOME/.config/symbiont/config.toml`; on Windows `%APPDATA%\symbiont\config.toml`.
+/// Whether it exists is the caller's question.
+pub fn user_config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let base = if cfg!(windows) {
+        absolute_var(env, "APPDATA")
+    } else {
+        absolute_var(env, "XDG_CONFIG_HOME")
+            .or_else(|| absolute_var(env, "HOME").map(|h| h.join(".config")))
+    };
+    base.map(|b| b.join("symbiont").join("config.toml"))
 }
 
 impl SupervisorConfig {
@@ -250,6 +293,9 @@ pub struct LoadedConfig {
     pub file: Option<PathBuf>,
     /// Sections and keys present in the file that the supervisor does not use, in file order.
     pub unused: Vec<String>,
+    /// Host variables the operator passes to this invocation's agents (`--pass-env`): every
+    /// value is a secret, masked in logs and tails.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for LoadedConfig {
@@ -262,6 +308,7 @@ impl Default for LoadedConfig {
                 .collect(),
             file: None,
             unused: Vec::new(),
+            pass_env: Vec::new(),
         }
     }
 }
@@ -382,8 +429,8 @@ pub fn check_native_range(name: &str, value: f64) -> Result<(), String> {
 }
 
 /// Resolve and load the configuration the way the CLI does: `explicit` (the `--config`
-/// flag), else `$SYMBIONT_CONFIG`, else `./config.toml` if it exists, else built-in
-/// defaults; then environment overrides. Paths stay relative to the current directory as the
+/// flag), else `$SYMBIONT_CONFIG`, else `./config.toml` if it exists, else the user's
+/// [`user_config_path`] if it exists, else built-in defaults; then environment overrides. Paths stay relative to the current directory as the
 /// user wrote them, so messages read `config.toml:12`.
 pub fn load(explicit: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     load_with(explicit, &|name| std::env::var(name).ok(), Path::new(""))
@@ -417,12 +464,16 @@ pub fn load_with(
         read_file(&path)?
     } else {
         let path = cwd.join("config.toml");
-        if path.is_file() {
-            read_file(&path)?
-        } else {
-            LoadedConfig::default()
+        match user_config_path(&env) {
+            _ if path.is_file() => read_file(&path)?,
+            Some(user) if user.is_file() => read_file(&user)?,
+            _ => LoadedConfig::default(),
         }
     };
+    // The default data directory follows the environment given (tests give their own).
+    if loaded.origin("supervisor.data_dir") == Some(&Origin::Default) {
+        loaded.config.supervisor.data_dir = default_data_dir(&env);
+    }
     env::apply(&mut loaded, &env)?;
     check(&loaded)?;
     Ok(loaded)

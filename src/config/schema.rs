@@ -47,6 +47,7 @@ pub(crate) enum Field {
     MaxProcesses,
     MaxFileSizeMb,
     EnvPassthrough,
+    EnvFile,
     KillGrace,
     WatchdogIntervalMs,
     RefreshMs,
@@ -108,7 +109,7 @@ pub(crate) enum Val {
 }
 
 impl Field {
-    pub const ALL: [Field; 23] = [
+    pub const ALL: [Field; 24] = [
         Self::AllowNative,
         Self::DefaultTier,
         Self::DefaultExecutable,
@@ -122,6 +123,7 @@ impl Field {
         Self::MaxProcesses,
         Self::MaxFileSizeMb,
         Self::EnvPassthrough,
+        Self::EnvFile,
         Self::KillGrace,
         Self::WatchdogIntervalMs,
         Self::RefreshMs,
@@ -140,7 +142,9 @@ impl Field {
             AllowNative | DefaultTier => Section::Security,
             DefaultExecutable | WorkingDirectory | EnforceLimits | MaxMemoryMb | MaxCpuSeconds
             | MaxCpuCores | MaxExecutionTime | AllowedExecutables | MaxProcesses
-            | MaxFileSizeMb | EnvPassthrough | KillGrace | WatchdogIntervalMs => Section::Native,
+            | MaxFileSizeMb | EnvPassthrough | EnvFile | KillGrace | WatchdogIntervalMs => {
+                Section::Native
+            }
             RefreshMs | WarnRatio | CriticalRatio => Section::Dashboard,
             DataDir | AuditLog | TailLines => Section::Supervisor,
             DockerHost | DefaultImage => Section::Containers,
@@ -164,6 +168,7 @@ impl Field {
             MaxProcesses => "max_processes",
             MaxFileSizeMb => "max_file_size_mb",
             EnvPassthrough => "env_passthrough",
+            EnvFile => "env_file",
             KillGrace => "kill_grace_seconds",
             WatchdogIntervalMs => "watchdog_interval_ms",
             RefreshMs => "refresh_ms",
@@ -199,7 +204,7 @@ impl Field {
             WarnRatio | CriticalRatio => Kind::Ratio,
             AllowedExecutables => Kind::Names,
             EnvPassthrough => Kind::EnvNames,
-            AuditLog => Kind::OptPath,
+            AuditLog | EnvFile => Kind::OptPath,
             DockerHost | DefaultImage => Kind::OptStr,
         }
     }
@@ -249,6 +254,7 @@ impl Field {
             MaxProcesses => Val::U64(n.max_processes),
             MaxFileSizeMb => Val::U64(n.max_file_size_mb),
             EnvPassthrough => Val::List(n.env_passthrough.clone()),
+            EnvFile => Val::OptPath(n.env_file.clone()),
             KillGrace => Val::F64(n.kill_grace_seconds),
             WatchdogIntervalMs => Val::U64(n.watchdog_interval_ms),
             RefreshMs => Val::U64(c.dashboard.refresh_ms),
@@ -280,6 +286,7 @@ impl Field {
             (MaxProcesses, Val::U64(v)) => n.max_processes = v,
             (MaxFileSizeMb, Val::U64(v)) => n.max_file_size_mb = v,
             (EnvPassthrough, Val::List(v)) => n.env_passthrough = v,
+            (EnvFile, Val::OptPath(v)) => n.env_file = v,
             (KillGrace, Val::F64(v)) => n.kill_grace_seconds = v,
             (WatchdogIntervalMs, Val::U64(v)) => n.watchdog_interval_ms = v,
             (RefreshMs, Val::U64(v)) => c.dashboard.refresh_ms = v,

@@ -40,6 +40,7 @@ impl Scratch {
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.0.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, text).unwrap();
         p
     }
@@ -113,7 +114,10 @@ fn defaults_match_the_spec_table() {
     assert_eq!(c.dashboard.warn_ratio, 0.8);
     assert_eq!(c.dashboard.critical_ratio, 0.95);
     assert!(c.dashboard.keys.is_empty());
-    assert_eq!(c.supervisor.data_dir, PathBuf::from("./data"));
+    assert_eq!(
+        c.supervisor.data_dir,
+        default_data_dir(&|k| std::env::var(k).ok())
+    );
     assert_eq!(c.supervisor.audit_log, None);
     assert_eq!(c.supervisor.tail_lines, 200);
     assert_eq!(c.containers, ContainersConfig::default());
@@ -124,10 +128,12 @@ fn defaults_match_the_spec_table() {
 fn no_file_no_env_gives_defaults_with_default_origins() {
     let dir = Scratch::new("nofile");
     let loaded = load_with(None, &no_env, &dir.0).unwrap();
-    assert_eq!(loaded.config, Config::default());
+    let mut expected = Config::default();
+    expected.supervisor.data_dir = default_data_dir(&no_env);
+    assert_eq!(loaded.config, expected);
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 23);
+    assert_eq!(loaded.origins.len(), 24);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
@@ -144,7 +150,10 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
 
 #[test]
 fn audit_log_path_defaults_under_data_dir() {
-    let mut s = SupervisorConfig::default();
+    let mut s = SupervisorConfig {
+        data_dir: PathBuf::from("./data"),
+        ..SupervisorConfig::default()
+    };
     assert_eq!(s.audit_log_path(), PathBuf::from("./data/audit.jsonl"));
     s.data_dir = PathBuf::from("/var/lib/symbiont");
     assert_eq!(
@@ -271,6 +280,67 @@ fn config_toml_in_cwd_is_used() {
         loaded.origin("dashboard.refresh_ms"),
         Some(&file_origin(&path, 2))
     );
+}
+
+#[test]
+fn the_xdg_config_is_used_when_cwd_has_none_and_cwd_beats_it() {
+    let dir = Scratch::new("xdg");
+    let user = dir.write("xdg/symbiont/config.toml", "[dashboard]\nrefresh_ms = 7\n");
+    let xdg = dir.0.join("xdg");
+    let cwd = dir.0.join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let env = env_of(&[("XDG_CONFIG_HOME", xdg.to_str().unwrap())]);
+    let loaded = load_with(None, &env, &cwd).unwrap();
+    assert_eq!(loaded.config.dashboard.refresh_ms, 7);
+    assert_eq!(loaded.file.as_deref(), Some(user.as_path()));
+    // Without XDG_CONFIG_HOME, ~/.config.
+    let home = dir.0.join("home");
+    let at_home = dir.write(
+        "home/.config/symbiont/config.toml",
+        "[dashboard]\nrefresh_ms = 8\n",
+    );
+    let env = env_of(&[("HOME", home.to_str().unwrap())]);
+    let loaded = load_with(None, &env, &cwd).unwrap();
+    assert_eq!(loaded.file.as_deref(), Some(at_home.as_path()));
+    // A relative XDG_CONFIG_HOME is ignored, as the XDG rules say.
+    let refresh = |env: &dyn Fn(&str) -> Option<String>| {
+        load_with(None, env, &cwd)
+            .unwrap()
+            .config
+            .dashboard
+            .refresh_ms
+    };
+    let env = env_of(&[("XDG_CONFIG_HOME", "xdg"), ("HOME", home.to_str().unwrap())]);
+    assert_eq!(refresh(&env), 8);
+    // ./config.toml beats it.
+    dir.write("cwd/config.toml", "[dashboard]\nrefresh_ms = 9\n");
+    assert_eq!(
+        refresh(&env_of(&[("XDG_CONFIG_HOME", xdg.to_str().unwrap())])),
+        9
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_dir_defaults_to_xdg_state_never_the_cwd() {
+    let dir = Scratch::new("state");
+    let env = env_of(&[("XDG_STATE_HOME", "/st"), ("HOME", "/h")]);
+    let loaded = load_with(None, &env, &dir.0).unwrap();
+    assert_eq!(
+        loaded.config.supervisor.data_dir,
+        PathBuf::from("/st/symbiont")
+    );
+    assert_eq!(loaded.origin("supervisor.data_dir"), Some(&Origin::Default));
+    let env = env_of(&[("HOME", "/h")]);
+    let loaded = load_with(None, &env, &dir.0).unwrap();
+    assert_eq!(
+        loaded.config.supervisor.data_dir,
+        PathBuf::from("/h/.local/state/symbiont")
+    );
+    // A config's explicit data_dir still means what it says, ./data included.
+    dir.write("config.toml", "[supervisor]\ndata_dir = \"./data\"\n");
+    let loaded = load_with(None, &env, &dir.0).unwrap();
+    assert_eq!(loaded.config.supervisor.data_dir, PathBuf::from("./data"));
 }
 
 #[test]
@@ -467,6 +537,12 @@ fn every_env_var_overrides_and_records_its_origin() {
             |c| c.native_execution.env_passthrough == ["PATH", "AGENT_API_KEY"],
         ),
         (
+            "SYMBIONT_NATIVE_ENV_FILE",
+            "/etc/keys.env",
+            "native_execution.env_file",
+            |c| c.native_execution.env_file.as_deref() == Some(Path::new("/etc/keys.env")),
+        ),
+        (
             "SYMBIONT_NATIVE_KILL_GRACE_SECONDS",
             "0.5",
             "native_execution.kill_grace_seconds",
@@ -558,7 +634,9 @@ fn empty_env_var_is_unset() {
         ("SYMBIONT_ALLOW_NATIVE_EXECUTION", "  "),
     ]);
     let loaded = load_with(None, &env, &dir.0).unwrap();
-    assert_eq!(loaded.config, Config::default());
+    let mut expected = Config::default();
+    expected.supervisor.data_dir = default_data_dir(&no_env);
+    assert_eq!(loaded.config, expected);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
 }
 
@@ -1026,7 +1104,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 24, "{out}");
+    assert_eq!(lines.len(), 25, "{out}");
     let line = |key: &str| {
         *lines
             .iter()

@@ -402,6 +402,15 @@ impl Supervisor {
         out
     }
 
+    /// The mechanisms a supervisor with `opts` would use, found without opening its data
+    /// directory or audit log: `symbiont check` writes nothing.
+    pub fn mechanisms_for(opts: &SupervisorOptions) -> std::io::Result<Vec<String>> {
+        let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let mut out = NativeHost::start(opts, n)?.mechanisms();
+        out.push("watchdog: memory, CPU time, process count and timeout".into());
+        Ok(out)
+    }
+
     /// Launchers ready in the pool, and how many it keeps (Linux with cgroups; `(0, 0)` where
     /// there is no pool). For diagnostics and benchmarks: a launch that finds one ready skips
     /// creating and joining its cgroups.

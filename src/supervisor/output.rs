@@ -25,6 +25,8 @@ pub struct Tail {
     pub dropped: u64,
     /// When the first byte was dropped.
     pub dropped_since: Option<std::time::SystemTime>,
+    /// Masks the operator's secrets before the log and the tail see the bytes.
+    masker: crate::secrets::Masker,
 }
 
 impl Tail {
@@ -119,6 +121,18 @@ impl StreamSink {
     /// left as it is (complete up to then, never with a hole) and the bytes are counted as
     /// dropped, for the run's record.
     pub fn deliver(&mut self, chunk: &[u8]) {
+        // The operator's secrets never reach the log or the tail (crate::secrets).
+        if !crate::secrets::any() {
+            return self.write(chunk);
+        }
+        let masked = match self.tail.lock() {
+            Ok(mut t) => t.masker.mask(chunk),
+            Err(_) => std::borrow::Cow::Borrowed(chunk),
+        };
+        self.write(&masked);
+    }
+
+    fn write(&mut self, chunk: &[u8]) {
         let unwritten = match self.log.as_mut() {
             Some(log) => {
                 let rest = write_some(log, chunk);
@@ -137,6 +151,8 @@ impl StreamSink {
 
     /// The stream has ended.
     pub fn finish(&mut self) {
+        let held = self.tail.lock().map(|mut t| t.masker.finish()).ok();
+        self.write(&held.unwrap_or_default());
         if let Some(log) = self.log.as_mut() {
             if log.flush().is_err() {
                 self.log = None;
