@@ -145,6 +145,33 @@ impl<T> AsDescriptor for T {
     }
 }
 
+/// The message of a step that could not start because of `e` (`what`: the program, or the
+/// step that failed): with no descriptor left (EMFILE, ENFILE) it says so, with the limit and
+/// how to raise it.
+pub fn spawn_error(what: &dyn std::fmt::Display, e: &std::io::Error) -> String {
+    let program = what;
+    #[cfg(unix)]
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => {
+            return format!(
+                "{program}: the supervisor has no file descriptor left ({e}; its open-files \
+                 limit is {}, and each running agent holds two): raise the limit where \
+                 symbiont is started, e.g. `ulimit -n 65536` in its shell (soft and hard), or \
+                 LimitNOFILE=65536 in its systemd unit",
+                soft_limit()
+            )
+        }
+        Some(libc::ENFILE) => {
+            return format!(
+                "{program}: the system's file table is full ({e}): raise fs.file-max \
+                 (`sysctl -w fs.file-max=...`) or run fewer agents"
+            )
+        }
+        _ => {}
+    }
+    format!("{program}: {e}")
+}
+
 #[cfg(unix)]
 fn soft_limit() -> usize {
     let mut rl = libc::rlimit {
@@ -188,6 +215,21 @@ mod tests {
         assert_eq!(B.held(), 1);
         drop(b);
         assert_eq!(B.held(), 0);
+    }
+
+    #[test]
+    fn a_spawn_without_descriptors_says_how_to_raise_the_limit() {
+        let p = &std::path::Path::new("/usr/bin/sleep").display();
+        let e = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(spawn_error(p, &e).starts_with("/usr/bin/sleep: "));
+        #[cfg(unix)]
+        {
+            let m = spawn_error(p, &std::io::Error::from_raw_os_error(libc::EMFILE));
+            assert!(m.contains("ulimit -n") && m.contains("LimitNOFILE="), "{m}");
+            assert!(m.contains("Too many open files"), "{m}");
+            let m = spawn_error(p, &std::io::Error::from_raw_os_error(libc::ENFILE));
+            assert!(m.contains("fs.file-max"), "{m}");
+        }
     }
 
     #[cfg(unix)]
