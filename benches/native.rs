@@ -18,7 +18,7 @@
 //!
 //! `cargo bench --bench native [-- --quick] [--json PATH] [--only LIST] [--keep]`
 //!
-//! `--only` takes a comma-separated subset of `launch,breakdown,many,tree,timeout,watchdog` (for
+//! `--only` takes a comma-separated subset of `launch,breakdown,many,tree,timeout,watchdog,check` (for
 //! profiling). `--keep` leaves the scratch directory (run logs, audit log) in place.
 //! A small hand-written timing loop, no criterion: the build stays lean.
 
@@ -992,6 +992,56 @@ mod bench {
 
     // ---------------------------------------------------------------- 4. timeout precision
 
+    // ---------------------------------------------------------------- 10. loading
+
+    /// `symbiont check` of one agent file of 100k agents, against ten times the same of 10k:
+    /// loading is linear when the two match; the target is the absolute 2 s.
+    fn fig_check(ctx: &Ctx, rows: &mut Vec<Figure>) -> Res<()> {
+        let file = |n: usize| -> Res<PathBuf> {
+            let mut text = String::with_capacity(n * 130);
+            for i in 0..n {
+                text.push_str(&format!(
+                    "agent A{i} {{\n  security {{ tier: None }}\n  limits {{ max_memory_mb: 512 timeout: 30s }}\n  on trigger \"t\" {{ execute_native(\"sh -c true\") }}\n}}\n"
+                ));
+            }
+            let p = ctx.root.join(format!("agents-{n}.dsl"));
+            std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok(p)
+        };
+        let (small, large) = (file(10_000)?, file(100_000)?);
+        let check = |p: &Path| -> Res<f64> {
+            let t0 = Instant::now();
+            let o = Command::new(env!("CARGO_BIN_EXE_symbiont"))
+                .args(["check", "--native"])
+                .arg(p)
+                .current_dir(&ctx.work)
+                .env("SYMBIONT_DATA_DIR", ctx.root.join("check-data"))
+                .output()
+                .map_err(|e| format!("symbiont check: {e}"))?;
+            let took = ms(t0.elapsed());
+            if !o.status.success() {
+                return Err(format!(
+                    "symbiont check failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+            Ok(took)
+        };
+        let reps = if ctx.quick { 1 } else { 3 };
+        let (mut ours, mut base) = (vec![], vec![]);
+        for _ in 0..reps {
+            base.push(10.0 * check(&small)?);
+            ours.push(check(&large)?);
+        }
+        rows.push(
+            Figure::new("check_100k", "10. `symbiont check` of 100k agents", "ms")
+                .ours(ours)
+                .baseline(base, "10 x `symbiont check` of 10k agents (linear loading)")
+                .target(Target::Median(2000.0)),
+        );
+        Ok(())
+    }
+
     async fn fig_timeout(ctx: &Ctx, rows: &mut Vec<Figure>, diag: &mut Value) -> Res<()> {
         let reps = if ctx.quick { 3 } else { 10 };
         let mut base = vec![];
@@ -1395,7 +1445,7 @@ mod bench {
     // ---------------------------------------------------------------- main
 
     /// The figures in the order they run, with their headings (`--only` picks by name).
-    const FIGURES: [(&str, &str); 6] = [
+    const FIGURES: [(&str, &str); 7] = [
         ("launch", "[1] launch latency"),
         ("breakdown", "[1b] launch breakdown"),
         ("many", "[2] 1000 agents"),
@@ -1405,6 +1455,7 @@ mod bench {
             "watchdog",
             "[5] watchdog precision (memory limit, no OS limit)",
         ),
+        ("check", "[10] `symbiont check` of 100k agents"),
     ];
 
     /// Runs the figures: their rows, the diagnostics and the error of each figure that could
@@ -1435,6 +1486,7 @@ mod bench {
                 "many" => fig_many(ctx, rows, diag).await,
                 "tree" => fig_tree(ctx, rows, diag).await,
                 "timeout" => fig_timeout(ctx, rows, diag).await,
+                "check" => fig_check(ctx, rows),
                 _ => fig_watchdog(ctx, rows, diag).await,
             };
             if let Err(e) = r {

@@ -1124,3 +1124,84 @@ fn a_group_writable_path_directory_is_skipped() {
         .unwrap();
     assert_eq!(stdout(&o), "planted\n", "{}", stderr(&o));
 }
+
+/// Pids of live processes of every agent whose name starts with `prefix`.
+fn pids_of_agents_named(prefix: &str) -> Vec<i32> {
+    let needle = format!("SYMBIONT_AGENT={prefix}");
+    live_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|kv| kv.starts_with(needle.as_bytes()))
+            })
+        })
+        .collect()
+}
+
+/// A hundred agents start under `ulimit -n 256` (soft and hard): the supervisor holds their
+/// pipes and little else (log files opened at the first byte, files kept open for speed only
+/// while the table is roomy, one set of launch slots).
+#[test]
+fn a_hundred_agents_start_under_ulimit_n_256() {
+    const N: usize = 100;
+    let s = Scratch::new("fds256");
+    s.config("allowed_executables = [\"sleep\"]");
+    let agents: String = (0..N)
+        .map(|i| {
+            agent(
+                &format!("Fds{i}"),
+                "  on start { execute_native(\"sleep 2\") }",
+            )
+        })
+        .collect();
+    let f = s.write("agents.dsl", &agents);
+    // dash's `ulimit -n` sets the soft and the hard limit.
+    let mut wrapped = std::process::Command::new("/bin/sh");
+    wrapped
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+        .arg(bin())
+        .args(["run", f.to_str().unwrap(), "--headless", "--json"])
+        .current_dir(&s.dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SYMBIONT_") {
+            wrapped.env_remove(k);
+        }
+    }
+    let child = wrapped
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sup = child.id();
+    // With every agent alive: how many descriptors the supervisor holds.
+    let mut held = None;
+    if wait_for(
+        || pids_of_agents_named("Fds").len() >= N,
+        Duration::from_secs(10),
+    ) {
+        held = std::fs::read_dir(format!("/proc/{sup}/fd"))
+            .map(|d| d.count())
+            .ok();
+    }
+    let o = child.wait_with_output().unwrap();
+    eprintln!("descriptors held with {N} agents alive: {held:?}");
+    let r = records(&o);
+    assert_eq!(r.len(), N, "{}", stderr(&o));
+    let bad: Vec<_> = r
+        .iter()
+        .filter(|r| r["reason"] != "exited" || r["exit_code"] != 0)
+        .map(|r| format!("{} {} {}", r["agent"], r["reason"], r["message"]))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {N} did not exit 0: {bad:?}",
+        bad.len()
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(held.is_some_and(|n| n < 256), "{held:?}");
+    let left = pids_of_agents_named("Fds");
+    assert!(left.is_empty(), "agents left behind: {left:?}");
+}

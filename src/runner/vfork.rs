@@ -142,10 +142,18 @@ struct SlotSet {
 /// and most of a `ulimit -n 64`. Launches that run at the same time need one set each, and
 /// more launches side by side than cores gain nothing: one set per core (at most four). A
 /// launch that finds every set busy still starts, through a copy of the table, only slower.
+/// Under a small open-files limit (hard limit below 4096: the soft one is raised to it) one
+/// set: under `ulimit -n 256` the descriptors go to the agents' pipes.
 fn slot_sets() -> &'static [SlotSet] {
     static SETS: std::sync::OnceLock<Vec<SlotSet>> = std::sync::OnceLock::new();
     SETS.get_or_init(|| {
-        let sets = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let small = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .is_ok_and(|(_, hard)| hard < 4096);
+        let sets = if small {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        };
         (0..sets)
             .map_while(|_| Slots::new().ok())
             .map(|slots| SlotSet {
@@ -268,7 +276,10 @@ fn cstr(s: &OsStr) -> io::Result<CString> {
 }
 
 pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // How full the descriptor table is, for the files kept open only for speed.
+    crate::sampler::budget::FdBudget::global().saw(&w);
+    Ok((r, w))
 }
 
 /// `clone` onto `stack` with every signal blocked in the calling thread around it, so that no

@@ -1,5 +1,6 @@
 //! Sampling the processes of an agent: CPU time, resident memory, process count.
 
+pub mod budget;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 #[cfg(not(target_os = "linux"))]

@@ -4,6 +4,7 @@
 use std::fs;
 use std::sync::OnceLock;
 
+use super::budget::{FdBudget, Kept};
 use super::ProcSample;
 
 fn clock_ticks() -> u64 {
@@ -132,28 +133,52 @@ pub fn env_value(pid: i32, name: &str) -> Option<String> {
 }
 
 /// Reads the processes of one tree on every sample through kept-open `/proc/PID/stat` files:
-/// one `pread` per process and refresh.
-#[derive(Debug, Default)]
+/// one `pread` per process and refresh, while the budget of kept files has room (else an
+/// open, read and close per process).
+#[derive(Debug)]
 pub struct Reader {
-    stats: std::collections::HashMap<i32, fs::File>,
+    stats: std::collections::HashMap<i32, Kept>,
+    budget: &'static FdBudget,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader::with_budget(FdBudget::global())
+    }
 }
 
 impl Reader {
+    pub fn with_budget(budget: &'static FdBudget) -> Reader {
+        Reader {
+            stats: std::collections::HashMap::new(),
+            budget,
+        }
+    }
+
     /// The processes among `pids` still alive; files of processes not in `pids` are closed.
     pub fn read(&mut self, pids: &[i32], buf: &mut Vec<u8>) -> Vec<ProcSample> {
-        self.stats.retain(|p, _| pids.contains(p));
+        self.stats.retain(|p, k| pids.contains(p) && !k.over());
         pids.iter()
             .filter_map(|&pid| {
-                let f = match self.stats.entry(pid) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(fs::File::open(format!("/proc/{pid}/stat")).ok()?)
+                match self.stats.get(&pid) {
+                    Some(k) => super::read_at(k.file(), buf)?,
+                    None => {
+                        let f = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+                        let n = super::read_at(&f, buf);
+                        if let Ok(k) = self.budget.keep(f) {
+                            self.stats.insert(pid, k);
+                        }
+                        n?
                     }
                 };
-                super::read_at(f, buf)?;
                 std::str::from_utf8(buf).ok().and_then(parse_stat)
             })
             .collect()
+    }
+
+    /// How many files this reader keeps open.
+    pub fn kept(&self) -> usize {
+        self.stats.len()
     }
 }
 
@@ -203,6 +228,25 @@ mod tests {
         assert_eq!(p.cpu_ns, 10 * (1_000_000_000 / clock_ticks()));
         assert_eq!(p.rss_bytes, 25 * page_size());
         assert_eq!(p.start, 100);
+    }
+
+    #[test]
+    fn a_reader_keeps_files_only_within_its_budget() {
+        let me = std::process::id() as i32;
+        let mut buf = Vec::new();
+        static NONE: FdBudget = FdBudget::with_limit(0);
+        let mut r = Reader::with_budget(&NONE);
+        for _ in 0..2 {
+            assert_eq!(r.read(&[me], &mut buf)[0].pid, me);
+            assert_eq!(r.kept(), 0);
+        }
+        static ROOM: FdBudget = FdBudget::with_limit(100_000);
+        let mut r = Reader::with_budget(&ROOM);
+        assert_eq!(r.read(&[me], &mut buf)[0].pid, me);
+        assert_eq!((r.kept(), ROOM.held()), (1, 1));
+        assert_eq!(r.read(&[me], &mut buf)[0].pid, me);
+        assert!(r.read(&[], &mut buf).is_empty());
+        assert_eq!((r.kept(), ROOM.held()), (0, 0));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! the TERM -> grace -> KILL escalation, the end reason, the record and the clean-up. What
 //! differs between tiers sits behind [`Target`].
 
-use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -28,14 +27,6 @@ fn far_future() -> Instant {
 
 pub(super) fn lock(s: &Arc<Mutex<RunStatus>>) -> std::sync::MutexGuard<'_, RunStatus> {
     s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Opens (creating) a log file of a run, and the run's directory if it is not there yet.
-fn open_log(p: &Path) -> std::io::Result<File> {
-    if let Some(dir) = p.parent() {
-        let _ = std::fs::create_dir(dir);
-    }
-    OpenOptions::new().create(true).append(true).open(p)
 }
 
 /// The audit log's launch line of run `id`: argv, cwd, tier, limits and the names of the
@@ -320,21 +311,22 @@ impl<T: Target> Life<T> {
 
     fn sinks(&mut self) -> Sinks {
         let s = lock(&self.status);
-        let (out, err) = (open_log(&s.stdout_log), open_log(&s.stderr_log));
-        if let Some(e) = out.as_ref().err().or(err.as_ref().err()) {
+        let sink = |path: &Path, tail: &super::output::SharedTail| {
+            StreamSink::new(path, tail.clone())
+                .map_err(|e| (e, StreamSink::without_log(tail.clone())))
+        };
+        let (out, err) = (
+            sink(&s.stdout_log, &s.stdout),
+            sink(&s.stderr_log, &s.stderr),
+        );
+        if let Some((e, _)) = out.as_ref().err().or(err.as_ref().err()) {
             self.message = Some(format!(
                 "cannot open the run's log files, output is lost: {e}"
             ));
         }
         Sinks {
-            stdout: StreamSink {
-                log: out.ok(),
-                tail: s.stdout.clone(),
-            },
-            stderr: StreamSink {
-                log: err.ok(),
-                tail: s.stderr.clone(),
-            },
+            stdout: out.unwrap_or_else(|(_, s)| s),
+            stderr: err.unwrap_or_else(|(_, s)| s),
         }
     }
 

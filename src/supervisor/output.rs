@@ -3,8 +3,9 @@
 //! however much it writes.
 
 use std::collections::VecDeque;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Longest line kept in a tail; longer lines are cut (the log file keeps them whole).
@@ -108,18 +109,70 @@ impl Tail {
 
 pub type SharedTail = Arc<Mutex<Tail>>;
 
-/// Where one stream of a step goes: its log file (absent if it could not be opened: the run's
-/// record says so) and the run's tail of that stream.
+/// Where one stream of a step goes: its log file and the run's tail of that stream.
 pub(crate) struct StreamSink {
-    pub log: Option<File>,
+    log: Log,
     pub tail: SharedTail,
 }
 
+/// A stream's log file. It is created (empty) when the step starts, but opened for writing
+/// only when the first byte arrives: a silent agent holds no descriptor for it, and a
+/// hundred `sleep`s under `ulimit -n 256` cost only their pipes. Once output flows, the file
+/// stays open to the end of the stream (one `write` per chunk read).
+enum Log {
+    /// Created, not open yet.
+    Closed(PathBuf),
+    Open(File),
+    /// Could not be opened or written: the bytes from then on are counted as dropped.
+    Lost,
+}
+
+/// Opens (creating) a log file for appending.
+fn open_log(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(p)
+}
+
 impl StreamSink {
+    /// The sink of the log file `path`, created now (with its directory) and left closed
+    /// until the first byte; the error when it cannot be created.
+    pub fn new(path: &Path, tail: SharedTail) -> std::io::Result<StreamSink> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir(dir);
+        }
+        open_log(path)?;
+        Ok(StreamSink {
+            log: Log::Closed(path.to_path_buf()),
+            tail,
+        })
+    }
+
+    /// A sink whose log could not be created: the tail only.
+    pub fn without_log(tail: SharedTail) -> StreamSink {
+        StreamSink {
+            log: Log::Lost,
+            tail,
+        }
+    }
+
+    #[cfg(all(test, target_os = "linux"))]
+    fn on_file(f: File, tail: SharedTail) -> StreamSink {
+        StreamSink {
+            log: Log::Open(f),
+            tail,
+        }
+    }
+
+    /// Whether the log file is open now (for tests).
+    #[cfg(test)]
+    fn holds_log(&self) -> bool {
+        matches!(self.log, Log::Open(_))
+    }
+
     /// Appends one chunk of output to the log and the tail. A full disk must not stall the
-    /// agent: the tail still gets the bytes. From the first write that fails on, the log is
-    /// left as it is (complete up to then, never with a hole) and the bytes are counted as
-    /// dropped, for the run's record.
+    /// agent: the tail still gets the bytes. From the first write that fails on (or a log
+    /// that cannot be opened at the first byte: no descriptor left), the log is left as it
+    /// is (complete up to then, never with a hole) and the bytes are counted as dropped, for
+    /// the run's record.
     pub fn deliver(&mut self, chunk: &[u8]) {
         // The operator's secrets never reach the log or the tail (crate::secrets).
         if !crate::secrets::any() {
@@ -133,15 +186,21 @@ impl StreamSink {
     }
 
     fn write(&mut self, chunk: &[u8]) {
-        let unwritten = match self.log.as_mut() {
-            Some(log) => {
+        if chunk.is_empty() {
+            return;
+        }
+        if let Log::Closed(p) = &self.log {
+            self.log = open_log(p).map_or(Log::Lost, Log::Open);
+        }
+        let unwritten = match &mut self.log {
+            Log::Open(log) => {
                 let rest = write_some(log, chunk);
                 if rest > 0 {
-                    self.log = None;
+                    self.log = Log::Lost;
                 }
                 rest
             }
-            None => chunk.len(),
+            _ => chunk.len(),
         };
         if let Ok(mut t) = self.tail.lock() {
             t.drop_bytes(unwritten);
@@ -153,9 +212,9 @@ impl StreamSink {
     pub fn finish(&mut self) {
         let held = self.tail.lock().map(|mut t| t.masker.finish()).ok();
         self.write(&held.unwrap_or_default());
-        if let Some(log) = self.log.as_mut() {
+        if let Log::Open(log) = &mut self.log {
             if log.flush().is_err() {
-                self.log = None;
+                self.log = Log::Lost;
             }
         }
     }
@@ -263,10 +322,7 @@ mod tests {
             .open("/dev/full")
             .unwrap();
         let tail: SharedTail = Arc::new(Mutex::new(Tail::new(2)));
-        let mut sink = StreamSink {
-            log: Some(full),
-            tail: tail.clone(),
-        };
+        let mut sink = StreamSink::on_file(full, tail.clone());
         sink.deliver(b"one\ntwo\n");
         sink.deliver(b"three\n");
         sink.finish();
@@ -274,6 +330,26 @@ mod tests {
         assert_eq!(t.dropped, 14);
         assert!(t.dropped_since.is_some());
         assert_eq!(t.last(5), vec!["two", "three"]);
+    }
+
+    /// The log file exists from the start but is held open only from the first byte on.
+    #[test]
+    fn a_log_is_created_at_once_and_opened_at_the_first_byte() {
+        let dir = std::env::temp_dir().join(format!("symbiont-lazy-log-{}", std::process::id()));
+        let path = dir.join("stdout.log");
+        let tail: SharedTail = Arc::new(Mutex::new(Tail::new(2)));
+        let mut sink = StreamSink::new(&path, tail.clone()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert!(!sink.holds_log());
+        sink.deliver(b"");
+        assert!(!sink.holds_log());
+        sink.deliver(b"one\n");
+        assert!(sink.holds_log());
+        sink.deliver(b"two\n");
+        sink.finish();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
+        assert_eq!(tail.lock().unwrap().dropped, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

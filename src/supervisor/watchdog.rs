@@ -99,8 +99,10 @@ impl Watched {
 /// Kept-open files of one run.
 #[derive(Default)]
 struct Probe {
-    /// The tree's CPU counter (cgroup), read first to skip idle runs.
-    cpu: Option<File>,
+    /// The tree's CPU counter (cgroup), read first to skip idle runs: its path, and the file
+    /// while the budget of kept files lets it stay open.
+    cpu_path: Option<std::path::PathBuf>,
+    cpu: Option<crate::sampler::budget::Kept>,
     cpu_v2: bool,
     opened: bool,
     /// The platform's reader of the tree's processes (where the tree does not sample itself).
@@ -153,9 +155,25 @@ impl Probe {
     fn open_cpu(&mut self, tree: &dyn Tree) {
         self.opened = true;
         if let Some((path, v2)) = tree.cpu_counter() {
-            self.cpu = File::open(path).ok();
+            self.cpu_path = Some(path);
             self.cpu_v2 = v2;
         }
+    }
+
+    /// The tree's CPU time from its cgroup counter: through the kept-open file, else (no room
+    /// in the budget of kept files) opened, read and closed.
+    fn read_cpu(&mut self, buf: &mut Vec<u8>) -> Option<u64> {
+        if self.cpu.as_ref().is_some_and(|k| k.over()) {
+            self.cpu = None;
+        }
+        if let Some(k) = &self.cpu {
+            return crate::sampler::read_at(k.file(), buf)
+                .and_then(|_| parse_cpu(buf, self.cpu_v2));
+        }
+        let f = File::open(self.cpu_path.as_ref()?).ok()?;
+        let total = crate::sampler::read_at(&f, buf).and_then(|_| parse_cpu(buf, self.cpu_v2));
+        self.cpu = crate::sampler::budget::FdBudget::global().keep(f).ok();
+        total
     }
 
     /// Samples the tree; `None` when the tree did not run since the last sample.
@@ -164,9 +182,7 @@ impl Probe {
             self.open_cpu(tree);
         }
         let now = Instant::now();
-        let cg_total = self.cpu.as_ref().and_then(|f| {
-            crate::sampler::read_at(f, buf).and_then(|_| parse_cpu(buf, self.cpu_v2))
-        });
+        let cg_total = self.read_cpu(buf);
         if let (Some(t), Some(last)) = (cg_total, self.last_total_ns) {
             if t == last && !force {
                 return None;
@@ -312,6 +328,10 @@ pub(crate) fn watch_loop(
             .and_then(|(f, v2)| crate::sampler::read_at(f, buf).and_then(|_| parse_cpu(buf, *v2)));
         let fleet_idle = fleet_now.is_some() && fleet_now == fleet_last;
         fleet_last = fleet_now;
+        if !runs.is_empty() {
+            // How full the descriptor table is, for the files kept open only for speed.
+            crate::sampler::budget::FdBudget::global().recount();
+        }
         for w in &mut runs {
             if let Some(p) = dog.refresh(w, fleet_idle) {
                 dog.judge(w, &p);

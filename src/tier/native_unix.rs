@@ -484,7 +484,7 @@ impl NativeTarget {
         let result = p
             .zygote
             .exec(&self.launch(step, Vec::new()))
-            .map_err(|e| format!("{}: {e}", step.program.display()));
+            .map_err(|e| crate::sampler::budget::spawn_error(&step.program.display(), &e));
         // The replacement is made once the agent is announced (in `prepare`): making it
         // competes for the CPU with the `Launched` event on a small machine.
         match &result {
@@ -585,7 +585,12 @@ impl Target for NativeTarget {
             .and_then(|c| c.as_ref().map(|c| c.open_join()))
         {
             Some(Ok(fds)) => fds,
-            Some(Err(e)) => return Err(format!("cannot join the run's cgroups: {e}")),
+            Some(Err(e)) => {
+                return Err(crate::sampler::budget::spawn_error(
+                    &"cannot join the run's cgroups",
+                    &e,
+                ))
+            }
             None => Vec::new(),
         };
         let fds = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
@@ -594,7 +599,7 @@ impl Target for NativeTarget {
             .host
             .reaper
             .spawn_registered(|| native::spawn(&launch).map(|s| (s.pid, s)))
-            .map_err(|e| format!("{}: {e}", step.program.display()));
+            .map_err(|e| crate::sampler::budget::spawn_error(&step.program.display(), &e));
         drop(join);
         let (pid, s, exit) = spawned?;
         Ok(self.started(pid, s, exit))
