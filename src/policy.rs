@@ -149,6 +149,8 @@ struct Allowed {
     configured: String,
     /// Where the entry resolved: PATH lookup for a name, the path itself for an absolute path.
     path: Option<PathBuf>,
+    /// `entry_key` of `path`, worked out once.
+    key: Option<(PathBuf, OsString)>,
 }
 
 /// The executable allowlist, resolved through PATH once.
@@ -156,6 +158,9 @@ struct Allowed {
 pub struct Allowlist {
     entries: Vec<Allowed>,
     path_var: Option<OsString>,
+    /// Bare names already resolved and allowed: a file of 100k agents naming `sh` looks it
+    /// up once, not 100k times (PATH does not change while a plan is made).
+    resolved: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>,
 }
 
 /// `dir/name` with `dir` canonical: two paths name the same directory entry when these match.
@@ -185,6 +190,7 @@ impl Allowlist {
                 };
                 Allowed {
                     configured: a.clone(),
+                    key: path.as_deref().and_then(entry_key),
                     path,
                 }
             })
@@ -192,6 +198,7 @@ impl Allowlist {
         Allowlist {
             entries,
             path_var: path_var.map(OsStr::to_os_string),
+            resolved: Default::default(),
         }
     }
 
@@ -255,7 +262,14 @@ impl Allowlist {
         if argv0.is_empty() {
             return Err(PolicyError::EmptyCommand);
         }
-        let candidate = if argv0.contains('/') || argv0.contains(std::path::MAIN_SEPARATOR) {
+        let bare = !(argv0.contains('/') || argv0.contains(std::path::MAIN_SEPARATOR));
+        if bare {
+            let known = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = known.get(argv0) {
+                return Ok(p.clone());
+            }
+        }
+        let candidate = if !bare {
             let p = Path::new(argv0);
             let abs = if p.is_absolute() {
                 p.to_path_buf()
@@ -288,12 +302,14 @@ impl Allowlist {
             }
         };
         let key = entry_key(&candidate);
-        let ok = key.is_some()
-            && self
-                .entries
-                .iter()
-                .any(|a| a.path.as_deref().and_then(entry_key) == key);
+        let ok = key.is_some() && self.entries.iter().any(|a| a.key == key);
         if ok {
+            if bare {
+                self.resolved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(argv0.to_string(), candidate.clone());
+            }
             Ok(candidate)
         } else {
             Err(PolicyError::NotAllowed {
