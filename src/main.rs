@@ -141,29 +141,41 @@ struct CheckArgs {
     files: Vec<PathBuf>,
 }
 
-/// A failure before anything ran: printed with its location; exit code 2 for bad usage, config
-/// or agent files, 1 for what the host refused (`Usage::failed`).
+/// A failure before anything ran, as printed (a message after `symbiont: `, or a report that
+/// points into a file); exit code 2 for bad usage, config or agent files, 1 for what the host
+/// refused (`Usage::failed`).
 struct Usage(String, u8);
 
 impl Usage {
     fn bad(m: String) -> Usage {
-        Usage(m, 2)
+        Usage(format!("symbiont: {m}"), 2)
     }
 
     fn failed(m: String) -> Usage {
-        Usage(m, 1)
+        Usage(format!("symbiont: {m}"), 1)
+    }
+
+    /// A report rendered by `symbiont::diagnostic` (it starts with `error:`), exit code 2.
+    fn report(m: String) -> Usage {
+        Usage(m.trim_end().to_string(), 2)
     }
 }
 
 impl From<config::ConfigError> for Usage {
     fn from(e: config::ConfigError) -> Self {
-        Usage::bad(e.to_string())
+        match e.location() {
+            Some(_) => Usage::report(e.render(symbiont::diagnostic::use_color())),
+            None => Usage::bad(e.to_string()),
+        }
     }
 }
 
 impl From<plan::PlanError> for Usage {
     fn from(e: plan::PlanError) -> Self {
-        Usage::bad(e.to_string())
+        match e.diagnostic() {
+            Some(_) => Usage::report(e.render(symbiont::diagnostic::use_color())),
+            None => Usage::bad(e.to_string()),
+        }
     }
 }
 
@@ -209,7 +221,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Usage(m, code)) => {
-            eprintln!("symbiont: {m}");
+            eprintln!("{m}");
             ExitCode::from(code)
         }
     }
