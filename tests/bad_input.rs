@@ -908,3 +908,25 @@ fn check_of_100k_agents_is_linear() {
         "check of 100k agents took {took:?}"
     );
 }
+
+#[test]
+fn timeout_flag_takes_durations_as_agent_files_write_them() {
+    let s = Scratch::new("timeout-flag");
+    s.config("");
+    let name = "TimeoutFlagAgent";
+    let file = agent(&s, name, "None", "execute_native(\"sh -c true\")");
+    for ok in ["30s", "5m", "300"] {
+        let o = s.run(&["run", &file, "--native", "--json", "--timeout", ok]);
+        assert_eq!(o.status.code(), Some(0), "--timeout {ok}:\n{}", stderr(&o));
+    }
+    for (bad, why) in [
+        ("5x", "unknown unit `x`"),
+        ("1.5s", "whole number of seconds"),
+        ("0s", "not a positive duration"),
+        ("soon", "not a duration"),
+    ] {
+        let err = refused(&s.run(&["run", &file, "--native", "--timeout", bad]));
+        assert_has(&err, &["--timeout", why]);
+    }
+    assert_none_left(name);
+}
