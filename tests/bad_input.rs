@@ -930,3 +930,52 @@ fn timeout_flag_takes_durations_as_agent_files_write_them() {
     }
     assert_none_left(name);
 }
+
+/// stderr of `symbiont check --config bad.toml` written to a pseudo-terminal, with `NO_COLOR`
+/// set to `no_color` (or unset).
+fn on_a_terminal(s: &Scratch, no_color: Option<&str>) -> String {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = s.command(&["check", "--config", "bad.toml"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(pty.slave));
+    match no_color {
+        Some(v) => cmd.env("NO_COLOR", v),
+        None => cmd.env_remove("NO_COLOR"),
+    };
+    let status = cmd.status().unwrap();
+    assert_eq!(status.code(), Some(2));
+    // The last copy of the terminal's other end goes with the command: then the read ends.
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Linux reports the closed other end as EIO once the buffered bytes are read.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+#[test]
+fn errors_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    let s = Scratch::new("colour");
+    s.write("bad.toml", "[native_execution]\nmax_memroy_mb = 1\n");
+    let coloured = on_a_terminal(&s, None);
+    assert!(
+        coloured.contains('\x1b'),
+        "no colour on a terminal:\n{coloured}"
+    );
+    assert!(coloured.contains("max_memroy_mb = 1"), "{coloured}");
+    for off in ["1", "true"] {
+        let plain = on_a_terminal(&s, Some(off));
+        assert!(
+            !plain.contains('\x1b'),
+            "colour with NO_COLOR={off}:\n{plain}"
+        );
+        assert_points(&plain, "bad.toml", 2, 1, "max_memroy_mb = 1");
+    }
+}
