@@ -75,6 +75,14 @@ fn positive_f64(s: &str) -> Result<f64, String> {
 
 /// `--timeout`: a duration as agent files write it, in whole seconds (the configuration's unit).
 fn timeout_secs(s: &str) -> Result<u64, String> {
+    // A bare number is seconds, up to u64::MAX (in milliseconds it would not fit).
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u64>() {
+            Ok(0) => Err(format!("`{s}` is not a positive duration")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("`{s}` is too large")),
+        };
+    }
     let d = symbiont::dsl::parse_duration(s)?;
     if d.subsec_nanos() != 0 {
         return Err(format!(
