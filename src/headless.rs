@@ -390,58 +390,90 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
 /// `symbiont check`: the configuration file, every effective setting with its origin, each
 /// agent file's agents with their effective tier and triggers (the files are planned, so a
 /// refusal shows here as it would at `run`), and the enforcement mechanisms of this machine.
-/// Writes nothing. Needs a Tokio runtime.
-pub fn check(loaded: &LoadedConfig, files: &[PathBuf]) -> Result<(), PlanError> {
-    println!(
-        "config file: {}",
-        loaded
-            .file
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "none (built-in defaults)".into())
-    );
-    print!("{}", loaded.render_effective());
+/// With `json`, one JSON object on stdout instead of the text (`config_file`, `settings`,
+/// `not_used`, `allowed_executables`, `agent_files`, `enforcement`, `ok`); a refusal prints no
+/// object, only the error. Writes nothing. Needs a Tokio runtime.
+pub fn check(loaded: &LoadedConfig, files: &[PathBuf], json: bool) -> Result<(), PlanError> {
+    let config_file = loaded.file.as_ref().map(|p| p.display().to_string());
     // What each allowed name really runs: a name trusts this PATH, an absolute entry pins a file.
-    println!("allowed executables on this PATH:");
     let path = std::env::var_os("PATH");
-    let allow = crate::policy::Allowlist::new(
+    let allowed = crate::policy::Allowlist::new(
         &loaded.config.native_execution.allowed_executables,
         path.as_deref(),
-    );
-    for l in allow.explain() {
-        println!("  {l}");
+    )
+    .explain();
+    if !json {
+        println!(
+            "config file: {}",
+            config_file.as_deref().unwrap_or("none (built-in defaults)")
+        );
+        print!("{}", loaded.render_effective());
+        println!("allowed executables on this PATH:");
+        for l in &allowed {
+            println!("  {l}");
+        }
     }
     let files = files
         .iter()
         .map(|f| SourceFile::load(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut agent_files = Vec::new();
     for f in &files {
-        println!(
-            "agent file {}: {} agent(s)",
-            f.file.path.display(),
-            f.file.agents.len()
-        );
-        for ag in &f.file.agents {
-            let triggers: Vec<&str> = ag.handlers.iter().map(|h| h.kind.name()).collect();
+        if !json {
             println!(
-                "  {} tier={} triggers=[{}]",
-                ag.name,
-                plan::tier_for(loaded, Some(ag)),
-                triggers.join(", ")
+                "agent file {}: {} agent(s)",
+                f.file.path.display(),
+                f.file.agents.len()
             );
         }
+        let mut agents = Vec::new();
+        for ag in &f.file.agents {
+            let triggers: Vec<&str> = ag.handlers.iter().map(|h| h.kind.name()).collect();
+            let tier = plan::tier_for(loaded, Some(ag));
+            if !json {
+                println!(
+                    "  {} tier={} triggers=[{}]",
+                    ag.name,
+                    tier,
+                    triggers.join(", ")
+                );
+            }
+            agents.push(serde_json::json!({
+                "name": ag.name,
+                "tier": tier.to_string(),
+                "triggers": triggers,
+            }));
+        }
+        agent_files.push(serde_json::json!({
+            "path": f.file.path.display().to_string(),
+            "agents": agents,
+        }));
     }
     if !files.is_empty() {
         plan::plan_runs(loaded, &[], &files, &Host::real())?;
     }
+    // The mechanisms only: no data directory, no audit log (`check` writes nothing).
+    let enforcement =
+        match Supervisor::mechanisms_for(&SupervisorOptions::from_config(&loaded.config)) {
+            Ok(m) => m,
+            Err(e) => vec![format!("supervisor cannot start: {e}")],
+        };
+    if json {
+        let out = serde_json::json!({
+            "config_file": config_file,
+            "settings": loaded.effective_json(),
+            "not_used": loaded.unused,
+            "allowed_executables": allowed,
+            "agent_files": agent_files,
+            "enforcement": enforcement,
+            "ok": true,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!("enforcement on this machine:");
-    match Supervisor::mechanisms_for(&SupervisorOptions::from_config(&loaded.config)) {
-        Ok(mechanisms) => {
-            for m in mechanisms {
-                println!("  {m}");
-            }
-        }
-        Err(e) => println!("  supervisor cannot start: {e}"),
+    for m in enforcement {
+        println!("  {m}");
     }
     println!("ok");
     Ok(())

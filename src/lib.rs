@@ -13,6 +13,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
+pub mod diagnostic;
 pub mod dsl;
 pub mod headless;
 pub mod runner;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use symbiont::config::{self, LoadedConfig};
 use symbiont::headless;
@@ -35,10 +35,25 @@ enum Command {
     Check(CheckArgs),
     /// Open the dashboard with no agent started; launch agents from it.
     Dashboard(DashboardArgs),
+    /// Print the completion script for a shell (e.g. `symbiont completions bash > /etc/bash_completion.d/symbiont`).
+    Completions {
+        /// The shell: bash, zsh, fish, powershell or elvish.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `symbiont man | man -l -`), or write one page per command.
+    Man {
+        /// Write symbiont.1 and one page per subcommand (symbiont-run.1 ...) into DIR instead.
+        #[arg(long = "out-dir", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Internal: what the guardian runs once its supervisor died (kills every process whose
     /// environment carries a `SYMBIONT_RUN` marker starting with PREFIX).
     #[command(name = "__sweep", hide = true)]
-    Sweep { prefix: String },
+    Sweep {
+        /// The marker prefix of the dead supervisor's runs.
+        prefix: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +73,25 @@ fn positive_f64(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--timeout`: a duration as agent files write it, in whole seconds (the configuration's unit).
+fn timeout_secs(s: &str) -> Result<u64, String> {
+    // A bare number is seconds, up to u64::MAX (in milliseconds it would not fit).
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u64>() {
+            Ok(0) => Err(format!("`{s}` is not a positive duration")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("`{s}` is too large")),
+        };
+    }
+    let d = symbiont::dsl::parse_duration(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{s}` is not a whole number of seconds (the timeout's unit)"
+        ));
+    }
+    Ok(d.as_secs())
+}
+
 #[derive(Args, Debug, Clone)]
 struct PolicyArgs {
     /// Run on tier None: a plain host process, no isolation (the operator's consent to native execution).
@@ -75,8 +109,8 @@ struct PolicyArgs {
     /// CPU bandwidth limit, in cores (e.g. 1.5).
     #[arg(long = "max-cpu", value_name = "CORES", value_parser = positive_f64)]
     max_cpu: Option<f64>,
-    /// Wall-clock timeout, in seconds.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Wall-clock timeout, as in agent files: 30s, 5m, 1h, or a number of seconds.
+    #[arg(long, value_name = "DURATION", value_parser = timeout_secs)]
     timeout: Option<u64>,
     /// The configuration file (else $SYMBIONT_CONFIG, else ./config.toml, else defaults).
     #[arg(long, value_name = "PATH")]
@@ -138,39 +172,56 @@ struct ExecArgs {
 
 #[derive(Args, Debug)]
 struct CheckArgs {
-    /// The configuration file.
+    /// The configuration file (else $SYMBIONT_CONFIG, else ./config.toml, else defaults).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Check as `run --native` would: native execution allowed (the operator's consent).
     #[arg(long)]
     native: bool,
+    /// One JSON object instead of the text: the config file, every setting with its value and
+    /// origin, the agents and the enforcement on this machine.
+    #[arg(long)]
+    json: bool,
     /// Agent files to validate.
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
 }
 
-/// A failure before anything ran: printed with its location; exit code 2 for bad usage, config
-/// or agent files, 1 for what the host refused (`Usage::failed`).
+/// A failure before anything ran, as printed (a message after `symbiont: `, or a report that
+/// points into a file); exit code 2 for bad usage, config or agent files, 1 for what the host
+/// refused (`Usage::failed`).
 struct Usage(String, u8);
 
 impl Usage {
     fn bad(m: String) -> Usage {
-        Usage(m, 2)
+        Usage(format!("symbiont: {m}"), 2)
     }
 
     fn failed(m: String) -> Usage {
-        Usage(m, 1)
+        Usage(format!("symbiont: {m}"), 1)
+    }
+
+    /// A report rendered by `symbiont::diagnostic` (it starts with `error:`), exit code 2.
+    fn report(m: String) -> Usage {
+        Usage(m.trim_end().to_string(), 2)
     }
 }
 
 impl From<config::ConfigError> for Usage {
     fn from(e: config::ConfigError) -> Self {
-        Usage::bad(e.to_string())
+        match e.location() {
+            Some(_) => Usage::report(e.render(symbiont::diagnostic::use_color())),
+            None => Usage::bad(e.to_string()),
+        }
     }
 }
 
 impl From<plan::PlanError> for Usage {
     fn from(e: plan::PlanError) -> Self {
-        Usage::bad(e.to_string())
+        match e.diagnostic() {
+            Some(_) => Usage::report(e.render(symbiont::diagnostic::use_color())),
+            None => Usage::bad(e.to_string()),
+        }
     }
 }
 
@@ -189,9 +240,18 @@ impl From<LaunchError> for Usage {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Sweep { prefix } = &cli.command {
-        symbiont::process::sweep(prefix);
-        return ExitCode::SUCCESS;
+    match &cli.command {
+        Command::Sweep { prefix } => {
+            symbiont::process::sweep(prefix);
+            return ExitCode::SUCCESS;
+        }
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout();
+            clap_complete::generate(*shell, &mut Cli::command(), "symbiont", &mut out);
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { out_dir } => return man(out_dir.as_deref()),
+        _ => {}
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -210,14 +270,32 @@ fn main() -> ExitCode {
             Command::Exec(a) => cmd_exec(a).await,
             Command::Check(a) => cmd_check(a),
             Command::Dashboard(a) => cmd_dashboard(a).await,
-            Command::Sweep { .. } => Ok(0),
+            Command::Sweep { .. } | Command::Completions { .. } | Command::Man { .. } => Ok(0),
         }
     });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Usage(m, code)) => {
-            eprintln!("symbiont: {m}");
+            eprintln!("{m}");
             ExitCode::from(code)
+        }
+    }
+}
+
+/// `symbiont man`: the page of `symbiont` on stdout, or every command's page written to `dir`.
+fn man(dir: Option<&std::path::Path>) -> ExitCode {
+    let result = match dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `symbiont man | head`: the reader had enough.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let what = dir.map_or("stdout".into(), |d| d.display().to_string());
+            eprintln!("symbiont: cannot write the manual page to {what}: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -326,8 +404,8 @@ fn cmd_check(a: CheckArgs) -> Result<u8, Usage> {
     let loaded = load_config(a.config.as_deref(), &flags)?;
     // The env file is checked (owner, permissions, lines); only its names are ever shown.
     let operator = plan::operator_env(&loaded, &Host::real())?;
-    headless::check(&loaded, &a.files)?;
-    if let Some(p) = &loaded.config.native_execution.env_file {
+    headless::check(&loaded, &a.files, a.json)?;
+    if let (Some(p), false) = (&loaded.config.native_execution.env_file, a.json) {
         let names: Vec<&str> = operator.iter().map(|(k, _)| k.as_str()).collect();
         println!("env file {}: {}", p.display(), names.join(" "));
     }

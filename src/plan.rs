@@ -181,6 +181,14 @@ impl PlanError {
         }
     }
 
+    /// The whole error, coloured or not; `Display` is `render(false)`.
+    pub fn render(&self, color: bool) -> String {
+        match self.diagnostic() {
+            Some(d) => d.render(color),
+            None => self.to_string(),
+        }
+    }
+
     /// Where in an agent file, when the error is in one.
     pub fn diagnostic(&self) -> Option<&Diagnostic> {
         match self {
@@ -672,7 +680,8 @@ mod tests {
         assert_eq!((d.location.line, d.location.column), (2, 20));
         assert!(
             e.to_string()
-                .starts_with("agent.dsl:2:20: error: agent W needs native execution"),
+                .starts_with("error: agent W needs native execution")
+                && e.to_string().contains("--> agent.dsl:2:20"),
             "{e}"
         );
         assert!(std::error::Error::source(&e).is_some());
@@ -689,9 +698,11 @@ mod tests {
             ),
             "{e:?}"
         );
-        assert!(e
-            .to_string()
-            .starts_with("agent.dsl:2:20: error: agent C: tier Tier2"));
+        assert!(
+            e.to_string().starts_with("error: agent C: tier Tier2"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--> agent.dsl:2:20"), "{e}");
 
         // The dsl refuses `execute_native` under a tier the file names; the plan, under the
         // configured default (or a flag's).
@@ -708,7 +719,7 @@ mod tests {
         assert_eq!(e.diagnostic().unwrap().location.line, 3);
         assert!(
             e.to_string().starts_with(
-                "agent.dsl:3:5: error: execute_native in agent X, whose tier is Tier1: use execute(...)"
+                "error: execute_native in agent X, whose tier is Tier1: use execute(...)\n --> agent.dsl:3:5"
             ),
             "{e}"
         );

@@ -61,11 +61,11 @@ impl fmt::Display for PolicyError {
                 "--pass-env {name}: the variable {name} is not set in this environment"
             ),
             PolicyError::NoSuchFile { command } => {
-                write!(f, "`{command}`: no such file (命令未找到: command not found)")
+                write!(f, "`{command}`: no such file (command not found)")
             }
             PolicyError::NotOnPath { command, path } => write!(
                 f,
-                "`{command}` was not found on PATH (命令未找到: command not found); PATH={path}. \
+                "`{command}` was not found on PATH (command not found); PATH={path}. \
                  Install it, add its directory to PATH, or list its absolute path in native_execution.allowed_executables"
             ),
             PolicyError::NotAllowed {
@@ -90,12 +90,12 @@ impl fmt::Display for PolicyError {
                         let read_only = e.raw_os_error() == Some(libc::EROFS);
                         #[cfg(not(unix))]
                         let read_only = false;
-                        let denied =
-                            if e.kind() == std::io::ErrorKind::PermissionDenied || read_only {
-                                "; 权限被拒绝: permission denied"
-                            } else {
-                                ""
-                            };
+                        let denied = if e.kind() == std::io::ErrorKind::PermissionDenied || read_only
+                        {
+                            "; permission denied"
+                        } else {
+                            ""
+                        };
                         write!(
                             f,
                             "cannot create the working directory {} ({e}{denied}): {fix}",
@@ -109,7 +109,7 @@ impl fmt::Display for PolicyError {
                     ),
                     WorkingDirectoryProblem::NotWritable => write!(
                         f,
-                        "the working directory {} is not writable (权限被拒绝: permission denied): {fix}",
+                        "the working directory {} is not writable (permission denied): {fix}",
                         dir.display()
                     ),
                     WorkingDirectoryProblem::Resolve(e) => {
@@ -525,7 +525,10 @@ mod tests {
         let e = l.resolve("no-such-program-xyz", cwd).unwrap_err();
         assert!(matches!(e, PolicyError::NotOnPath { .. }), "{e:?}");
         let e = e.to_string();
-        assert!(e.contains("命令未找到") && e.contains("PATH="), "{e}");
+        assert!(
+            e.contains("command not found") && e.contains("PATH="),
+            "{e}"
+        );
         assert!(matches!(l.resolve("", cwd), Err(PolicyError::EmptyCommand)));
         assert!(matches!(
             l.resolve("./no-such-file-xyz", cwd),

@@ -28,6 +28,27 @@ fn assert_has(err: &str, parts: &[&str]) {
     }
 }
 
+/// The report of an error at `file:line:col` (rendered as rustc does): `--> file:line:col`,
+/// the source line `text` after its line number, and under it a caret at the column. Piped, so
+/// plain: no escape byte.
+fn assert_points(err: &str, file: &str, line: usize, col: usize, text: &str) {
+    assert!(!err.contains('\x1b'), "colour on a pipe:\n{err}");
+    assert_has(err, &[&format!("--> {file}:{line}:{col}\n")]);
+    let source = format!("{line} | {text}");
+    let lines: Vec<&str> = err.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == source)
+        .unwrap_or_else(|| panic!("stderr lacks the line {source:?}:\n{err}"));
+    let caret = lines.get(at + 1).copied().unwrap_or_default();
+    let pad = " ".repeat(line.to_string().len());
+    let expected = format!("{pad} | {}^", " ".repeat(col - 1));
+    assert!(
+        caret.starts_with(&expected),
+        "no caret under column {col} ({expected:?}):\n{err}"
+    );
+}
+
 /// An agent file `<name>.dsl` with one agent `name` on `tier` whose `on start` runs `stmt`
 /// (written as-is, e.g. `execute_native("sh -c true")`). The statement is on line 3, column 14.
 fn agent(s: &Scratch, name: &str, tier: &str, stmt: &str) -> String {
@@ -99,7 +120,9 @@ fn malformed_toml_is_refused_with_its_location() {
         "BadTomlAgent",
         "[security]\nallow_native_execution = true\n[native_execution\nmax_memory_mb = 5\n",
     );
-    assert_has(&err, &["bad.toml:3:", "invalid TOML", "expected `]`"]);
+    assert_has(&err, &["error: invalid TOML", "expected `]`"]);
+    // The parser's span, shown with its source line (piped: no colour).
+    assert_points(&err, "bad.toml", 3, 18, "[native_execution");
 }
 
 #[test]
@@ -115,8 +138,13 @@ fn unknown_config_key_names_the_nearest_valid_key() {
             "bad.toml:5:1",
             "unknown key `max_memroy_mb`",
             "[native_execution]",
-            "did you mean `max_memory_mb`?",
+            "\n  = help: did you mean `max_memory_mb`?",
         ],
+    );
+    assert_points(&err, "bad.toml", 5, 1, "max_memroy_mb = 512");
+    assert!(
+        err.contains("\n  | ^^^^^^^^^^^^^\n"),
+        "the key underlined:\n{err}"
     );
 }
 
@@ -135,6 +163,7 @@ fn wrong_type_in_config_says_what_was_expected() {
             "found \"lots\"",
         ],
     );
+    assert_points(&err, "bad.toml", 2, 17, "max_memory_mb = \"lots\"");
 }
 
 #[test]
@@ -184,13 +213,13 @@ fn agent_file_unterminated_string_shows_the_line_and_a_caret() {
     let name = "UnterminatedAgent";
     let file = agent(&s, name, "None", "execute_native(\"sh -c 'echo hi')");
     let err = refused(&s.run(&["run", &file]));
-    assert_has(
+    assert_has(&err, &["error: unterminated string"]);
+    assert_points(
         &err,
-        &[
-            &format!("{file}:3:29: error: unterminated string"),
-            "\n  on start { execute_native(\"sh -c 'echo hi') }\n",
-            "\n                            ^",
-        ],
+        &file,
+        3,
+        29,
+        "  on start { execute_native(\"sh -c 'echo hi') }",
     );
     nothing_ran(&s, name);
 }
@@ -211,11 +240,11 @@ fn agent_file_unknown_block_shows_the_line_and_a_caret() {
     assert_has(
         &err,
         &[
-            "unknown_block.dsl:3:3: error: unknown block `bogus`",
+            "error: unknown block `bogus`",
             "expected metadata, security, limits, env or on",
-            "\n  bogus { x: 1 }\n  ^",
         ],
     );
+    assert_points(&err, file, 3, 3, "  bogus { x: 1 }");
     nothing_ran(&s, name);
 }
 
@@ -230,14 +259,13 @@ fn execute_native_in_a_tier1_agent_is_refused() {
         let mut args = vec!["run", file.as_str()];
         args.extend_from_slice(extra);
         let err = refused(&s.run(&args));
-        assert_has(
+        assert_has(&err, &["error: ", "execute_native", "Tier1"]);
+        assert_points(
             &err,
-            &[
-                &format!("{file}:3:14: error:"),
-                "execute_native",
-                "Tier1",
-                "\n  on start { execute_native(\"sh -c true\") }\n             ^",
-            ],
+            &file,
+            3,
+            14,
+            "  on start { execute_native(\"sh -c true\") }",
         );
     }
     nothing_ran(&s, name);
@@ -259,9 +287,9 @@ fn native_agent_with_native_disabled_is_refused_naming_the_three_ways() {
     let name = "NativeDisabledAgent";
     let file = agent(&s, name, "None", "execute_native(\"sh -c 'echo ran'\")");
     let err = refused(&s.run(&["run", &file]));
-    assert_has(&err, &[&format!("{file}:2:20: error:"), "disabled"]);
+    assert_has(&err, &["error: ", "disabled"]);
     assert_has(&err, &THREE_WAYS);
-    assert_has(&err, &["\n  security { tier: None }\n                   ^"]);
+    assert_points(&err, &file, 2, 20, "  security { tier: None }");
     // The same for an ad-hoc command.
     let err = refused(&s.run(&["exec", "--", "sh", "-c", "echo ran"]));
     assert_has(&err, &["disabled"]);
@@ -309,15 +337,21 @@ fn not_allowed(test: &str, name: &str, setup: impl FnOnce(&Scratch) -> String) -
     assert_has(
         &err,
         &[
-            &format!("{file}:3:14: error:"),
+            "error: ",
             "is not an allowed executable",
             "Allowed: bash",
             "sh",
             "python3",
             "node",
             "allowed_executables",
-            "\n             ^",
         ],
+    );
+    assert_points(
+        &err,
+        &file,
+        3,
+        14,
+        &format!("  on start {{ execute_native(\"{command}\") }}"),
     );
     nothing_ran(&s, name);
     err
@@ -344,13 +378,15 @@ fn executable_not_found_names_path() {
     let err = refused(&s.run(&["run", &file]));
     assert_has(
         &err,
-        &[
-            &format!("{file}:3:14: error:"),
-            "`nosuchprog-xyz`",
-            "命令未找到",
-            "PATH=",
-            "\n             ^",
-        ],
+        &["error: ", "`nosuchprog-xyz`", "command not found", "PATH="],
+    );
+    assert!(!err.contains("命令未找到"), "{err}");
+    assert_points(
+        &err,
+        &file,
+        3,
+        14,
+        "  on start { execute_native(\"nosuchprog-xyz --flag\") }",
     );
     nothing_ran(&s, name);
 }
@@ -421,7 +457,8 @@ fn working_directory_that_cannot_be_created_is_refused() {
     assert_has(&err, &WD_FIX);
     // The reason is the OS's own: a missing entry is not called "permission denied".
     assert!(
-        !(err.contains("No such file or directory") && err.contains("权限被拒绝")),
+        !(err.contains("No such file or directory")
+            && err.to_lowercase().contains("permission denied")),
         "{err}"
     );
     nothing_ran(&s, name);
@@ -455,7 +492,12 @@ fn working_directory_permission_denied_says_so() {
         );
         assert_has(
             &err,
-            &[what, dir, "权限被拒绝", "SYMBIONT_NATIVE_WORKING_DIR"],
+            &[
+                what,
+                dir,
+                "permission denied",
+                "SYMBIONT_NATIVE_WORKING_DIR",
+            ],
         );
         assert_has(&err, &WD_FIX);
     }
@@ -517,15 +559,8 @@ fn tier1_agent_is_refused_naming_the_missing_runtime() {
     // Without an image it is refused at the agent's tier, with the line and a caret.
     s.write(&file, &format!("agent {name} {{\n  security {{ tier: Tier1 }}\n  on start {{ execute(\"sh -c true\") }}\n}}\n"));
     let err = refused(&s.run(&["run", &file]));
-    assert_has(
-        &err,
-        &[
-            &format!("{file}:2:20: error:"),
-            "needs an image",
-            "--image",
-            "\n  security { tier: Tier1 }\n                   ^",
-        ],
-    );
+    assert_has(&err, &["error: ", "needs an image", "--image"]);
+    assert_points(&err, &file, 2, 20, "  security { tier: Tier1 }");
     nothing_ran(&s, name);
 }
 
@@ -872,4 +907,75 @@ fn check_of_100k_agents_is_linear() {
         took < std::time::Duration::from_secs(60),
         "check of 100k agents took {took:?}"
     );
+}
+
+#[test]
+fn timeout_flag_takes_durations_as_agent_files_write_them() {
+    let s = Scratch::new("timeout-flag");
+    s.config("");
+    let name = "TimeoutFlagAgent";
+    let file = agent(&s, name, "None", "execute_native(\"sh -c true\")");
+    for ok in ["30s", "5m", "300"] {
+        let o = s.run(&["run", &file, "--native", "--json", "--timeout", ok]);
+        assert_eq!(o.status.code(), Some(0), "--timeout {ok}:\n{}", stderr(&o));
+    }
+    for (bad, why) in [
+        ("5x", "unknown unit `x`"),
+        ("1.5s", "whole number of seconds"),
+        ("0s", "not a positive duration"),
+        ("soon", "not a duration"),
+    ] {
+        let err = refused(&s.run(&["run", &file, "--native", "--timeout", bad]));
+        assert_has(&err, &["--timeout", why]);
+    }
+    assert_none_left(name);
+}
+
+/// stderr of `symbiont check --config bad.toml` written to a pseudo-terminal, with `NO_COLOR`
+/// set to `no_color` (or unset).
+fn on_a_terminal(s: &Scratch, no_color: Option<&str>) -> String {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = s.command(&["check", "--config", "bad.toml"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(pty.slave));
+    match no_color {
+        Some(v) => cmd.env("NO_COLOR", v),
+        None => cmd.env_remove("NO_COLOR"),
+    };
+    let status = cmd.status().unwrap();
+    assert_eq!(status.code(), Some(2));
+    // The last copy of the terminal's other end goes with the command: then the read ends.
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Linux reports the closed other end as EIO once the buffered bytes are read.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+#[test]
+fn errors_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    let s = Scratch::new("colour");
+    s.write("bad.toml", "[native_execution]\nmax_memroy_mb = 1\n");
+    let coloured = on_a_terminal(&s, None);
+    assert!(
+        coloured.contains('\x1b'),
+        "no colour on a terminal:\n{coloured}"
+    );
+    assert!(coloured.contains("max_memroy_mb = 1"), "{coloured}");
+    for off in ["1", "true"] {
+        let plain = on_a_terminal(&s, Some(off));
+        assert!(
+            !plain.contains('\x1b'),
+            "colour with NO_COLOR={off}:\n{plain}"
+        );
+        assert_points(&plain, "bad.toml", 2, 1, "max_memroy_mb = 1");
+    }
 }

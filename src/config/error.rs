@@ -4,30 +4,67 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
-/// A configuration problem. The message is complete: it already names the file, line and
-/// column, or the environment variable and its value, so callers print it as it is.
+use crate::diagnostic::Excerpt;
+
+/// A configuration problem. An error at one place in a config file carries that place and is
+/// rendered with its source line ([`crate::diagnostic`]); any other message is complete: it
+/// names the environment variable and its value, or the places it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     message: String,
+    at: Option<Excerpt>,
+    help: Option<String>,
 }
 
 impl ConfigError {
-    /// An error with a ready-made message (location included by the caller).
+    /// An error with a ready-made message (location, if any, included by the caller).
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            at: None,
+            help: None,
         }
     }
 
-    /// The full message, the same text as `Display`.
+    /// An error at `at` in a config file, with an optional help line (the suggestion).
+    pub fn at(at: Excerpt, message: impl Into<String>, help: Option<String>) -> Self {
+        Self {
+            message: message.into(),
+            at: Some(at),
+            help,
+        }
+    }
+
+    /// What is wrong, without the location and the help line.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Where in the config file, when the error is at one place in it.
+    pub fn location(&self) -> Option<&Excerpt> {
+        self.at.as_ref()
+    }
+
+    /// The suggestion, if any.
+    pub fn help(&self) -> Option<&str> {
+        self.help.as_deref()
+    }
+
+    /// The whole error, coloured or not; `Display` is `render(false)`.
+    pub fn render(&self, color: bool) -> String {
+        match &self.at {
+            Some(at) => crate::diagnostic::render(&self.message, at, self.help.as_deref(), color),
+            None => match &self.help {
+                Some(help) => format!("{}; {help}", self.message),
+                None => self.message.clone(),
+            },
+        }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.render(false))
     }
 }
 
@@ -65,7 +102,18 @@ impl Source<'_> {
     }
 
     pub fn error(&self, span: &Range<usize>, message: impl fmt::Display) -> ConfigError {
-        ConfigError::new(format!("{}: {}", self.loc(span), message))
+        self.error_with_help(span, message, None)
+    }
+
+    /// An error at `span`, shown with its source line and `help` under it.
+    pub fn error_with_help(
+        &self,
+        span: &Range<usize>,
+        message: impl fmt::Display,
+        help: Option<String>,
+    ) -> ConfigError {
+        let at = Excerpt::from_span(&self.path.display().to_string(), self.text, span.clone());
+        ConfigError::at(at, message.to_string(), help)
     }
 
     /// The source text of `span` if it is short and on one line, for "found ..." messages.

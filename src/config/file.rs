@@ -214,9 +214,10 @@ fn unknown_key(src: &Source<'_>, key: &Key<'_>, label: &str, section: Section) -
         Some(near) => format!("did you mean `{near}`?"),
         None => format!("valid keys: {}", valid.join(", ")),
     };
-    src.error(
+    src.error_with_help(
         &key.span(),
-        format_args!("unknown key `{name}` in [{label}]; {hint}"),
+        format_args!("unknown key `{name}` in [{label}]"),
+        Some(hint),
     )
 }
 

@@ -332,6 +332,38 @@ impl LoadedConfig {
         self.origins.get(key)
     }
 
+    /// Every key with its effective value and origin, as JSON (`symbiont check --json`):
+    /// `{"native_execution.max_memory_mb": {"value": 2048, "origin": {"kind": "default"}}, ...}`;
+    /// the origin's kinds are `default`, `file` (`path`, `line`), `env` (`name`), `agent`
+    /// (`at`) and `flag` (`flag`).
+    pub fn effective_json(&self) -> serde_json::Value {
+        let origin = |key: &str| {
+            let o = self.origins.get(key).unwrap_or(&Origin::Default);
+            match o {
+                Origin::Default => serde_json::json!({"kind": "default"}),
+                Origin::File { path, line } => {
+                    serde_json::json!({"kind": "file", "path": path.to_string_lossy(), "line": line})
+                }
+                Origin::Env(name) => serde_json::json!({"kind": "env", "name": name}),
+                Origin::Agent(at) => serde_json::json!({"kind": "agent", "at": at}),
+                Origin::Flag(flag) => serde_json::json!({"kind": "flag", "flag": flag}),
+            }
+        };
+        let mut out = serde_json::Map::new();
+        for f in Field::ALL {
+            let key = f.key();
+            let entry =
+                serde_json::json!({"value": f.get(&self.config).to_json(), "origin": origin(&key)});
+            out.insert(key, entry);
+        }
+        for (action, keys) in &self.config.dashboard.keys {
+            let key = format!("dashboard.keys.{action}");
+            let entry = serde_json::json!({"value": keys, "origin": origin(&key)});
+            out.insert(key, entry);
+        }
+        serde_json::Value::Object(out)
+    }
+
     /// Every key with its effective value and origin, one aligned line each
     /// (`key = value   (origin)`), then a `not used:` line.
     pub fn render_effective(&self) -> String {

@@ -514,6 +514,26 @@ pub(crate) fn quote_list(items: &[String]) -> String {
 }
 
 /// Values print as they would be written in TOML; an absent optional value prints `none`.
+impl Val {
+    /// The value as JSON (`symbiont check --json`): `null` for an absent optional value.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Val::Bool(v) => J::from(*v),
+            Val::Tier(t) => J::from(t.name()),
+            Val::Str(s) | Val::OptStr(Some(s)) => J::from(s.as_str()),
+            Val::Path(p) | Val::OptPath(Some(p)) => J::from(p.to_string_lossy()),
+            Val::OptU64(Some(v)) | Val::U64(v) => J::from(*v),
+            Val::Usize(v) => J::from(*v),
+            Val::OptF64(Some(v)) | Val::F64(v) => J::from(*v),
+            Val::List(items) => J::from(items.clone()),
+            Val::OptU64(None) | Val::OptF64(None) | Val::OptPath(None) | Val::OptStr(None) => {
+                J::Null
+            }
+        }
+    }
+}
+
 impl fmt::Display for Val {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

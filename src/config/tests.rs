@@ -56,10 +56,31 @@ fn parse(text: &str) -> Result<LoadedConfig, ConfigError> {
     parse_str(text, Path::new("config.toml"))
 }
 
+/// The error on one line, `config.toml:line:col: message; help`; the rendering with the source
+/// line is tested in `crate::diagnostic` and tests/bad_input.rs.
 fn parse_err(text: &str) -> String {
     match parse(text) {
         Ok(c) => panic!("expected an error for:\n{text}\ngot {c:?}"),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            let rendered = e.to_string();
+            let Some(at) = e.location() else {
+                return rendered;
+            };
+            assert!(
+                rendered.contains(&format!("--> {}:{}:{}", at.file, at.line, at.column)),
+                "{rendered}"
+            );
+            match e.help() {
+                Some(h) => format!(
+                    "{}:{}:{}: {}; {h}",
+                    at.file,
+                    at.line,
+                    at.column,
+                    e.message()
+                ),
+                None => format!("{}:{}:{}: {}", at.file, at.line, at.column, e.message()),
+            }
+        }
     }
 }
 
@@ -947,7 +968,8 @@ fn malformed_toml_gives_location_and_parser_message() {
     let err = load_with(Some(&path), &no_env, &dir.0)
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with(&format!("{}:1:", path.display())), "{err}");
+    assert!(err.contains(&format!("--> {}:1:", path.display())), "{err}");
+    assert!(err.contains("1 | a = \"unterminated\n"), "{err}");
 }
 
 #[test]

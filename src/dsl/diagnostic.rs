@@ -1,9 +1,11 @@
-//! Error reports that point into an agent file: `file:line:col: error: message`, then the
-//! offending line and a caret under the column.
+//! Error reports that point into an agent file: the message, `--> file:line:col`, the
+//! offending line with a caret under the column, and a help line with the suggestion when
+//! there is one; rendered by [`crate::diagnostic`], as config errors are.
 
 use std::fmt;
 
 use super::Location;
+use crate::diagnostic::{render, Excerpt};
 
 /// One error in an agent file, with enough of the source to show where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +16,8 @@ pub struct Diagnostic {
     pub location: Location,
     /// What is wrong, on one line.
     pub message: String,
+    /// The suggestion ("did you mean `security`?"), shown as a help line.
+    pub help: Option<String>,
     /// The source line at `location.line`, without its line terminator; empty when the
     /// location is outside the source (or the source is unavailable).
     pub line_text: String,
@@ -21,30 +25,45 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic for `location` in `src`, which is the text of `file`. The line is taken from
-    /// `src`; a location outside it is kept as given and shown without a source line.
+    /// `src`; a location outside it is kept as given and shown without a source line. A
+    /// suggestion in the message (`...; did you mean `x`?`) becomes the help line.
     pub fn at(file: &str, src: &str, location: Location, message: impl Into<String>) -> Diagnostic {
+        let mut message = message.into();
+        let mut help = None;
+        if let Some(i) = message.find("; did you mean `") {
+            help = Some(message[i + 2..].to_string());
+            message.truncate(i);
+        }
         Diagnostic {
             file: file.to_string(),
             location,
-            message: message.into(),
+            message,
+            help,
             line_text: source_line(src, location.line).unwrap_or_default(),
         }
     }
 
-    /// The line under the source line: the characters before the column replaced by spaces
-    /// (tabs kept, so that the caret lines up), then `^`.
-    pub fn caret_line(&self) -> String {
-        let mut out = String::new();
-        let before = self.location.column.saturating_sub(1);
-        let mut chars = self.line_text.chars();
-        for _ in 0..before {
-            match chars.next() {
-                Some('\t') => out.push('\t'),
-                _ => out.push(' '),
-            }
+    /// The place to show: a word (an identifier or a number) at the column is underlined
+    /// whole, anything else gets one caret.
+    pub fn excerpt(&self) -> Excerpt {
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        let rest = self
+            .line_text
+            .chars()
+            .skip(self.location.column.saturating_sub(1));
+        let width = rest.take_while(|c| word(*c)).count().max(1);
+        Excerpt {
+            file: self.file.clone(),
+            line: self.location.line,
+            column: self.location.column,
+            width,
+            line_text: self.line_text.clone(),
         }
-        out.push('^');
-        out
+    }
+
+    /// The whole report, coloured or not; `Display` is `render(false)`.
+    pub fn render(&self, color: bool) -> String {
+        render(&self.message, &self.excerpt(), self.help.as_deref(), color)
     }
 }
 
@@ -56,16 +75,7 @@ fn source_line(src: &str, line: usize) -> Option<String> {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: error: {}",
-            self.file, self.location.line, self.location.column, self.message
-        )?;
-        // A report with no source line (an unreadable file) has nothing to point into.
-        if !self.line_text.is_empty() {
-            write!(f, "\n{}\n{}", self.line_text, self.caret_line())?;
-        }
-        Ok(())
+        f.write_str(&self.render(false))
     }
 }
 

@@ -45,9 +45,16 @@ fn check(src: &str) {
         Err(d) => {
             within(d.location);
             let rendered = d.to_string();
-            assert!(rendered.starts_with("fuzz.dsl:"));
+            assert!(rendered.starts_with("error: "), "{rendered}");
+            assert!(
+                rendered.contains(&format!(
+                    "--> fuzz.dsl:{}:{}",
+                    d.location.line, d.location.column
+                )),
+                "{rendered}"
+            );
             if !d.line_text.is_empty() {
-                assert!(rendered.ends_with('^'));
+                assert!(rendered.contains('^'), "{rendered}");
             }
         }
     }

@@ -49,6 +49,32 @@ use crate::tier::SecurityTier;
 
 pub use diagnostic::Diagnostic;
 
+/// A duration as agent files write it: `30s`, `500ms`, `5m`, `1h` or a bare number of seconds
+/// (fractions allowed). The error says what is wrong, for a flag's message.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use parser::DurationError;
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(s.len());
+    let (text, unit) = s.split_at(split);
+    let result = if text.is_empty() {
+        Err(DurationError::NotANumber)
+    } else {
+        parser::duration_of(text.strip_prefix('+').unwrap_or(text), unit)
+    };
+    result.map_err(|e| match e {
+        DurationError::UnknownUnit => {
+            format!("unknown unit `{unit}` in `{s}` (expected ms, s, m or h, e.g. 30s or 5m)")
+        }
+        DurationError::NotPositive => format!("`{s}` is not a positive duration"),
+        DurationError::TooLarge => format!("`{s}` is too large"),
+        DurationError::NotANumber => {
+            format!("`{s}` is not a duration (e.g. 30s, 5m, 1h, or 300 for seconds)")
+        }
+    })
+}
+
 /// A place in an agent file: 1-based line, and 1-based column counted in chars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {

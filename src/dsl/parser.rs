@@ -867,40 +867,56 @@ fn duration(key: &str, v: &Value) -> PResult<Duration> {
             ),
         ));
     };
-    let millis_per_unit: u64 = match suffix.as_str() {
+    duration_of(text, suffix).map_err(|e| {
+        let msg = match e {
+            DurationError::UnknownUnit => format!(
+                "unknown unit `{suffix}` in `{key}: {text}{suffix}` (expected ms, s, m or h)"
+            ),
+            DurationError::NotPositive => return not_positive(key, v.loc),
+            DurationError::TooLarge => format!("`{key}`: duration `{text}{suffix}` is too large"),
+            DurationError::NotANumber => format!("`{key}`: `{text}` is not a number"),
+        };
+        SyntaxError::new(v.loc, msg)
+    })
+}
+
+/// Why a duration is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DurationError {
+    UnknownUnit,
+    NotPositive,
+    TooLarge,
+    NotANumber,
+}
+
+/// The duration `text` (a number, fractions allowed) in `unit` (`ms`, `s` or none, `m`, `h`):
+/// the one reading of durations, for agent files and the `--timeout` flag.
+pub(crate) fn duration_of(text: &str, unit: &str) -> Result<Duration, DurationError> {
+    let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        other => {
-            return Err(SyntaxError::new(
-                v.loc,
-                format!(
-                    "unknown unit `{other}` in `{key}: {text}{other}` (expected ms, s, m or h)"
-                ),
-            ))
-        }
+        _ => return Err(DurationError::UnknownUnit),
     };
     if text.starts_with('-') {
-        return Err(not_positive(key, v.loc));
+        return Err(DurationError::NotPositive);
     }
-    let too_large = || {
-        SyntaxError::new(
-            v.loc,
-            format!("`{key}`: duration `{text}{suffix}` is too large"),
+    let d = if text.contains('.') {
+        let n: f64 = text.parse().map_err(|_| DurationError::NotANumber)?;
+        Duration::try_from_secs_f64(n * millis_per_unit as f64 / 1000.0)
+            .map_err(|_| DurationError::TooLarge)?
+    } else if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DurationError::NotANumber);
+    } else {
+        let n: u64 = text.parse().map_err(|_| DurationError::TooLarge)?;
+        Duration::from_millis(
+            n.checked_mul(millis_per_unit)
+                .ok_or(DurationError::TooLarge)?,
         )
     };
-    let d = if text.contains('.') {
-        let n: f64 = text
-            .parse()
-            .map_err(|_| SyntaxError::new(v.loc, format!("`{key}`: `{text}` is not a number")))?;
-        Duration::try_from_secs_f64(n * millis_per_unit as f64 / 1000.0).map_err(|_| too_large())?
-    } else {
-        let n: u64 = text.parse().map_err(|_| too_large())?;
-        Duration::from_millis(n.checked_mul(millis_per_unit).ok_or_else(too_large)?)
-    };
     if d.is_zero() {
-        return Err(not_positive(key, v.loc));
+        return Err(DurationError::NotPositive);
     }
     Ok(d)
 }

@@ -25,8 +25,27 @@ fn err(src: &str) -> Diagnostic {
     }
 }
 
-/// The error is at `line:col`, its message contains `needle`, and the rendering shows the line
-/// and a caret under the column.
+/// The message with its help line, as one string (`message; did you mean ...`).
+fn full(d: &Diagnostic) -> String {
+    match &d.help {
+        Some(h) => format!("{}; {h}", d.message),
+        None => d.message.clone(),
+    }
+}
+
+/// Columns a terminal gives `text` in the rendering: a tab is 4, CJK characters are 2.
+fn width(text: &str) -> usize {
+    text.chars()
+        .map(|c| match c {
+            '\t' => 4,
+            c if c >= '\u{2E80}' => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The error is at `line:col`, its message (with its help) contains `needle`, and the
+/// rendering shows `file:line:col`, the line and a caret under the column.
 fn assert_err(src: &str, line: usize, col: usize, needle: &str) -> Diagnostic {
     let d = err(src);
     assert_eq!(
@@ -34,7 +53,7 @@ fn assert_err(src: &str, line: usize, col: usize, needle: &str) -> Diagnostic {
         (line, col),
         "wrong location for:\n{d}"
     );
-    assert!(d.message.contains(needle), "message lacks {needle:?}:\n{d}");
+    assert!(full(&d).contains(needle), "message lacks {needle:?}:\n{d}");
     let text = src
         .split('\n')
         .nth(line - 1)
@@ -42,19 +61,30 @@ fn assert_err(src: &str, line: usize, col: usize, needle: &str) -> Diagnostic {
         .trim_end_matches('\r');
     assert_eq!(d.line_text, text);
     let rendered = d.to_string();
-    let mut lines = rendered.lines();
-    assert_eq!(
-        lines.next().unwrap(),
-        format!("agent.dsl:{line}:{col}: error: {}", d.message)
+    let lines: Vec<&str> = rendered.lines().collect();
+    assert_eq!(lines[0], format!("error: {}", d.message), "{rendered}");
+    assert!(
+        lines[1].ends_with(&format!("--> agent.dsl:{line}:{col}")),
+        "{rendered}"
     );
-    assert_eq!(lines.next().unwrap(), text);
-    let caret = lines.next().unwrap();
-    assert_eq!(caret.chars().count(), col, "caret line {caret:?}");
-    assert!(caret.ends_with('^'));
-    assert!(caret[..caret.len() - 1]
-        .chars()
-        .all(|c| c == ' ' || c == '\t'));
-    assert_eq!(lines.next(), None);
+    let gutter = format!("{line} | ");
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&gutter))
+        .unwrap_or_else(|| panic!("no source line in\n{rendered}"));
+    assert_eq!(
+        &lines[at][gutter.len()..],
+        text.replace('\t', "    ").trim_end(),
+        "{rendered}"
+    );
+    let caret = &lines[at + 1][gutter.len()..];
+    let before: String = text.chars().take(col - 1).collect();
+    assert_eq!(caret.find('^'), Some(width(&before)), "{rendered}");
+    assert!(caret.trim_start().chars().all(|c| c == '^'), "{rendered}");
+    match &d.help {
+        Some(h) => assert!(rendered.ends_with(&format!("= help: {h}")), "{rendered}"),
+        None => assert_eq!(lines.len(), at + 2, "{rendered}"),
+    }
     d
 }
 
@@ -391,7 +421,8 @@ fn error_unknown_block_with_suggestion() {
     );
     assert_eq!(
         d.to_string(),
-        "agent.dsl:3:5: error: unknown block `securty`; did you mean `security`?\n    securty {\n    ^"
+        "error: unknown block `securty`\n --> agent.dsl:3:5\n  |\n3 |     securty {\n  \
+         |     ^^^^^^^\n  |\n  = help: did you mean `security`?"
     );
     let d = assert_err(
         "agent A {\n  widgets { }\n}",
@@ -694,14 +725,19 @@ fn error_other_syntax() {
 fn caret_lines_up_under_tabs_and_wide_text() {
     let src = "agent A {\n\tmetadata { note: \"é\" }\n\t\tsecurty {}\n}";
     let d = assert_err(src, 3, 3, "did you mean `security`?");
-    assert_eq!(d.to_string().lines().nth(2).unwrap(), "\t\t^");
+    assert!(d
+        .to_string()
+        .contains("\n3 |         securty {}\n  |         ^^^^^^^\n"));
     let d = assert_err(
         "agent A { metadata { x: \"日本\" y: = } }",
         1,
         33,
         "write `key: value`",
     );
-    assert_eq!(d.caret_line(), format!("{}^", " ".repeat(32)));
+    // The caret is under the `=` on a terminal, where each of 日本 takes two columns.
+    assert!(d
+        .to_string()
+        .ends_with(&format!("\n  | {}^", " ".repeat(34))));
 }
 
 #[test]
@@ -716,13 +752,14 @@ fn diagnostic_at_for_plan_time_errors() {
     );
     assert_eq!(
         d.to_string(),
-        "seed_agent.dsl:15:5: error: executable `python3` is not allowed\n    execute_native(\"python3 process.py\")\n    ^"
+        "error: executable `python3` is not allowed\n  --> seed_agent.dsl:15:5\n   |\n\
+         15 |     execute_native(\"python3 process.py\")\n   |     ^^^^^^^^^^^^^^"
     );
     // Outside the source: no line to show, and no panic.
     let d = Diagnostic::at("f", "x", Location::new(9, 9), "m");
-    assert_eq!(d.to_string(), "f:9:9: error: m");
+    assert_eq!(d.to_string(), "error: m\n --> f:9:9");
     let d = Diagnostic::at("f", "x", Location::new(0, 0), "m");
-    assert_eq!(d.to_string(), "f:0:0: error: m");
+    assert!(d.to_string().starts_with("error: m\n --> f"), "{d}");
 }
 
 #[test]
@@ -736,7 +773,7 @@ fn parse_file_errors() {
     assert!(d.message.starts_with("cannot read agent file: "), "{d}");
     assert!(d
         .to_string()
-        .starts_with(&format!("{}:1:1: error: ", missing.display())));
+        .contains(&format!("--> {}:1:1", missing.display())));
 
     let bad = dir.join("bad.dsl");
     std::fs::write(&bad, b"agent A {\n  metadata { x: \"ab\xff\" }\n}\n").unwrap();
