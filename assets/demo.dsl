@@ -29,11 +29,11 @@ agent Slowpoke {
 }
 
 agent Chatty {
-  metadata { name: "Logs fast" }
+  metadata { name: "Logs fast, then ends well before its timeout" }
   security { tier: None }
-  limits { timeout: 15s }
+  limits { timeout: 60s }
   on start {
-    execute_native("bash -c 'for i in $(seq 1 2000); do echo \"line $i: the quick brown fox\"; echo \"warn $i\" >&2; sleep 0.005; done'")
+    execute_native("bash -c 'for i in $(seq 1 1000); do echo \"line $i: the quick brown fox\"; echo \"warn $i\" >&2; sleep 0.005; done'")
   }
 }
 

@@ -46,7 +46,8 @@ fn warning_shown_then_keyboard_kill_takes_the_tree_and_shows_the_reason() {
     p.wait_for("kill HungryK", Duration::from_secs(5));
     p.send("\r");
     let screen = p.wait_for("killed by operator", Duration::from_secs(10));
-    let (_, line) = p.line_with("▸ HungryK").unwrap();
+    // An exited agent has no tree to expand: no ▸.
+    let (_, line) = p.line_with("  HungryK").unwrap();
     assert!(
         line.contains("killed by operator") && line.contains("exited"),
         "{line}\n{screen}"
@@ -89,6 +90,34 @@ fn mouse_right_click_reaches_the_kill_dialog_and_capital_x_kills_at_once() {
     assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(1));
     assert_none_left("CalmM");
     assert_none_left("HungryM");
+}
+
+#[test]
+fn no_color_draws_no_colour_and_quitting_prints_the_runs_and_their_logs() {
+    let s = Scratch::new("e2e-mono");
+    let f = three_agents(&s, "C");
+    let mut cmd = s.command(&["run", f.to_str().unwrap()]);
+    cmd.env("NO_COLOR", "1");
+    let mut p = Pty::spawn(cmd, W, H);
+    p.wait_for("NATIVE: NO ISOLATION", Duration::from_secs(10));
+    p.wait_for("▲mem", Duration::from_secs(15));
+    // The detail pane too (its charts are coloured otherwise).
+    p.send("\r");
+    p.wait_for("limits:", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(p.coloured_cells(), 0, "{}", p.text());
+    assert!(p.reversed_text().contains("NATIVE: NO ISOLATION"));
+    p.send("q");
+    p.wait_for("still running", Duration::from_secs(5));
+    p.send("y");
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(1));
+    // Back on the normal screen: the session's runs and where their logs are.
+    let out = p.text();
+    for a in ["CalmC", "HungryC", "OtherC"] {
+        assert!(out.contains(a), "{out}");
+    }
+    assert!(out.contains("PEAK MEM") && out.contains("logs: "), "{out}");
+    assert!(out.contains("audit log: "), "{out}");
 }
 
 #[test]

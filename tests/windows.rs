@@ -433,3 +433,28 @@ fn default_working_directory_is_under_temp() {
     let passthrough = symbiont::config::default_env_passthrough();
     assert!(passthrough.iter().any(|v| v == "SystemRoot"));
 }
+
+#[test]
+fn default_allowlist_runs_the_platforms_own_programs() {
+    use symbiont::policy::Allowlist;
+    let c = symbiont::config::Config::default();
+    let n = &c.native_execution;
+    assert_eq!(n.default_executable, "cmd");
+    for name in ["cmd", "powershell", "python", "node"] {
+        assert!(
+            n.allowed_executables.iter().any(|a| a == name),
+            "{name} is not in {:?}",
+            n.allowed_executables
+        );
+    }
+    // With no configuration, the default executable is found and allowed.
+    let scratch = Scratch::new("default-allow");
+    let list = Allowlist::new(&n.allowed_executables, std::env::var_os("PATH").as_deref());
+    let cmd = list
+        .resolve(&n.default_executable, &scratch.dir)
+        .expect("the default executable resolves under the default allowlist");
+    assert!(
+        cmd.to_string_lossy().to_lowercase().ends_with("cmd.exe"),
+        "{cmd:?}"
+    );
+}

@@ -128,17 +128,28 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// What agents may execute when no configuration says: the platform's own interpreters (on
+/// Windows, `bash` and `sh` are not there, so the Unix list would run nothing).
+pub const DEFAULT_ALLOWED_EXECUTABLES: &[&str] = if cfg!(windows) {
+    &["cmd", "powershell", "pwsh", "python", "node"]
+} else {
+    &["bash", "sh", "python3", "python", "node"]
+};
+
+/// What `--code` and `execute_native` code run with when no configuration says.
+pub const DEFAULT_EXECUTABLE: &str = if cfg!(windows) { "cmd" } else { "bash" };
+
 impl Default for NativeExecutionConfig {
     fn default() -> Self {
         Self {
-            default_executable: "bash".to_string(),
+            default_executable: DEFAULT_EXECUTABLE.to_string(),
             working_directory: default_working_directory(),
             enforce_resource_limits: true,
             max_memory_mb: Some(2048),
             max_cpu_seconds: Some(300),
             max_cpu_cores: None,
             max_execution_time_seconds: 300,
-            allowed_executables: strings(&["bash", "sh", "python3", "python", "node"]),
+            allowed_executables: strings(DEFAULT_ALLOWED_EXECUTABLES),
             max_processes: 256,
             max_file_size_mb: 1024,
             env_passthrough: default_env_passthrough(),

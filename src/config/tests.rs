@@ -99,7 +99,10 @@ fn defaults_match_the_spec_table() {
     assert!(!c.security.allow_native_execution);
     assert_eq!(c.security.default_sandbox_tier, SecurityTier::Tier1);
     let n = &c.native_execution;
-    assert_eq!(n.default_executable, "bash");
+    assert_eq!(
+        n.default_executable,
+        if cfg!(windows) { "cmd" } else { "bash" }
+    );
     if cfg!(windows) {
         assert_eq!(
             n.working_directory,
@@ -113,10 +116,17 @@ fn defaults_match_the_spec_table() {
     assert_eq!(n.max_cpu_seconds, Some(300));
     assert_eq!(n.max_cpu_cores, None);
     assert_eq!(n.max_execution_time_seconds, 300);
-    assert_eq!(
-        n.allowed_executables,
-        ["bash", "sh", "python3", "python", "node"]
-    );
+    if cfg!(windows) {
+        assert_eq!(
+            n.allowed_executables,
+            ["cmd", "powershell", "pwsh", "python", "node"]
+        );
+    } else {
+        assert_eq!(
+            n.allowed_executables,
+            ["bash", "sh", "python3", "python", "node"]
+        );
+    }
     assert_eq!(n.max_processes, 256);
     assert_eq!(n.max_file_size_mb, 1024);
     if cfg!(windows) {

@@ -26,6 +26,8 @@ pub struct AgentRow {
     pub state: RunState,
     pub cpu_pct: f64,
     pub rss: u64,
+    /// The highest resident memory seen (the record's once the run ended).
+    pub peak_rss: u64,
     pub cpu_secs: f64,
     pub processes: u64,
     pub elapsed: Duration,
@@ -35,6 +37,8 @@ pub struct AgentRow {
     pub reason: Option<Reason>,
     pub procs: Vec<ProcRow>,
     pub history: Vec<(f32, u64)>,
+    /// When the memory reaches its limit at the present growth ([`time_to_limit`]).
+    pub to_limit: Option<Duration>,
     pub argv: Vec<String>,
     pub cwd: String,
     pub env_names: Vec<String>,
@@ -44,9 +48,27 @@ pub struct AgentRow {
 }
 
 impl AgentRow {
-    /// A copy of a run's status; the history (for the detail pane's sparklines) only when asked.
-    pub fn from_status(s: &RunStatus, now: Instant, with_history: bool) -> AgentRow {
+    /// A copy of a run's status; the history (for the detail pane's charts) only when asked.
+    /// `period` is the time between two samples of the history.
+    pub fn from_status(
+        s: &RunStatus,
+        now: Instant,
+        with_history: bool,
+        period: Duration,
+    ) -> AgentRow {
         let rec = s.record.as_ref();
+        let to_limit = match s.limits.memory_bytes {
+            Some(limit) if rec.is_none() && s.history.len() >= MIN_PROJECTION_SAMPLES => {
+                let from = s.history.len().saturating_sub(PROJECTION_SAMPLES);
+                let mut mem = [0u64; PROJECTION_SAMPLES];
+                let n = s.history.len() - from;
+                for (m, (_, b)) in mem.iter_mut().zip(s.history.range(from..)) {
+                    *m = *b;
+                }
+                time_to_limit(&mem[..n], period, limit)
+            }
+            _ => None,
+        };
         AgentRow {
             id: s.id,
             agent: s.agent.clone(),
@@ -56,7 +78,10 @@ impl AgentRow {
             state: s.state,
             cpu_pct: s.cpu_pct,
             rss: s.rss_bytes,
-            cpu_secs: s.cpu_ns as f64 / 1e9,
+            peak_rss: rec.map_or(s.peak_rss_bytes, |r| {
+                r.peak_memory_bytes.max(s.peak_rss_bytes)
+            }),
+            cpu_secs: rec.map_or(s.cpu_ns as f64 / 1e9, |r| r.cpu_seconds),
             processes: s.processes,
             elapsed: match rec {
                 Some(r) => Duration::from_secs_f64(r.duration_secs),
@@ -72,6 +97,7 @@ impl AgentRow {
             } else {
                 Vec::new()
             },
+            to_limit,
             argv: s.argv.clone(),
             cwd: s.cwd.display().to_string(),
             env_names: s.env_names.clone(),
@@ -118,6 +144,56 @@ impl AgentRow {
             (Some(Reason::Exited), None, Some(s)) => s.clone(),
             (Some(r), _, _) => r.as_str().replace('_', " "),
         }
+    }
+}
+
+/// How many of the last samples the projection to the memory limit fits a line through.
+pub const PROJECTION_SAMPLES: usize = 10;
+/// Fewer samples than this project nothing.
+pub const MIN_PROJECTION_SAMPLES: usize = 5;
+
+/// When a growing memory series reaches `limit`, samples taken `period` apart, oldest first:
+/// a least-squares line through the last [`PROJECTION_SAMPLES`], from the last sample at its
+/// slope. `None` unless the memory grows steadily: too few samples, a flat or shrinking slope
+/// (under 0.1 % of the limit per sample), or noise the line does not explain (R² under 0.8);
+/// also `None` beyond a day. Zero once the last sample is at or past the limit.
+pub fn time_to_limit(mem: &[u64], period: Duration, limit: u64) -> Option<Duration> {
+    let s = &mem[mem.len().saturating_sub(PROJECTION_SAMPLES)..];
+    let n = s.len();
+    if n < MIN_PROJECTION_SAMPLES || period.is_zero() || limit == 0 {
+        return None;
+    }
+    let nf = n as f64;
+    let mx = (nf - 1.0) / 2.0;
+    let my = s.iter().map(|&y| y as f64).sum::<f64>() / nf;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (i, &y) in s.iter().enumerate() {
+        let (dx, dy) = (i as f64 - mx, y as f64 - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    let slope = sxy / sxx; // bytes per sample
+    if slope < limit as f64 * 0.001 || syy == 0.0 || sxy * sxy / (sxx * syy) < 0.8 {
+        return None;
+    }
+    let last = s[n - 1];
+    if last >= limit {
+        return Some(Duration::ZERO);
+    }
+    let secs = (limit - last) as f64 / slope * period.as_secs_f64();
+    (secs <= 86_400.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// `~12 s`, `~3 min`, `~2 h`: a projection, rounded as one.
+pub fn approx(d: Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    if s < 120 {
+        format!("~{s} s")
+    } else if s < 7200 {
+        format!("~{} min", s / 60)
+    } else {
+        format!("~{} h", s / 3600)
     }
 }
 
@@ -247,6 +323,8 @@ pub struct App {
     /// Where the table's first agent line was drawn, for mouse clicks.
     pub table_area: Rect,
     pub quitting: bool,
+    /// No colour (`NO_COLOR`): what colour says, reverse video and text say.
+    pub mono: bool,
 }
 
 impl App {
@@ -275,6 +353,7 @@ impl App {
             search: None,
             table_area: Rect::default(),
             quitting: false,
+            mono: false,
         }
     }
 

@@ -58,12 +58,14 @@ impl Dashboard {
     ) -> Result<Dashboard, String> {
         let c = &loaded.config;
         let keymap = Keymap::new(&c.dashboard.keys)?;
-        let app = App::new(
+        let mut app = App::new(
             keymap,
             c.dashboard.warn_ratio,
             c.dashboard.critical_ratio,
             Duration::from_millis(c.dashboard.refresh_ms),
         );
+        // https://no-color.org: present and not empty.
+        app.mono = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let launchables = offered
             .into_iter()
             .map(|s| {
@@ -141,11 +143,12 @@ enum Input {
 pub fn refresh_rows(sup: &Supervisor, app: &mut App) -> bool {
     let now = Instant::now();
     let selected = app.selected_row().map(|r| r.id);
+    let period = app.refresh;
     let mut changed = false;
     let mut n = 0;
     let rows = &mut app.rows;
     sup.visit(|s| {
-        let fresh = |hist| AgentRow::from_status(s, now, hist);
+        let fresh = |hist| AgentRow::from_status(s, now, hist, period);
         match rows.get_mut(n) {
             Some(r) if r.id == s.id => {
                 if r.version != s.version || r.state != s.state || Some(s.id) == selected {
@@ -344,11 +347,37 @@ impl Dashboard {
         }
         drop(terminal);
         restore_terminal();
-        if leave_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
-            return Ok(sup.ended());
-        }
-        Ok(sup.wait_all().await)
+        let records = if leave_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            sup.ended()
+        } else {
+            sup.wait_all().await
+        };
+        print!("{}", session_summary(&records, sup.audit_path()));
+        let _ = io::stdout().flush();
+        Ok(records)
     }
+}
+
+/// What the terminal keeps once the dashboard has gone: the session's runs as headless prints
+/// them, where their logs are and the audit log.
+pub fn session_summary(records: &[Arc<RunRecord>], audit: &std::path::Path) -> String {
+    if records.is_empty() {
+        return format!("no runs this session\naudit log: {}\n", audit.display());
+    }
+    let mut out = crate::headless::summary(records);
+    // Each run's logs are in a directory of their own: say where those directories are.
+    let mut dirs: Vec<&std::path::Path> = records
+        .iter()
+        .filter_map(|r| r.stdout_log.parent().and_then(|d| d.parent()))
+        .collect();
+    dirs.dedup();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        out.push_str(&format!("logs: {}\n", d.display()));
+    }
+    out.push_str(&format!("audit log: {}\n", audit.display()));
+    out
 }
 
 /// How long the dashboard still waits for its runs' records once it killed every agent with

@@ -31,6 +31,7 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         state: RunState::Running,
         cpu_pct: 12.5,
         rss: rss_mb * MB,
+        peak_rss: rss_mb * MB,
         cpu_secs: 1.5,
         processes: 1,
         elapsed: Duration::from_secs(elapsed),
@@ -54,6 +55,7 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         history: (0..40)
             .map(|i| ((i % 10) as f32 * 5.0, (i as u64) * MB))
             .collect(),
+        to_limit: None,
         argv: vec!["python3".into(), "worker.py".into(), "--fast".into()],
         cwd: "/tmp/symbiont-native".into(),
         env_names: vec!["PATH".into(), "HOME".into(), "SYMBIONT_AGENT".into()],
@@ -71,6 +73,8 @@ fn app() -> App {
     done.reason = Some(Reason::Exited);
     done.exit_code = Some(0);
     done.procs.clear();
+    done.peak_rss = 96 * MB;
+    done.cpu_secs = 2.25;
     let mut killed = row(5, "Runaway", 0, 256, 7, 60);
     killed.state = RunState::Exited;
     killed.reason = Some(Reason::KilledByOperator);
@@ -467,4 +471,182 @@ fn kill_dialog_on_a_container_offers_only_what_its_tier_can_do() {
             scope: Scope::Tree
         }]
     );
+}
+
+// ---------------------------------------------------------------- issue 15: charts, finished rows
+
+use super::app::{approx, time_to_limit};
+
+#[test]
+fn time_to_limit_projects_a_steady_growth_and_nothing_else() {
+    let s = Duration::from_secs(1);
+    // 10 MiB a second from 100 MiB: at 190 MiB after 10 samples, 256 MiB in 6.6 s.
+    let growing: Vec<u64> = (0..10).map(|i| (100 + 10 * i) * MB).collect();
+    let d = time_to_limit(&growing, s, 256 * MB).unwrap();
+    assert!((d.as_secs_f64() - 6.6).abs() < 1e-6, "{d:?}");
+    assert_eq!(approx(d), "~7 s");
+    // Only the last samples count: an old plateau does not slow the projection.
+    let mut late: Vec<u64> = vec![100 * MB; 50];
+    late.extend(&growing);
+    assert_eq!(time_to_limit(&late, s, 256 * MB), Some(d));
+    // The period scales it: samples half a second apart reach the limit twice as fast.
+    let half = time_to_limit(&growing, Duration::from_millis(500), 256 * MB).unwrap();
+    assert!((half.as_secs_f64() - 3.3).abs() < 1e-6, "{half:?}");
+    // Flat, shrinking, noisy, too short: no projection.
+    assert_eq!(time_to_limit(&[50 * MB; 10], s, 256 * MB), None);
+    let shrinking: Vec<u64> = (0..10).map(|i| (200 - 10 * i) * MB).collect();
+    assert_eq!(time_to_limit(&shrinking, s, 256 * MB), None);
+    let noisy: Vec<u64> = [100, 180, 90, 170, 95, 175, 100, 185, 105, 170]
+        .iter()
+        .map(|m| m * MB)
+        .collect();
+    assert_eq!(time_to_limit(&noisy, s, 256 * MB), None);
+    assert_eq!(time_to_limit(&growing[..3], s, 256 * MB), None);
+    // A growth too slow to matter (under 0.1 % of the limit a sample) is flat.
+    let creeping: Vec<u64> = (0..10).map(|i| 100 * MB + i * 1024).collect();
+    assert_eq!(time_to_limit(&creeping, s, 256 * MB), None);
+    // At or past the limit: now.
+    let over: Vec<u64> = (0..10).map(|i| (200 + 10 * i) * MB).collect();
+    assert_eq!(time_to_limit(&over, s, 256 * MB), Some(Duration::ZERO));
+    // Beyond a day: nothing to warn about.
+    assert_eq!(time_to_limit(&growing, s, 1 << 50), None);
+}
+
+/// A growing agent: its memory climbs toward the limit in the history.
+fn growing_app() -> App {
+    let mut a = app();
+    let r = &mut a.rows[1];
+    r.history = (0..60)
+        .map(|i| ((20 + i % 7 * 10) as f32, (100 + 2 * i as u64) * MB))
+        .collect();
+    r.rss = 218 * MB;
+    r.to_limit = Some(Duration::from_secs(19));
+    r.argv = vec![
+        "python3".into(),
+        "-c".into(),
+        "import time\nb=[]\nfor i in range(60):\n    b.append(1)".into(),
+    ];
+    a.set_rows(a.rows.clone());
+    a.on_key(key(KeyCode::Down));
+    a.on_key(key(KeyCode::Enter));
+    a
+}
+
+#[test]
+fn detail_pane_charts_draw_cpu_memory_and_the_limit_line() {
+    let mut a = growing_app();
+    let t = render(&mut a, 120, 40);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("detail_charts", screen);
+    assert!(
+        screen.contains("MEM 218.0 MiB of 256.0 MiB · limit in ~19 s"),
+        "{screen}"
+    );
+    assert!(screen.contains("CPU 12.5%"));
+    // The legend names the lines (not only their colours) and the axis runs to now.
+    assert!(screen.contains("limit") && screen.contains("now"));
+    // The limit is a line of its own marker across the chart's width.
+    let (_, l) = line_of(&screen, "256.0 MiB│");
+    assert!(l.matches('•').count() > 20, "{l}");
+    // argv keeps its newlines.
+    assert!(screen.contains("argv: python3 -c 'import time"), "{screen}");
+    assert!(screen.contains("      b=[]"), "{screen}");
+    assert!(screen.contains("      for i in range(60):"), "{screen}");
+}
+
+#[test]
+fn table_has_the_projection_column() {
+    let mut a = growing_app();
+    a.detail = false;
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    assert!(line_of(&screen, "→LIMIT").1.contains("AGENT"));
+    assert!(line_of(&screen, "Leaky").1.contains("~19 s"), "{screen}");
+    assert!(!line_of(&screen, "Steady").1.contains("~"), "{screen}");
+}
+
+#[test]
+fn finished_row_keeps_peak_memory_cpu_time_and_duration() {
+    let mut a = app();
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    let (_, l) = line_of(&screen, "Finished");
+    insta::assert_snapshot!("finished_row", l.trim_end());
+    assert!(
+        l.contains("↑96.0 MiB") && l.contains("2.2s") && l.contains("3.0s/1m00s"),
+        "{l}"
+    );
+    assert!(!l.contains(" - "), "{l}");
+    // No tree to expand on a finished row: no ▸.
+    assert!(!l.contains('▸') && line_of(&screen, "Steady").1.contains("▸ Steady"));
+    // Its detail pane shows the peak, not the last sample (0 B).
+    let i = a
+        .items
+        .iter()
+        .position(|it| matches!(*it, super::app::Item::Agent(3)))
+        .unwrap();
+    a.selected = i;
+    a.on_key(key(KeyCode::Enter));
+    let t = render(&mut a, 120, 40);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("finished_detail", screen);
+    assert!(
+        screen.contains("MEM peak 96.0 MiB of 256.0 MiB"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("peak mem 96.0 MiB") && screen.contains("ran 3.0s"),
+        "{screen}"
+    );
+    assert!(!screen.contains("MEM 0 B"));
+}
+
+#[test]
+fn header_cpu_is_zero_without_agents() {
+    let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("│ CPU 0% │"), "{screen}");
+    assert!(!screen.contains("-0%"));
+}
+
+#[test]
+fn tree_lines_branch_and_end() {
+    let mut a = app();
+    let p = |pid, ppid, name: &str| ProcRow {
+        pid,
+        ppid,
+        name: name.into(),
+        cpu_pct: 0.0,
+        rss_bytes: MB,
+    };
+    a.rows[0].procs = vec![p(1001, 1, "bash"), p(1020, 1001, "a"), p(1021, 1001, "b")];
+    a.set_rows(a.rows.clone());
+    a.on_key(key(KeyCode::Tab));
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("└ bash"), "{screen}");
+    assert!(screen.contains("├ a"), "{screen}");
+    assert!(screen.contains("└ b"), "{screen}");
+}
+
+#[test]
+fn no_color_draws_no_colour_and_keeps_every_signal() {
+    let mut a = growing_app();
+    a.mono = true;
+    a.search = Some("line".into());
+    a.log_lines = vec!["a line".into()];
+    let t = render(&mut a, 160, 40);
+    let buf = t.backend().buffer();
+    for c in buf.content.iter() {
+        assert_eq!((c.fg, c.bg), (Color::Reset, Color::Reset), "{c:?}");
+    }
+    let screen = text(buf);
+    // The banner and the markers are still there, the banner in reverse video.
+    let (y, l) = line_of(&screen, "NATIVE: NO ISOLATION");
+    let x = l.chars().position(|c| c == 'N').unwrap() as u16;
+    assert!(buf[(x, y as u16)]
+        .modifier
+        .contains(ratatui::style::Modifier::REVERSED));
+    assert!(screen.contains("▲mem") && screen.contains("‼time"));
 }

@@ -3,13 +3,19 @@
 
 use std::time::Duration;
 
+use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
+use ratatui::widgets::{
+    Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table, Wrap,
+};
 use ratatui::Frame;
 
-use super::app::{depth, AgentRow, App, Dialog, Item, Level, Sort, Stream, LAUNCH_TIERS};
+use super::app::{
+    approx, depth, tree_order, AgentRow, App, Dialog, Item, Level, Sort, Stream, LAUNCH_TIERS,
+};
 use super::keymap::Action;
 use crate::report::bytes;
 use crate::supervisor::RunState;
@@ -94,6 +100,21 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     if let Some(d) = app.dialog.clone() {
         draw_dialog(f, app, &d, area);
     }
+    if app.mono {
+        monochrome(f.buffer_mut());
+    }
+}
+
+/// `NO_COLOR`: every colour goes; what had a background colour (the native banner, a search
+/// match) is shown in reverse video instead, so nothing that colour said is lost.
+pub fn monochrome(buf: &mut Buffer) {
+    for c in buf.content.iter_mut() {
+        if c.bg != Color::Reset {
+            c.modifier.insert(Modifier::REVERSED);
+        }
+        c.fg = Color::Reset;
+        c.bg = Color::Reset;
+    }
 }
 
 fn draw_header(f: &mut Frame, app: &App, area: Rect) {
@@ -104,12 +125,12 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         .filter(|r| r.state == RunState::Exited && r.outcome() == "exit 0")
         .count();
     let failed = count(RunState::Exited) - exited_ok;
-    let cpu: f64 = app
+    // A fold from +0.0: an empty f64 sum is -0.0, which prints as `-0`.
+    let cpu = app
         .rows
         .iter()
         .filter(|r| r.alive())
-        .map(|r| r.cpu_pct)
-        .sum();
+        .fold(0.0_f64, |a, r| a + r.cpu_pct.max(0.0));
     let mem: u64 = app.rows.iter().filter(|r| r.alive()).map(|r| r.rss).sum();
     let native_alive = app.rows.iter().any(|r| r.alive() && r.tier.is_native());
     let mut spans = vec![Span::styled(
@@ -163,7 +184,8 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(vec![Line::from(spans), second]), area);
 }
 
-/// Columns for the width at hand: everything from 110 columns, less below, the essentials at 80.
+/// Columns for the width at hand: everything from 130 columns (the projection to the memory
+/// limit last), less below, the essentials at 80.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Col {
     Agent,
@@ -179,6 +201,7 @@ enum Col {
     Time,
     TimeShort,
     Limit,
+    ToLimit,
     Result,
 }
 
@@ -198,9 +221,14 @@ fn columns(width: u16) -> Vec<(Col, &'static str, Constraint)> {
         (Time, "TIME/TIMEOUT", Constraint::Length(13)),
         (TimeShort, "TIME", Constraint::Length(7)),
         (Limit, "LIMIT", Constraint::Length(10)),
+        (ToLimit, "→LIMIT", Constraint::Length(7)),
         (Result, "RESULT", Constraint::Min(10)),
     ];
-    let keep: &[Col] = if width >= 110 {
+    let keep: &[Col] = if width >= 130 {
+        &[
+            Agent, Trigger, Tier, Pid, State, Cpu, Mem, MemBar, Procs, Time, Limit, ToLimit, Result,
+        ]
+    } else if width >= 110 {
         &[
             Agent, Trigger, Tier, Pid, State, Cpu, Mem, MemBar, Procs, Time, Limit, Result,
         ]
@@ -218,11 +246,22 @@ fn columns(width: u16) -> Vec<(Col, &'static str, Constraint)> {
         .collect()
 }
 
+/// Memory against its limit: now while the run lives, its peak once it ended.
+fn mem_ratio(r: &AgentRow) -> Option<f64> {
+    if r.alive() {
+        return r.mem_ratio();
+    }
+    let l = r.limits.memory_bytes.filter(|&m| m > 0)?;
+    Some(r.peak_rss as f64 / l as f64)
+}
+
 fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
     match c {
         Col::Agent => format!(
             "{}{}",
-            if app.expanded.contains(&r.id) {
+            if r.procs.is_empty() || !r.alive() {
+                "  "
+            } else if app.expanded.contains(&r.id) {
                 "▾ "
             } else {
                 "▸ "
@@ -235,15 +274,23 @@ fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
         Col::State => state_text(r).to_string(),
         Col::Cpu if r.alive() => format!("{:.1}", r.cpu_pct),
         Col::Mem if r.alive() => bytes(r.rss),
-        Col::MemBar => match r.mem_ratio() {
-            Some(x) if r.alive() => bar(x, 8),
+        // A finished run: its peak against the limit.
+        Col::MemBar => match mem_ratio(r) {
+            Some(x) => bar(x, 8),
             _ => "-".into(),
         },
-        Col::MemPct => match r.mem_ratio() {
-            Some(x) if r.alive() => format!("{:.0}%", x * 100.0),
+        Col::MemPct => match mem_ratio(r) {
+            Some(x) => format!("{:.0}%", x * 100.0),
             _ => "-".into(),
         },
-        Col::Procs if r.alive() => r.processes.to_string(),
+        Col::Procs => r.processes.to_string(),
+        // A finished run keeps what it used: its CPU time and its peak memory.
+        Col::Cpu => format!("{:.1}s", r.cpu_secs),
+        Col::Mem => format!("↑{}", bytes(r.peak_rss)),
+        Col::ToLimit => match r.to_limit {
+            Some(d) if r.alive() => approx(d),
+            _ => String::new(),
+        },
         Col::Time => match r.limits.timeout {
             Some(t) => format!("{}/{}", dur(r.elapsed), dur(t)),
             None => dur(r.elapsed),
@@ -251,19 +298,37 @@ fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
         Col::TimeShort => dur(r.elapsed),
         Col::Limit => limit_marker(app, r),
         Col::Result => r.outcome(),
-        Col::Cpu | Col::Mem | Col::Procs => "-".into(),
     }
 }
 
 fn proc_cell(r: &AgentRow, p: usize, c: Col) -> String {
     let pr = &r.procs[p];
     match c {
-        Col::Agent => format!("{}└ {}", "  ".repeat(depth(&r.procs, p) + 1), pr.name),
+        Col::Agent => format!(
+            "{}{} {}",
+            "  ".repeat(depth(&r.procs, p) + 1),
+            if last_sibling(&r.procs, p) {
+                "└"
+            } else {
+                "├"
+            },
+            pr.name
+        ),
         Col::Pid => pr.pid.to_string(),
         Col::Cpu => format!("{:.1}", pr.cpu_pct),
         Col::Mem => bytes(pr.rss_bytes),
         _ => String::new(),
     }
+}
+
+/// Whether no process after `p` (in tree order) has the same parent: `└` rather than `├`.
+fn last_sibling(procs: &[super::super::supervisor::watchdog::ProcRow], p: usize) -> bool {
+    let order = tree_order(procs);
+    let pids: std::collections::HashSet<i32> = procs.iter().map(|x| x.pid).collect();
+    let root = |i: usize| !pids.contains(&procs[i].ppid);
+    let sibling = |i: usize| i != p && (procs[i].ppid == procs[p].ppid || (root(i) && root(p)));
+    let at = order.iter().position(|&i| i == p).unwrap_or(0);
+    !order[at + 1..].iter().any(|&i| sibling(i))
 }
 
 fn draw_table(f: &mut Frame, app: &mut App, area: Rect) {
@@ -344,46 +409,21 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
         .title(format!(" {} / {} (run {}) ", r.agent, r.trigger, r.id));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let [left, right] = Layout::horizontal([
-        Constraint::Length(44.min(inner.width / 2)),
+    // The charts across the pane's whole width, the facts and the log below them.
+    let chart_h = (inner.height / 2).clamp(3, 10);
+    let [charts, rest] =
+        Layout::vertical([Constraint::Length(chart_h), Constraint::Min(1)]).areas(inner);
+    let [cpu_a, mem_a] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+    let [info_a, right] = Layout::horizontal([
+        Constraint::Length(44.min(rest.width / 2)),
         Constraint::Min(10),
     ])
-    .areas(inner);
-    let [cpu_a, mem_a, info_a] = Layout::vertical([
-        Constraint::Length(4),
-        Constraint::Length(4),
-        Constraint::Min(1),
-    ])
-    .areas(left);
-    let cpu: Vec<u64> = r.history.iter().map(|(c, _)| (*c * 10.0) as u64).collect();
-    let mem: Vec<u64> = r.history.iter().map(|(_, m)| *m).collect();
-    let tail = |v: &[u64], w: u16| -> Vec<u64> { v[v.len().saturating_sub(w as usize)..].to_vec() };
-    f.render_widget(
-        Sparkline::default()
-            .block(Block::default().title(format!("CPU {:.1}%", r.cpu_pct)))
-            .data(tail(&cpu, cpu_a.width))
-            .style(Style::default().fg(Color::Green)),
-        cpu_a,
-    );
-    let mem_max = r
-        .limits
-        .memory_bytes
-        .unwrap_or_else(|| mem.iter().copied().max().unwrap_or(1));
-    f.render_widget(
-        Sparkline::default()
-            .block(Block::default().title(format!(
-                "MEM {}{}",
-                bytes(r.rss),
-                r.limits.memory_bytes.map(|m| format!(" of {}", bytes(m))).unwrap_or_default()
-            )))
-            .data(tail(&mem, mem_a.width))
-            .max(mem_max)
-            .style(Style::default().fg(Color::Magenta)),
-        mem_a,
-    );
+    .areas(rest);
+    draw_charts(f, app, r, cpu_a, mem_a);
     let l = &r.limits;
     let lim = |v: Option<String>| v.unwrap_or_else(|| "none".into());
-    let info = vec![
+    let mut info = vec![
         Line::from(format!(
             "limits: mem {} · cpu {} · cores {} · timeout {} · procs {}",
             lim(l.memory_bytes.map(bytes)),
@@ -393,13 +433,29 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
             lim(l.max_processes.map(|p| p.to_string()))
         )),
         Line::from(format!(
-            "cpu time {:.2}s · processes {}",
-            r.cpu_secs, r.processes
+            "cpu time {:.2}s · peak mem {} · processes {}{}",
+            r.cpu_secs,
+            bytes(r.peak_rss),
+            r.processes,
+            if r.alive() {
+                String::new()
+            } else {
+                format!(" · ran {}", dur(r.elapsed))
+            }
         )),
-        Line::from(format!("argv: {}", shell_words::join(&r.argv))),
-        Line::from(format!("cwd: {}", r.cwd)),
-        Line::from(format!("env: {}", r.env_names.join(" "))),
     ];
+    // argv as written: an argument's own newlines start new lines here.
+    let argv = shell_words::join(&r.argv);
+    for (i, part) in argv.split('\n').enumerate() {
+        let part = crate::report::visible(part);
+        info.push(Line::from(if i == 0 {
+            format!("argv: {part}")
+        } else {
+            format!("      {part}")
+        }));
+    }
+    info.push(Line::from(format!("cwd: {}", r.cwd)));
+    info.push(Line::from(format!("env: {}", r.env_names.join(" "))));
     f.render_widget(Paragraph::new(info).wrap(Wrap { trim: false }), info_a);
 
     let stream = match app.stream {
@@ -445,6 +501,114 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
         t,
     );
     f.render_widget(Paragraph::new(lines), body);
+}
+
+/// The detail pane's charts: CPU % and memory over the kept history (oldest left, now at the
+/// right edge), the memory limit as a line of its own marker and name, and the projected time
+/// to it in the title.
+fn draw_charts(f: &mut Frame, app: &App, r: &AgentRow, cpu_a: Rect, mem_a: Rect) {
+    let period = app.refresh.as_secs_f64();
+    let n = r.history.len();
+    let x = |i: usize| (i as f64 - (n as f64 - 1.0)) * period;
+    let span = crate::supervisor::watchdog::HISTORY as f64 * period;
+    let x_axis = || {
+        Axis::default()
+            .bounds([-span, 0.0])
+            .labels([format!("-{}", dur_short(span)), "now".to_string()])
+    };
+    let cpu: Vec<(f64, f64)> = r
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| (x(i), f64::from(*c)))
+        .collect();
+    let cpu_max = cpu.iter().map(|p| p.1).fold(100.0, f64::max);
+    let cpu_title = if r.alive() {
+        format!(" CPU {:.1}% ", r.cpu_pct)
+    } else {
+        format!(" CPU time {:.2}s ", r.cpu_secs)
+    };
+    f.render_widget(
+        Chart::new(vec![Dataset::default()
+            .name("cpu")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(Color::Green))
+            .data(&cpu)])
+        .block(Block::default().borders(Borders::TOP).title(cpu_title))
+        .x_axis(x_axis())
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, cpu_max])
+                .labels(["0%".to_string(), format!("{cpu_max:.0}%")]),
+        )
+        .legend_position(None),
+        cpu_a,
+    );
+    let mem: Vec<(f64, f64)> = r
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, (_, m))| (x(i), *m as f64))
+        .collect();
+    let seen = mem.iter().map(|p| p.1).fold(r.peak_rss as f64, f64::max);
+    let mem_max = r.limits.memory_bytes.map_or(seen, |l| (l as f64).max(seen)) * 1.05;
+    let limit_line: Vec<(f64, f64)> = r
+        .limits
+        .memory_bytes
+        .map(|l| vec![(-span, l as f64), (0.0, l as f64)])
+        .unwrap_or_default();
+    let mut title = if r.alive() {
+        format!(" MEM {}", bytes(r.rss))
+    } else {
+        format!(" MEM peak {}", bytes(r.peak_rss))
+    };
+    if let Some(l) = r.limits.memory_bytes {
+        title.push_str(&format!(" of {}", bytes(l)));
+    }
+    if let (Some(d), true) = (r.to_limit, r.alive()) {
+        title.push_str(&format!(" · limit in {}", approx(d)));
+    }
+    title.push(' ');
+    let mut sets = vec![Dataset::default()
+        .name("mem")
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(Style::default().fg(Color::Magenta))
+        .data(&mem)];
+    if !limit_line.is_empty() {
+        sets.push(
+            Dataset::default()
+                .name("limit")
+                .marker(Marker::Dot)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(Color::Red))
+                .data(&limit_line),
+        );
+    }
+    f.render_widget(
+        Chart::new(sets)
+            .block(Block::default().borders(Borders::TOP).title(title))
+            .x_axis(x_axis())
+            .y_axis(
+                Axis::default()
+                    .bounds([0.0, mem_max.max(1.0)])
+                    .labels(["0".to_string(), bytes((mem_max / 1.05) as u64)]),
+            )
+            .legend_position(Some(ratatui::widgets::LegendPosition::TopLeft))
+            .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2))),
+        mem_a,
+    );
+}
+
+/// `2m`, `40s`: an axis label.
+fn dur_short(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 fn draw_footer(f: &mut Frame, app: &App, area: Rect) {

@@ -119,6 +119,41 @@ impl Pty {
         t.local_flags.contains(LocalFlags::ICANON) && t.local_flags.contains(LocalFlags::ECHO)
     }
 
+    /// Cells of the screen drawn in any colour but the default, foreground or background.
+    pub fn coloured_cells(&self) -> usize {
+        let p = self.screen.lock().unwrap();
+        let sc = p.screen();
+        let (h, w) = sc.size();
+        let mut n = 0;
+        for y in 0..h {
+            for x in 0..w {
+                if let Some(c) = sc.cell(y, x) {
+                    if c.fgcolor() != vt100::Color::Default || c.bgcolor() != vt100::Color::Default
+                    {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// The screen's text drawn in reverse video, in reading order.
+    pub fn reversed_text(&self) -> String {
+        let p = self.screen.lock().unwrap();
+        let sc = p.screen();
+        let (h, w) = sc.size();
+        let mut out = String::new();
+        for y in 0..h {
+            for x in 0..w {
+                if let Some(c) = sc.cell(y, x).filter(|c| c.inverse()) {
+                    out.push_str(&c.contents());
+                }
+            }
+        }
+        out
+    }
+
     pub fn left_alternate_screen(&self) -> bool {
         let raw = self.raw.lock().unwrap();
         raw.windows(8).any(|w| w == b"\x1b[?1049l")
