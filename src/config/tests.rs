@@ -213,7 +213,9 @@ fn seed_option1_loads() {
     assert_eq!(n.allowed_executables, ["python3", "node", "bash"]);
     // not in the file: defaults
     assert_eq!(n.max_cpu_seconds, Some(300));
-    assert_eq!(n.default_executable, "bash");
+    // The platform's default (the seed's file does not name one).
+    let platform_default = if cfg!(windows) { "cmd" } else { "bash" };
+    assert_eq!(n.default_executable, platform_default);
     assert_eq!(loaded.file.as_deref(), Some(path));
     assert!(loaded.unused.is_empty(), "{:?}", loaded.unused);
 
@@ -313,6 +315,8 @@ fn config_toml_in_cwd_is_used() {
     );
 }
 
+// Windows keeps the user's configuration under %APPDATA%, not XDG_CONFIG_HOME.
+#[cfg(not(windows))]
 #[test]
 fn the_xdg_config_is_used_when_cwd_has_none_and_cwd_beats_it() {
     let dir = Scratch::new("xdg");
@@ -1159,9 +1163,14 @@ fn render_effective_lists_every_key_with_value_and_origin() {
         squash(line("native_execution.max_execution_time_seconds")),
         "native_execution.max_execution_time_seconds = 30 (flag --timeout)"
     );
+    let platform_default = if cfg!(windows) {
+        "[\"cmd\", \"powershell\", \"pwsh\", \"python\", \"node\"]"
+    } else {
+        "[\"bash\", \"sh\", \"python3\", \"python\", \"node\"]"
+    };
     assert_eq!(
         squash(line("native_execution.allowed_executables")),
-        "native_execution.allowed_executables = [\"bash\", \"sh\", \"python3\", \"python\", \"node\"] (default)"
+        format!("native_execution.allowed_executables = {platform_default} (default)")
     );
     assert_eq!(
         squash(line("security.default_sandbox_tier")),

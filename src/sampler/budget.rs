@@ -207,7 +207,9 @@ mod tests {
         let b = B.keep(file()).unwrap();
         assert_eq!(B.held(), 2);
         assert!(!b.over());
-        B.limit.store(2, Ordering::Relaxed);
+        // Fewer allowed than held (on every platform: Windows has no descriptor numbers to
+        // tell it by).
+        B.limit.store(1, Ordering::Relaxed);
         assert!(B.keep(file()).is_err());
         // A crowded table: kept files are given back at their next read.
         assert!(b.over());
