@@ -78,6 +78,7 @@ mod bench {
                 argv: vec!["sleep".into(), "3600".into()],
                 cwd: "/tmp".into(),
                 env_names: vec!["PATH".into()],
+                note: None,
                 actions: Default::default(),
                 version: 1,
             })

@@ -169,6 +169,11 @@ impl<T: Target> Life<T> {
         let prepared = self.target.prepare().await;
         self.audit_enforcement(&prepared);
         self.message = prepared.note.clone();
+        if prepared.note.is_some() {
+            let mut s = lock(&self.status);
+            s.note = prepared.note.clone();
+            s.version += 1;
+        }
         if let Some(e) = &prepared.fatal {
             self.message = Some(e.clone());
             self.failed_to_start = true;

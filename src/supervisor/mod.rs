@@ -256,6 +256,9 @@ pub struct RunStatus {
     /// When the timeout fires (moved on by time spent paused).
     pub deadline: Option<std::time::Instant>,
     pub sampled_at: Option<std::time::Instant>,
+    /// What the tier said about the run as it started (a weaker mechanism the host forces on
+    /// its limits), shown while it runs; the record's message once it has ended.
+    pub note: Option<String>,
     /// Bumped on every change, so a client redraws only what changed.
     pub version: u64,
 }
@@ -521,6 +524,7 @@ impl Supervisor {
             procs: Vec::new(),
             deadline: None,
             sampled_at: None,
+            note: None,
             version: 0,
         }));
         let (ctl, ctl_rx) = mpsc::unbounded_channel();

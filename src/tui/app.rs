@@ -42,6 +42,9 @@ pub struct AgentRow {
     pub argv: Vec<String>,
     pub cwd: String,
     pub env_names: Vec<String>,
+    /// What the run's tier or record says beyond its figures: a weaker mechanism the host
+    /// forces on its limits, why it ended, output that could not be logged.
+    pub note: Option<String>,
     /// What the operator can do to this run on its tier.
     pub actions: Actions,
     pub version: u64,
@@ -101,6 +104,13 @@ impl AgentRow {
             argv: s.argv.clone(),
             cwd: s.cwd.display().to_string(),
             env_names: s.env_names.clone(),
+            note: match rec {
+                Some(r) => {
+                    let parts: Vec<String> = r.message.iter().cloned().chain(r.losses()).collect();
+                    (!parts.is_empty()).then(|| parts.join("; "))
+                }
+                None => s.note.clone(),
+            },
             actions: s.actions,
             version: s.version,
         }

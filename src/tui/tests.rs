@@ -59,6 +59,7 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         argv: vec!["python3".into(), "worker.py".into(), "--fast".into()],
         cwd: "/tmp/symbiont-native".into(),
         env_names: vec!["PATH".into(), "HOME".into(), "SYMBIONT_AGENT".into()],
+        note: None,
         actions: crate::tier::native::ACTIONS,
         version: 1,
     }
@@ -649,4 +650,34 @@ fn no_color_draws_no_colour_and_keeps_every_signal() {
         .modifier
         .contains(ratatui::style::Modifier::REVERSED));
     assert!(screen.contains("▲mem") && screen.contains("‼time"));
+}
+
+#[test]
+fn the_detail_pane_says_what_holds_a_runs_limits_where_no_cgroup_does() {
+    let mut a = app();
+    // The first agent's row, as the tier describes a host without cgroups for this user.
+    let i = a
+        .items
+        .iter()
+        .position(|it| matches!(*it, super::app::Item::Agent(_)))
+        .unwrap();
+    let super::app::Item::Agent(idx) = a.items[i] else {
+        unreachable!()
+    };
+    a.rows[idx].note = Some(
+        "no cgroup holds this run's limits here: memory by RLIMIT_DATA per process and the \
+         watchdog every 100 ms\x1b[2J"
+            .into(),
+    );
+    a.selected = i;
+    a.on_key(key(KeyCode::Enter));
+    let t = render(&mut a, 160, 40);
+    let screen = text(t.backend().buffer());
+    assert!(
+        screen.contains("note: no cgroup holds this run's limits"),
+        "{screen}"
+    );
+    assert!(screen.contains("RLIMIT_DATA"), "{screen}");
+    // Shown, never interpreted.
+    assert!(screen.contains("^[[2J"), "{screen}");
 }

@@ -456,6 +456,12 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
     }
     info.push(Line::from(format!("cwd: {}", r.cwd)));
     info.push(Line::from(format!("env: {}", r.env_names.join(" "))));
+    if let Some(n) = &r.note {
+        info.push(Line::from(Span::styled(
+            format!("note: {}", crate::report::visible(n)),
+            Style::default().add_modifier(Modifier::BOLD),
+        )));
+    }
     f.render_widget(Paragraph::new(info).wrap(Wrap { trim: false }), info_a);
 
     let stream = match app.stream {
