@@ -669,6 +669,12 @@ fn the_detail_pane_says_what_holds_a_runs_limits_where_no_cgroup_does() {
          watchdog every 100 ms\x1b[2J"
             .into(),
     );
+    // Its row marks the weaker hold beside the memory figure.
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    let agent = a.rows[idx].agent.clone();
+    let (_, l) = line_of(&screen, &agent);
+    assert!(l.contains("%~"), "{l}");
     a.selected = i;
     a.on_key(key(KeyCode::Enter));
     let t = render(&mut a, 160, 40);

@@ -51,6 +51,15 @@ fn bar(ratio: f64, width: usize) -> String {
     )
 }
 
+/// `~` on a running agent whose limits no cgroup holds (the tier's note says what does).
+fn weaker_hold(r: &AgentRow) -> &'static str {
+    if r.alive() && r.note.is_some() {
+        "~"
+    } else {
+        ""
+    }
+}
+
 fn state_text(r: &AgentRow) -> &'static str {
     match r.state {
         RunState::Starting => "starting",
@@ -275,12 +284,14 @@ fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
         Col::Cpu if r.alive() => format!("{:.1}", r.cpu_pct),
         Col::Mem if r.alive() => bytes(r.rss),
         // A finished run: its peak against the limit.
+        // `~`: no cgroup holds this run's limits, the watchdog and rlimits do (the detail
+        // pane's note says which).
         Col::MemBar => match mem_ratio(r) {
-            Some(x) => bar(x, 8),
+            Some(x) => format!("{}{}", bar(x, 8), weaker_hold(r)),
             _ => "-".into(),
         },
         Col::MemPct => match mem_ratio(r) {
-            Some(x) => format!("{:.0}%", x * 100.0),
+            Some(x) => format!("{:.0}%{}", x * 100.0, weaker_hold(r)),
             _ => "-".into(),
         },
         Col::Procs => r.processes.to_string(),
