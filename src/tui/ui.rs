@@ -621,7 +621,7 @@ fn draw_charts(f: &mut Frame, app: &App, r: &AgentRow, cpu_a: Rect, mem_a: Rect)
 /// `2m`, `40s`: an axis label.
 fn dur_short(secs: f64) -> String {
     let s = secs.round() as u64;
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
