@@ -411,7 +411,7 @@ fn enable_controllers(dir: &Path) -> Vec<&'static str> {
 }
 
 /// This process's path in a hierarchy, from /proc/self/cgroup (`None` = the v2 line).
-fn own_path(own: &str, controller: Option<&str>) -> Option<String> {
+pub(super) fn own_path(own: &str, controller: Option<&str>) -> Option<String> {
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
         let _id = parts.next()?;

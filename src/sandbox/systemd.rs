@@ -102,7 +102,10 @@ pub fn move_into_scope(name: &str, manager: Manager) -> Result<String, String> {
     // The job runs after the call returns: the move is seen in /proc once it has.
     let until = Instant::now() + MOVE_TIMEOUT;
     loop {
-        if let Some(path) = own_v2_path().filter(|p| p.ends_with(&format!("/{name}"))) {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if let Some(path) =
+            super::cgroup::own_path(&own, None).filter(|p| p.ends_with(&format!("/{name}")))
+        {
             return Ok(path);
         }
         if Instant::now() >= until {
@@ -114,14 +117,6 @@ pub fn move_into_scope(name: &str, manager: Manager) -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// This process's path in the unified hierarchy (the `0::` line of /proc/self/cgroup).
-pub fn own_v2_path() -> Option<String> {
-    let own = fs::read_to_string("/proc/self/cgroup").ok()?;
-    own.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
 }
 
 /// Whether `manager`'s unit `unit` has `Delegate=yes`.

@@ -328,8 +328,10 @@ pub(crate) fn watch_loop(
             .and_then(|(f, v2)| crate::sampler::read_at(f, buf).and_then(|_| parse_cpu(buf, *v2)));
         let fleet_idle = fleet_now.is_some() && fleet_now == fleet_last;
         fleet_last = fleet_now;
-        if !runs.is_empty() {
-            // How full the descriptor table is, for the files kept open only for speed.
+        // How full the descriptor table is, for the files kept open only for speed: not while
+        // the fleet is idle (no run ran, none started: the table is as it was), so an idle
+        // supervisor does not list its descriptors every refresh.
+        if !runs.is_empty() && !fleet_idle {
             crate::sampler::budget::FdBudget::global().recount();
         }
         for w in &mut runs {
