@@ -378,6 +378,7 @@ mod bench {
                 rlimits: RlimitSet::default(),
                 affinity: None,
                 subreaper: false,
+                stdin: None,
             };
             native::spawn(&l).map(|s| s.pid).map_err(err)
         };

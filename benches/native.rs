@@ -534,6 +534,7 @@ mod bench {
                 rlimits: rl,
                 affinity: None,
                 subreaper: false,
+                stdin: None,
             };
             s[3] = timed_spawn(&l)?;
             // e, f, g

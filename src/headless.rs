@@ -11,9 +11,10 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use crate::config::LoadedConfig;
 use crate::plan::{self, Host, PlanError, SourceFile};
-use crate::report::{bytes, exit_code, visible};
+use crate::report::{bytes, exec_status, exit_code, visible};
 use crate::supervisor::{
-    Event, LaunchError, Reason, RunRecord, RunSpec, Supervisor, SupervisorOptions,
+    Event, LaunchError, OutputChunk, Reason, RunIo, RunRecord, RunSpec, Supervisor,
+    SupervisorOptions,
 };
 
 fn clock() -> String {
@@ -319,18 +320,27 @@ pub async fn until_done(
     }
 }
 
-/// Runs one command: its own stdout and stderr are passed through (events other than its
-/// launch and exit go to stderr), or with `json` its run record is printed. A stop request
-/// kills it (see [`until_done`]).
-/// Returns the command's exit code, or 1 when it did not exit on its own.
+/// Runs one command: this process's stdin reaches it, its own stdout and stderr stream through
+/// as it writes them (events other than its launch and exit go to stderr), or with `json` its
+/// run record is printed. A stop request kills it (see [`until_done`]). Returns the exit status
+/// of [`exec_status`].
 pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, LaunchError> {
     sup.preflight(std::slice::from_ref(&spec)).await?;
     let mut events = sup.subscribe();
-    sup.launch(spec)?;
+    let stdin = crate::process::stdin_for_agent().ok();
+    // With --json, stdout is the record's: the output stays in the logs and the record's tails.
+    let (tx, rx) = tokio::sync::mpsc::channel(EXEC_CHUNKS);
+    let output = (!json).then_some(tx);
+    let id = sup.launch_with(spec, RunIo { stdin, output })?;
+    // The reader of our stdout has gone (`symbiont exec -- yes | head -1`): as a pipe would,
+    // that ends the agent, without a word.
+    let reader_gone = std::sync::atomic::AtomicBool::new(false);
     // Events go to stderr here: stdout is the command's own output.
     let forward = async {
         while let Ok(e) = events.recv().await {
-            if !json && !matches!(e, Event::Launched { .. } | Event::Exited { .. }) {
+            let quiet = matches!(e, Event::Launched { .. } | Event::Exited { .. })
+                || reader_gone.load(std::sync::atomic::Ordering::SeqCst);
+            if !json && !quiet {
                 eprintln!("{}", event_line(&e, false));
             }
             if matches!(e, Event::Exited { .. }) {
@@ -339,30 +349,23 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
         }
     };
     let finished = async {
-        forward.await;
+        let gone = || {
+            reader_gone.store(true, std::sync::atomic::Ordering::SeqCst);
+            sup.kill(id);
+        };
+        tokio::join!(forward, copy_output(rx, gone));
         sup.wait_all().await
     };
     let records = until_done(&sup, finished).await;
     let Some(r) = records.first() else {
-        return Ok(1);
+        return Ok(125);
     };
+    if reader_gone.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(141);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&**r).unwrap_or_default());
     } else {
-        let out = std::fs::read(&r.stdout_log).unwrap_or_default();
-        let err = std::fs::read(&r.stderr_log).unwrap_or_default();
-        let _ = std::io::stdout().write_all(&out);
-        let _ = std::io::stderr().write_all(&err);
-        if r.log_dropped_bytes > 0 {
-            // The logs stop where the disk filled: the tails still hold the last lines.
-            eprintln!("symbiont: the output above is incomplete; its last lines were:");
-            for l in r.stdout_tail.iter().rev().take(10).rev() {
-                eprintln!("  stdout| {l}");
-            }
-            for l in r.stderr_tail.iter().rev().take(10).rev() {
-                eprintln!("  stderr| {l}");
-            }
-        }
         if let Some(m) = r.losses() {
             eprintln!("symbiont: {m}");
         }
@@ -378,13 +381,47 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
             );
         }
     }
-    let code = match (r.reason, r.exit_code) {
-        (Reason::Exited, Some(c)) => c.clamp(0, 255) as u8,
-        _ => 1,
-    };
-    // Lost output or audit lines make a command that succeeded fail.
-    let lost = u8::from(!r.complete()).max(audit_status(&sup));
-    Ok(if code == 0 { lost } else { code })
+    let code = exec_status(r);
+    // Lost audit lines make a command that succeeded fail, as lost output does.
+    Ok(if code == 0 && audit_status(&sup) != 0 {
+        125
+    } else {
+        code
+    })
+}
+
+/// Chunks of output in flight between an `exec`'d agent and this process's stdout: with the
+/// pipe's own megabyte, what a slow reader lets pile up.
+const EXEC_CHUNKS: usize = 16;
+
+/// Writes the agent's output to this process's stdout and stderr as it arrives, until the run
+/// ends. When stdout's reader goes away (a broken pipe), calls `broken_pipe` and drops the rest
+/// here (the logs keep it).
+async fn copy_output(mut rx: tokio::sync::mpsc::Receiver<OutputChunk>, broken_pipe: impl FnOnce()) {
+    let mut broken_pipe = Some(broken_pipe);
+    use tokio::io::AsyncWriteExt;
+    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    let mut broken = false;
+    while let Some(c) = rx.recv().await {
+        if broken {
+            continue;
+        }
+        let to: &mut (dyn tokio::io::AsyncWrite + Unpin + Send) =
+            if c.stderr { &mut err } else { &mut out };
+        let wrote = match to.write_all(&c.data).await {
+            Ok(()) => to.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = wrote {
+            if e.kind() == std::io::ErrorKind::BrokenPipe && !c.stderr {
+                broken = true;
+                rx.close();
+                if let Some(f) = broken_pipe.take() {
+                    f();
+                }
+            }
+        }
+    }
 }
 
 /// `symbiont check`: the configuration file, every effective setting with its origin, each

@@ -9,6 +9,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use symbiont::config::{self, LoadedConfig};
 use symbiont::headless;
 use symbiont::plan::{self, Flags, Host, SourceFile};
+use symbiont::policy::PolicyError;
 use symbiont::report::exit_code;
 use symbiont::supervisor::{LaunchError, RunSpec, Supervisor, SupervisorOptions};
 use symbiont::tier::SecurityTier;
@@ -239,7 +240,19 @@ impl From<LaunchError> for Usage {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // `exec` keeps 125 for its own bad usage (env(1)): 1 and 2 are its command's.
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ if std::env::args().nth(1).as_deref() == Some("exec") => EXEC_FAILED,
+                _ => 2,
+            };
+            return ExitCode::from(code);
+        }
+    };
     match &cli.command {
         Command::Sweep { prefix } => {
             symbiont::process::sweep(prefix);
@@ -374,7 +387,23 @@ async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
     dashboard(sup, &loaded, Vec::new(), offered).await
 }
 
+/// `exec`'s exit status for what stopped it before its command ran, as env(1) has it: 127 for
+/// a program not found, 126 for one policy refused, 125 for everything else (bad usage, config).
 async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
+    exec_inner(a).await.map_err(|Usage(m, code)| {
+        let code = match code {
+            EXEC_NOT_FOUND | EXEC_REFUSED => code,
+            _ => EXEC_FAILED,
+        };
+        Usage(m, code)
+    })
+}
+
+const EXEC_REFUSED: u8 = 126;
+const EXEC_NOT_FOUND: u8 = 127;
+const EXEC_FAILED: u8 = 125;
+
+async fn exec_inner(a: ExecArgs) -> Result<u8, Usage> {
     let flags = Flags {
         pass_env: a.pass_env.clone(),
         ..a.policy.flags()
@@ -391,7 +420,18 @@ async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
             ))
         }
     };
-    let spec = plan::plan_command(&loaded, argv, &[], &Host::real())?;
+    let spec = plan::plan_command(&loaded, argv, &[], &Host::real()).map_err(|e| {
+        let code = match e.cause() {
+            plan::PlanError::Policy(
+                PolicyError::NotOnPath { .. } | PolicyError::NoSuchFile { .. },
+            ) => EXEC_NOT_FOUND,
+            plan::PlanError::Policy(
+                PolicyError::NotAllowed { .. } | PolicyError::NativeDisabled { .. },
+            ) => EXEC_REFUSED,
+            _ => EXEC_FAILED,
+        };
+        Usage(Usage::from(e).0, code)
+    })?;
     let sup = start_supervisor(&loaded)?;
     Ok(headless::exec(sup, spec, a.json).await?)
 }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::supervisor::RunRecord;
+use crate::supervisor::{Reason, RunRecord};
 
 /// Human-sized bytes: 1.5 KiB, 12.0 MiB.
 pub fn bytes(n: u64) -> String {
@@ -58,6 +58,39 @@ pub fn exit_code(records: &[Arc<RunRecord>]) -> u8 {
         0
     } else {
         1
+    }
+}
+
+/// `symbiont exec`'s exit status, with the conventions of timeout(1) and env(1): the agent's
+/// own code; 124 when its timeout ended it; 128+N when signal N did (137 for the memory limit
+/// and SIGKILL, 143 for SIGTERM); 126 when its program could not be executed, 127 when it was
+/// not found; 125 for symbiont's own failures, a run that succeeded but whose output or audit
+/// lines were lost included.
+pub fn exec_status(r: &RunRecord) -> u8 {
+    const FAILED: u8 = 125;
+    let by_signal = |name: &str| {
+        crate::process::signal_number(name).map_or(FAILED, |n| (128 + n).clamp(0, 255) as u8)
+    };
+    match r.reason {
+        Reason::Timeout => 124,
+        Reason::MemoryLimit => 137,
+        Reason::FailedToStart => {
+            let m = r.message.as_deref().unwrap_or("");
+            if m.contains("(os error 2)") {
+                127
+            } else if m.contains("(os error 13)") || m.contains("(os error 8)") {
+                126
+            } else {
+                FAILED
+            }
+        }
+        _ => match (r.exit_code, r.signal.as_deref()) {
+            (Some(0), _) if !r.complete() => FAILED,
+            (Some(c), _) => c.clamp(0, 255) as u8,
+            (None, Some(s)) => by_signal(s),
+            // Ended by a kill that left no status (a container stopped from outside).
+            (None, None) => FAILED,
+        },
     }
 }
 

@@ -11,11 +11,21 @@ use common::{assert_none_left, records, stderr, Scratch};
 
 /// Asserts a refusal before anything ran: exit 2, no panic. Returns stderr.
 fn refused(o: &Output) -> String {
+    refused_with(o, 2)
+}
+
+/// `exec`'s refusal before anything ran, with env(1)'s codes: 126 for what policy refused,
+/// 125 for bad usage or config. No panic. Returns stderr.
+fn exec_refused(o: &Output, code: i32) -> String {
+    refused_with(o, code)
+}
+
+fn refused_with(o: &Output, code: i32) -> String {
     let err = stderr(o);
     assert_eq!(
         o.status.code(),
-        Some(2),
-        "expected exit 2\nstdout:\n{}\nstderr:\n{err}",
+        Some(code),
+        "expected exit {code}\nstdout:\n{}\nstderr:\n{err}",
         common::stdout(o)
     );
     assert!(!err.contains("panicked"), "panic:\n{err}");
@@ -291,7 +301,7 @@ fn native_agent_with_native_disabled_is_refused_naming_the_three_ways() {
     assert_has(&err, &THREE_WAYS);
     assert_points(&err, &file, 2, 20, "  security { tier: None }");
     // The same for an ad-hoc command.
-    let err = refused(&s.run(&["exec", "--", "sh", "-c", "echo ran"]));
+    let err = exec_refused(&s.run(&["exec", "--", "sh", "-c", "echo ran"]), 126);
     assert_has(&err, &["disabled"]);
     assert_has(&err, &THREE_WAYS);
     nothing_ran(&s, name);
@@ -462,7 +472,7 @@ fn working_directory_that_cannot_be_created_is_refused() {
         "{err}"
     );
     nothing_ran(&s, name);
-    let err = refused(&s.run(&["exec", "--", "sh", "-c", "true"]));
+    let err = exec_refused(&s.run(&["exec", "--", "sh", "-c", "true"]), 125);
     assert_has(&err, &["cannot create the working directory", dir]);
     assert_has(&err, &WD_FIX);
     assert_none_left("exec");
@@ -584,23 +594,26 @@ fn exec_on_container_tiers_is_refused_naming_what_is_missing() {
             .output()
             .unwrap();
         assert_has(
-            &refused(&o),
+            &exec_refused(&o, 125),
             &["no container daemon answers", "DOCKER_HOST"],
         );
         assert_has(
-            &refused(&s.run(&[
-                "exec",
-                &format!("--sandbox-tier={tier}"),
-                "--",
-                "sh",
-                "-c",
-                "true",
-            ])),
+            &exec_refused(
+                &s.run(&[
+                    "exec",
+                    &format!("--sandbox-tier={tier}"),
+                    "--",
+                    "sh",
+                    "-c",
+                    "true",
+                ]),
+                125,
+            ),
             &["needs an image"],
         );
     }
     assert_has(
-        &refused(&s.run(&["exec", "--sandbox-tier=tier3", "--", "sh"])),
+        &exec_refused(&s.run(&["exec", "--sandbox-tier=tier3", "--", "sh"]), 125),
         &["firecracker", "kernel", "rootfs"],
     );
     nothing_ran(&s, "exec");
@@ -678,7 +691,7 @@ fn bad_flag_values_name_the_flag() {
     ] {
         let err = refused(&s.run(&["run", &file, flag]));
         assert_has(&err, &[name_in_msg, &format!("'{value}'")]);
-        let err = refused(&s.run(&["exec", flag, "--", "sh", "-c", "true"]));
+        let err = exec_refused(&s.run(&["exec", flag, "--", "sh", "-c", "true"]), 125);
         assert_has(&err, &[name_in_msg, &format!("'{value}'")]);
     }
     nothing_ran(&s, name);

@@ -36,6 +36,50 @@ pub struct ExitInfo {
     pub max_rss_bytes: u64,
 }
 
+/// The number of the signal a record names ("SIGTERM" -> 15), where the platform has signals.
+pub fn signal_number(name: &str) -> Option<i32> {
+    #[cfg(unix)]
+    return name
+        .parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32);
+    #[cfg(not(unix))]
+    {
+        let _ = name;
+        None
+    }
+}
+
+/// What an agent started by `symbiont exec` reads as its standard input: this process's own
+/// (the same file or pipe, shared), except a terminal, which is copied through a pipe by a
+/// thread of this process: an agent is not in the terminal's foreground process group, and
+/// reading the terminal itself would stop it (SIGTTIN).
+pub fn stdin_for_agent() -> std::io::Result<std::fs::File> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        #[cfg(unix)]
+        return Ok(std::os::fd::AsFd::as_fd(&stdin)
+            .try_clone_to_owned()?
+            .into());
+        #[cfg(windows)]
+        return Ok(std::os::windows::io::AsHandle::as_handle(&stdin)
+            .try_clone_to_owned()?
+            .into());
+    }
+    let (reader, mut writer) = std::io::pipe()?;
+    std::thread::Builder::new()
+        .name("symbiont-stdin".into())
+        .spawn(move || {
+            // Ends at the terminal's end of file (Ctrl-D) or when the agent's end is closed.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut writer);
+        })?;
+    #[cfg(unix)]
+    return Ok(std::os::fd::OwnedFd::from(reader).into());
+    #[cfg(windows)]
+    return Ok(std::os::windows::io::OwnedHandle::from(reader).into());
+}
+
 /// Set by the `symbiont` binary, which has the hidden `__sweep` subcommand: only then does the
 /// guardian exec the running binary to sweep (a library's host program, a test or a bench,
 /// would run itself again).

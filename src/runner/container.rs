@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    AttachContainerOptions, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
@@ -48,6 +48,9 @@ pub struct ContainerSpec<'a> {
     pub tier: SecurityTier,
     pub network: bool,
     pub labels: HashMap<String, String>,
+    /// Copied into the container's standard input (which is closed at its end); none leaves
+    /// the container without one.
+    pub stdin: Option<&'a std::fs::File>,
 }
 
 /// How a container ended.
@@ -202,6 +205,9 @@ impl ContainerRuntime {
             host_config: Some(host),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
+            open_stdin: Some(c.stdin.is_some()),
+            attach_stdin: Some(c.stdin.is_some()),
+            stdin_once: Some(c.stdin.is_some()),
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default()
@@ -213,6 +219,12 @@ impl ContainerRuntime {
             .await
             .map_err(|e| format!("create: {e}"))?;
         let id = created.id;
+        if let Some(f) = c.stdin {
+            if let Err(e) = self.feed_stdin(&id, f).await {
+                self.remove(&id).await;
+                return Err(format!("attach stdin: {e}"));
+            }
+        }
         if let Err(e) = self.docker.start_container(&id, None).await {
             self.remove(&id).await;
             return Err(format!("start: {e}"));
@@ -225,6 +237,29 @@ impl ContainerRuntime {
             .and_then(|i| i.state)
             .and_then(|s| s.pid);
         Ok((id, pid.filter(|&p| p > 0)))
+    }
+
+    /// Attaches to the created container's stdin and copies `f` into it in the background,
+    /// closing it at the end of `f`.
+    async fn feed_stdin(&self, id: &str, f: &std::fs::File) -> Result<(), String> {
+        let opts = AttachContainerOptions {
+            stdin: true,
+            stream: true,
+            ..Default::default()
+        };
+        let attached = self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut from = tokio::fs::File::from_std(f.try_clone().map_err(|e| e.to_string())?);
+        let mut input = attached.input;
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = tokio::io::copy(&mut from, &mut input).await;
+            let _ = input.shutdown().await;
+        });
+        Ok(())
     }
 
     /// The container's output from its start, until it ends.

@@ -29,6 +29,9 @@ pub struct NativeLaunch<'a> {
     /// the run, its descendants orphaned while it lives are re-parented to it, not to init, and
     /// stay in the run's tree.
     pub subreaper: bool,
+    /// The process's standard input (a pipe or file the caller holds open); /dev/null
+    /// without one.
+    pub stdin: Option<RawFd>,
 }
 
 /// The first `ceil(cores)` CPUs this process may use, as an affinity mask.
@@ -94,7 +97,14 @@ pub fn spawn_forked(l: &NativeLaunch<'_>) -> io::Result<Started> {
         .current_dir(l.cwd)
         .env_clear()
         .envs(l.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(match l.stdin {
+            // A copy: `Command` closes what it is given.
+            Some(fd) => Stdio::from(
+                // SAFETY: `fd` is open for the whole call (the caller holds it, see `stdin`).
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?,
+            ),
+            None => Stdio::null(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let fds = l.cgroup_fds.clone();

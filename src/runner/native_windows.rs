@@ -31,6 +31,8 @@ pub struct NativeLaunch<'a> {
     pub env: &'a [(String, String)],
     /// The run's job: the process is in it before its first instruction.
     pub job: &'a Job,
+    /// The process's standard input (a pipe or file the caller holds); NUL without one.
+    pub stdin: Option<&'a std::fs::File>,
 }
 
 /// A started process and the read ends of its output pipes.
@@ -70,7 +72,10 @@ pub fn spawn(l: &NativeLaunch<'_>) -> io::Result<Started> {
     cmd.current_dir(l.cwd)
         .env_clear()
         .envs(l.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(match l.stdin {
+            Some(f) => Stdio::from(f.try_clone()?),
+            None => Stdio::null(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Agents never share the operator's console: no window, no console control events.

@@ -477,7 +477,8 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     use std::os::fd::AsRawFd;
-    let mut fds = vec![devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+    let stdin = l.stdin.unwrap_or(devnull.as_raw_fd());
+    let mut fds = vec![stdin, out_w.as_raw_fd(), err_w.as_raw_fd()];
     fds.extend_from_slice(&l.cgroup_fds);
     let slots = take_slots(&mut fds);
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;

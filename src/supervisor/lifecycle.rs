@@ -52,6 +52,8 @@ pub(super) struct RunParts {
     pub ctl_tx: mpsc::UnboundedSender<Control>,
     pub ctl: mpsc::UnboundedReceiver<Control>,
     pub done: watch::Sender<Option<Arc<RunRecord>>>,
+    /// The caller streaming the run's output (`RunIo::output`).
+    pub output: Option<super::OutputSender>,
 }
 
 /// A kill that ends the run, and who ordered it.
@@ -78,6 +80,8 @@ struct Life<T: Target> {
     watched: bool,
     /// The first audit line of this run that could not be written.
     audit_error: Option<String>,
+    /// The caller streaming the run's output, and the state of its drains.
+    output: Option<(super::OutputSender, Arc<super::output::Forwarding>)>,
 }
 
 /// Begins a run inside `launch()`: the first step starts here where the tier can do that
@@ -94,6 +98,7 @@ pub(super) fn begin<T: Target>(
         ctl_tx,
         ctl,
         done,
+        output,
     } = parts;
     let tree = target.tree();
     let started = Instant::now();
@@ -121,6 +126,7 @@ pub(super) fn begin<T: Target>(
         failed_to_start: false,
         watched: false,
         audit_error: None,
+        output: output.map(|o| (o, Arc::default())),
     };
     let pre = life.target.start_now(&life.spec.steps[0]);
     if let Some(Ok(s)) = &pre {
@@ -329,9 +335,18 @@ impl<T: Target> Life<T> {
                 "cannot open the run's log files, output is lost: {e}"
             ));
         }
+        let (mut stdout, mut stderr) = (
+            out.unwrap_or_else(|(_, s)| s),
+            err.unwrap_or_else(|(_, s)| s),
+        );
+        if let Some((to, state)) = &self.output {
+            stdout = stdout.forwarding(to.clone(), false, state.clone());
+            stderr = stderr.forwarding(to.clone(), true, state.clone());
+        }
         Sinks {
-            stdout: out.unwrap_or_else(|(_, s)| s),
-            stderr: err.unwrap_or_else(|(_, s)| s),
+            stdout,
+            stderr,
+            forwarding: self.output.as_ref().map(|(_, s)| s.clone()),
         }
     }
 

@@ -209,6 +209,7 @@ fn launch(b: &Bench, spec: RunSpec, script: Script, actions: Actions) -> (RunId,
         Arc::new(spec),
         b.dir.join("runs").join(id.to_string()),
         fake,
+        None,
     );
     (id, calls)
 }

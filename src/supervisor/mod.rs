@@ -26,11 +26,23 @@ use crate::tier::container::ContainerHost;
 use crate::tier::native::NativeHost;
 use crate::tier::SecurityTier;
 use lifecycle::lock;
+pub use output::{OutputChunk, OutputSender};
 use output::{SharedTail, Tail};
 pub use spec::{check_tier, LaunchError, Limits, RunSpec, Step};
 pub use target::{Actions, Tree};
 
 pub type RunId = u64;
+
+/// How the caller of [`Supervisor::launch_with`] wires a run's standard streams (what
+/// `symbiont exec` does): the agent reads `stdin` (else /dev/null), and its output is also
+/// streamed to `output` as it is written, through a bounded channel, so a slow reader slows
+/// the agent instead of growing the supervisor's memory. The log files and tails get every
+/// byte either way.
+#[derive(Debug, Default)]
+pub struct RunIo {
+    pub stdin: Option<std::fs::File>,
+    pub output: Option<OutputSender>,
+}
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -443,6 +455,11 @@ impl Supervisor {
     /// Starts a run. Refused only when the request itself cannot be served (a tier this build
     /// cannot run); a program that fails to start ends as a `failed_to_start` record.
     pub fn launch(&self, spec: RunSpec) -> Result<RunId, LaunchError> {
+        self.launch_with(spec, RunIo::default())
+    }
+
+    /// [`launch`](Self::launch) with the run's standard streams wired by the caller.
+    pub fn launch_with(&self, spec: RunSpec, io: RunIo) -> Result<RunId, LaunchError> {
         check_tier(spec.tier, spec.image.as_deref())?;
         if spec.steps.is_empty() {
             return Err(LaunchError::NothingToRun {
@@ -482,18 +499,28 @@ impl Supervisor {
         let spec = Arc::new(spec);
         if spec.tier.is_native() {
             let marker = format!("SYMBIONT_RUN={token}");
-            let t = self.inner.native.target(id, spec.clone(), marker);
-            self.begin(id, spec, dir, t);
+            let t = self.inner.native.target(id, spec.clone(), marker, io.stdin);
+            self.begin(id, spec, dir, t, io.output);
         } else {
             let native = self.inner.native.clone();
-            let t = self.inner.containers.target(id, spec.clone(), native);
-            self.begin(id, spec, dir, t);
+            let t = self
+                .inner
+                .containers
+                .target(id, spec.clone(), native, io.stdin);
+            self.begin(id, spec, dir, t, io.output);
         }
         Ok(id)
     }
 
     /// Registers a run on tier target `t` and begins its life.
-    fn begin<T: target::Target>(&self, id: RunId, spec: Arc<RunSpec>, dir: PathBuf, t: T) {
+    fn begin<T: target::Target>(
+        &self,
+        id: RunId,
+        spec: Arc<RunSpec>,
+        dir: PathBuf,
+        t: T,
+        output: Option<OutputSender>,
+    ) {
         let tail = || Arc::new(Mutex::new(Tail::new(self.inner.opts.tail_lines)));
         let actions = t.actions();
         let status = Arc::new(Mutex::new(RunStatus {
@@ -545,6 +572,7 @@ impl Supervisor {
             ctl_tx: ctl,
             ctl: ctl_rx,
             done: done_tx,
+            output,
         };
         // Through a ready launcher the agent is running before `launch` returns.
         lifecycle::begin(self.inner.clone(), id, spec, parts, t);

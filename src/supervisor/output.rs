@@ -6,7 +6,10 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
 
 /// Longest line kept in a tail; longer lines are cut (the log file keeps them whole).
 const MAX_LINE: usize = 4096;
@@ -109,10 +112,35 @@ impl Tail {
 
 pub type SharedTail = Arc<Mutex<Tail>>;
 
-/// Where one stream of a step goes: its log file and the run's tail of that stream.
+/// A piece of an agent's output, streamed as it is written to a caller that asked for it
+/// (`symbiont exec`), as the log got it.
+#[derive(Debug, Clone)]
+pub struct OutputChunk {
+    pub stderr: bool,
+    pub data: bytes::Bytes,
+}
+
+/// How a run's output reaches the caller of [`Supervisor::launch_with`](super::Supervisor):
+/// a bounded channel, so a slow reader slows the agent (its pipe fills) instead of growing
+/// the supervisor's memory.
+pub type OutputSender = mpsc::Sender<OutputChunk>;
+
+/// The state of a run's forwarding drains, for [`finish_drains`]: a drain waiting on its
+/// reader is not stuck on an escaped process, and is not cut off.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarding {
+    /// Drains waiting now for the reader to take a chunk.
+    waiting: AtomicUsize,
+    /// Chunks handed over so far.
+    moved: AtomicU64,
+}
+
+/// Where one stream of a step goes: its log file, the run's tail of that stream, and the
+/// caller that streams it, if any.
 pub(crate) struct StreamSink {
     log: Log,
     pub tail: SharedTail,
+    forward: Option<(OutputSender, bool, Arc<Forwarding>)>,
 }
 
 /// A stream's log file. It is created (empty) when the step starts, but opened for writing
@@ -143,6 +171,7 @@ impl StreamSink {
         Ok(StreamSink {
             log: Log::Closed(path.to_path_buf()),
             tail,
+            forward: None,
         })
     }
 
@@ -151,7 +180,14 @@ impl StreamSink {
         StreamSink {
             log: Log::Lost,
             tail,
+            forward: None,
         }
+    }
+
+    /// Streams what this sink gets (as its log gets it) to `to` as well, marked `stderr`.
+    pub fn forwarding(mut self, to: OutputSender, stderr: bool, state: Arc<Forwarding>) -> Self {
+        self.forward = Some((to, stderr, state));
+        self
     }
 
     #[cfg(all(test, target_os = "linux"))]
@@ -159,6 +195,7 @@ impl StreamSink {
         StreamSink {
             log: Log::Open(f),
             tail,
+            forward: None,
         }
     }
 
@@ -173,16 +210,46 @@ impl StreamSink {
     /// that cannot be opened at the first byte: no descriptor left), the log is left as it
     /// is (complete up to then, never with a hole) and the bytes are counted as dropped, for
     /// the run's record.
+    #[cfg(test)]
     pub fn deliver(&mut self, chunk: &[u8]) {
-        // The operator's secrets never reach the log or the tail (crate::secrets).
+        let masked = self.masked(chunk);
+        self.write(&masked);
+    }
+
+    /// `chunk` as the log and the tail get it: the operator's secrets never reach them
+    /// (crate::secrets).
+    fn masked<'a>(&self, chunk: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
         if !crate::secrets::any() {
-            return self.write(chunk);
+            return std::borrow::Cow::Borrowed(chunk);
         }
-        let masked = match self.tail.lock() {
+        match self.tail.lock() {
             Ok(mut t) => t.masker.mask(chunk),
             Err(_) => std::borrow::Cow::Borrowed(chunk),
-        };
+        }
+    }
+
+    /// [`deliver`](Self::deliver), then hands the chunk to the caller streaming this output,
+    /// waiting while its reader is behind (the agent's pipe fills meanwhile: backpressure).
+    /// A reader that has gone stops the streaming; the log goes on.
+    pub async fn pass(&mut self, chunk: &[u8]) {
+        let masked = self.masked(chunk);
         self.write(&masked);
+        if let Some((to, stderr, state)) = &self.forward {
+            if masked.is_empty() {
+                return;
+            }
+            let piece = OutputChunk {
+                stderr: *stderr,
+                data: bytes::Bytes::copy_from_slice(&masked),
+            };
+            state.waiting.fetch_add(1, Ordering::SeqCst);
+            let sent = to.send(piece).await.is_ok();
+            state.waiting.fetch_sub(1, Ordering::SeqCst);
+            state.moved.fetch_add(1, Ordering::SeqCst);
+            if !sent {
+                self.forward = None;
+            }
+        }
     }
 
     fn write(&mut self, chunk: &[u8]) {
@@ -209,14 +276,24 @@ impl StreamSink {
     }
 
     /// The stream has ended.
-    pub fn finish(&mut self) {
+    pub async fn finish(&mut self) {
         let held = self.tail.lock().map(|mut t| t.masker.finish()).ok();
-        self.write(&held.unwrap_or_default());
+        let held = held.unwrap_or_default();
+        self.write(&held);
+        if let (Some((to, stderr, _)), false) = (&self.forward, held.is_empty()) {
+            let _ = to
+                .send(OutputChunk {
+                    stderr: *stderr,
+                    data: held.into(),
+                })
+                .await;
+        }
         if let Log::Open(log) = &mut self.log {
             if log.flush().is_err() {
                 self.log = Log::Lost;
             }
         }
+        self.forward = None;
     }
 }
 
@@ -238,13 +315,36 @@ fn write_some(log: &mut File, mut data: &[u8]) -> usize {
 const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Waits for the tasks copying a step's output to reach its end, for `DRAIN_AFTER_EXIT` at
-/// most; one still reading then is aborted (where it can be: a blocking read cannot).
-pub(crate) async fn finish_drains(drains: impl IntoIterator<Item = tokio::task::JoinHandle<()>>) {
-    let until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
-    for d in drains {
-        let abort = d.abort_handle();
-        if tokio::time::timeout_at(until, d).await.is_err() {
-            abort.abort();
+/// most; one still reading then is aborted (where it can be: a blocking read cannot). Output
+/// streamed to a caller (`forwarding`) is waited for as long as its reader keeps taking it:
+/// every byte the agent wrote reaches a slow reader.
+pub(crate) async fn finish_drains(
+    drains: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
+    forwarding: Option<&Forwarding>,
+) {
+    let mut until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+    for mut d in drains {
+        loop {
+            match tokio::time::timeout_at(until, &mut d).await {
+                Ok(_) => break,
+                Err(_) => {
+                    // Still handing output to a reader, or it took some since the last look.
+                    let busy = forwarding.map(|f| {
+                        let moved = f.moved.load(Ordering::SeqCst);
+                        (f.waiting.load(Ordering::SeqCst) > 0, moved)
+                    });
+                    if let Some((waiting, moved)) = busy {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        let f = forwarding.expect("busy implies forwarding");
+                        if waiting || f.moved.load(Ordering::SeqCst) != moved {
+                            until = tokio::time::Instant::now();
+                            continue;
+                        }
+                    }
+                    d.abort();
+                    break;
+                }
+            }
         }
     }
 }
@@ -253,6 +353,13 @@ pub(crate) async fn finish_drains(drains: impl IntoIterator<Item = tokio::task::
 mod tests {
     use super::*;
     use proptest::prelude::Just;
+
+    fn finish(sink: &mut StreamSink) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(sink.finish());
+    }
 
     #[test]
     fn keeps_only_the_last_lines() {
@@ -325,7 +432,7 @@ mod tests {
         let mut sink = StreamSink::on_file(full, tail.clone());
         sink.deliver(b"one\ntwo\n");
         sink.deliver(b"three\n");
-        sink.finish();
+        finish(&mut sink);
         let t = tail.lock().unwrap();
         assert_eq!(t.dropped, 14);
         assert!(t.dropped_since.is_some());
@@ -346,7 +453,7 @@ mod tests {
         sink.deliver(b"one\n");
         assert!(sink.holds_log());
         sink.deliver(b"two\n");
-        sink.finish();
+        finish(&mut sink);
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
         assert_eq!(tail.lock().unwrap().dropped, 0);
         let _ = std::fs::remove_dir_all(&dir);

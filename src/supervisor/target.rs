@@ -123,10 +123,12 @@ pub(crate) struct Started {
     pub exit: ExitFuture,
 }
 
-/// Where a step's output goes: its log files and the run's in-memory tails.
+/// Where a step's output goes: its log files and the run's in-memory tails, and the caller
+/// streaming it (`forwarding`, for `finish_drains`).
 pub(crate) struct Sinks {
     pub stdout: StreamSink,
     pub stderr: StreamSink,
+    pub forwarding: Option<std::sync::Arc<super::output::Forwarding>>,
 }
 
 /// The run's limits as the tier put them in place, before its first step.

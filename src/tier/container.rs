@@ -15,7 +15,7 @@ use super::native::NativeHost;
 use crate::runner::container::{
     ContainerRuntime, ContainerSpec, Output, LABEL_PID, LABEL_RUN, LABEL_SUPERVISOR,
 };
-use crate::supervisor::output::finish_drains;
+use crate::supervisor::output::{finish_drains, Forwarding};
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
 use crate::supervisor::watchdog::OsEnforced;
 use crate::supervisor::{LaunchError, RunId, RunSpec, Sig, Step};
@@ -70,6 +70,7 @@ impl ContainerHost {
         id: RunId,
         spec: Arc<RunSpec>,
         native: Arc<NativeHost>,
+        stdin: Option<std::fs::File>,
     ) -> ContainerTarget {
         ContainerTarget {
             host: self.clone(),
@@ -80,6 +81,8 @@ impl ContainerHost {
             tree: Arc::new(ContainerTree::default()),
             cid: None,
             pump: None,
+            forwarding: None,
+            stdin,
         }
     }
 }
@@ -117,6 +120,10 @@ pub(crate) struct ContainerTarget {
     /// The current step's container and the task copying its output.
     cid: Option<String>,
     pump: Option<JoinHandle<()>>,
+    /// The caller streaming the output, when one does.
+    forwarding: Option<Arc<Forwarding>>,
+    /// The agent's standard input (`RunIo::stdin`), copied into the container's.
+    stdin: Option<std::fs::File>,
 }
 
 impl ContainerTarget {
@@ -209,6 +216,7 @@ impl Target for ContainerTarget {
             tier: self.spec.tier,
             network: self.spec.network,
             labels,
+            stdin: self.stdin.as_ref(),
         };
         let (cid, host_pid) = rt
             .start(&c)
@@ -248,16 +256,18 @@ impl Target for ContainerTarget {
         let Sinks {
             mut stdout,
             mut stderr,
+            forwarding,
         } = sinks;
+        self.forwarding = forwarding;
         self.pump = Some(tokio::spawn(async move {
             while let Some(o) = out.next().await {
                 match &o {
-                    Output::Stdout(d) => stdout.deliver(d),
-                    Output::Stderr(d) => stderr.deliver(d),
+                    Output::Stdout(d) => stdout.pass(d).await,
+                    Output::Stderr(d) => stderr.pass(d).await,
                 }
             }
-            stdout.finish();
-            stderr.finish();
+            stdout.finish().await;
+            stderr.finish().await;
         }));
     }
 
@@ -277,7 +287,7 @@ impl Target for ContainerTarget {
     }
 
     async fn end_step(&mut self) {
-        finish_drains(self.pump.take()).await;
+        finish_drains(self.pump.take(), self.forwarding.as_deref()).await;
         if let (Some(rt), Some(cid)) = (&self.rt, self.cid.take()) {
             rt.remove(&cid).await;
         }

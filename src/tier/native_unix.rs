@@ -19,7 +19,7 @@ use crate::process::tree::TreeHandle;
 use crate::runner::native::{self, NativeLaunch};
 use crate::sandbox::rlimit::RlimitSet;
 use crate::sandbox::Enforced;
-use crate::supervisor::output::{finish_drains, StreamSink};
+use crate::supervisor::output::{finish_drains, Forwarding, StreamSink};
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
 use crate::supervisor::watchdog::OsEnforced;
 use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
@@ -176,7 +176,13 @@ impl NativeHost {
 
     /// A native run of `spec`. `marker` (`SYMBIONT_RUN=<token>`) is in every process's
     /// environment.
-    pub fn target(self: &Arc<Self>, id: RunId, spec: Arc<RunSpec>, marker: String) -> NativeTarget {
+    pub fn target(
+        self: &Arc<Self>,
+        id: RunId,
+        spec: Arc<RunSpec>,
+        marker: String,
+        stdin: Option<std::fs::File>,
+    ) -> NativeTarget {
         NativeTarget {
             host: self.clone(),
             id,
@@ -189,6 +195,8 @@ impl NativeHost {
             pid: None,
             pipes: None,
             readers: Vec::new(),
+            forwarding: None,
+            stdin: stdin.map(OwnedFd::from),
             refill_due: false,
         }
     }
@@ -252,6 +260,10 @@ pub(crate) struct NativeTarget {
     pid: Option<i32>,
     pipes: Option<(OwnedFd, OwnedFd)>,
     readers: Vec<JoinHandle<()>>,
+    /// The caller streaming the output, when one does.
+    forwarding: Option<Arc<Forwarding>>,
+    /// The agent's standard input (`RunIo::stdin`); /dev/null without one.
+    stdin: Option<OwnedFd>,
     /// A launcher of the pool was used: a replacement is due.
     refill_due: bool,
 }
@@ -314,7 +326,7 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
             let mut first = [0u8; 4096];
             match pipe.try_read(&mut first) {
                 Ok(n) if n > 0 => {
-                    sink.deliver(&first[..n]);
+                    sink.pass(&first[..n]).await;
                     buf = vec![0u8; 128 * 1024];
                     continue;
                 }
@@ -325,7 +337,7 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
         };
         match read {
             Ok(0) => break,
-            Ok(n) => sink.deliver(&buf[..n]),
+            Ok(n) => sink.pass(&buf[..n]).await,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -337,7 +349,7 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
             Err(_) => break,
         }
     }
-    sink.finish();
+    sink.finish().await;
 }
 
 impl NativeTarget {
@@ -419,6 +431,7 @@ impl NativeTarget {
             #[cfg(target_os = "linux")]
             affinity: self.affinity,
             subreaper: !self.held.is_some_and(|h| h.tree),
+            stdin: self.stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         }
     }
 
@@ -451,7 +464,9 @@ impl NativeTarget {
         let host = self.host.clone();
         let pool = host.pool.as_ref()?;
         let spec = self.spec.clone();
-        if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, &spec.env) {
+        if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, &spec.env)
+            || self.stdin.is_some()
+        {
             return None;
         }
         // The launcher shares the supervisor's memory until its exec, which is charged to the
@@ -609,6 +624,7 @@ impl Target for NativeTarget {
         let Some((out, err)) = self.pipes.take() else {
             return;
         };
+        self.forwarding = sinks.forwarding;
         for (fd, sink) in [(out, sinks.stdout), (err, sinks.stderr)] {
             if let Ok(p) = native::async_pipe(fd) {
                 self.readers.push(tokio::spawn(drain(p, sink)));
@@ -644,7 +660,7 @@ impl Target for NativeTarget {
         if !empty {
             self.tree.kill_now();
         }
-        finish_drains(self.readers.drain(..)).await;
+        finish_drains(self.readers.drain(..), self.forwarding.as_deref()).await;
         if empty {
             return;
         }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::process::reaper::{ExitInfo, Reaper};
 use crate::runner::native::{self, NativeLaunch};
 use crate::sandbox::job::Job;
-use crate::supervisor::output::{finish_drains, StreamSink};
+use crate::supervisor::output::{finish_drains, Forwarding, StreamSink};
 use crate::supervisor::target::{Actions, Exit, Finals, Prepared, Sinks, Started, Target, Tree};
 use crate::supervisor::watchdog::OsEnforced;
 use crate::supervisor::{RunId, RunSpec, Sig, Step, SupervisorOptions};
@@ -65,6 +65,7 @@ impl NativeHost {
         _id: RunId,
         spec: Arc<RunSpec>,
         _marker: String,
+        stdin: Option<std::fs::File>,
     ) -> NativeTarget {
         NativeTarget {
             host: self.clone(),
@@ -72,6 +73,8 @@ impl NativeHost {
             tree: Arc::new(JobTree::default()),
             pipes: None,
             readers: Vec::new(),
+            forwarding: None,
+            stdin,
         }
     }
 }
@@ -119,20 +122,24 @@ pub(crate) struct NativeTarget {
     tree: Arc<JobTree>,
     pipes: Option<(std::process::ChildStdout, std::process::ChildStderr)>,
     readers: Vec<JoinHandle<()>>,
+    /// The caller streaming the output, when one does.
+    forwarding: Option<Arc<Forwarding>>,
+    /// The agent's standard input (`RunIo::stdin`); /dev/null's counterpart without one.
+    stdin: Option<std::fs::File>,
 }
 
 /// Reads `pipe` to its end on a blocking thread (Windows' anonymous pipes have no readiness).
-fn drain_blocking(mut pipe: impl std::io::Read, mut sink: StreamSink) {
+fn drain_blocking(mut pipe: impl std::io::Read, mut sink: StreamSink, rt: tokio::runtime::Handle) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => sink.deliver(&buf[..n]),
+            Ok(n) => rt.block_on(sink.pass(&buf[..n])),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }
-    sink.finish();
+    rt.block_on(sink.finish());
 }
 
 fn exit_of(e: ExitInfo) -> Exit {
@@ -207,6 +214,7 @@ impl Target for NativeTarget {
             cwd: &self.spec.cwd,
             env: &self.spec.env,
             job,
+            stdin: self.stdin.as_ref(),
         };
         let (pid, s, exit) = self
             .host
@@ -231,12 +239,19 @@ impl Target for NativeTarget {
         let Some((out, err)) = self.pipes.take() else {
             return;
         };
-        let Sinks { stdout, stderr } = sinks;
+        let Sinks {
+            stdout,
+            stderr,
+            forwarding,
+        } = sinks;
+        self.forwarding = forwarding;
+        let rt = tokio::runtime::Handle::current();
+        let rt2 = rt.clone();
         self.readers.push(tokio::task::spawn_blocking(move || {
-            drain_blocking(out, stdout)
+            drain_blocking(out, stdout, rt)
         }));
         self.readers.push(tokio::task::spawn_blocking(move || {
-            drain_blocking(err, stderr)
+            drain_blocking(err, stderr, rt2)
         }));
     }
 
@@ -263,7 +278,7 @@ impl Target for NativeTarget {
         if !self.tree.is_empty() {
             self.tree.kill_now();
         }
-        finish_drains(self.readers.drain(..)).await;
+        finish_drains(self.readers.drain(..), self.forwarding.as_deref()).await;
         let until = Instant::now() + Duration::from_secs(2);
         while !self.tree.is_empty() && Instant::now() < until {
             self.tree.kill_now();
