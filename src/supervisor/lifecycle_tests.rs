@@ -158,6 +158,7 @@ fn bench(name: &str) -> Bench {
         data_dir: dir.join("data"),
         audit_log: dir.join("audit.jsonl"),
         tail_lines: 10,
+        max_log_mb: 64,
         refresh: Duration::from_millis(20),
         watchdog_interval: Duration::from_millis(20),
         warn_ratio: 0.8,

@@ -155,6 +155,9 @@ pub struct RunRecord {
     pub log_dropped_bytes: u64,
     /// When the first byte was dropped: the logs hold the output up to then.
     pub log_dropped_since: Option<String>,
+    /// Older output removed to keep each log under `supervisor.max_log_mb`, stdout and stderr
+    /// together: on purpose, so not a loss (the logs hold the newest output).
+    pub log_truncated_bytes: u64,
     /// An audit line of this run that could not be written (its exit, a kill), with the error.
     pub audit_error: Option<String>,
 }
@@ -269,6 +272,9 @@ pub struct SupervisorOptions {
     pub data_dir: PathBuf,
     pub audit_log: PathBuf,
     pub tail_lines: usize,
+    /// The most MiB of each stream's log kept on disk per run (`supervisor.max_log_mb`): the
+    /// newest output, in the log and its rotated predecessor.
+    pub max_log_mb: u64,
     pub refresh: Duration,
     /// The watchdog's interval for runs that no cgroup holds to their memory limit (a
     /// per-process RLIMIT_DATA is all the OS enforces): short, so a fast allocator is stopped
@@ -293,6 +299,7 @@ impl SupervisorOptions {
             data_dir: c.supervisor.data_dir.clone(),
             audit_log: c.supervisor.audit_log_path(),
             tail_lines: c.supervisor.tail_lines,
+            max_log_mb: c.supervisor.max_log_mb,
             refresh: Duration::from_millis(c.dashboard.refresh_ms.max(10)),
             watchdog_interval: Duration::from_millis(c.native_execution.watchdog_interval_ms),
             warn_ratio: c.dashboard.warn_ratio,
