@@ -389,6 +389,35 @@ fn a_chatty_agent_keeps_its_newest_output_under_max_log_mb() {
     assert!(on_disk <= (1 << 20) + 2 * 200, "{on_disk} bytes of logs");
 }
 
+/// When a run ends its record is in `record.json` beside its logs, as `--json` printed it.
+#[test]
+fn exec_writes_its_record_beside_its_logs() {
+    let s = Scratch::new("record");
+    let cfg = s.config("");
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--native",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(printed["exit_code"], 3, "{printed}");
+    let dir = std::path::Path::new(printed["stdout_log"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let text = std::fs::read_to_string(dir.join("record.json")).unwrap();
+    let on_disk: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(on_disk, printed);
+    assert!(!dir.join("record.json.tmp").exists());
+}
+
 #[test]
 fn agents_die_with_a_sigkilled_supervisor() {
     let s = Scratch::new("sigkill");

@@ -553,6 +553,7 @@ impl<T: Target> Life<T> {
             log_truncated_bytes: out_cut + err_cut,
             log_dropped_since: since.map(|t| humantime::format_rfc3339_millis(t).to_string()),
             audit_error: self.audit_error.clone(),
+            record_error: None,
         }
     }
 
@@ -572,6 +573,14 @@ impl<T: Target> Life<T> {
             None,
         );
         record.audit_error = self.audit_error.clone();
+        // On disk beside the logs before anyone hears of the end: a client that reads the
+        // record after the event finds it.
+        if let Some(dir) = record.stdout_log.parent() {
+            if let Err(e) = super::records::write(dir, &record) {
+                record.record_error =
+                    Some(format!("{}: {e}", dir.join(super::records::FILE).display()));
+            }
+        }
         let record = Arc::new(record);
         {
             let mut s = lock(&self.status);

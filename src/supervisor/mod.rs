@@ -8,6 +8,7 @@ mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
 pub mod output;
+pub mod records;
 mod spec;
 pub(crate) mod target;
 pub mod watchdog;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::Config;
@@ -33,7 +34,7 @@ pub use target::{Actions, Tree};
 pub type RunId = u64;
 
 /// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     Exited,
@@ -60,7 +61,7 @@ impl Reason {
 }
 
 /// Who ended a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Actor {
     Operator,
@@ -125,8 +126,9 @@ pub enum RunState {
     Exited,
 }
 
-/// What happened to a run, as `--json` prints it and the library returns it.
-#[derive(Debug, Clone, Serialize)]
+/// What happened to a run, as `--json` prints it, the library returns it and `record.json`
+/// beside its logs holds it ([`records`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run_id: RunId,
     pub agent: String,
@@ -160,6 +162,9 @@ pub struct RunRecord {
     pub log_truncated_bytes: u64,
     /// An audit line of this run that could not be written (its exit, a kill), with the error.
     pub audit_error: Option<String>,
+    /// Why `record.json` could not be written beside the logs. Not a failure of the run (the
+    /// record still reaches every client), and never in the file itself.
+    pub record_error: Option<String>,
 }
 
 impl RunRecord {
@@ -185,6 +190,9 @@ impl RunRecord {
         }
         if let Some(e) = &self.audit_error {
             out.push(format!("AUDIT LINE NOT WRITTEN: {e}"));
+        }
+        if let Some(e) = &self.record_error {
+            out.push(format!("RECORD NOT WRITTEN: {e}"));
         }
         (!out.is_empty()).then(|| out.join("; "))
     }
