@@ -349,8 +349,14 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
     if json {
         println!("{}", serde_json::to_string_pretty(&**r).unwrap_or_default());
     } else {
-        let out = std::fs::read(&r.stdout_log).unwrap_or_default();
-        let err = std::fs::read(&r.stderr_log).unwrap_or_default();
+        let out = crate::supervisor::output::read_kept(&r.stdout_log);
+        let err = crate::supervisor::output::read_kept(&r.stderr_log);
+        if r.log_truncated_bytes > 0 {
+            eprintln!(
+                "symbiont: the first {} bytes of output were dropped to keep the logs under supervisor.max_log_mb",
+                r.log_truncated_bytes
+            );
+        }
         let _ = std::io::stdout().write_all(&out);
         let _ = std::io::stderr().write_all(&err);
         if r.log_dropped_bytes > 0 {

@@ -301,6 +301,25 @@ impl StreamSink {
     }
 }
 
+/// How a rotated log's first line begins.
+const NOTE_START: &[u8] = b"[symbiont: earlier output is in ";
+
+/// The output a stream's log kept, oldest first: its rotated predecessor (if any), then the
+/// log, without the note lines that rotation put at their starts.
+pub fn read_kept(path: &Path) -> Vec<u8> {
+    let cur = std::fs::read(path).unwrap_or_default();
+    let Ok(mut out) = std::fs::read(rotated_path(path)) else {
+        return cur;
+    };
+    let body = |b: &[u8]| match memchr::memchr(b'\n', b) {
+        Some(nl) if b.starts_with(NOTE_START) => nl + 1,
+        _ => 0,
+    };
+    out.drain(..body(&out));
+    out.extend_from_slice(&cur[body(&cur)..]);
+    out
+}
+
 /// The first line of a rotated log: where the earlier output is and how much the cap dropped.
 fn rotation_note(old: &Path, truncated: u64, cap: u64) -> String {
     let name = old.file_name().unwrap_or_default().to_string_lossy();
@@ -443,6 +462,7 @@ mod tests {
         sink.deliver(b"two\n");
         sink.finish();
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
+        assert_eq!(read_kept(&path), b"one\ntwo\n");
         assert_eq!(tail.lock().unwrap().dropped, 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -514,6 +534,13 @@ mod tests {
         let ((_, cur), (_, mut both)) = (split(&path), split(&old));
         both.extend_from_slice(&cur);
         assert!(both.len() as u64 <= cap && both.ends_with(&[b'y'; 512]));
+        let mut kept = data.to_vec();
+        kept.extend_from_slice(&[b'y'; 600]);
+        let read = read_kept(&path);
+        assert!(
+            read.len() as u64 <= cap && kept.ends_with(&read),
+            "{read:?}"
+        );
         let t = tail.lock().unwrap();
         assert_eq!(
             t.log.truncated + t.log.current + t.log.previous,
