@@ -49,6 +49,7 @@ async fn main() {
         data_dir: dir.join("data"),
         audit_log: dir.join("audit.jsonl"),
         tail_lines: 50,
+        max_log_mb: 64,
         refresh: Duration::from_secs(1),
         watchdog_interval: Duration::from_millis(100),
         warn_ratio: 0.8,

@@ -189,6 +189,7 @@ mod bench {
             data_dir: ctx.root.join("data"),
             audit_log: ctx.root.join("audit.log"),
             tail_lines: 50,
+            max_log_mb: 64,
             refresh,
             watchdog_interval: Duration::from_millis(100),
             warn_ratio: 0.8,

@@ -97,7 +97,7 @@ mod bench {
                 "[security]\nallow_native_execution = true\n\
                  [native_execution]\nworking_directory = \"{}\"\nallowed_executables = [\"bash\"]\n\
                  max_execution_time_seconds = 600\n\
-                 [supervisor]\ndata_dir = \"{}\"\n",
+                 [supervisor]\ndata_dir = \"{}\"\nmax_log_mb = 2048\n",
                 work.display(),
                 root.join("data").display()
             ),

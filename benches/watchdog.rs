@@ -81,6 +81,7 @@ mod bench {
             data_dir: root.join("data"),
             audit_log: root.join("audit.log"),
             tail_lines: 10,
+            max_log_mb: 64,
             refresh: Duration::from_secs(1),
             watchdog_interval: interval,
             warn_ratio: 0.8,

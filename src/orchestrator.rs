@@ -194,9 +194,7 @@ impl SandboxOrchestrator {
         let id = sup.launch(spec)?;
         let record = sup.wait(id).await.ok_or(RuntimeError::RunVanished)?;
         let read = |p: &std::path::Path| {
-            std::fs::read(p)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default()
+            String::from_utf8_lossy(&crate::supervisor::output::read_kept(p)).into_owned()
         };
         Ok(ExecutionResult {
             stdout: read(&record.stdout_log),

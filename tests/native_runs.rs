@@ -271,7 +271,8 @@ fn fork_bomb_is_contained_and_killed_with_reason_process_limit() {
 #[test]
 fn a_gigabyte_of_stdout_is_logged_whole_with_bounded_supervisor_memory() {
     let s = Scratch::new("chatty");
-    s.config("");
+    // A cap above the gigabyte: the whole of it is logged.
+    s.supervisor_config("max_log_mb = 2048");
     let f = s.write(
         "a.dsl",
         &agent(
@@ -319,8 +320,126 @@ fn a_gigabyte_of_stdout_is_logged_whole_with_bounded_supervisor_memory() {
         hwm_kb > 0 && hwm_kb < 64 * 1024,
         "supervisor peak RSS {hwm_kb} KiB"
     );
+    assert_eq!(r["log_truncated_bytes"], 0, "{r}");
     std::fs::remove_file(log).unwrap();
     assert_none_left("Chatty");
+}
+
+/// The first line of a rotated log, and the rest.
+fn split_note(text: &str) -> (&str, &str) {
+    assert!(
+        text.starts_with("[symbiont: earlier output is in stdout.log.1; "),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    text.split_once('\n').unwrap()
+}
+
+/// With `supervisor.max_log_mb = 1`, an agent that prints ~4.7 MB leaves at most 1 MiB of
+/// its output on disk (plus the note lines), the newest, whole and in order; the record
+/// counts the rest as truncated, which is not a loss: the run succeeds.
+#[test]
+fn a_chatty_agent_keeps_its_newest_output_under_max_log_mb() {
+    let s = Scratch::new("logcap");
+    let cfg = s.supervisor_config("max_log_mb = 1");
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--native",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "seq 1 700000",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(r["log_dropped_bytes"], 0, "{r}");
+    let output: String = (1..=700_000).map(|i| format!("{i}\n")).collect();
+    let log = std::path::PathBuf::from(r["stdout_log"].as_str().unwrap());
+    let (cur, prev) = (
+        std::fs::read_to_string(&log).unwrap(),
+        std::fs::read_to_string(log.with_file_name("stdout.log.1")).unwrap(),
+    );
+    let ((note, cur_body), (_, prev_body)) = (split_note(&cur), split_note(&prev));
+    let kept = (cur_body.len() + prev_body.len()) as u64;
+    assert!(kept <= 1 << 20 && kept > 1 << 19, "{kept} bytes kept");
+    assert_eq!(cur.lines().last(), Some("700000"));
+    assert!(
+        output.ends_with(&format!("{prev_body}{cur_body}")),
+        "the logs do not hold the newest output, whole"
+    );
+    let truncated = r["log_truncated_bytes"].as_u64().unwrap();
+    assert!(truncated > 0, "{r}");
+    assert_eq!(truncated + kept, output.len() as u64);
+    assert!(
+        note.contains(&format!(
+            "; {truncated} older bytes were dropped to keep this log under 1 MB (supervisor.max_log_mb)]"
+        )),
+        "{note}"
+    );
+    let on_disk: u64 = std::fs::read_dir(log.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= (1 << 20) + 2 * 200, "{on_disk} bytes of logs");
+    // Without --json, exec prints what the logs kept, without the note lines, and says on
+    // stderr that the start was dropped.
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--native",
+        "--",
+        "sh",
+        "-c",
+        "seq 1 700000",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(printed.len() as u64 > 1 << 19 && printed.len() as u64 <= 1 << 20);
+    assert!(
+        output.ends_with(&printed),
+        "exec printed more than the output"
+    );
+    assert!(
+        stderr(&o).contains("bytes of output were dropped"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// When a run ends its record is in `record.json` beside its logs, as `--json` printed it.
+#[test]
+fn exec_writes_its_record_beside_its_logs() {
+    let s = Scratch::new("record");
+    let cfg = s.config("");
+    let o = s.run(&[
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--native",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(printed["exit_code"], 3, "{printed}");
+    let dir = std::path::Path::new(printed["stdout_log"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let text = std::fs::read_to_string(dir.join("record.json")).unwrap();
+    let on_disk: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(on_disk, printed);
+    assert!(!dir.join("record.json.tmp").exists());
 }
 
 #[test]

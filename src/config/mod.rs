@@ -195,6 +195,9 @@ pub struct SupervisorConfig {
     pub audit_log: Option<PathBuf>,
     /// Lines of stdout/stderr kept in run records. Default 200.
     pub tail_lines: usize,
+    /// The most MiB of each stream's log kept on disk per run: the newest output, in the log
+    /// and its one rotated predecessor (`stdout.log.1`). Default 64.
+    pub max_log_mb: u64,
 }
 
 impl Default for SupervisorConfig {
@@ -203,6 +206,7 @@ impl Default for SupervisorConfig {
             data_dir: default_data_dir(&|k| std::env::var(k).ok()),
             audit_log: None,
             tail_lines: 200,
+            max_log_mb: 64,
         }
     }
 }

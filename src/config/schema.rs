@@ -56,6 +56,7 @@ pub(crate) enum Field {
     DataDir,
     AuditLog,
     TailLines,
+    MaxLogMb,
     DockerHost,
     DefaultImage,
 }
@@ -109,7 +110,7 @@ pub(crate) enum Val {
 }
 
 impl Field {
-    pub const ALL: [Field; 24] = [
+    pub const ALL: [Field; 25] = [
         Self::AllowNative,
         Self::DefaultTier,
         Self::DefaultExecutable,
@@ -132,6 +133,7 @@ impl Field {
         Self::DataDir,
         Self::AuditLog,
         Self::TailLines,
+        Self::MaxLogMb,
         Self::DockerHost,
         Self::DefaultImage,
     ];
@@ -146,7 +148,7 @@ impl Field {
                 Section::Native
             }
             RefreshMs | WarnRatio | CriticalRatio => Section::Dashboard,
-            DataDir | AuditLog | TailLines => Section::Supervisor,
+            DataDir | AuditLog | TailLines | MaxLogMb => Section::Supervisor,
             DockerHost | DefaultImage => Section::Containers,
         }
     }
@@ -177,6 +179,7 @@ impl Field {
             DataDir => "data_dir",
             AuditLog => "audit_log",
             TailLines => "tail_lines",
+            MaxLogMb => "max_log_mb",
             DockerHost => "docker_host",
             DefaultImage => "default_image",
         }
@@ -196,9 +199,8 @@ impl Field {
             WorkingDirectory | DataDir => Kind::Path,
             MaxMemoryMb | MaxCpuSeconds => Kind::OptPosInt,
             MaxCpuCores => Kind::OptPosFloat,
-            MaxExecutionTime | MaxProcesses | MaxFileSizeMb | RefreshMs | WatchdogIntervalMs => {
-                Kind::PosInt
-            }
+            MaxExecutionTime | MaxProcesses | MaxFileSizeMb | RefreshMs | WatchdogIntervalMs
+            | MaxLogMb => Kind::PosInt,
             TailLines => Kind::Count,
             KillGrace => Kind::NonNegFloat,
             WarnRatio | CriticalRatio => Kind::Ratio,
@@ -263,6 +265,7 @@ impl Field {
             DataDir => Val::Path(c.supervisor.data_dir.clone()),
             AuditLog => Val::OptPath(c.supervisor.audit_log.clone()),
             TailLines => Val::Usize(c.supervisor.tail_lines),
+            MaxLogMb => Val::U64(c.supervisor.max_log_mb),
             DockerHost => Val::OptStr(c.containers.docker_host.clone()),
             DefaultImage => Val::OptStr(c.containers.default_image.clone()),
         }
@@ -295,6 +298,7 @@ impl Field {
             (DataDir, Val::Path(v)) => c.supervisor.data_dir = v,
             (AuditLog, Val::OptPath(v)) => c.supervisor.audit_log = v,
             (TailLines, Val::Usize(v)) => c.supervisor.tail_lines = v,
+            (MaxLogMb, Val::U64(v)) => c.supervisor.max_log_mb = v,
             (DockerHost, Val::OptStr(v)) => c.containers.docker_host = v,
             (DefaultImage, Val::OptStr(v)) => c.containers.default_image = v,
             (field, val) => unreachable!("{field:?} cannot hold {val:?}"),
@@ -360,6 +364,11 @@ impl Field {
             WatchdogIntervalMs => b(1.0, 60_000.0, "milliseconds: at most a minute"),
             RefreshMs => b(1.0, 60_000.0, "milliseconds: at most a minute"),
             TailLines => b(0.0, 100_000.0, "lines"),
+            MaxLogMb => b(
+                1.0,
+                (1u64 << 20) as f64,
+                "MiB per stream of a run: at most 1 TiB",
+            ),
             _ => None,
         }
     }

@@ -151,6 +151,7 @@ fn defaults_match_the_spec_table() {
     );
     assert_eq!(c.supervisor.audit_log, None);
     assert_eq!(c.supervisor.tail_lines, 200);
+    assert_eq!(c.supervisor.max_log_mb, 64);
     assert_eq!(c.containers, ContainersConfig::default());
     assert_eq!(c.containers.docker_host, None);
 }
@@ -164,7 +165,7 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
     assert_eq!(loaded.config, expected);
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 24);
+    assert_eq!(loaded.origins.len(), 25);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
@@ -842,6 +843,10 @@ fn wrong_types_point_at_the_value() {
             "config.toml:2:14: `tail_lines` must be an integer >= 0, found true",
         ),
         (
+            "[supervisor]\nmax_log_mb = 0\n",
+            "config.toml:2:14: `max_log_mb` must be a positive integer, found 0",
+        ),
+        (
             "security = 5\n",
             "config.toml:1:12: `security` must be a table, found 5",
         ),
@@ -1073,7 +1078,7 @@ fn unused_sections_and_upstream_security_keys_load() {
 #[test]
 fn dashboard_keys_and_other_sections_load() {
     let loaded = parse(
-        "[dashboard]\nrefresh_ms = 500\n[dashboard.keys]\nkill = [\"x\", \"F9\"]\nquit = \"q\"\n[supervisor]\ndata_dir = \"/d\"\naudit_log = \"/a.jsonl\"\ntail_lines = 0\n[containers]\ndocker_host = \"unix:///run/podman.sock\"\ndefault_image = \"python:3.12-slim\"\n",
+        "[dashboard]\nrefresh_ms = 500\n[dashboard.keys]\nkill = [\"x\", \"F9\"]\nquit = \"q\"\n[supervisor]\ndata_dir = \"/d\"\naudit_log = \"/a.jsonl\"\ntail_lines = 0\nmax_log_mb = 3\n[containers]\ndocker_host = \"unix:///run/podman.sock\"\ndefault_image = \"python:3.12-slim\"\n",
     )
     .unwrap();
     let c = &loaded.config;
@@ -1083,6 +1088,7 @@ fn dashboard_keys_and_other_sections_load() {
     assert_eq!(c.supervisor.data_dir, PathBuf::from("/d"));
     assert_eq!(c.supervisor.audit_log_path(), PathBuf::from("/a.jsonl"));
     assert_eq!(c.supervisor.tail_lines, 0);
+    assert_eq!(c.supervisor.max_log_mb, 3);
     assert_eq!(
         c.containers.docker_host.as_deref(),
         Some("unix:///run/podman.sock")
@@ -1097,7 +1103,7 @@ fn dashboard_keys_and_other_sections_load() {
     );
     assert_eq!(
         loaded.origin("containers.default_image"),
-        Some(&file_origin(Path::new("config.toml"), 12))
+        Some(&file_origin(Path::new("config.toml"), 13))
     );
 }
 
@@ -1140,7 +1146,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 25, "{out}");
+    assert_eq!(lines.len(), 26, "{out}");
     let line = |key: &str| {
         *lines
             .iter()

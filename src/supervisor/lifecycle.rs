@@ -322,8 +322,9 @@ impl<T: Target> Life<T> {
 
     fn sinks(&mut self) -> Sinks {
         let s = lock(&self.status);
+        let cap = self.inner.opts.max_log_mb.saturating_mul(1 << 20);
         let sink = |path: &Path, tail: &super::output::SharedTail| {
-            StreamSink::new(path, tail.clone())
+            StreamSink::new(path, tail.clone(), cap)
                 .map_err(|e| (e, StreamSink::without_log(tail.clone())))
         };
         let (out, err) = (
@@ -526,10 +527,11 @@ impl<T: Target> Life<T> {
         let tail = |t: &super::output::SharedTail| t.lock().map(|t| t.last(20)).unwrap_or_default();
         let lost = |t: &super::output::SharedTail| {
             t.lock()
-                .map(|t| (t.dropped, t.dropped_since))
+                .map(|t| (t.dropped, t.dropped_since, t.log.truncated))
                 .unwrap_or_default()
         };
-        let ((out, out_since), (err, err_since)) = (lost(&s.stdout), lost(&s.stderr));
+        let ((out, out_since, out_cut), (err, err_since, err_cut)) =
+            (lost(&s.stdout), lost(&s.stderr));
         let dropped = out + err;
         let since = match (out_since, err_since) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -563,8 +565,10 @@ impl<T: Target> Life<T> {
             stdout_log: s.stdout_log.clone(),
             stderr_log: s.stderr_log.clone(),
             log_dropped_bytes: dropped,
+            log_truncated_bytes: out_cut + err_cut,
             log_dropped_since: since.map(|t| humantime::format_rfc3339_millis(t).to_string()),
             audit_error: self.audit_error.clone(),
+            record_error: None,
         }
     }
 
@@ -578,11 +582,20 @@ impl<T: Target> Life<T> {
                 "exit_code": record.exit_code, "signal": record.signal, "duration_secs": record.duration_secs,
                 "peak_memory_bytes": record.peak_memory_bytes, "cpu_seconds": record.cpu_seconds, "message": record.message,
                 "log_dropped_bytes": record.log_dropped_bytes, "log_dropped_since": record.log_dropped_since,
+                "log_truncated_bytes": record.log_truncated_bytes,
                 "audit_error": record.audit_error,
             }),
             None,
         );
         record.audit_error = self.audit_error.clone();
+        // On disk beside the logs before anyone hears of the end: a client that reads the
+        // record after the event finds it.
+        if let Some(dir) = record.stdout_log.parent() {
+            if let Err(e) = super::records::write(dir, &record) {
+                record.record_error =
+                    Some(format!("{}: {e}", dir.join(super::records::FILE).display()));
+            }
+        }
         let record = Arc::new(record);
         {
             let mut s = lock(&self.status);

@@ -158,6 +158,7 @@ fn bench(name: &str) -> Bench {
         data_dir: dir.join("data"),
         audit_log: dir.join("audit.jsonl"),
         tail_lines: 10,
+        max_log_mb: 64,
         refresh: Duration::from_millis(20),
         watchdog_interval: Duration::from_millis(20),
         warn_ratio: 0.8,
@@ -414,6 +415,42 @@ async fn a_step_that_cannot_start_or_a_tier_that_cannot_run_is_failed_to_start()
     assert_eq!(r.reason, Reason::FailedToStart);
     assert_eq!(r.message.as_deref(), Some("no container daemon"));
     assert_eq!(calls(&log), ["prepare", "finish"]);
+    // Its directory was never made for logs; the record is written there all the same.
+    let dir = r.stdout_log.parent().unwrap();
+    assert!(!r.stdout_log.exists());
+    let on_disk: RunRecord =
+        serde_json::from_slice(&std::fs::read(dir.join("record.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, *r);
+}
+
+/// A record that cannot be written beside the logs is reported in the record the clients
+/// get, and the run still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_written_is_reported_and_the_run_succeeds() {
+    let b = bench("norecord");
+    // The run's directory is a file: neither logs nor record can go there.
+    let next = b.sup.inner.next_id.load(Ordering::Relaxed);
+    std::fs::create_dir_all(b.dir.join("runs")).unwrap();
+    std::fs::write(b.dir.join("runs").join(next.to_string()), b"").unwrap();
+    let script = Script {
+        codes: vec![Some(0)],
+        ..Script::default()
+    };
+    let (id, _) = launch(
+        &b,
+        spec(1, Limits::default(), Duration::ZERO),
+        script,
+        GRACEFUL,
+    );
+    assert_eq!(id, next);
+    let r = b.sup.wait(id).await.unwrap();
+    let e = r.record_error.as_deref().unwrap_or_default();
+    assert!(e.contains("record.json"), "{r:?}");
+    assert!(r.success(), "{r:?}");
+    assert!(r
+        .losses()
+        .unwrap_or_default()
+        .contains("RECORD NOT WRITTEN"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
 pub mod output;
+pub mod records;
 mod spec;
 pub(crate) mod target;
 pub mod watchdog;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::Config;
@@ -45,7 +46,7 @@ pub struct RunIo {
 }
 
 /// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     Exited,
@@ -72,7 +73,7 @@ impl Reason {
 }
 
 /// Who ended a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Actor {
     Operator,
@@ -137,8 +138,9 @@ pub enum RunState {
     Exited,
 }
 
-/// What happened to a run, as `--json` prints it and the library returns it.
-#[derive(Debug, Clone, Serialize)]
+/// What happened to a run, as `--json` prints it, the library returns it and `record.json`
+/// beside its logs holds it ([`records`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run_id: RunId,
     pub agent: String,
@@ -167,8 +169,14 @@ pub struct RunRecord {
     pub log_dropped_bytes: u64,
     /// When the first byte was dropped: the logs hold the output up to then.
     pub log_dropped_since: Option<String>,
+    /// Older output removed to keep each log under `supervisor.max_log_mb`, stdout and stderr
+    /// together: on purpose, so not a loss (the logs hold the newest output).
+    pub log_truncated_bytes: u64,
     /// An audit line of this run that could not be written (its exit, a kill), with the error.
     pub audit_error: Option<String>,
+    /// Why `record.json` could not be written beside the logs. Not a failure of the run (the
+    /// record still reaches every client), and never in the file itself.
+    pub record_error: Option<String>,
 }
 
 impl RunRecord {
@@ -194,6 +202,9 @@ impl RunRecord {
         }
         if let Some(e) = &self.audit_error {
             out.push(format!("AUDIT LINE NOT WRITTEN: {e}"));
+        }
+        if let Some(e) = &self.record_error {
+            out.push(format!("RECORD NOT WRITTEN: {e}"));
         }
         (!out.is_empty()).then(|| out.join("; "))
     }
@@ -281,6 +292,9 @@ pub struct SupervisorOptions {
     pub data_dir: PathBuf,
     pub audit_log: PathBuf,
     pub tail_lines: usize,
+    /// The most MiB of each stream's log kept on disk per run (`supervisor.max_log_mb`): the
+    /// newest output, in the log and its rotated predecessor.
+    pub max_log_mb: u64,
     pub refresh: Duration,
     /// The watchdog's interval for runs that no cgroup holds to their memory limit (a
     /// per-process RLIMIT_DATA is all the OS enforces): short, so a fast allocator is stopped
@@ -305,6 +319,7 @@ impl SupervisorOptions {
             data_dir: c.supervisor.data_dir.clone(),
             audit_log: c.supervisor.audit_log_path(),
             tail_lines: c.supervisor.tail_lines,
+            max_log_mb: c.supervisor.max_log_mb,
             refresh: Duration::from_millis(c.dashboard.refresh_ms.max(10)),
             watchdog_interval: Duration::from_millis(c.native_execution.watchdog_interval_ms),
             warn_ratio: c.dashboard.warn_ratio,

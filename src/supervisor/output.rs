@@ -1,6 +1,8 @@
-//! Draining an agent's stdout and stderr: every byte to its log file, the last lines to a
+//! Draining an agent's stdout and stderr: its output to its log file, the last lines to a
 //! bounded in-memory tail. The pipe is read as fast as the agent writes; memory stays bounded
-//! however much it writes.
+//! however much it writes, and so does the disk: each stream's log keeps the newest
+//! `supervisor.max_log_mb`, rotated like Docker's json-file logs (half the cap in `stdout.log`,
+//! the half before it in `stdout.log.1`).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -29,6 +31,9 @@ pub struct Tail {
     pub dropped: u64,
     /// When the first byte was dropped.
     pub dropped_since: Option<std::time::SystemTime>,
+    /// How much of the stream the log file and its rotated predecessor hold, and how much the
+    /// size cap removed: kept here, with the run, because each step of a run opens the log anew.
+    pub log: LogSize,
     /// Masks the operator's secrets before the log and the tail see the bytes.
     masker: crate::secrets::Masker,
 }
@@ -135,10 +140,29 @@ pub(crate) struct Forwarding {
     moved: AtomicU64,
 }
 
+/// The bytes of a stream in its log files, counted in memory (no `stat` per chunk).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogSize {
+    /// The stream's bytes in the log file (its note line not counted).
+    pub current: u64,
+    /// The stream's bytes in the rotated log (`stdout.log.1`).
+    pub previous: u64,
+    /// The stream's bytes removed to keep the log under its cap (`supervisor.max_log_mb`):
+    /// the older output, on purpose, not a failure.
+    pub truncated: u64,
+}
+
 /// Where one stream of a step goes: its log file, the run's tail of that stream, and the
 /// caller that streams it, if any.
 pub(crate) struct StreamSink {
     log: Log,
+    /// The log file's path; `None` for a log that cannot be rotated.
+    path: Option<PathBuf>,
+    /// The most bytes of the stream kept on disk, the log and its rotated predecessor
+    /// together: each holds half.
+    cap: u64,
+    /// A copy of the tail's [`LogSize`], stored back with each chunk.
+    size: LogSize,
     pub tail: SharedTail,
     forward: Option<(OutputSender, bool, Arc<Forwarding>)>,
 }
@@ -146,10 +170,11 @@ pub(crate) struct StreamSink {
 /// A stream's log file. It is created (empty) when the step starts, but opened for writing
 /// only when the first byte arrives: a silent agent holds no descriptor for it, and a
 /// hundred `sleep`s under `ulimit -n 256` cost only their pipes. Once output flows, the file
-/// stays open to the end of the stream (one `write` per chunk read).
+/// stays open to the end of the stream (one `write` per chunk read, and a rename and an open
+/// each time it reaches half its cap).
 enum Log {
     /// Created, not open yet.
-    Closed(PathBuf),
+    Closed,
     Open(File),
     /// Could not be opened or written: the bytes from then on are counted as dropped.
     Lost,
@@ -160,16 +185,28 @@ fn open_log(p: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(p)
 }
 
+/// The rotated predecessor of the log file `path`: `stdout.log.1`.
+pub fn rotated_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".1");
+    PathBuf::from(p)
+}
+
 impl StreamSink {
     /// The sink of the log file `path`, created now (with its directory) and left closed
-    /// until the first byte; the error when it cannot be created.
-    pub fn new(path: &Path, tail: SharedTail) -> std::io::Result<StreamSink> {
+    /// until the first byte; the error when it cannot be created. The log and its rotated
+    /// predecessor hold the newest `cap_bytes` of the stream.
+    pub fn new(path: &Path, tail: SharedTail, cap_bytes: u64) -> std::io::Result<StreamSink> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir(dir);
         }
         open_log(path)?;
+        let size = tail.lock().map(|t| t.log).unwrap_or_default();
         Ok(StreamSink {
-            log: Log::Closed(path.to_path_buf()),
+            log: Log::Closed,
+            path: Some(path.to_path_buf()),
+            cap: cap_bytes,
+            size,
             tail,
             forward: None,
         })
@@ -179,6 +216,9 @@ impl StreamSink {
     pub fn without_log(tail: SharedTail) -> StreamSink {
         StreamSink {
             log: Log::Lost,
+            path: None,
+            cap: u64::MAX,
+            size: LogSize::default(),
             tail,
             forward: None,
         }
@@ -194,6 +234,9 @@ impl StreamSink {
     fn on_file(f: File, tail: SharedTail) -> StreamSink {
         StreamSink {
             log: Log::Open(f),
+            path: None,
+            cap: u64::MAX,
+            size: LogSize::default(),
             tail,
             forward: None,
         }
@@ -209,7 +252,7 @@ impl StreamSink {
     /// agent: the tail still gets the bytes. From the first write that fails on (or a log
     /// that cannot be opened at the first byte: no descriptor left), the log is left as it
     /// is (complete up to then, never with a hole) and the bytes are counted as dropped, for
-    /// the run's record.
+    /// the run's record. Past half the cap the log is rotated: see [`StreamSink::rotate`].
     #[cfg(test)]
     pub fn deliver(&mut self, chunk: &[u8]) {
         let masked = self.masked(chunk);
@@ -256,22 +299,60 @@ impl StreamSink {
         if chunk.is_empty() {
             return;
         }
-        if let Log::Closed(p) = &self.log {
+        if let (Log::Closed, Some(p)) = (&self.log, &self.path) {
             self.log = open_log(p).map_or(Log::Lost, Log::Open);
         }
-        let unwritten = match &mut self.log {
-            Log::Open(log) => {
-                let rest = write_some(log, chunk);
-                if rest > 0 {
-                    self.log = Log::Lost;
-                }
-                rest
+        // Each file holds half the cap: the chunk is written up to that, then the log is
+        // rotated and the rest goes to the fresh one.
+        let half = (self.cap / 2).max(1);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let Log::Open(log) = &mut self.log else {
+                break;
+            };
+            let room = half.saturating_sub(self.size.current);
+            if room == 0 {
+                self.rotate();
+                continue;
             }
-            _ => chunk.len(),
-        };
+            let n = rest.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+            let left = write_some(log, &rest[..n]);
+            self.size.current += (n - left) as u64;
+            rest = &rest[n - left..];
+            if left > 0 {
+                self.log = Log::Lost;
+            }
+        }
         if let Ok(mut t) = self.tail.lock() {
-            t.drop_bytes(unwritten);
+            t.drop_bytes(rest.len());
+            t.log = self.size;
             t.push(chunk);
+        }
+    }
+
+    /// The log has reached half its cap: it becomes `stdout.log.1` (the older `.1`, and so
+    /// the oldest half of what was kept, is dropped) and a fresh log begins with a line that
+    /// says so. A rename or open that fails leaves the log lost, as a failed write does.
+    fn rotate(&mut self) {
+        let Some(path) = &self.path else {
+            self.log = Log::Lost;
+            return;
+        };
+        // Closed before the rename (Windows renames an open file only with sharing).
+        self.log = Log::Lost;
+        let old = rotated_path(path);
+        if std::fs::rename(path, &old).is_err() {
+            return;
+        }
+        self.size.truncated += self.size.previous;
+        self.size.previous = self.size.current;
+        self.size.current = 0;
+        let Ok(mut log) = open_log(path) else {
+            return;
+        };
+        let note = rotation_note(&old, self.size.truncated, self.cap);
+        if write_some(&mut log, note.as_bytes()) == 0 {
+            self.log = Log::Open(log);
         }
     }
 
@@ -295,6 +376,39 @@ impl StreamSink {
         }
         self.forward = None;
     }
+}
+
+/// How a rotated log's first line begins.
+const NOTE_START: &[u8] = b"[symbiont: earlier output is in ";
+
+/// The output a stream's log kept, oldest first: its rotated predecessor (if any), then the
+/// log, without the note lines that rotation put at their starts.
+pub fn read_kept(path: &Path) -> Vec<u8> {
+    let cur = std::fs::read(path).unwrap_or_default();
+    let Ok(mut out) = std::fs::read(rotated_path(path)) else {
+        return cur;
+    };
+    let body = |b: &[u8]| match memchr::memchr(b'\n', b) {
+        Some(nl) if b.starts_with(NOTE_START) => nl + 1,
+        _ => 0,
+    };
+    out.drain(..body(&out));
+    out.extend_from_slice(&cur[body(&cur)..]);
+    out
+}
+
+/// The first line of a rotated log: where the earlier output is and how much the cap dropped.
+fn rotation_note(old: &Path, truncated: u64, cap: u64) -> String {
+    let name = old.file_name().unwrap_or_default().to_string_lossy();
+    let cap = if cap.is_multiple_of(1 << 20) {
+        format!("{} MB", cap >> 20)
+    } else {
+        format!("{cap} bytes")
+    };
+    format!(
+        "[symbiont: earlier output is in {name}; {truncated} older bytes were dropped to keep \
+         this log under {cap} (supervisor.max_log_mb)]\n"
+    )
 }
 
 /// Writes as much of `data` as the file takes; returns how many bytes it did not take.
@@ -445,7 +559,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("symbiont-lazy-log-{}", std::process::id()));
         let path = dir.join("stdout.log");
         let tail: SharedTail = Arc::new(Mutex::new(Tail::new(2)));
-        let mut sink = StreamSink::new(&path, tail.clone()).unwrap();
+        let mut sink = StreamSink::new(&path, tail.clone(), 64 << 20).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"");
         assert!(!sink.holds_log());
         sink.deliver(b"");
@@ -455,8 +569,102 @@ mod tests {
         sink.deliver(b"two\n");
         finish(&mut sink);
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
+        assert_eq!(read_kept(&path), b"one\ntwo\n");
         assert_eq!(tail.lock().unwrap().dropped, 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A capped log keeps the newest output: past half the cap it is rotated, the older
+    /// rotated half is dropped, and the fresh log's first line says how much was dropped. The
+    /// cap is no failure: nothing counts as dropped by the disk.
+    #[test]
+    fn a_capped_log_is_rotated_and_keeps_the_newest_output() {
+        let dir = std::env::temp_dir().join(format!("symbiont-cap-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("stdout.log");
+        let old = rotated_path(&path);
+        let cap = 1024u64;
+        let tail: SharedTail = Arc::new(Mutex::new(Tail::new(2)));
+        let mut sink = StreamSink::new(&path, tail.clone(), cap).unwrap();
+        // 10 KiB of numbered lines, in chunks of uneven sizes (some larger than half the cap).
+        let text: String = (0..2000).map(|i| format!("{i:06}\n")).collect();
+        let data = &text.as_bytes()[..10 * 1024];
+        let mut at = 0;
+        for (i, n) in [1usize, 100, 700, 3, 511, 512, 513, 2000]
+            .iter()
+            .cycle()
+            .enumerate()
+        {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + n + i % 2).min(data.len());
+            sink.deliver(&data[at..end]);
+            at = end;
+        }
+        finish(&mut sink);
+        // Each file begins with a note line (the rotated one with that of its own rotation).
+        let split = |p: &Path| {
+            let f = std::fs::read(p).unwrap();
+            let nl = f.iter().position(|&b| b == b'\n').unwrap();
+            assert!(f.starts_with(b"[symbiont: "), "{}", p.display());
+            (
+                String::from_utf8_lossy(&f[..=nl]).to_string(),
+                f[nl + 1..].to_vec(),
+            )
+        };
+        let ((note, cur), (_, prev)) = (split(&path), split(&old));
+        let cur = &cur[..];
+        let kept = (cur.len() + prev.len()) as u64;
+        assert!(kept <= cap, "{kept} bytes kept");
+        assert!(kept > cap / 2, "{kept} bytes kept");
+        // The newest bytes, whole and in order, at the end of the log; the older ones before
+        // them in the rotated log.
+        let mut both = prev.clone();
+        both.extend_from_slice(cur);
+        assert!(data.ends_with(&both), "the kept output is not the newest");
+        let dropped = data.len() as u64 - kept;
+        assert_eq!(
+            note,
+            format!("[symbiont: earlier output is in stdout.log.1; {dropped} older bytes were dropped to keep this log under 1024 bytes (supervisor.max_log_mb)]\n")
+        );
+        let t = tail.lock().unwrap();
+        assert_eq!(t.dropped, 0);
+        assert_eq!(t.log.truncated, dropped);
+        assert_eq!(t.log.current + t.log.previous, kept);
+        assert_eq!(t.last(1), vec!["001462"]);
+        drop(t);
+        // A run's next step opens the log anew and goes on from where the last one left it.
+        let mut sink = StreamSink::new(&path, tail.clone(), cap).unwrap();
+        sink.deliver(&[b'y'; 600]);
+        finish(&mut sink);
+        let ((_, cur), (_, mut both)) = (split(&path), split(&old));
+        both.extend_from_slice(&cur);
+        assert!(both.len() as u64 <= cap && both.ends_with(&[b'y'; 512]));
+        let mut kept = data.to_vec();
+        kept.extend_from_slice(&[b'y'; 600]);
+        let read = read_kept(&path);
+        assert!(
+            read.len() as u64 <= cap && kept.ends_with(&read),
+            "{read:?}"
+        );
+        let t = tail.lock().unwrap();
+        assert_eq!(
+            t.log.truncated + t.log.current + t.log.previous,
+            data.len() as u64 + 600
+        );
+        assert_eq!(t.dropped, 0);
+        drop(t);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The note names the cap in MB when it is a whole number of them.
+    #[test]
+    fn the_rotation_note_names_the_cap() {
+        assert_eq!(
+            rotation_note(Path::new("/r/stderr.log.1"), 123456789, 64 << 20),
+            "[symbiont: earlier output is in stderr.log.1; 123456789 older bytes were dropped to keep this log under 64 MB (supervisor.max_log_mb)]\n"
+        );
     }
 
     #[test]

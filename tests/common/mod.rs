@@ -57,6 +57,15 @@ impl Scratch {
         )
     }
 
+    /// [`Scratch::config`] with `extra` lines under [supervisor].
+    pub fn supervisor_config(&self, extra: &str) -> PathBuf {
+        let p = self.config("");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = text.replacen("[supervisor]\n", &format!("[supervisor]\n{extra}\n"), 1);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
     /// Runs the binary in this directory with a clean, predictable environment.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
