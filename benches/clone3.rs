@@ -679,6 +679,7 @@ mod bench {
             audit_log: root.join(format!("audit-{pool}.log")),
             tail_lines: 50,
             max_log_mb: 64,
+            first_run_id: 1,
             refresh: Duration::from_secs(1),
             watchdog_interval: Duration::from_millis(100),
             warn_ratio: 0.8,

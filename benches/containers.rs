@@ -50,6 +50,7 @@ async fn main() {
         audit_log: dir.join("audit.jsonl"),
         tail_lines: 50,
         max_log_mb: 64,
+        first_run_id: 1,
         refresh: Duration::from_secs(1),
         watchdog_interval: Duration::from_millis(100),
         warn_ratio: 0.8,

@@ -190,6 +190,7 @@ mod bench {
             audit_log: ctx.root.join("audit.log"),
             tail_lines: 50,
             max_log_mb: 64,
+            first_run_id: 1,
             refresh,
             watchdog_interval: Duration::from_millis(100),
             warn_ratio: 0.8,

@@ -82,6 +82,7 @@ mod bench {
             audit_log: root.join("audit.log"),
             tail_lines: 10,
             max_log_mb: 64,
+            first_run_id: 1,
             refresh: Duration::from_secs(1),
             watchdog_interval: interval,
             warn_ratio: 0.8,

@@ -363,24 +363,7 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
     if reader_gone.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(141);
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&**r).unwrap_or_default());
-    } else {
-        if let Some(m) = r.losses() {
-            eprintln!("symbiont: {m}");
-        }
-        if !r.success() && r.reason != Reason::Exited {
-            eprintln!(
-                "symbiont: {} ({}){}",
-                r.reason.as_str(),
-                r.signal.as_deref().unwrap_or("-"),
-                r.message
-                    .as_deref()
-                    .map(|m| format!(": {}", visible(m)))
-                    .unwrap_or_default()
-            );
-        }
-    }
+    exec_report(r, json);
     let code = exec_status(r);
     // Lost audit lines make a command that succeeded fail, as lost output does.
     Ok(if code == 0 && audit_status(&sup) != 0 {
@@ -388,6 +371,29 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
     } else {
         code
     })
+}
+
+/// What `exec` says once its command has ended: with `json` the record on stdout; else, on
+/// stderr, what was lost and how the run ended when it did not exit on its own.
+pub fn exec_report(r: &RunRecord, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+        return;
+    }
+    if let Some(m) = r.losses() {
+        eprintln!("symbiont: {m}");
+    }
+    if !r.success() && r.reason != Reason::Exited {
+        eprintln!(
+            "symbiont: {} ({}){}",
+            r.reason.as_str(),
+            r.signal.as_deref().unwrap_or("-"),
+            r.message
+                .as_deref()
+                .map(|m| format!(": {}", visible(m)))
+                .unwrap_or_default()
+        );
+    }
 }
 
 /// Chunks of output in flight between an `exec`'d agent and this process's stdout: with the

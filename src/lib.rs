@@ -32,5 +32,7 @@ pub mod policy;
 pub mod process;
 pub mod report;
 pub mod secrets;
+#[cfg(unix)]
+pub mod service;
 
 pub use orchestrator::{Error, ExecutionResult, SandboxOrchestrator};

@@ -36,6 +36,53 @@ enum Command {
     Check(CheckArgs),
     /// Open the dashboard with no agent started; launch agents from it.
     Dashboard(DashboardArgs),
+    /// Run this user's service in the foreground: agents handed to it outlive the terminal that
+    /// asked for them (`run --detach`, `exec`), and `ps`, `kill`, `logs`, `history`, `attach`
+    /// reach them from any shell. Stops every agent on SIGTERM, SIGINT, SIGHUP or `shutdown`.
+    Serve {
+        /// The configuration file (else $SYMBIONT_CONFIG, else ./config.toml, else defaults).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// List the service's runs: agent, run id, state, pid, CPU, memory, elapsed, reason, command.
+    Ps {
+        /// A JSON array instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signal a run of the service, whole tree (as the dashboard's kill).
+    Kill {
+        /// A run id, or an agent name (every live run of it).
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// TERM (KILL after the grace period), KILL, INT, HUP, STOP or CONT.
+        #[arg(long, short = 's', value_name = "NAME")]
+        signal: Option<String>,
+    },
+    /// Print a run's logs (the latest run of an agent), live or ended, this service's or an
+    /// earlier one's.
+    Logs {
+        /// A run id, or an agent name (its latest run).
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// Keep printing new output until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Which stream: stdout, stderr or both.
+        #[arg(long, value_name = "STREAM", default_value = "both", value_parser = ["stdout", "stderr", "both"])]
+        stream: String,
+    },
+    /// The records of ended runs, kept beside their logs (they survive the service).
+    History {
+        /// A JSON array of run records instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Only the newest N.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Stop every agent of the service, then the service.
+    Shutdown,
     /// Print the completion script for a shell (e.g. `symbiont completions bash > /etc/bash_completion.d/symbiont`).
     Completions {
         /// The shell: bash, zsh, fish, powershell or elvish.
@@ -151,6 +198,10 @@ struct RunArgs {
     /// JSON Lines events and a final JSON array of run records (implies --headless).
     #[arg(long)]
     json: bool,
+    /// Hand the agents to this user's service (starting it if needed) and return: they outlive
+    /// this terminal; `symbiont ps`, `logs`, `kill` and `attach` reach them.
+    #[arg(long, conflicts_with_all = ["headless", "json"])]
+    detach: bool,
 }
 
 #[derive(Args, Debug)]
@@ -166,6 +217,10 @@ struct ExecArgs {
     /// Pass the host variable NAME to the command (repeatable), e.g. an API key; its value is masked in logs.
     #[arg(long = "pass-env", value_name = "NAME")]
     pass_env: Vec<String>,
+    /// Run in this process even when this user's service runs (by default the command goes
+    /// through the service, so it shows in `ps` and the dashboard).
+    #[arg(long)]
+    standalone: bool,
     /// The command and its arguments (after --).
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -283,6 +338,12 @@ fn main() -> ExitCode {
             Command::Exec(a) => cmd_exec(a).await,
             Command::Check(a) => cmd_check(a),
             Command::Dashboard(a) => cmd_dashboard(a).await,
+            Command::Serve { config } => cmd_serve(config).await,
+            c @ (Command::Ps { .. }
+            | Command::Kill { .. }
+            | Command::Logs { .. }
+            | Command::History { .. }
+            | Command::Shutdown) => service_client(c).await,
             Command::Sweep { .. } | Command::Completions { .. } | Command::Man { .. } => Ok(0),
         }
     });
@@ -341,6 +402,10 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
         pass_env: a.pass_env.clone(),
         ..a.policy.flags()
     };
+    if a.detach {
+        flags.check().map_err(Usage::bad)?;
+        return detach(&a, &flags).await;
+    }
     let loaded = load_config(a.policy.config.as_deref(), &flags)?;
     let files = load_files(&a.files)?;
     let specs = plan::plan_runs(&loaded, &a.triggers, &files, &Host::real())?;
@@ -408,6 +473,11 @@ async fn exec_inner(a: ExecArgs) -> Result<u8, Usage> {
         pass_env: a.pass_env.clone(),
         ..a.policy.flags()
     };
+    if !a.standalone {
+        if let Some(code) = exec_through_service(&a, &flags).await? {
+            return Ok(code);
+        }
+    }
     let loaded = load_config(a.policy.config.as_deref(), &flags)?;
     let argv = match (a.code, a.command.is_empty()) {
         (Some(code), _) => {
@@ -450,4 +520,94 @@ fn cmd_check(a: CheckArgs) -> Result<u8, Usage> {
         println!("env file {}: {}", p.display(), names.join(" "));
     }
     Ok(0)
+}
+
+/// `symbiont serve`.
+#[cfg(unix)]
+async fn cmd_serve(config: Option<PathBuf>) -> Result<u8, Usage> {
+    let loaded = load_config(config.as_deref(), &Flags::default())?;
+    let mut opts = SupervisorOptions::from_config(&loaded.config);
+    opts.own_all_children = true;
+    symbiont::process::enable_sweep();
+    let dir = symbiont::service::runtime_dir();
+    symbiont::service::server::serve(loaded, opts, &dir, |socket| {
+        eprintln!("symbiont: serving on {}", socket.display());
+    })
+    .await
+    .map_err(|e| Usage::failed(format!("service: {e}")))?;
+    Ok(0)
+}
+
+/// `ps`, `kill`, `logs`, `history` and `shutdown`: clients of this user's service.
+#[cfg(unix)]
+async fn service_client(c: Command) -> Result<u8, Usage> {
+    use symbiont::service::{commands, Client};
+    let client = Client::at(symbiont::service::socket_path());
+    Ok(match c {
+        Command::Ps { json } => commands::ps(&client, json).await,
+        Command::Kill { target, signal } => commands::kill(&client, &target, signal).await,
+        Command::Logs {
+            target,
+            follow,
+            stream,
+        } => commands::logs(&client, &target, &stream, follow).await,
+        Command::History { json, limit } => commands::history(&client, json, limit).await,
+        Command::Shutdown => commands::shutdown(&client).await,
+        _ => 2,
+    })
+}
+
+/// `run --detach`.
+#[cfg(unix)]
+async fn detach(a: &RunArgs, flags: &Flags) -> Result<u8, Usage> {
+    use symbiont::service::{api::LaunchFlags, commands};
+    Ok(commands::detach(
+        &a.files,
+        a.triggers.clone(),
+        LaunchFlags::from_flags(flags),
+        a.policy.config.as_deref(),
+    )
+    .await)
+}
+
+/// `exec` through this user's service when one answers; `None` when none runs.
+#[cfg(unix)]
+async fn exec_through_service(a: &ExecArgs, flags: &Flags) -> Result<Option<u8>, Usage> {
+    use symbiont::service::{api::LaunchFlags, api::LaunchRequest, commands, Client};
+    let client = Client::at(symbiont::service::socket_path());
+    if client.health().await.is_err() {
+        return Ok(None);
+    }
+    flags.check().map_err(Usage::bad)?;
+    let req = LaunchRequest {
+        command: a.command.clone(),
+        code: a.code.clone(),
+        flags: LaunchFlags::from_flags(flags),
+        env: commands::client_env(),
+        ..LaunchRequest::default()
+    };
+    Ok(Some(commands::exec(&client, req, a.json).await))
+}
+
+#[cfg(not(unix))]
+const NO_SERVICE: &str = "the service (serve, run --detach, ps, kill, logs, history, shutdown) is not available on Windows yet";
+
+#[cfg(not(unix))]
+async fn cmd_serve(_config: Option<PathBuf>) -> Result<u8, Usage> {
+    Err(Usage::failed(NO_SERVICE.into()))
+}
+
+#[cfg(not(unix))]
+async fn service_client(_c: Command) -> Result<u8, Usage> {
+    Err(Usage::failed(NO_SERVICE.into()))
+}
+
+#[cfg(not(unix))]
+async fn detach(_a: &RunArgs, _flags: &Flags) -> Result<u8, Usage> {
+    Err(Usage::failed(NO_SERVICE.into()))
+}
+
+#[cfg(not(unix))]
+async fn exec_through_service(_a: &ExecArgs, _flags: &Flags) -> Result<Option<u8>, Usage> {
+    Ok(None)
 }

@@ -265,6 +265,16 @@ impl SourceFile {
         Ok(SourceFile { file, text })
     }
 
+    /// An agent file read elsewhere (the service gets its text from the client): `path` is
+    /// where the messages say it is.
+    pub fn from_text(path: &Path, text: &str) -> Result<SourceFile, PlanError> {
+        let file = crate::dsl::parse_str(text, path)?;
+        Ok(SourceFile {
+            file,
+            text: text.to_string(),
+        })
+    }
+
     /// `cause` at `loc` in this file; the diagnostic's message is `msg`.
     fn locate(&self, loc: crate::dsl::Location, msg: String, cause: PlanError) -> PlanError {
         PlanError::Located {

@@ -33,6 +33,7 @@ fn supervisor_with(s: &Scratch, use_cgroups: bool) -> Supervisor {
         audit_log: s.path("data/audit.jsonl"),
         tail_lines: 50,
         max_log_mb: 64,
+        first_run_id: 1,
         refresh: Duration::from_millis(50),
         watchdog_interval: Duration::from_millis(50),
         warn_ratio: 0.8,

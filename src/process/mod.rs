@@ -80,6 +80,23 @@ pub fn stdin_for_agent() -> std::io::Result<std::fs::File> {
     return Ok(std::os::windows::io::OwnedHandle::from(reader).into());
 }
 
+/// Starts `cmd` in a session of its own, away from this process's terminal: a background
+/// service that no terminal's hangup reaches.
+#[cfg(unix)]
+pub fn detach_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and only calls setsid(2), which is
+    // async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Set by the `symbiont` binary, which has the hidden `__sweep` subcommand: only then does the
 /// guardian exec the running binary to sweep (a library's host program, a test or a bench,
 /// would run itself again).

@@ -159,6 +159,7 @@ fn bench(name: &str) -> Bench {
         audit_log: dir.join("audit.jsonl"),
         tail_lines: 10,
         max_log_mb: 64,
+        first_run_id: 1,
         refresh: Duration::from_millis(20),
         watchdog_interval: Duration::from_millis(20),
         warn_ratio: 0.8,

@@ -128,7 +128,7 @@ pub enum Control {
 }
 
 /// The life of a run as the dashboard shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Starting,
@@ -295,6 +295,9 @@ pub struct SupervisorOptions {
     /// The most MiB of each stream's log kept on disk per run (`supervisor.max_log_mb`): the
     /// newest output, in the log and its rotated predecessor.
     pub max_log_mb: u64,
+    /// The id of the first run: the service starts past the runs of earlier services, whose
+    /// records share its data directory.
+    pub first_run_id: RunId,
     pub refresh: Duration,
     /// The watchdog's interval for runs that no cgroup holds to their memory limit (a
     /// per-process RLIMIT_DATA is all the OS enforces): short, so a fast allocator is stopped
@@ -320,6 +323,7 @@ impl SupervisorOptions {
             audit_log: c.supervisor.audit_log_path(),
             tail_lines: c.supervisor.tail_lines,
             max_log_mb: c.supervisor.max_log_mb,
+            first_run_id: 1,
             refresh: Duration::from_millis(c.dashboard.refresh_ms.max(10)),
             watchdog_interval: Duration::from_millis(c.native_execution.watchdog_interval_ms),
             warn_ratio: c.dashboard.warn_ratio,
@@ -370,6 +374,7 @@ impl Supervisor {
     /// Starts a supervisor. Must be called inside a tokio runtime.
     pub fn new(opts: SupervisorOptions) -> std::io::Result<Supervisor> {
         let data_dir = std::path::absolute(&opts.data_dir)?;
+        let first_run_id = opts.first_run_id.max(1);
         let audit = Arc::new(audit::AuditLog::open(&std::path::absolute(
             &opts.audit_log,
         )?)?);
@@ -410,7 +415,7 @@ impl Supervisor {
                 audit,
                 watch: Mutex::new(watch_tx),
                 runs: Mutex::new(BTreeMap::new()),
-                next_id: AtomicU64::new(1),
+                next_id: AtomicU64::new(first_run_id),
                 events,
                 instance: n,
             }),

@@ -73,7 +73,10 @@ impl Scratch {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.args(args).current_dir(&self.dir);
+        // This test's own service, if it starts one: never a service of the user running the tests.
+        c.args(args)
+            .current_dir(&self.dir)
+            .env("XDG_RUNTIME_DIR", self.dir.join("run"));
         for (k, _) in std::env::vars() {
             if k.starts_with("SYMBIONT_") {
                 c.env_remove(k);
