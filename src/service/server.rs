@@ -125,11 +125,7 @@ pub async fn serve(
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     }
     let mut opts = opts;
-    opts.first_run_id = records::read_all(&opts.data_dir)
-        .iter()
-        .map(|r| r.run_id + 1)
-        .max()
-        .unwrap_or(1);
+    opts.first_run_id = records::last_run_id(&opts.data_dir) + 1;
     let max_body = DEFAULT_MAX_BODY;
     let sup = Supervisor::new(opts)?;
     let (quit, mut quit_rx) = watch::channel(false);

@@ -22,6 +22,21 @@ pub fn write(dir: &Path, r: &RunRecord) -> io::Result<()> {
     })
 }
 
+/// The highest run id of any run directory under `data_dir/runs` (`<id>-<agent>-<trigger>`),
+/// ended or not (a run killed with its supervisor has no record): 0 when there is none.
+pub fn last_run_id(data_dir: &Path) -> super::RunId {
+    let entries = |p: &Path| std::fs::read_dir(p).into_iter().flatten().flatten();
+    entries(&data_dir.join("runs"))
+        .flat_map(|session| entries(&session.path()))
+        .filter_map(|run| {
+            let name = run.file_name();
+            let name = name.to_str()?;
+            name.split('-').next()?.parse::<super::RunId>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Every record under `data_dir/runs/*/*/record.json`, oldest end first (then by run id);
 /// files that cannot be read or parsed are skipped.
 pub fn read_all(data_dir: &Path) -> Vec<RunRecord> {
