@@ -447,7 +447,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 fn exec_to_a_slow_reader_delivers_every_byte_with_bounded_memory() {
     const SIZE: u64 = 256 << 20;
     let d = Desk::new("exec-slow");
-    let service = d.serve();
+    let mut service = d.serve();
     for standalone in [true, false] {
         let mut args = vec!["exec", "--native"];
         if standalone {
@@ -482,4 +482,5 @@ fn exec_to_a_slow_reader_delivers_every_byte_with_bounded_memory() {
         eprintln!("standalone={standalone}: peak RSS {peak} KiB for 256 MiB to a slow reader");
     }
     assert_eq!(d.run(&["shutdown"]).status.code(), Some(0));
+    service.wait().unwrap();
 }
