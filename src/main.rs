@@ -44,6 +44,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// The dashboard on the service's agents: quitting leaves them running (the quit dialog
+    /// offers to stop them instead).
+    Attach {
+        /// The configuration file for the dashboard's keys and colours (else $SYMBIONT_CONFIG,
+        /// else ./config.toml, else defaults).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// List the service's runs: agent, run id, state, pid, CPU, memory, elapsed, reason, command.
     Ps {
         /// A JSON array instead of the table.
@@ -339,6 +347,7 @@ fn main() -> ExitCode {
             Command::Check(a) => cmd_check(a),
             Command::Dashboard(a) => cmd_dashboard(a).await,
             Command::Serve { config } => cmd_serve(config).await,
+            Command::Attach { config } => cmd_attach(config).await,
             c @ (Command::Ps { .. }
             | Command::Kill { .. }
             | Command::Logs { .. }
@@ -538,6 +547,27 @@ async fn cmd_serve(config: Option<PathBuf>) -> Result<u8, Usage> {
     Ok(0)
 }
 
+/// `symbiont attach`.
+#[cfg(unix)]
+async fn cmd_attach(config: Option<PathBuf>) -> Result<u8, Usage> {
+    let loaded = load_config(config.as_deref(), &Flags::default())?;
+    let client = symbiont::service::Client::at(symbiont::service::socket_path());
+    client
+        .health()
+        .await
+        .map_err(|e| Usage::failed(e.to_string()))?;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(Usage::bad(
+            "attach needs a terminal (`symbiont ps` lists the service's runs)".into(),
+        ));
+    }
+    let d = Dashboard::attach(client, &loaded).map_err(Usage::bad)?;
+    d.run()
+        .await
+        .map_err(|e| Usage::failed(format!("dashboard: {e}")))?;
+    Ok(0)
+}
+
 /// `ps`, `kill`, `logs`, `history` and `shutdown`: clients of this user's service.
 #[cfg(unix)]
 async fn service_client(c: Command) -> Result<u8, Usage> {
@@ -590,10 +620,15 @@ async fn exec_through_service(a: &ExecArgs, flags: &Flags) -> Result<Option<u8>,
 }
 
 #[cfg(not(unix))]
-const NO_SERVICE: &str = "the service (serve, run --detach, ps, kill, logs, history, shutdown) is not available on Windows yet";
+const NO_SERVICE: &str = "the service (serve, run --detach, attach, ps, kill, logs, history, shutdown) is not available on Windows yet";
 
 #[cfg(not(unix))]
 async fn cmd_serve(_config: Option<PathBuf>) -> Result<u8, Usage> {
+    Err(Usage::failed(NO_SERVICE.into()))
+}
+
+#[cfg(not(unix))]
+async fn cmd_attach(_config: Option<PathBuf>) -> Result<u8, Usage> {
     Err(Usage::failed(NO_SERVICE.into()))
 }
 

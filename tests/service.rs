@@ -484,3 +484,66 @@ fn exec_to_a_slow_reader_delivers_every_byte_with_bounded_memory() {
     assert_eq!(d.run(&["shutdown"]).status.code(), Some(0));
     service.wait().unwrap();
 }
+
+#[test]
+fn attach_shows_an_exec_from_another_shell_kills_it_with_capital_x_and_quits_leaving_the_rest() {
+    let d = Desk::new("attach");
+    let mut service = d.serve();
+    let keep = d.agents("SvcKeep", "bash -c 'sleep 60'");
+    let o = d.run(&["run", keep.to_str().unwrap(), "--detach", "--native"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // An exec started in another shell.
+    let mut exec = d
+        .cmd(&[
+            "exec",
+            "--native",
+            "--",
+            "bash",
+            "-c",
+            "echo attach-exec; sleep 60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 12];
+    exec.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
+    let mut p = common::pty::Pty::spawn(d.cmd(&["attach"]), 160, 40);
+    p.wait_for("SvcKeep", Duration::from_secs(10));
+    p.wait_for("▸ exec", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    // Select the exec's row with a click, then kill its tree at once.
+    let (row, _) = p.line_with("▸ exec").unwrap();
+    p.send(&format!("\x1b[<0;5;{}M", row + 1));
+    std::thread::sleep(Duration::from_millis(300));
+    p.send("X");
+    let st = {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = exec.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < until,
+                "the exec was not killed:\n{}",
+                p.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(st.code(), Some(137), "the exec's status after X");
+    p.wait_for("killed by operator", Duration::from_secs(10));
+    // Quit: the dialog offers to leave the agents; leaving is the default.
+    p.send("q");
+    p.wait_for("leave them", Duration::from_secs(5));
+    p.send("\r");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        state_of(&d.ps(), "SvcKeep"),
+        ["running"],
+        "quitting stopped an agent"
+    );
+    assert_eq!(d.run(&["shutdown"]).status.code(), Some(0));
+    service.wait().unwrap();
+    assert_none_left("SvcKeep");
+}

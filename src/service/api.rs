@@ -170,6 +170,16 @@ impl RunView {
     }
 }
 
+/// `GET /v1/dashboard`: what an attached dashboard draws, as its own rows: every run, the
+/// selected one with its history for the charts, and the tail of its chosen stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DashboardView {
+    pub rows: Vec<crate::tui::app::AgentRow>,
+    pub tail: Vec<String>,
+    /// The service's sampling interval.
+    pub refresh_ms: u64,
+}
+
 /// What went wrong, as every error answer carries it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

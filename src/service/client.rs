@@ -235,6 +235,21 @@ impl Client {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
+    /// What an attached dashboard draws: every run as a row, `selected`'s with its history,
+    /// and the tail of its stdout (or `stderr`).
+    pub async fn dashboard(
+        &self,
+        selected: Option<RunId>,
+        stderr: bool,
+    ) -> Result<DashboardView, ClientError> {
+        let stream = if stderr { "stderr" } else { "stdout" };
+        let path = match selected {
+            Some(id) => format!("/v1/dashboard?selected={id}&stream={stream}"),
+            None => "/v1/dashboard".into(),
+        };
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// Stops every agent, then the service.
     pub async fn shutdown(&self) -> Result<Stopped, ClientError> {
         self.call(Method::POST, "/v1/shutdown", None::<&()>).await

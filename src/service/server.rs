@@ -262,6 +262,7 @@ fn router(service: Shared, max_body: usize) -> Router {
             post(stdin).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/history", get(history))
+        .route("/v1/dashboard", get(dashboard))
         .route("/v1/events", get(events))
         .route("/v1/shutdown", post(shutdown))
         .fallback(|| async { refusal(ErrorKind::NotFound, "no such endpoint (see docs/api.yaml)") })
@@ -337,10 +338,25 @@ async fn launch(
     JsonBody(req): JsonBody<LaunchRequest>,
 ) -> Result<(StatusCode, Json<Vec<Launched>>), Refusal> {
     s.check_accepting()?;
+    if req.files.is_empty() && !req.command.is_empty() {
+        // One command, detached (the dashboard's launch dialog): named after its program.
+        let spec = plan_exec(&s, &req)?.as_command();
+        s.sup.preflight(std::slice::from_ref(&spec)).await?;
+        let (agent, trigger) = (spec.agent.clone(), spec.trigger.clone());
+        let run_id = s.sup.launch(spec)?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(vec![Launched {
+                run_id,
+                agent,
+                trigger,
+            }]),
+        ));
+    }
     if req.files.is_empty() {
         return Err(refusal(
             ErrorKind::BadRequest,
-            "no agent file: `files` is empty (POST /v1/exec runs one command)",
+            "nothing to launch: give `files` (agent files) or `command` (POST /v1/exec streams one command)",
         ));
     }
     let loaded = s.config_for(&req.flags)?;
@@ -743,6 +759,48 @@ async fn history(
         all.drain(..skip);
     }
     Json(all)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DashboardQuery {
+    /// The selected run: its history and its tail come with the rows.
+    selected: Option<RunId>,
+    /// The tail's stream: stdout (the default) or stderr.
+    stream: Option<String>,
+}
+
+/// Lines of the selected run's tail an attached dashboard gets.
+const DASHBOARD_TAIL: usize = 1000;
+
+/// `GET /v1/dashboard`: the rows an attached dashboard draws.
+async fn dashboard(
+    State(s): State<Shared>,
+    Query(q): Query<DashboardQuery>,
+) -> Json<DashboardView> {
+    let now = std::time::Instant::now();
+    let period = s.sup.options().refresh;
+    let mut rows = Vec::new();
+    s.sup.visit(|st| {
+        rows.push(crate::tui::app::AgentRow::from_status(
+            st,
+            now,
+            Some(st.id) == q.selected,
+            period,
+        ))
+    });
+    let stderr = q.stream.as_deref() == Some("stderr");
+    let mut tail = q
+        .selected
+        .and_then(|id| s.sup.tail(id, stderr))
+        .unwrap_or_default();
+    let skip = tail.len().saturating_sub(DASHBOARD_TAIL);
+    tail.drain(..skip);
+    Json(DashboardView {
+        rows,
+        tail,
+        refresh_ms: period.as_millis() as u64,
+    })
 }
 
 /// `GET /v1/events`: every event from now on, one JSON object per line, until the service

@@ -83,7 +83,7 @@ pub enum Actor {
 }
 
 /// Signals the operator can send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Sig {
     /// SIGTERM, then SIGKILL after the grace period.
     Term,

@@ -34,8 +34,30 @@ pub struct RunSpec {
     pub source: Option<String>,
 }
 
+impl RunSpec {
+    /// An ad-hoc command as its own agent, named after its program (`cmd:python3`), its
+    /// environment saying the same.
+    pub fn as_command(mut self) -> RunSpec {
+        let program = self.steps.first().and_then(|s| s.argv.first()).cloned();
+        let name = program
+            .as_deref()
+            .map(|a| a.rsplit('/').next().unwrap_or(a))
+            .unwrap_or_default();
+        self.agent = format!("cmd:{name}");
+        self.trigger = "command".into();
+        for (k, v) in &mut self.env {
+            match k.as_str() {
+                "SYMBIONT_AGENT" => *v = self.agent.clone(),
+                "SYMBIONT_TRIGGER" => *v = self.trigger.clone(),
+                _ => {}
+            }
+        }
+        self
+    }
+}
+
 /// The effective limits of one run, decided once by the policy before launch.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Memory of the whole agent (all its processes).
     pub memory_bytes: Option<u64>,

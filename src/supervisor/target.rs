@@ -42,7 +42,8 @@ pub trait Tree: Send + Sync + Debug {
 }
 
 /// What the operator can do to a run of a tier: the dashboard offers exactly these, and the
-/// supervisor refuses the rest.
+/// supervisor refuses the rest. Read back from JSON (an attached dashboard) as the known
+/// actions of the tier whose choices they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Actions {
     /// What the operator may send the whole tree, each with what it does on this tier, in the
@@ -57,6 +58,27 @@ pub struct Actions {
     pub graceful_term: bool,
     /// The whole tree can be paused and resumed.
     pub pause: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Actions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Actions, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            choices: Vec<(Sig, String)>,
+        }
+        let w = Wire::deserialize(d)?;
+        Ok(crate::tier::known_actions()
+            .iter()
+            .find(|a| {
+                a.choices.len() == w.choices.len()
+                    && a.choices
+                        .iter()
+                        .zip(&w.choices)
+                        .all(|(x, y)| x.0 == y.0 && x.1 == y.1)
+            })
+            .copied()
+            .unwrap_or_default())
+    }
 }
 
 /// A run whose tier is not known: nothing but KILL to the whole tree.

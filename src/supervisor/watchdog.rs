@@ -31,7 +31,7 @@ use crate::supervisor::Limits;
 pub const HISTORY: usize = 120;
 
 /// One process of a run's tree, as last sampled.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProcRow {
     pub pid: i32,
     pub ppid: i32,

@@ -11,6 +11,11 @@ pub(crate) mod container;
 #[cfg_attr(windows, path = "native_windows.rs")]
 pub(crate) mod native;
 
+/// What the operator can do to a run of each tier this build runs.
+pub(crate) fn known_actions() -> &'static [crate::supervisor::Actions] {
+    &[native::ACTIONS, container::ACTIONS]
+}
+
 /// Where an agent runs. `None` is a plain host process with no isolation.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,

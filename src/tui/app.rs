@@ -16,7 +16,8 @@ use crate::supervisor::{Actions, Reason, RunId, RunState, RunStatus, Scope, Sig}
 use crate::tier::SecurityTier;
 
 /// One agent as the dashboard shows it: a copy of the supervisor's figures at one instant.
-#[derive(Debug, Clone, PartialEq)]
+/// The service sends these to an attached dashboard as they are.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentRow {
     pub id: RunId,
     pub agent: String,
@@ -335,6 +336,9 @@ pub struct App {
     pub quitting: bool,
     /// No colour (`NO_COLOR`): what colour says, reverse video and text say.
     pub mono: bool,
+    /// On the service's agents (`symbiont attach`): quitting leaves them running unless the
+    /// operator asks to stop them.
+    pub attached: bool,
 }
 
 impl App {
@@ -364,6 +368,7 @@ impl App {
             table_area: Rect::default(),
             quitting: false,
             mono: false,
+            attached: false,
         }
     }
 
@@ -689,6 +694,20 @@ impl App {
             Dialog::Help => {
                 // Any key closes the help.
             }
+            Dialog::ConfirmQuit { alive } if self.attached => match ev.code {
+                // Attached: the agents are the service's; leaving them is the default.
+                KeyCode::Char('l') | KeyCode::Char('L') | KeyCode::Enter | KeyCode::Char('y') => {
+                    self.quitting = true;
+                    return vec![Cmd::Quit { stop: false }];
+                }
+                KeyCode::Char('s') | KeyCode::Char('S') => {
+                    self.quitting = true;
+                    self.message = Some(format!("stopping {alive} agent(s)..."));
+                    return vec![Cmd::Quit { stop: true }];
+                }
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {}
+                _ => self.dialog = Some(Dialog::ConfirmQuit { alive }),
+            },
             Dialog::ConfirmQuit { alive } => match ev.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
                     self.quitting = true;

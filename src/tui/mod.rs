@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod keymap;
+pub mod source;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -26,17 +27,18 @@ use tokio::sync::mpsc;
 
 use crate::config::LoadedConfig;
 use crate::plan;
-use crate::supervisor::{Actor, Control, Reason, RunId, RunRecord, RunSpec, RunState, Supervisor};
+use crate::supervisor::{Actor, Control, Reason, RunId, RunRecord, RunSpec, Supervisor};
 use crate::tier::SecurityTier;
 use app::{AgentRow, App, Cmd, Launchable};
 use keymap::Keymap;
+use source::Source;
 
 /// Builds the spec of an ad-hoc command typed in the launch dialog.
 pub type CommandPlanner = Box<dyn Fn(&str, SecurityTier) -> Result<RunSpec, String> + Send>;
 
 /// Everything the dashboard starts with.
 pub struct Dashboard {
-    pub supervisor: Supervisor,
+    pub source: Source,
     /// Runs to launch when the dashboard opens.
     pub initial: Vec<RunSpec>,
     /// What the launch dialog offers, with the spec of each.
@@ -82,31 +84,46 @@ impl Dashboard {
         let loaded = loaded.clone();
         let plan_command: CommandPlanner = Box::new(move |command: &str, tier: SecurityTier| {
             let argv = shell_words::split(command).map_err(|e| format!("command: {e}"))?;
-            let name = argv
-                .first()
-                .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
-                .unwrap_or_default();
             let mut on_tier = loaded.clone();
             on_tier.config.security.default_sandbox_tier = tier;
-            let mut spec = plan::plan_command(&on_tier, argv, &[], &plan::Host::real())
+            let spec = plan::plan_command(&on_tier, argv, &[], &plan::Host::real())
                 .map_err(|e| e.to_string())?;
             // The row is named after the command; the agent's environment says the same.
-            spec.agent = format!("cmd:{name}");
-            spec.trigger = "command".into();
-            for (k, v) in &mut spec.env {
-                match k.as_str() {
-                    "SYMBIONT_AGENT" => *v = spec.agent.clone(),
-                    "SYMBIONT_TRIGGER" => *v = spec.trigger.clone(),
-                    _ => {}
-                }
-            }
-            Ok(spec)
+            Ok(spec.as_command())
         });
         Ok(Dashboard {
-            supervisor,
+            source: Source::Local(supervisor),
             initial,
             launchables,
             plan_command,
+            app,
+        })
+    }
+
+    /// The dashboard on the agents of this user's service (`symbiont attach`): quitting leaves
+    /// them running unless the operator asks to stop them; commands typed in the launch dialog
+    /// run in the service under its policy.
+    #[cfg(unix)]
+    pub fn attach(
+        client: crate::service::Client,
+        loaded: &LoadedConfig,
+    ) -> Result<Dashboard, String> {
+        let c = &loaded.config;
+        let keymap = Keymap::new(&c.dashboard.keys)?;
+        let refresh = Duration::from_millis(c.dashboard.refresh_ms);
+        let mut app = App::new(
+            keymap,
+            c.dashboard.warn_ratio,
+            c.dashboard.critical_ratio,
+            refresh,
+        );
+        app.mono = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        app.attached = true;
+        Ok(Dashboard {
+            source: Source::Remote(source::Remote::start(client, refresh)),
+            initial: Vec::new(),
+            launchables: Vec::new(),
+            plan_command: Box::new(|_, _| Err("planned by the service".into())),
             app,
         })
     }
@@ -178,11 +195,11 @@ pub fn refresh_rows(sup: &Supervisor, app: &mut App) -> bool {
     changed
 }
 
-fn refresh_logs(sup: &Supervisor, app: &mut App) -> bool {
+fn refresh_logs(src: &Source, app: &mut App) -> bool {
     let Some(id) = app.selected_row().map(|r| r.id) else {
         return false;
     };
-    let Some(mut lines) = sup.tail(id, app.stream == app::Stream::Stderr) else {
+    let Some(mut lines) = src.tail(id, app.stream == app::Stream::Stderr) else {
         return false;
     };
     // The agent's output, shown and never interpreted (ratatui would drop the control
@@ -242,19 +259,25 @@ impl Dashboard {
 
         let mut stop = crate::stop::StopSignals::new()?;
 
-        let sup = &self.supervisor;
-        let mut events = sup.subscribe();
+        let Dashboard {
+            source,
+            initial,
+            launchables,
+            plan_command,
+            app,
+        } = &mut self;
+        let src = source;
+        let mut events = src.changes();
         let mut specs: HashMap<RunId, RunSpec> = HashMap::new();
-        self.app.launchables = self.launchables.iter().map(|(l, _)| l.clone()).collect();
-        for spec in std::mem::take(&mut self.initial) {
-            match sup.launch(spec.clone()) {
+        app.launchables = launchables.iter().map(|(l, _)| l.clone()).collect();
+        for spec in std::mem::take(initial) {
+            match src.launch(spec.clone()) {
                 Ok(id) => {
                     specs.insert(id, spec);
                 }
-                Err(e) => self.app.message = Some(e.to_string()),
+                Err(e) => app.message = Some(e),
             }
         }
-        let app = &mut self.app;
         let mut tick = tokio::time::interval(app.refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut log_tick = tokio::time::interval(Duration::from_millis(250));
@@ -272,11 +295,14 @@ impl Dashboard {
         loop {
             if dirty && tokio::time::Instant::now() >= next_frame {
                 if stale {
-                    refresh_rows(sup, app);
+                    src.refresh_rows(app);
                     stale = false;
                 }
+                if let Some(n) = src.note() {
+                    app.message = Some(n);
+                }
                 if app.detail {
-                    refresh_logs(sup, app);
+                    refresh_logs(src, app);
                 }
                 terminal.draw(|f| ui::draw(f, app))?;
                 dirty = false;
@@ -292,7 +318,7 @@ impl Dashboard {
                         if cmds.contains(&Cmd::KillAll) {
                             leave_at.get_or_insert(tokio::time::Instant::now() + AFTER_KILL_ALL);
                         }
-                        stopping |= self::exec(sup, app, &self.launchables, &self.plan_command, &mut specs, cmds);
+                        stopping |= self::exec(src, app, launchables, plan_command, &mut specs, cmds);
                         if app.quitting && !stopping {
                             break;
                         }
@@ -300,7 +326,7 @@ impl Dashboard {
                     }
                     Some(Input::Term(TermEvent::Mouse(m))) => {
                         let cmds = app.on_mouse(m);
-                        stopping |= self::exec(sup, app, &self.launchables, &self.plan_command, &mut specs, cmds);
+                        stopping |= self::exec(src, app, launchables, plan_command, &mut specs, cmds);
                         dirty = true;
                     }
                     Some(Input::Term(TermEvent::Resize(..))) => {
@@ -309,9 +335,13 @@ impl Dashboard {
                     }
                     Some(Input::Term(_)) => {}
                     Some(Input::Lost) | None => {
-                        // The terminal is gone: nobody can watch the agents, so stop them (once).
                         input_open = false;
-                        stop_all(sup);
+                        if src.attached() {
+                            // The terminal is gone: the service keeps its agents.
+                            break;
+                        }
+                        // The terminal is gone: nobody can watch the agents, so stop them (once).
+                        src.stop_all(app);
                         stopping = true;
                         app.quitting = true;
                     }
@@ -319,25 +349,29 @@ impl Dashboard {
                 _ = tokio::time::sleep_until(next_frame), if dirty => {}
                 _ = tokio::time::sleep_until(leave_at.unwrap_or(next_frame)), if leave_at.is_some() => break,
                 _ = tick.tick() => {
-                    dirty = refresh_rows(sup, app) || dirty;
+                    dirty = src.refresh_rows(app) || dirty;
                 }
                 _ = log_tick.tick(), if app.detail => {
-                    dirty = refresh_logs(sup, app) || dirty;
+                    dirty = refresh_logs(src, app) || dirty;
                 }
-                e = events.recv() => {
+                alive = events.next() => {
                     dirty = true;
                     stale = true;
-                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
+                    if !alive || src.lost().is_some() {
                         break;
                     }
                 }
                 _ = stop.recv() => {
+                    if src.attached() {
+                        // A signal to an attached dashboard ends the dashboard, not the agents.
+                        break;
+                    }
                     // The first stop request stops every agent; the next ones kill at once.
                     if stopping {
-                        sup.kill_all_now();
+                        src.kill_all_now(app);
                         leave_at.get_or_insert(tokio::time::Instant::now() + AFTER_KILL_ALL);
                     } else {
-                        stop_all(sup);
+                        src.stop_all(app);
                     }
                     stopping = true;
                     app.quitting = true;
@@ -347,12 +381,22 @@ impl Dashboard {
         }
         drop(terminal);
         restore_terminal();
-        let records = if leave_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
-            sup.ended()
-        } else {
-            sup.wait_all().await
+        let records = match src {
+            Source::Local(sup) => {
+                let records = if leave_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    sup.ended()
+                } else {
+                    sup.wait_all().await
+                };
+                print!("{}", session_summary(&records, sup.audit_path()));
+                records
+            }
+            #[cfg(unix)]
+            Source::Remote(r) => {
+                r.farewell(app);
+                Vec::new()
+            }
         };
-        print!("{}", session_summary(&records, sup.audit_path()));
         let _ = io::stdout().flush();
         Ok(records)
     }
@@ -384,15 +428,9 @@ pub fn session_summary(records: &[Arc<RunRecord>], audit: &std::path::Path) -> S
 /// SIGKILL.
 const AFTER_KILL_ALL: Duration = Duration::from_secs(1);
 
-fn stop_all(sup: &Supervisor) {
-    for id in sup.run_ids() {
-        sup.kill(id);
-    }
-}
-
 /// Carries out the app's commands. Returns true once the dashboard is stopping every agent.
 fn exec(
-    sup: &Supervisor,
+    src: &Source,
     app: &mut App,
     launchables: &[(Launchable, RunSpec)],
     plan_command: &CommandPlanner,
@@ -400,7 +438,7 @@ fn exec(
     cmds: Vec<Cmd>,
 ) -> bool {
     let mut stopping = false;
-    let launch = |spec: RunSpec, app: &mut App, specs: &mut HashMap<RunId, RunSpec>| match sup
+    let launch = |spec: RunSpec, app: &mut App, specs: &mut HashMap<RunId, RunSpec>| match src
         .launch(spec.clone())
     {
         Ok(id) => {
@@ -410,13 +448,13 @@ fn exec(
             ));
             specs.insert(id, spec);
         }
-        Err(e) => app.message = Some(e.to_string()),
+        Err(e) => app.message = Some(e),
     };
     for c in cmds {
         match c {
             Cmd::Signal { run, sig, scope } => {
                 let reason = Reason::KilledByOperator;
-                sup.control(
+                src.control(
                     run,
                     Control::Kill {
                         sig,
@@ -427,15 +465,15 @@ fn exec(
                 );
             }
             Cmd::Pause(run) => {
-                sup.control(run, Control::Pause);
+                src.control(run, Control::Pause);
             }
             Cmd::Resume(run) => {
-                sup.control(run, Control::Resume);
+                src.control(run, Control::Resume);
             }
             Cmd::Restart(run) => match specs.get(&run).cloned() {
                 Some(spec) => {
-                    if sup.status(run).is_some_and(|s| s.state != RunState::Exited) {
-                        sup.kill(run);
+                    if src.is_running(run) {
+                        src.kill(run);
                     }
                     launch(spec, app, specs);
                 }
@@ -446,18 +484,22 @@ fn exec(
                     launch(spec.clone(), app, specs);
                 }
             }
-            Cmd::LaunchCommand { command, tier } => match plan_command(&command, tier) {
-                Ok(spec) => launch(spec, app, specs),
-                Err(e) => app.message = Some(e),
+            Cmd::LaunchCommand { command, tier } => match src.launch_command(&command, tier) {
+                Some(Ok(m)) => app.message = Some(m),
+                Some(Err(e)) => app.message = Some(e),
+                None => match plan_command(&command, tier) {
+                    Ok(spec) => launch(spec, app, specs),
+                    Err(e) => app.message = Some(e),
+                },
             },
             Cmd::Quit { stop } => {
                 if stop {
-                    stop_all(sup);
+                    src.stop_all(app);
                     stopping = true;
                 }
             }
             Cmd::KillAll => {
-                sup.kill_all_now();
+                src.kill_all_now(app);
                 stopping = true;
             }
         }

@@ -825,12 +825,24 @@ fn draw_dialog(f: &mut Frame, app: &App, d: &Dialog, area: Rect) {
             );
         }
         Dialog::ConfirmQuit { alive } => {
-            let lines = vec![
-                Line::from(format!("{alive} agent(s) still running.")),
-                Line::from("Stop them all and quit? (TERM, then KILL after the grace period)"),
-                Line::from(""),
-                Line::from("y / Enter: stop and quit    n / Esc: stay").italic(),
-            ];
+            let lines = if app.attached {
+                vec![
+                    Line::from(format!("{alive} agent(s) running in the service.")),
+                    Line::from("Quit and leave them running, or stop them first?"),
+                    Line::from(""),
+                    Line::from(
+                        "l / Enter: leave them and quit    s: stop them and quit    Esc: stay",
+                    )
+                    .italic(),
+                ]
+            } else {
+                vec![
+                    Line::from(format!("{alive} agent(s) still running.")),
+                    Line::from("Stop them all and quit? (TERM, then KILL after the grace period)"),
+                    Line::from(""),
+                    Line::from("y / Enter: stop and quit    n / Esc: stay").italic(),
+                ]
+            };
             let r = centered(area, 70, 6);
             f.render_widget(Clear, r);
             f.render_widget(
