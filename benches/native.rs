@@ -191,6 +191,7 @@ mod bench {
             tail_lines: 50,
             max_log_mb: 64,
             first_run_id: 1,
+            event_buffer: 4096,
             refresh,
             watchdog_interval: Duration::from_millis(100),
             warn_ratio: 0.8,

@@ -83,6 +83,7 @@ mod bench {
             tail_lines: 10,
             max_log_mb: 64,
             first_run_id: 1,
+            event_buffer: 4096,
             refresh: Duration::from_secs(1),
             watchdog_interval: interval,
             warn_ratio: 0.8,

@@ -34,6 +34,7 @@ fn supervisor_with(s: &Scratch, use_cgroups: bool) -> Supervisor {
         tail_lines: 50,
         max_log_mb: 64,
         first_run_id: 1,
+        event_buffer: 4096,
         refresh: Duration::from_millis(50),
         watchdog_interval: Duration::from_millis(50),
         warn_ratio: 0.8,

@@ -97,6 +97,17 @@ pub fn detach_session(cmd: &mut std::process::Command) {
     }
 }
 
+/// Gives the heap's free pages back to the OS (glibc keeps what a burst of runs freed): a
+/// long-lived service's resident memory then follows what it holds, not its busiest moment.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap under its own locks; it takes and
+    // returns no pointer of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Set by the `symbiont` binary, which has the hidden `__sweep` subcommand: only then does the
 /// guardian exec the running binary to sweep (a library's host program, a test or a bench,
 /// would run itself again).

@@ -30,6 +30,8 @@ use crate::supervisor::{
 
 /// Ended runs kept in memory for `ps`; older ones are read from their records on disk.
 const KEEP_ENDED: usize = 100;
+/// Events the service keeps for a client that falls behind.
+const EVENT_BUFFER: usize = 256;
 /// Largest JSON body accepted when the configuration's `[api] max_body_size` says nothing.
 const DEFAULT_MAX_BODY: usize = 4 << 20;
 
@@ -125,6 +127,9 @@ pub async fn serve(
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     }
     let mut opts = opts;
+    // Clients that fall behind are told how much they missed; the service keeps no history
+    // of events, so its memory does not grow with the runs it has finished.
+    opts.event_buffer = EVENT_BUFFER;
     opts.first_run_id = records::last_run_id(&opts.data_dir) + 1;
     let max_body = DEFAULT_MAX_BODY;
     let sup = Supervisor::new(opts)?;
@@ -216,35 +221,52 @@ impl Service {
     }
 }
 
-/// Drops ended runs from memory beyond the newest [`KEEP_ENDED`]: the service's memory does
-/// not grow with the runs it has finished (their records and logs stay on disk).
+/// Drops ended runs from memory beyond the newest [`KEEP_ENDED`], as they end: the service's
+/// memory does not grow with the runs it has finished (their records and logs stay on disk).
 async fn forget_ended(service: std::sync::Weak<Service>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let Some(mut events) = service.upgrade().map(|s| s.sup.subscribe()) else {
+        return;
+    };
+    let mut ended: std::collections::VecDeque<RunId> = Default::default();
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
     loop {
-        tick.tick().await;
+        let lagged = tokio::select! {
+            e = events.recv() => match e {
+                Ok(crate::supervisor::Event::Exited { record }) => {
+                    ended.push_back(record.run_id);
+                    false
+                }
+                Ok(_) => false,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = sweep.tick() => true,
+        };
         let Some(s) = service.upgrade() else { return };
-        let mut ended = Vec::new();
-        s.sup.visit(|r| {
-            if r.record.is_some() {
-                ended.push(r.id);
-            }
-        });
-        let live: std::collections::HashSet<RunId> = {
-            let mut l = std::collections::HashSet::new();
+        if lagged {
+            crate::process::release_free_memory();
+            // Events were missed, or it is time to look: the ended runs, as the service holds them.
+            ended.clear();
+            let mut live = std::collections::HashSet::new();
             s.sup.visit(|r| {
-                if r.record.is_none() {
-                    l.insert(r.id);
+                if r.record.is_some() {
+                    ended.push_back(r.id);
+                } else {
+                    live.insert(r.id);
                 }
             });
-            l
-        };
-        s.stdin
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| live.contains(id));
-        if ended.len() > KEEP_ENDED {
-            for id in &ended[..ended.len() - KEEP_ENDED] {
-                s.sup.forget(*id);
+            s.stdin
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|id, _| live.contains(id));
+        }
+        while ended.len() > KEEP_ENDED {
+            if let Some(id) = ended.pop_front() {
+                s.sup.forget(id);
+                s.stdin
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
             }
         }
     }

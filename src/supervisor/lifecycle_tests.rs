@@ -160,6 +160,7 @@ fn bench(name: &str) -> Bench {
         tail_lines: 10,
         max_log_mb: 64,
         first_run_id: 1,
+        event_buffer: 4096,
         refresh: Duration::from_millis(20),
         watchdog_interval: Duration::from_millis(20),
         warn_ratio: 0.8,

@@ -298,6 +298,9 @@ pub struct SupervisorOptions {
     /// The id of the first run: the service starts past the runs of earlier services, whose
     /// records share its data directory.
     pub first_run_id: RunId,
+    /// Events kept for subscribers that fall behind (each `exited` event holds its record):
+    /// a printer of every event needs many; the service, whose clients may miss some, few.
+    pub event_buffer: usize,
     pub refresh: Duration,
     /// The watchdog's interval for runs that no cgroup holds to their memory limit (a
     /// per-process RLIMIT_DATA is all the OS enforces): short, so a fast allocator is stopped
@@ -324,6 +327,7 @@ impl SupervisorOptions {
             tail_lines: c.supervisor.tail_lines,
             max_log_mb: c.supervisor.max_log_mb,
             first_run_id: 1,
+            event_buffer: 4096,
             refresh: Duration::from_millis(c.dashboard.refresh_ms.max(10)),
             watchdog_interval: Duration::from_millis(c.native_execution.watchdog_interval_ms),
             warn_ratio: c.dashboard.warn_ratio,
@@ -388,7 +392,7 @@ impl Supervisor {
             std::process::id()
         ));
         let native = Arc::new(NativeHost::start(&opts, n)?);
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(opts.event_buffer.max(16));
         let (watch_tx, watch_rx) = std::sync::mpsc::channel();
         {
             let (ev, au) = (events.clone(), audit.clone());
