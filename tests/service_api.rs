@@ -162,8 +162,23 @@ fn exchange(
             Err(e) if raw.is_empty() => panic!("{method} {path}: no answer: {e}"),
             Err(_) => break,
         }
-        if !full && raw.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
+        // Only the head of a stream (no length: it may not end); all of a sized answer.
+        if let (false, Some(end)) = (full, raw.windows(4).position(|w| w == b"\r\n\r\n")) {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match len {
+                Some(len) if method != "HEAD" => {
+                    if raw.len() >= end + 4 + len {
+                        return parse(&raw, true).unwrap_or_else(|| {
+                            panic!("{method} {path}: not an HTTP answer: {raw:?}")
+                        });
+                    }
+                }
+                _ => break,
+            }
         }
     }
     parse(&raw, full).unwrap_or_else(|| {
@@ -727,4 +742,156 @@ fn tcp_needs_the_bearer_token() {
     );
     svc.shutdown();
     assert!(processes_with(marker).is_empty());
+}
+
+/// One random request: method, path (a documented one with random parameters, or an
+/// undocumented one), query string and body (none, random bytes, random JSON, or a near-valid
+/// launch or kill).
+fn random_request(
+    templates: Vec<String>,
+) -> impl proptest::strategy::Strategy<Value = (String, String, Option<Vec<u8>>)> {
+    use proptest::prelude::*;
+    let method = prop_oneof![
+        4 => Just("GET"),
+        4 => Just("POST"),
+        1 => Just("PUT"),
+        1 => Just("DELETE"),
+        1 => Just("PATCH"),
+        1 => Just("HEAD"),
+        1 => Just("OPTIONS"),
+    ];
+    let param = prop_oneof![
+        any::<u64>().prop_map(|n| n.to_string()),
+        "[0-9]{20,30}",
+        "-?[0-9]{1,4}",
+        "[A-Za-z0-9._~!$&'()*+,;=:@-]{0,24}",
+        "(%[0-9A-Fa-f]{2}){1,6}",
+    ];
+    let path = prop_oneof![
+        4 => (proptest::sample::select(templates), param.clone(), param).prop_map(|(t, a, b)| {
+            t.replacen("{target}", &a, 1).replacen("{id}", &b, 1)
+        }),
+        1 => "/(v1/)?x-[a-z0-9]{0,12}(/[a-z0-9]{0,8})?",
+    ];
+    let query = prop_oneof![
+        2 => Just(String::new()),
+        1 => proptest::collection::vec(
+            (
+                prop_oneof![Just("follow"), Just("stream"), Just("limit"), Just("x")],
+                "[A-Za-z0-9%+.-]{0,12}"
+            ),
+            1..4
+        )
+        .prop_map(|kv| {
+            let q: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("?{}", q.join("&"))
+        }),
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "\\PC{0,16}".prop_map(Value::from),
+        prop_oneof![
+            Just("TERM"),
+            Just("KILL"),
+            Just("sh"),
+            Just("echo"),
+            Just("None"),
+            Just("Tier1")
+        ]
+        .prop_map(Value::from),
+    ];
+    let json = leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("command".to_string()),
+                    Just("code".to_string()),
+                    Just("files".to_string()),
+                    Just("flags".to_string()),
+                    Just("env".to_string()),
+                    Just("stdin".to_string()),
+                    Just("signal".to_string()),
+                    Just("pid".to_string()),
+                    Just("max_memory_mb".to_string()),
+                    Just("sandbox_tier".to_string()),
+                    "[a-z_]{1,8}",
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    let body = prop_oneof![
+        2 => Just(None),
+        1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Some),
+        4 => json.prop_map(|v| Some(v.to_string().into_bytes())),
+    ];
+    (method, path, query, body).prop_map(|(m, p, q, b)| (m.to_string(), format!("{p}{q}"), b))
+}
+
+/// Random requests over the socket for a bounded time (`SYMBIONT_API_FUZZ_SECS`, default 20):
+/// every answer is a well-formed HTTP answer under 500, every error an `ApiError`, and the
+/// service never dies.
+#[test]
+fn random_requests_never_break_the_service() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let doc = doc();
+    let secs: u64 = std::env::var("SYMBIONT_API_FUZZ_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let s = Scratch::new("api-fuzz");
+    // Only `echo` may run, whatever a random body asks.
+    let p = s.config("allowed_executables = [\"echo\"]\ndefault_executable = \"echo\"\n");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, format!("{text}\n[api]\nmax_body_size = {MAX_BODY}\n")).unwrap();
+    let svc = Service::start(&s, &p, &[]);
+    let templates: Vec<String> = documented(&doc)
+        .into_iter()
+        .filter(|(p, _)| p != "/v1/shutdown")
+        .map(|(p, _)| p)
+        .collect();
+    let strategy = random_request(templates);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    while Instant::now() < until {
+        let (method, path, body) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut stream = UnixStream::connect(&svc.socket)
+            .unwrap_or_else(|e| panic!("the service is gone ({e}): {}", svc.stderr()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        // Only the head: a 200 of logs or events may be a stream that does not end.
+        let r = exchange(&mut stream, &method, &path, &[], body.as_deref(), false);
+        *statuses.entry(r.status).or_default() += 1;
+        assert!(
+            r.status < 500,
+            "{method} {path} {:?}: {} ({})",
+            body.as_deref().map(String::from_utf8_lossy),
+            r.status,
+            svc.stderr()
+        );
+        if r.status >= 400 && method != "HEAD" {
+            let v = r.json();
+            assert!(
+                v["kind"].is_string() && v["error"].is_string(),
+                "{method} {path}: {} {v}",
+                r.status
+            );
+        }
+        drop(stream);
+    }
+    let n: usize = statuses.values().sum();
+    eprintln!("{n} random requests in {secs} s: {statuses:?}");
+    assert!(n > 50, "only {n} requests");
+    let r = svc.call("GET", "/v1/health", None);
+    assert_eq!(r.status, 200);
+    svc.shutdown();
 }

@@ -972,3 +972,27 @@ async fn shutdown(State(s): State<Shared>) -> Json<Stopped> {
     let _ = s.quit.send(true);
     Json(Stopped { runs: live })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"tok-123", b"tok-123"));
+        for other in [
+            &b""[..],
+            b"tok-12",
+            b"tok-1234",
+            b"tok-124",
+            b"Tok-123",
+            b"\0\0\0\0\0\0\0",
+        ] {
+            assert!(!same_secret(other, b"tok-123"), "{other:?}");
+        }
+        // A byte that is the complement of the secret's, past its end, is still a difference.
+        assert!(!same_secret(&[!b'a', b'a'], b"a"));
+        assert!(!same_secret(b"a", b""));
+        assert!(same_secret(b"", b""));
+    }
+}
