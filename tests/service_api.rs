@@ -895,3 +895,47 @@ fn random_requests_never_break_the_service() {
     assert_eq!(r.status, 200);
     svc.shutdown();
 }
+
+/// `[api] timeout_seconds` bounds requests that end (its 503 is tested in the server's unit
+/// tests), never the streams: an exec and the event stream both outlive it.
+#[test]
+fn the_timeout_never_cuts_a_stream() {
+    let s = Scratch::new("api-timeout");
+    let cfg = config(&s, "[api]\ntimeout_seconds = 1\n");
+    let svc = Service::start(&s, &cfg, &[]);
+    let mut events = UnixStream::connect(&svc.socket).unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let r = exchange(&mut events, "GET", "/v1/events", &[], None, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let body = serde_json::json!({
+        "command": ["sh", "-c", "sleep 1.6; echo late"],
+        "env": {"PATH": std::env::var("PATH").unwrap()},
+    })
+    .to_string();
+    let started = Instant::now();
+    let r = svc.call("POST", "/v1/exec", Some(body.as_bytes()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(started.elapsed() > Duration::from_millis(1500));
+    let fr = frames(&r.body);
+    assert!(fr.contains(&(1, b"late\n".to_vec())), "{fr:?}");
+    let last: Value = serde_json::from_slice(&fr.last().unwrap().1).unwrap();
+    assert_eq!(last["record"]["exit_code"], 0, "{last}");
+    // The event stream, opened before, still delivers: the run's exit, one JSON line.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"event\":\"exited\"") {
+        match events.read(&mut buf) {
+            Ok(0) | Err(_) => panic!(
+                "the event stream ended or stalled: {}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    drop(events);
+    assert_eq!(svc.call("GET", "/v1/health", None).status, 200);
+    svc.shutdown();
+}

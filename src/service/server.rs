@@ -975,7 +975,45 @@ async fn shutdown(State(s): State<Shared>) -> Json<Stopped> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `time_limit` answers 503 with an ApiError once the handler takes longer than the limit.
+    #[tokio::test]
+    async fn a_slow_answer_is_cut_at_the_timeout() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    "late"
+                }),
+            )
+            .route("/quick", get(|| async { "quick" }))
+            .route_layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(300),
+                time_limit,
+            ));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        for (path, status, body) in [
+            ("/slow", "503", "\"kind\":\"unavailable\""),
+            ("/quick", "200", "quick"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            assert!(started.elapsed() < Duration::from_secs(5));
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+            assert!(text.contains(body), "{text}");
+        }
+        server.abort();
+    }
 
     #[test]
     fn secrets_match_only_when_equal() {
