@@ -748,10 +748,11 @@ fn tcp_needs_the_bearer_token() {
 /// undocumented one), query string and body (none, random bytes, random JSON, or a near-valid
 /// launch or kill).
 fn random_request(
-    templates: Vec<String>,
+    operations: Vec<(String, String)>,
 ) -> impl proptest::strategy::Strategy<Value = (String, String, Option<Vec<u8>>)> {
     use proptest::prelude::*;
-    let method = prop_oneof![
+    let templates: Vec<String> = operations.iter().map(|(p, _)| p.clone()).collect();
+    let any_method = prop_oneof![
         4 => Just("GET"),
         4 => Just("POST"),
         1 => Just("PUT"),
@@ -767,11 +768,17 @@ fn random_request(
         "[A-Za-z0-9._~!$&'()*+,;=:@-]{0,24}",
         "(%[0-9A-Fa-f]{2}){1,6}",
     ];
-    let path = prop_oneof![
-        4 => (proptest::sample::select(templates), param.clone(), param).prop_map(|(t, a, b)| {
-            t.replacen("{target}", &a, 1).replacen("{id}", &b, 1)
-        }),
-        1 => "/(v1/)?x-[a-z0-9]{0,12}(/[a-z0-9]{0,8})?",
+    let fill =
+        |t: String, a: String, b: String| t.replacen("{target}", &a, 1).replacen("{id}", &b, 1);
+    // Mostly a documented operation, else a documented path with any method, else no path
+    // the API has.
+    let target = prop_oneof![
+        4 => (proptest::sample::select(operations), param.clone(), param.clone())
+            .prop_map(move |((t, m), a, b)| (m.to_uppercase(), fill(t, a, b))),
+        1 => (any_method.clone(), proptest::sample::select(templates), param.clone(), param)
+            .prop_map(move |(m, t, a, b)| (m.to_string(), fill(t, a, b))),
+        1 => (any_method, "/(v1/)?x-[a-z0-9]{0,12}(/[a-z0-9]{0,8})?")
+            .prop_map(|(m, p)| (m.to_string(), p)),
     ];
     let query = prop_oneof![
         2 => Just(String::new()),
@@ -832,7 +839,7 @@ fn random_request(
         1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Some),
         4 => json.prop_map(|v| Some(v.to_string().into_bytes())),
     ];
-    (method, path, query, body).prop_map(|(m, p, q, b)| (m.to_string(), format!("{p}{q}"), b))
+    (target, query, body).prop_map(|((m, p), q, b)| (m, format!("{p}{q}"), b))
 }
 
 /// Random requests over the socket for a bounded time (`SYMBIONT_API_FUZZ_SECS`, default 20):
@@ -852,12 +859,11 @@ fn random_requests_never_break_the_service() {
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, format!("{text}\n[api]\nmax_body_size = {MAX_BODY}\n")).unwrap();
     let svc = Service::start(&s, &p, &[]);
-    let templates: Vec<String> = documented(&doc)
+    let operations: Vec<(String, String)> = documented(&doc)
         .into_iter()
         .filter(|(p, _)| p != "/v1/shutdown")
-        .map(|(p, _)| p)
         .collect();
-    let strategy = random_request(templates);
+    let strategy = random_request(operations);
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let until = Instant::now() + Duration::from_secs(secs);
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
