@@ -14,7 +14,8 @@ use super::{LoadedConfig, Origin};
 type Key<'i> = Spanned<Cow<'i, str>>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
-/// Keys of the upstream `[security]` section that we accept and do not use.
+/// Keys of the upstream `[security]` section that we accept and do not use (`key_provider`
+/// too, in a form other than `{ Environment = { var_name = ... } }`).
 const UPSTREAM_SECURITY_KEYS: [&str; 4] = [
     "key_provider",
     "enable_compression",
@@ -59,6 +60,7 @@ pub(crate) fn parse_file(text: &str, path: &Path) -> Result<LoadedConfig, Config
             "dashboard" => Section::Dashboard,
             "supervisor" => Section::Supervisor,
             "containers" => Section::Containers,
+            "api" => Section::Api,
             other => {
                 out.unused.push((key.span().start, other.to_string()));
                 continue;
@@ -103,6 +105,15 @@ pub(crate) fn parse_file(text: &str, path: &Path) -> Result<LoadedConfig, Config
     Ok(loaded)
 }
 
+/// Whether a `key_provider` is the seed's `{ Environment = ... }` form, the one the service
+/// reads (its other forms load and are listed as not used).
+fn is_environment_provider(value: &Value<'_>) -> bool {
+    value
+        .get_ref()
+        .as_table()
+        .is_some_and(|t| t.contains_key("Environment"))
+}
+
 fn file_origin(src: &Source<'_>, span: &Range<usize>) -> Origin {
     Origin::File {
         path: src.path.to_path_buf(),
@@ -128,7 +139,9 @@ fn read_section(
     let table = as_table(src, label, value)?;
     for (key, value) in entries(table) {
         let name = key.get_ref().as_ref();
-        if let Some(field) = Field::lookup(section, name) {
+        let field = Field::lookup(section, name)
+            .filter(|f| *f != Field::KeyProvider || is_environment_provider(value));
+        if let Some(field) = field {
             let val = parse_value(src, field.kind(), name, value)?;
             if let Some(range) = field.out_of_range(&val) {
                 return Err(src.error(
@@ -293,6 +306,15 @@ fn parse_value(
         Kind::Path => non_empty_str(v).map(|s| Val::Path(s.into())),
         Kind::OptPath => non_empty_str(v).map(|s| Val::OptPath(Some(s.into()))),
         Kind::OptStr => non_empty_str(v).map(|s| Val::OptStr(Some(s.to_string()))),
+        Kind::KeyProvider => v
+            .as_table()
+            .and_then(|t| t.get("Environment"))
+            .and_then(|e| e.get_ref().as_table())
+            .filter(|e| e.len() == 1)
+            .and_then(|e| e.get("var_name"))
+            .and_then(|n| n.get_ref().as_str())
+            .filter(|n| super::schema::is_env_name(n))
+            .map(|n| Val::KeyVar(Some(n.to_string()))),
         Kind::OptPosInt => match v.as_str() {
             Some(s) => is_no_limit(s).then_some(Val::OptU64(None)),
             None => integer(v)

@@ -36,6 +36,7 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     pub supervisor: SupervisorConfig,
     pub containers: ContainersConfig,
+    pub api: ApiConfig,
 }
 
 /// `[security]`
@@ -45,6 +46,9 @@ pub struct SecurityConfig {
     pub allow_native_execution: bool,
     /// Tier of an agent that names none. Default `Tier1`.
     pub default_sandbox_tier: SecurityTier,
+    /// `key_provider = { Environment = { var_name = "NAME" } }`: the variable of the service's
+    /// environment that holds the bearer token of the API on TCP. Default none.
+    pub key_provider: Option<String>,
 }
 
 impl Default for SecurityConfig {
@@ -52,6 +56,7 @@ impl Default for SecurityConfig {
         Self {
             allow_native_execution: false,
             default_sandbox_tier: SecurityTier::Tier1,
+            key_provider: None,
         }
     }
 }
@@ -267,6 +272,30 @@ pub struct ContainersConfig {
     pub default_image: Option<String>,
 }
 
+/// `[api]`: the service's API on TCP as well as on its Unix socket (`symbiont serve`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// The address the TCP listener binds. Default `127.0.0.1`.
+    pub host: String,
+    /// The TCP port; `None` (the default) means the Unix socket only.
+    pub port: Option<u16>,
+    /// How long a request that is not a stream may take, in seconds. Default none.
+    pub timeout_seconds: Option<u64>,
+    /// The largest request body accepted, in bytes. Default none (the service's own, 4 MiB).
+    pub max_body_size: Option<u64>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_string(),
+            port: None,
+            timeout_seconds: None,
+            max_body_size: None,
+        }
+    }
+}
+
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -441,12 +470,13 @@ impl LoadedConfig {
     }
 }
 
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "security",
     "native_execution",
     "dashboard",
     "supervisor",
     "containers",
+    "api",
 ];
 
 /// Every environment variable this module reads, with the key it sets (the seed's

@@ -17,6 +17,7 @@ pub(crate) enum Section {
     Dashboard,
     Supervisor,
     Containers,
+    Api,
 }
 
 impl Section {
@@ -27,6 +28,7 @@ impl Section {
             Self::Dashboard => "dashboard",
             Self::Supervisor => "supervisor",
             Self::Containers => "containers",
+            Self::Api => "api",
         }
     }
 }
@@ -59,6 +61,11 @@ pub(crate) enum Field {
     MaxLogMb,
     DockerHost,
     DefaultImage,
+    KeyProvider,
+    ApiHost,
+    ApiPort,
+    ApiTimeout,
+    ApiMaxBodySize,
 }
 
 /// The type of a key and the checks on its value.
@@ -90,6 +97,8 @@ pub(crate) enum Kind {
     OptPath,
     /// A non-empty string; absent means "not set".
     OptStr,
+    /// The seed's `{ Environment = { var_name = "NAME" } }`: the variable holding a token.
+    KeyProvider,
 }
 
 /// A parsed value of some [`Kind`].
@@ -107,12 +116,15 @@ pub(crate) enum Val {
     List(Vec<String>),
     OptPath(Option<PathBuf>),
     OptStr(Option<String>),
+    /// The name of the variable of a [`Kind::KeyProvider`] (never its value).
+    KeyVar(Option<String>),
 }
 
 impl Field {
-    pub const ALL: [Field; 25] = [
+    pub const ALL: [Field; 30] = [
         Self::AllowNative,
         Self::DefaultTier,
+        Self::KeyProvider,
         Self::DefaultExecutable,
         Self::WorkingDirectory,
         Self::EnforceLimits,
@@ -136,12 +148,16 @@ impl Field {
         Self::MaxLogMb,
         Self::DockerHost,
         Self::DefaultImage,
+        Self::ApiHost,
+        Self::ApiPort,
+        Self::ApiTimeout,
+        Self::ApiMaxBodySize,
     ];
 
     pub fn section(self) -> Section {
         use Field::*;
         match self {
-            AllowNative | DefaultTier => Section::Security,
+            AllowNative | DefaultTier | KeyProvider => Section::Security,
             DefaultExecutable | WorkingDirectory | EnforceLimits | MaxMemoryMb | MaxCpuSeconds
             | MaxCpuCores | MaxExecutionTime | AllowedExecutables | MaxProcesses
             | MaxFileSizeMb | EnvPassthrough | EnvFile | KillGrace | WatchdogIntervalMs => {
@@ -150,6 +166,7 @@ impl Field {
             RefreshMs | WarnRatio | CriticalRatio => Section::Dashboard,
             DataDir | AuditLog | TailLines | MaxLogMb => Section::Supervisor,
             DockerHost | DefaultImage => Section::Containers,
+            ApiHost | ApiPort | ApiTimeout | ApiMaxBodySize => Section::Api,
         }
     }
 
@@ -182,6 +199,11 @@ impl Field {
             MaxLogMb => "max_log_mb",
             DockerHost => "docker_host",
             DefaultImage => "default_image",
+            KeyProvider => "key_provider",
+            ApiHost => "host",
+            ApiPort => "port",
+            ApiTimeout => "timeout_seconds",
+            ApiMaxBodySize => "max_body_size",
         }
     }
 
@@ -195,9 +217,9 @@ impl Field {
         match self {
             AllowNative | EnforceLimits => Kind::Bool,
             DefaultTier => Kind::Tier,
-            DefaultExecutable => Kind::Str,
+            DefaultExecutable | ApiHost => Kind::Str,
             WorkingDirectory | DataDir => Kind::Path,
-            MaxMemoryMb | MaxCpuSeconds => Kind::OptPosInt,
+            MaxMemoryMb | MaxCpuSeconds | ApiPort | ApiTimeout | ApiMaxBodySize => Kind::OptPosInt,
             MaxCpuCores => Kind::OptPosFloat,
             MaxExecutionTime | MaxProcesses | MaxFileSizeMb | RefreshMs | WatchdogIntervalMs
             | MaxLogMb => Kind::PosInt,
@@ -208,6 +230,7 @@ impl Field {
             EnvPassthrough => Kind::EnvNames,
             AuditLog | EnvFile => Kind::OptPath,
             DockerHost | DefaultImage => Kind::OptStr,
+            KeyProvider => Kind::KeyProvider,
         }
     }
 
@@ -268,6 +291,11 @@ impl Field {
             MaxLogMb => Val::U64(c.supervisor.max_log_mb),
             DockerHost => Val::OptStr(c.containers.docker_host.clone()),
             DefaultImage => Val::OptStr(c.containers.default_image.clone()),
+            KeyProvider => Val::KeyVar(c.security.key_provider.clone()),
+            ApiHost => Val::Str(c.api.host.clone()),
+            ApiPort => Val::OptU64(c.api.port.map(u64::from)),
+            ApiTimeout => Val::OptU64(c.api.timeout_seconds),
+            ApiMaxBodySize => Val::OptU64(c.api.max_body_size),
         }
     }
 
@@ -301,6 +329,12 @@ impl Field {
             (MaxLogMb, Val::U64(v)) => c.supervisor.max_log_mb = v,
             (DockerHost, Val::OptStr(v)) => c.containers.docker_host = v,
             (DefaultImage, Val::OptStr(v)) => c.containers.default_image = v,
+            (KeyProvider, Val::KeyVar(v)) => c.security.key_provider = v,
+            (ApiHost, Val::Str(v)) => c.api.host = v,
+            // The range (1 to 65535) is checked before a value is stored.
+            (ApiPort, Val::OptU64(v)) => c.api.port = v.and_then(|p| u16::try_from(p).ok()),
+            (ApiTimeout, Val::OptU64(v)) => c.api.timeout_seconds = v,
+            (ApiMaxBodySize, Val::OptU64(v)) => c.api.max_body_size = v,
             (field, val) => unreachable!("{field:?} cannot hold {val:?}"),
         }
     }
@@ -369,6 +403,13 @@ impl Field {
                 (1u64 << 20) as f64,
                 "MiB per stream of a run: at most 1 TiB",
             ),
+            ApiPort => b(1.0, 65535.0, "a TCP port"),
+            ApiTimeout => b(1.0, DAY_SECS as f64, "seconds: at most a day"),
+            ApiMaxBodySize => b(
+                1024.0,
+                (1u64 << 30) as f64,
+                "bytes: at least 1 KiB, at most 1 GiB",
+            ),
             _ => None,
         }
     }
@@ -406,6 +447,9 @@ impl Kind {
             Kind::Names => "an array of non-empty strings",
             Kind::EnvNames => "an array of environment variable names",
             Kind::OptStr => "a non-empty string",
+            Kind::KeyProvider => {
+                "{ Environment = { var_name = \"NAME\" } } (the variable that holds the API token)"
+            }
         }
     }
 
@@ -435,6 +479,7 @@ impl Kind {
             Kind::Path => non_empty(s).map(|v| Val::Path(PathBuf::from(v))),
             Kind::OptPath => non_empty(s).map(|v| Val::OptPath(Some(PathBuf::from(v)))),
             Kind::OptStr => non_empty(s).map(|v| Val::OptStr(Some(v.to_string()))),
+            Kind::KeyProvider => is_env_name(s).then(|| Val::KeyVar(Some(s.to_string()))),
             Kind::OptPosInt if is_no_limit(s) => Some(Val::OptU64(None)),
             Kind::OptPosInt => positive_int(s.parse().ok()?).map(|v| Val::OptU64(Some(v))),
             Kind::PosInt => positive_int(s.parse().ok()?).map(Val::U64),
@@ -536,9 +581,12 @@ impl Val {
             Val::Usize(v) => J::from(*v),
             Val::OptF64(Some(v)) | Val::F64(v) => J::from(*v),
             Val::List(items) => J::from(items.clone()),
-            Val::OptU64(None) | Val::OptF64(None) | Val::OptPath(None) | Val::OptStr(None) => {
-                J::Null
-            }
+            Val::KeyVar(Some(v)) => serde_json::json!({"Environment": {"var_name": v}}),
+            Val::OptU64(None)
+            | Val::OptF64(None)
+            | Val::OptPath(None)
+            | Val::OptStr(None)
+            | Val::KeyVar(None) => J::Null,
         }
     }
 }
@@ -554,9 +602,12 @@ impl fmt::Display for Val {
             Val::Usize(v) => write!(f, "{v}"),
             Val::OptF64(Some(v)) | Val::F64(v) => write!(f, "{v:?}"),
             Val::List(items) => f.write_str(&quote_list(items)),
-            Val::OptU64(None) | Val::OptF64(None) | Val::OptPath(None) | Val::OptStr(None) => {
-                f.write_str("none")
-            }
+            Val::KeyVar(Some(v)) => write!(f, "{{ Environment = {{ var_name = {} }} }}", quote(v)),
+            Val::OptU64(None)
+            | Val::OptF64(None)
+            | Val::OptPath(None)
+            | Val::OptStr(None)
+            | Val::KeyVar(None) => f.write_str("none"),
         }
     }
 }

@@ -165,7 +165,7 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
     assert_eq!(loaded.config, expected);
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 25);
+    assert_eq!(loaded.origins.len(), 30);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
@@ -257,16 +257,26 @@ fn seed_full_loads() {
     assert_eq!(
         loaded.unused,
         [
-            "api",
             "database",
             "logging",
-            "security.key_provider",
             "security.enable_compression",
             "security.enable_backups",
             "security.enable_safety_checks",
             "storage",
         ]
     );
+    // [api] and key_provider are the service's API on TCP (SPEC 2.8)
+    let api = &c.api;
+    assert_eq!(
+        (
+            api.host.as_str(),
+            api.port,
+            api.timeout_seconds,
+            api.max_body_size
+        ),
+        ("127.0.0.1", Some(8080), Some(30), Some(10485760))
+    );
+    assert_eq!(c.security.key_provider.as_deref(), Some("SYMBIONT_KEY"));
     // `enabled` is recorded under the one switch's canonical name
     assert_eq!(
         loaded.origin("security.allow_native_execution"),
@@ -1047,14 +1057,14 @@ fn same_native_key_in_both_tables_must_agree() {
 #[test]
 fn unused_sections_and_upstream_security_keys_load() {
     let loaded = parse(
-        "title = \"x\"\n[api]\nport = 1\n[security]\nkey_provider = \"k\"\nenable_backups = true\n[dashbord]\nrefresh_ms = 5\n[storage.deep]\nx = 1\n",
+        "title = \"x\"\n[database]\nvector_dimension = 1\n[security]\nkey_provider = \"k\"\nenable_backups = true\n[dashbord]\nrefresh_ms = 5\n[storage.deep]\nx = 1\n",
     )
     .unwrap();
     assert_eq!(
         loaded.unused,
         [
             "title",
-            "api",
+            "database",
             "security.key_provider",
             "security.enable_backups",
             "dashbord",
@@ -1064,7 +1074,7 @@ fn unused_sections_and_upstream_security_keys_load() {
     assert_eq!(loaded.config, Config::default());
     let out = loaded.render_effective();
     assert!(
-        out.contains("not used: title, api, security.key_provider, security.enable_backups, dashbord (did you mean dashboard?), storage"),
+        out.contains("not used: title, database, security.key_provider, security.enable_backups, dashbord (did you mean dashboard?), storage"),
         "{out}"
     );
     // an unknown non-upstream key in [security] is an error
@@ -1135,7 +1145,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     let dir = Scratch::new("render");
     let path = dir.write(
         "config.toml",
-        "[native_execution]\nmax_memory_mb = \"none\"\n[api]\nport = 1\n",
+        "[native_execution]\nmax_memory_mb = \"none\"\n[api]\nport = 1\n[database]\nx = 1\n",
     );
     let env = env_of(&[("SYMBIONT_NATIVE_MAX_CPU_CORES", "2")]);
     let mut loaded = load_with(None, &env, &dir.0).unwrap();
@@ -1146,7 +1156,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 26, "{out}");
+    assert_eq!(lines.len(), 31, "{out}");
     let line = |key: &str| {
         *lines
             .iter()
@@ -1190,7 +1200,15 @@ fn render_effective_lists_every_key_with_value_and_origin() {
         squash(line("dashboard.warn_ratio")),
         "dashboard.warn_ratio = 0.8 (default)"
     );
-    assert_eq!(lines.last().copied(), Some("not used: api"));
+    assert_eq!(
+        squash(line("api.port")),
+        format!("api.port = 1 ({}:4)", path.display())
+    );
+    assert_eq!(
+        squash(line("api.max_body_size")),
+        "api.max_body_size = none (default)"
+    );
+    assert_eq!(lines.last().copied(), Some("not used: database"));
     // aligned: every `=` and every `(` (for short values) in the same column
     let eq_cols: Vec<usize> = lines[..22].iter().map(|l| l.find(" = ").unwrap()).collect();
     assert!(eq_cols.iter().all(|c| *c == eq_cols[0]), "{out}");
@@ -1206,4 +1224,58 @@ fn render_effective_with_nothing_unused() {
     let out = LoadedConfig::default().render_effective();
     assert!(out.ends_with("not used: (nothing)\n"), "{out}");
     assert!(out.contains("security.allow_native_execution"), "{out}");
+}
+
+#[test]
+fn api_section_and_key_provider_are_read_and_checked() {
+    let loaded = parse(
+        "[api]\nport = 9000\nhost = \"0.0.0.0\"\ntimeout_seconds = 5\nmax_body_size = 2048\n\
+         [security]\nkey_provider = { Environment = { var_name = \"MY_TOKEN\" } }\n",
+    )
+    .unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.api.port, Some(9000));
+    assert_eq!(c.api.host, "0.0.0.0");
+    assert_eq!(c.api.timeout_seconds, Some(5));
+    assert_eq!(c.api.max_body_size, Some(2048));
+    assert_eq!(c.security.key_provider.as_deref(), Some("MY_TOKEN"));
+    assert!(loaded.unused.is_empty(), "{:?}", loaded.unused);
+    let out = loaded.render_effective();
+    assert!(
+        out.contains("security.key_provider")
+            && out.contains("{ Environment = { var_name = \"MY_TOKEN\" } }"),
+        "{out}"
+    );
+    let json = loaded.effective_json();
+    assert_eq!(
+        json["security.key_provider"]["value"],
+        serde_json::json!({"Environment": {"var_name": "MY_TOKEN"}})
+    );
+    assert_eq!(json["api.port"]["value"], 9000);
+    // no [api]: the Unix socket only
+    let none = parse("[api]\nhost = \"::1\"\n").unwrap();
+    assert_eq!(none.config.api.port, None);
+
+    let err = parse_err("[api]\nport = 70000\n");
+    assert!(err.contains("`api.port` must be from 1 to 65535"), "{err}");
+    let err = parse_err("[api]\nmax_body_size = 10\n");
+    assert!(
+        err.contains("`api.max_body_size` must be from 1024"),
+        "{err}"
+    );
+    let err = parse_err("[api]\ntimeout_seconds = 0\n");
+    assert!(
+        err.contains("`timeout_seconds` must be a positive integer"),
+        "{err}"
+    );
+    let err = parse_err("[api]\nprot = 1\n");
+    assert!(
+        err.contains("unknown key `prot` in [api]") && err.contains("`port`"),
+        "{err}"
+    );
+    let err = parse_err("[security]\nkey_provider = { Environment = { var = \"X\" } }\n");
+    assert!(
+        err.contains("`key_provider` must be { Environment = { var_name"),
+        "{err}"
+    );
 }

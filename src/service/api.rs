@@ -1,5 +1,5 @@
 //! What the service's API carries: the JSON bodies of its requests and answers, and the framing
-//! of its output streams. `docs/api.yaml` describes the same for any client.
+//! of its output streams. `docs/api.json` (OpenAPI 3.1) describes the same for any client.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

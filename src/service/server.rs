@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -103,8 +104,34 @@ impl From<LaunchError> for Refusal {
     }
 }
 
+/// The token of the API on TCP: the value of the variable that `[security] key_provider`
+/// names, which must be set and not empty. `Ok(None)` when `[api]` has no port.
+fn tcp_token(loaded: &LoadedConfig) -> io::Result<Option<Vec<u8>>> {
+    let api = &loaded.config.api;
+    let Some(port) = api.port else {
+        return Ok(None);
+    };
+    let refuse = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
+    let Some(var) = loaded.config.security.key_provider.as_deref() else {
+        return refuse(format!(
+            "`[api] port = {port}` puts the API on TCP, which needs a bearer token: set \
+             `[security] key_provider = {{ Environment = {{ var_name = \"SYMBIONT_KEY\" }} }}` \
+             and the token in that variable (or remove the port: the Unix socket needs none)"
+        ));
+    };
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => Ok(Some(v.into_encoded_bytes())),
+        _ => refuse(format!(
+            "`[api] port = {port}` puts the API on TCP, which needs a bearer token: the \
+             environment variable {var} (named by `[security] key_provider`) is not set or \
+             empty; set it to a secret of your choosing, or remove the port"
+        )),
+    }
+}
+
 /// Runs the service until `symbiont shutdown`, SIGTERM, SIGINT or SIGHUP: binds the socket in
-/// `dir` (refusing when this user's service already runs), serves the API, then stops every
+/// `dir` (refusing when this user's service already runs) and, when `[api]` has a port, the
+/// TCP listener (only with its token, see [`tcp_token`]), serves the API, then stops every
 /// agent (TERM, KILL after the grace period; a second signal kills at once) and removes the
 /// socket. `ready` is called once the socket accepts connections.
 pub async fn serve(
@@ -113,6 +140,8 @@ pub async fn serve(
     dir: &Path,
     ready: impl FnOnce(&Path),
 ) -> io::Result<()> {
+    // Refused before anything is created or bound.
+    let token = tcp_token(&loaded)?;
     super::prepare_runtime_dir(dir)?;
     let _lock = super::ServiceLock::take(dir)?;
     let socket = dir.join("api.sock");
@@ -131,7 +160,22 @@ pub async fn serve(
     // of events, so its memory does not grow with the runs it has finished.
     opts.event_buffer = EVENT_BUFFER;
     opts.first_run_id = records::last_run_id(&opts.data_dir) + 1;
-    let max_body = DEFAULT_MAX_BODY;
+    let api = loaded.config.api.clone();
+    let tcp = match (token, api.port) {
+        (Some(token), Some(port)) => {
+            let l = tokio::net::TcpListener::bind((api.host.as_str(), port))
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("[api] {}:{port}: {e}", api.host)))?;
+            Some((l, token))
+        }
+        _ => None,
+    };
+    let limits = Limits {
+        max_body: api.max_body_size.map_or(DEFAULT_MAX_BODY, |b| {
+            usize::try_from(b).unwrap_or(usize::MAX)
+        }),
+        timeout: api.timeout_seconds.map(Duration::from_secs),
+    };
     let sup = Supervisor::new(opts)?;
     let (quit, mut quit_rx) = watch::channel(false);
     let (closing, _) = watch::channel(false);
@@ -144,7 +188,21 @@ pub async fn serve(
         closing,
     });
     tokio::spawn(forget_ended(Arc::downgrade(&service)));
-    let app = router(service.clone(), max_body);
+    let app = router(service.clone(), limits);
+    let tcp = tcp.map(|(listener, token)| {
+        let app = app.clone().layer(axum::middleware::from_fn_with_state(
+            Arc::<[u8]>::from(token),
+            require_token,
+        ));
+        let mut closing = service.closing.subscribe();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = closing.wait_for(|c| *c).await;
+                })
+                .await
+        })
+    });
     ready(&socket);
     let stopping = service.clone();
     let shutdown = async move {
@@ -160,7 +218,72 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(t) = tcp {
+        let _ = t.await;
+    }
     served
+}
+
+/// Equal bytes, in a time that does not depend on where they differ (nor on `given`'s length
+/// beyond whether it matches): a token cannot be found byte by byte from how long its
+/// refusals take.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, s) in secret.iter().enumerate() {
+        diff |= given.get(i).copied().unwrap_or(!*s) ^ s;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Every request on TCP carries `Authorization: Bearer <token>`, or is refused (401) before
+/// anything else is looked at.
+async fn require_token(State(token): State<Arc<[u8]>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        .and_then(|v| {
+            let (scheme, rest) = v.split_at(v.iter().position(|b| *b == b' ')?);
+            scheme
+                .eq_ignore_ascii_case(b"Bearer")
+                .then(|| rest.trim_ascii_start())
+        });
+    if given.is_some_and(|g| same_secret(g, &token)) {
+        return next.run(req).await;
+    }
+    let mut r = refusal(
+        ErrorKind::Unauthorized,
+        "the API on TCP needs `Authorization: Bearer <token>` with the token of the \
+         variable named by `[security] key_provider`",
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// The limits of a request from `[api]`.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The largest JSON body (`max_body_size`).
+    max_body: usize,
+    /// How long a request that is not a stream may take (`timeout_seconds`).
+    timeout: Option<Duration>,
+}
+
+/// A request that takes longer than `timeout_seconds` is answered 503 (its handling dropped).
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => refusal(
+            ErrorKind::Unavailable,
+            format!(
+                "the request took longer than the service's `[api] timeout_seconds` ({}s)",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// The next stop request from the platform (never, without a way to listen).
@@ -272,24 +395,82 @@ async fn forget_ended(service: std::sync::Weak<Service>) {
     }
 }
 
-fn router(service: Shared, max_body: usize) -> Router {
-    Router::new()
+fn router(service: Shared, limits: Limits) -> Router {
+    // Answers that end: bounded by `timeout_seconds`.
+    let mut quick = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/runs", get(list).post(launch))
-        .route("/v1/exec", post(exec))
         .route("/v1/runs/{target}/kill", post(kill))
+        .route("/v1/history", get(history))
+        .route("/v1/dashboard", get(dashboard));
+    if let Some(t) = limits.timeout {
+        quick = quick.route_layer(axum::middleware::from_fn_with_state(t, time_limit));
+    }
+    // Streams last as long as their run or the service; shutdown as long as the agents take
+    // to stop (its handling must not be dropped half way).
+    quick
+        .route("/v1/exec", post(exec))
         .route("/v1/runs/{target}/logs", get(logs))
         .route(
             "/v1/runs/{id}/stdin",
             post(stdin).layer(DefaultBodyLimit::disable()),
         )
-        .route("/v1/history", get(history))
-        .route("/v1/dashboard", get(dashboard))
         .route("/v1/events", get(events))
         .route("/v1/shutdown", post(shutdown))
-        .fallback(|| async { refusal(ErrorKind::NotFound, "no such endpoint (see docs/api.yaml)") })
-        .layer(DefaultBodyLimit::max(max_body))
+        .fallback(|| async { refusal(ErrorKind::NotFound, "no such endpoint (see docs/api.json)") })
+        .method_not_allowed_fallback(|| async {
+            Refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ApiError {
+                    kind: ErrorKind::BadRequest,
+                    error: "this endpoint does not take that method (see docs/api.json)".into(),
+                },
+            )
+        })
+        .layer(DefaultBodyLimit::max(limits.max_body))
         .with_state(service)
+}
+
+/// A path parameter, or the refusal that says what is wrong with it.
+struct UrlPath<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for UrlPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| UrlPath(v))
+            .map_err(|e| refusal(ErrorKind::BadRequest, e.body_text()))
+    }
+}
+
+/// A query string, or the refusal that says what is wrong with it.
+struct Query<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| refusal(ErrorKind::BadRequest, e.body_text()))
+    }
 }
 
 /// A JSON body, or the refusal that says what is wrong with it.
@@ -866,4 +1047,66 @@ async fn shutdown(State(s): State<Shared>) -> Json<Stopped> {
     s.stop_all(&mut None).await;
     let _ = s.quit.send(true);
     Json(Stopped { runs: live })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `time_limit` answers 503 with an ApiError once the handler takes longer than the limit.
+    #[tokio::test]
+    async fn a_slow_answer_is_cut_at_the_timeout() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    "late"
+                }),
+            )
+            .route("/quick", get(|| async { "quick" }))
+            .route_layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(300),
+                time_limit,
+            ));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        for (path, status, body) in [
+            ("/slow", "503", "\"kind\":\"unavailable\""),
+            ("/quick", "200", "quick"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            assert!(started.elapsed() < Duration::from_secs(5));
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+            assert!(text.contains(body), "{text}");
+        }
+        server.abort();
+    }
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"tok-123", b"tok-123"));
+        for other in [
+            &b""[..],
+            b"tok-12",
+            b"tok-1234",
+            b"tok-124",
+            b"Tok-123",
+            b"\0\0\0\0\0\0\0",
+        ] {
+            assert!(!same_secret(other, b"tok-123"), "{other:?}");
+        }
+        // A byte that is the complement of the secret's, past its end, is still a difference.
+        assert!(!same_secret(&[!b'a', b'a'], b"a"));
+        assert!(!same_secret(b"a", b""));
+        assert!(same_secret(b"", b""));
+    }
 }
