@@ -490,6 +490,20 @@ fn the_socket_answers_as_documented() {
             None,
             400,
         ),
+        (
+            "/v1/dashboard",
+            "get",
+            format!("/v1/dashboard?selected={run_id}&stream=stdout"),
+            None,
+            200,
+        ),
+        (
+            "/v1/dashboard",
+            "get",
+            "/v1/dashboard?selected=x".into(),
+            None,
+            400,
+        ),
     ];
     let mut seen: Vec<(String, String)> = vec![("/v1/exec".into(), "post".into())];
     for (template, method, path, body, want) in &cases {
