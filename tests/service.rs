@@ -547,3 +547,97 @@ fn attach_shows_an_exec_from_another_shell_kills_it_with_capital_x_and_quits_lea
     service.wait().unwrap();
     assert_none_left("SvcKeep");
 }
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Waits until the service holds no live run (every launched one has ended).
+fn settle(d: &Desk) {
+    assert!(
+        wait_for(
+            || d.ps().iter().all(|r| r["state"] == "exited"),
+            Duration::from_secs(30)
+        ),
+        "runs never ended"
+    );
+}
+
+#[test]
+fn ten_thousand_short_runs_leave_the_service_as_big_as_after_the_first_thousand() {
+    let mut d = Desk::new("tenk");
+    d.cfg = d.s.supervisor_config("max_log_mb = 1");
+    let mut service = d.serve();
+    let pid = service.id();
+    let agents: String = (0..100)
+        .map(|i| format!("agent Short{i} {{ security {{ tier: None }} on start {{ execute_native(\"sh -c true\") }} }}\n"))
+        .collect();
+    let file = d.s.write("short.dsl", &agents);
+    let batch = |n: usize| {
+        for _ in 0..n {
+            let o = d.run(&["run", file.to_str().unwrap(), "--detach", "--native"]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        }
+        settle(&d);
+        // The service gives freed memory back every 5 s.
+        std::thread::sleep(Duration::from_secs(6));
+    };
+    // Warm-up: the event buffer, the allocator's pools and the code the runs take.
+    batch(10);
+    let (rss0, fds0) = (status_kib(pid, "VmRSS:"), open_fds(pid));
+    batch(90);
+    let (rss1, fds1) = (status_kib(pid, "VmRSS:"), open_fds(pid));
+    eprintln!("after 1,000 runs: {rss0} KiB, {fds0} fds; after 10,000: {rss1} KiB, {fds1} fds");
+    assert!(rss1 * 10 <= rss0 * 11, "RSS grew from {rss0} to {rss1} KiB");
+    assert!(
+        fds1 * 10 <= fds0 * 11,
+        "descriptors grew from {fds0} to {fds1}"
+    );
+    // ps holds the newest runs only; history has them all.
+    assert!(d.ps().len() <= 100);
+    let o = d.run(&["history", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(all.len(), 10_000);
+    // A print loop: its log stops growing at the cap (1 MB, stdout.log and its .1).
+    let chatty = d.agents(
+        "SvcChatty",
+        "bash -c 'while :; do echo chatty-chatty-chatty-chatty; done'",
+    );
+    let o = d.run(&["run", chatty.to_str().unwrap(), "--detach", "--native"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let runs = d.ps();
+    let run = runs.iter().find(|r| r["agent"] == "SvcChatty").unwrap();
+    let dir = PathBuf::from(run["stdout_log"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let on_disk = || -> u64 {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".log"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let a = on_disk();
+    std::thread::sleep(Duration::from_secs(1));
+    let b = on_disk();
+    assert!(
+        a <= (1 << 20) + 400 && b <= (1 << 20) + 400,
+        "logs at {a} then {b} bytes"
+    );
+    assert_eq!(d.run(&["kill", "SvcChatty"]).status.code(), Some(0));
+    assert_eq!(d.run(&["shutdown"]).status.code(), Some(0));
+    service.wait().unwrap();
+    assert_none_left("SvcChatty");
+}
