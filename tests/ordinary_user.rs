@@ -430,3 +430,54 @@ fn check_names_the_watchdog_and_its_interval() {
     assert!(memory.contains("every 40 ms"), "{memory}");
     assert!(!out.contains("RLIMIT_AS"), "{out}");
 }
+
+#[test]
+fn another_user_cannot_reach_the_service() {
+    let w = World::new("socket");
+    if !w.user.switch {
+        skip(
+            "another_user_cannot_reach_the_service",
+            "it needs root to run a second user",
+        );
+        return;
+    }
+    // This process's user's service (root's), in a runtime directory of its own.
+    let rt = w.s.path("root-run");
+    std::fs::create_dir_all(&rt).unwrap();
+    let cfg = w.s.path("config.toml");
+    let mut service = Command::new(bin())
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("XDG_RUNTIME_DIR", &rt)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = rt.join("symbiont/api.sock");
+    assert!(wait_for(
+        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+        Duration::from_secs(10)
+    ));
+    // The other user, pointed at it, is turned away by the kernel.
+    let o = w
+        .command(&["ps"])
+        .env("XDG_RUNTIME_DIR", &rt)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    let o = w
+        .command(&["kill", "1"])
+        .env("XDG_RUNTIME_DIR", &rt)
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    // The owner still gets in.
+    let o = Command::new(bin())
+        .args(["shutdown"])
+        .env("XDG_RUNTIME_DIR", &rt)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(service.wait().unwrap().code(), Some(0));
+}
