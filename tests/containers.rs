@@ -127,7 +127,8 @@ fn an_oom_in_the_container_is_memory_limit() {
         );
         let r = record(&o);
         assert_eq!(r["reason"], "memory_limit", "{tier}: {r}");
-        assert_eq!(o.status.code(), Some(1));
+        // exec's status for the memory limit, as for a SIGKILL (128+9).
+        assert_eq!(o.status.code(), Some(137));
     }
 }
 
@@ -357,7 +358,8 @@ fn a_dead_daemon_fails_clearly_and_quickly() {
         .env("DOCKER_HOST", "unix:///tmp/symbiont-no-daemon.sock")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    // exec's own failure before its command ran (env(1)'s 125).
+    assert_eq!(o.status.code(), Some(125));
     assert!(
         stderr(&o).contains("no container daemon answers at unix:///tmp/symbiont-no-daemon.sock"),
         "{}",
@@ -385,7 +387,7 @@ fn a_missing_image_and_a_missing_runtime_are_refused() {
         "--",
         "true",
     ]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(125));
     assert!(
         stderr(&o).contains("image `symbiont-no-such-image:latest` is not on the daemon"),
         "{}",

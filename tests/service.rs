@@ -641,3 +641,71 @@ fn ten_thousand_short_runs_leave_the_service_as_big_as_after_the_first_thousand(
     service.wait().unwrap();
     assert_none_left("SvcChatty");
 }
+
+/// The library's `Client` does what the commands do, for a Rust program driving the service.
+#[test]
+fn a_rust_program_drives_the_service_through_the_client() {
+    use symbiont::service::api::{AgentText, KillRequest, LaunchFlags, LaunchRequest};
+    let d = Desk::new("client");
+    let mut service = d.serve();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = symbiont::service::Client::at(d.socket());
+        let h = client.health().await.unwrap();
+        assert_eq!(h.pid, service.id());
+        let req = LaunchRequest {
+            files: vec![AgentText {
+                path: "lib.dsl".into(),
+                text: "agent LibAgent { security { tier: None } on start { execute_native(\"bash -c 'echo from-lib; sleep 60'\") } }".into(),
+            }],
+            flags: LaunchFlags {
+                native: true,
+                ..Default::default()
+            },
+            env: std::env::vars().collect(),
+            ..Default::default()
+        };
+        let launched = client.launch(&req).await.unwrap();
+        assert_eq!(launched.len(), 1);
+        let id = launched[0].run_id;
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let mut frames = client.logs(&id.to_string(), "stdout", false).await.unwrap();
+            out.clear();
+            while let Some(f) = frames.next().await {
+                out.extend_from_slice(&f.unwrap().1);
+            }
+            if !out.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(out, b"from-lib\n");
+        let runs = client.list().await.unwrap();
+        assert!(runs.iter().any(|r| r.run_id == id && r.pid.is_some()));
+        let k = client.kill("LibAgent", &KillRequest::default()).await.unwrap();
+        assert_eq!(k.run_ids, vec![id]);
+        // A refusal comes back typed.
+        let e = client
+            .kill("NoSuchAgent", &KillRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), Some(symbiont::service::api::ErrorKind::NotFound));
+        let mut ended = false;
+        for _ in 0..100 {
+            let h = client.history(None).await.unwrap();
+            if h.iter().any(|r| r.run_id == id) {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ended, "the killed run has no record");
+        client.shutdown().await.unwrap();
+    });
+    assert_eq!(service.wait().unwrap().code(), Some(0));
+    assert_none_left("LibAgent");
+}

@@ -634,7 +634,9 @@ mod tests {
         assert_eq!(t.log.current + t.log.previous, kept);
         assert_eq!(t.last(1), vec!["001462"]);
         drop(t);
-        // A run's next step opens the log anew and goes on from where the last one left it.
+        // A run's next step opens the log anew and goes on from where the last one left it
+        // (the last step's sink is gone by then: Windows renames no file that is open).
+        drop(sink);
         let mut sink = StreamSink::new(&path, tail.clone(), cap).unwrap();
         sink.deliver(&[b'y'; 600]);
         finish(&mut sink);
