@@ -404,28 +404,68 @@ const EXEC_CHUNKS: usize = 16;
 /// ends. When stdout's reader goes away (a broken pipe), calls `broken_pipe` and drops the rest
 /// here (the logs keep it).
 async fn copy_output(mut rx: tokio::sync::mpsc::Receiver<OutputChunk>, broken_pipe: impl FnOnce()) {
-    let mut broken_pipe = Some(broken_pipe);
-    use tokio::io::AsyncWriteExt;
-    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
-    let mut broken = false;
+    let writer = StdWriter::start();
     while let Some(c) = rx.recv().await {
-        if broken {
-            continue;
+        if !writer.write(c.stderr, c.data).await {
+            rx.close();
+            broken_pipe();
+            break;
         }
-        let to: &mut (dyn tokio::io::AsyncWrite + Unpin + Send) =
-            if c.stderr { &mut err } else { &mut out };
-        let wrote = match to.write_all(&c.data).await {
-            Ok(()) => to.flush().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = wrote {
-            if e.kind() == std::io::ErrorKind::BrokenPipe && !c.stderr {
-                broken = true;
-                rx.close();
-                if let Some(f) = broken_pipe.take() {
-                    f();
+    }
+    writer.finish().await;
+}
+
+/// This process's stdout and stderr, written by a thread of their own: a blocking write per
+/// chunk, with no hop to a thread pool (the pace of `exec`'s output is the reader's), and a
+/// flush whenever no more output waits (a partial line shows at once).
+pub struct StdWriter {
+    tx: tokio::sync::mpsc::Sender<(bool, bytes::Bytes)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StdWriter {
+    pub fn start() -> StdWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, bytes::Bytes)>(4);
+        let thread = std::thread::Builder::new()
+            .name("symbiont-output".into())
+            .spawn(move || {
+                // Locked per chunk: the event lines of `exec` go to stderr meanwhile.
+                let (out, err) = (std::io::stdout(), std::io::stderr());
+                while let Some((stderr, data)) = rx.blocking_recv() {
+                    let (mut o, mut e);
+                    let to: &mut dyn Write = if stderr {
+                        e = err.lock();
+                        &mut e
+                    } else {
+                        o = out.lock();
+                        &mut o
+                    };
+                    let mut wrote = to.write_all(&data);
+                    if wrote.is_ok() && rx.is_empty() {
+                        wrote = to.flush();
+                    }
+                    // Our stdout's reader has gone: the receiver's end tells the sender.
+                    if !stderr && wrote.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+                        return;
+                    }
                 }
-            }
+                let _ = (out.lock().flush(), err.lock().flush());
+            })
+            .ok();
+        StdWriter { tx, thread }
+    }
+
+    /// Hands one chunk to the writer, waiting while it is behind; false once stdout's reader
+    /// has gone.
+    pub async fn write(&self, stderr: bool, data: bytes::Bytes) -> bool {
+        self.thread.is_some() && self.tx.send((stderr, data)).await.is_ok()
+    }
+
+    /// Waits until everything handed over is written.
+    pub async fn finish(self) {
+        drop(self.tx);
+        if let Some(t) = self.thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 }

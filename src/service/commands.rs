@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 
 use super::api::*;
 use super::client::{Client, ClientError, FrameStream};
@@ -117,24 +116,22 @@ async fn copy_frames(
     frames: &mut FrameStream,
     mut on_message: impl FnMut(StreamMessage),
 ) -> Result<bool, ClientError> {
-    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    let writer = crate::headless::StdWriter::start();
     while let Some(f) = frames.next().await {
         let (kind, data) = f?;
-        let wrote = match kind {
-            STREAM_STDOUT => out.write_all(&data).await.and(out.flush().await),
-            STREAM_STDERR => err.write_all(&data).await.and(err.flush().await),
+        let written = match kind {
+            STREAM_STDOUT | STREAM_STDERR => writer.write(kind == STREAM_STDERR, data).await,
             STREAM_MESSAGE => {
                 on_message(FrameStream::message(&data)?);
-                Ok(())
+                true
             }
-            _ => Ok(()),
+            _ => true,
         };
-        if let Err(e) = wrote {
-            if e.kind() == std::io::ErrorKind::BrokenPipe && kind == STREAM_STDOUT {
-                return Ok(true);
-            }
+        if !written {
+            return Ok(true);
         }
     }
+    writer.finish().await;
     Ok(false)
 }
 
