@@ -33,11 +33,24 @@ pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
         s.refresh_processes_specifics(
             ProcessesToUpdate::Some(&list),
             true,
-            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+            // The executable's path once: the name a process is first seen with can be empty
+            // (Windows, a process caught while it is created), and is never read again.
+            ProcessRefreshKind::nothing()
+                .with_memory()
+                .with_cpu()
+                .with_exe(sysinfo::UpdateKind::OnlyIfNotSet),
         );
         pids.iter()
             .filter_map(|&p| {
                 let pr = s.process(pid_of(p))?;
+                let name = match pr.name().to_string_lossy() {
+                    n if n.is_empty() => pr
+                        .exe()
+                        .and_then(|e| e.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    n => n.into_owned(),
+                };
                 Some(ProcSample {
                     pid: p,
                     ppid: pr.parent().map_or(0, |q| q.as_u32() as i32),
@@ -45,7 +58,7 @@ pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
                     state: 'R',
                     cpu_ns: pr.accumulated_cpu_time().saturating_mul(1_000_000),
                     rss_bytes: pr.memory(),
-                    name: pr.name().to_string_lossy().into_owned(),
+                    name,
                     start: pr.start_time(),
                 })
             })

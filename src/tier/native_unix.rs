@@ -323,14 +323,25 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
             break;
         }
         let read = if buf.is_empty() {
-            let mut first = [0u8; 4096];
-            match pipe.try_read(&mut first) {
-                Ok(n) if n > 0 => {
-                    sink.pass(&first[..n]).await;
-                    buf = vec![0u8; 128 * 1024];
+            // The small buffer ends before any await: an idle agent's drain keeps no 4 KiB in
+            // its task.
+            let first = {
+                let mut first = [0u8; 4096];
+                match pipe.try_read(&mut first) {
+                    Ok(n) if n > 0 => {
+                        buf = vec![0u8; 128 * 1024];
+                        buf[..n].copy_from_slice(&first[..n]);
+                        Ok(n)
+                    }
+                    r => Err(r),
+                }
+            };
+            match first {
+                Ok(n) => {
+                    sink.pass(&buf[..n]).await;
                     continue;
                 }
-                r => r,
+                Err(r) => r,
             }
         } else {
             pipe.try_read(&mut buf)
