@@ -91,6 +91,10 @@ mod linux {
             "without_the_managers_bus_it_falls_back_and_names_the_step",
             without_the_bus,
         ),
+        (
+            "the_service_as_a_systemd_unit_holds_limits_and_stops_its_agents",
+            service_unit,
+        ),
     ];
 
     pub fn main() {
@@ -1073,6 +1077,79 @@ if __name__ == "__main__":
             "daemon",
             "the setsid daemon 5 s after the supervisor was SIGKILLed",
         );
+        k.done();
+    }
+
+    /// `symbiont serve` as the README's systemd unit (a user unit for dev, a system one for
+    /// root, `Delegate=yes`): an agent handed over with `run --detach` is held to its memory
+    /// limit by the kernel, a daemon it leaves dies with `systemctl stop`, and so does the
+    /// service.
+    fn service_unit(c: &Case) {
+        let (ctl, dir) = match c.user {
+            User::Dev => ("systemctl --user", "$HOME/.config/systemd/user"),
+            User::Root => ("systemctl", "/etc/systemd/system"),
+        };
+        let s = c.run(&c.script(
+            120,
+            "",
+            &format!(
+                "{daemon}U=svm-$M.service
+mkdir -p {dir}
+                 export XDG_RUNTIME_DIR=$D/rt; mkdir -p $XDG_RUNTIME_DIR; chmod 700 $XDG_RUNTIME_DIR
+                 cat > {dir}/$U <<EOF
+[Service]
+ExecStart=$(command -v symbiont) serve --config $D/config.toml
+                 Environment=XDG_RUNTIME_DIR=$D/rt
+Delegate=yes
+KillMode=mixed
+TimeoutStopSec=30
+EOF
+                 {ctl} daemon-reload; {ctl} start $U
+                 for i in $(seq 100); do [ -S $D/rt/symbiont/api.sock ] && break; sleep 0.1; done
+                 section active; {ctl} is-active $U
+                 cat > hungry.dsl <<EOF
+agent Hungry {{
+  security {{ tier: None }}
+  limits {{ max_memory_mb: 256 }}
+                   on start {{ execute_native(\"python3 -c 'b = bytearray(1 << 30)' $M\") }}
+}}
+EOF
+                 symbiont run hungry.dsl --detach --native > out 2> err; show detach err
+                 for i in $(seq 300); do symbiont history --json > hist 2>/dev/null; grep -q memory_limit hist && break; sleep 0.2; done
+                 show history hist
+                 symbiont run agent.dsl --detach --native > out 2> err
+                 section started; await daemon.pid 60 && echo yes
+                 {ctl} stop $U; section stopped; {ctl} is-active $U
+                 section daemon; gone daemon.pid 5
+                 section journal; journalctl $( [ {user} = dev ] && echo --user ) -u $U --no-pager -n 20 2>/dev/null
+                 rm -f {dir}/$U; {ctl} daemon-reload
+",
+                daemon = daemon_agent("stay"),
+                user = c.user.name(),
+            ),
+        ));
+        let mut k = Checks::new(&s);
+        k.expect(s.get("active").trim() == "active", "the unit did not start");
+        let hist: Value = serde_json::from_str(s.get("history")).unwrap_or(Value::Null);
+        let hungry = hist
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["agent"] == "Hungry"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        k.reason(&hungry, "memory_limit");
+        k.expect(
+            hungry["killed_by"] == "kernel",
+            format!(
+                "killed_by {}: not the kernel's (a cgroup's) OOM kill; message {}",
+                hungry["killed_by"], hungry["message"]
+            ),
+        );
+        k.expect(s.get("started") == "yes", "the daemon never wrote its pid");
+        k.expect(
+            s.get("stopped").trim() != "active",
+            "the unit still runs after systemctl stop",
+        );
+        k.gone("daemon", "the setsid daemon 5 s after systemctl stop");
         k.done();
     }
 }

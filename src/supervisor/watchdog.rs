@@ -391,9 +391,11 @@ impl Watchdog {
         }
         // A tree whose CPU counter did not move ran nothing since the last sample: no fork, no
         // allocation, no OOM kill (each costs CPU time), so its figures still hold. Only the
-        // first sample is forced; runs without a counter are sampled every time.
+        // first sample is forced; runs without a counter are sampled every time. The fleet's
+        // counter covers every run with a counter of its own, kept open or not (5,000 runs
+        // outgrow the budget of kept files).
         let force = w.probe.last_total_ns.is_none();
-        let fig = if fleet_idle && !force && w.probe.cpu.is_some() {
+        let fig = if fleet_idle && !force && w.probe.cpu_path.is_some() {
             None
         } else {
             w.probe.sample(&*w.tree, force, &mut self.buf)
