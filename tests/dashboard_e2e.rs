@@ -143,21 +143,6 @@ fn sigterm_restores_the_terminal_and_leaves_no_agent() {
     }
 }
 
-/// Live processes whose command line contains `needle` (Wine's processes are host processes).
-fn pids_with_cmdline(needle: &str) -> Vec<i32> {
-    live_processes()
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-        })
-        .collect()
-}
-
 /// The Windows build's dashboard in a console, under Wine (crossterm on the Windows console
 /// API, which Wine maps onto this pty): it lists the agent, `X` terminates the agent's job (cmd
 /// and its ping child), `q` quits. Wine's console draws imperfectly, so the kill is read from
@@ -189,7 +174,12 @@ fn windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_i
         "wine.dsl",
         "agent WinePinger {\n  security { tier: None }\n  limits { timeout: 90s }\n  on start {\n    execute_native(\"cmd /C ping -n 83 127.0.0.1\")\n  }\n}\n",
     );
-    let needle = "-n 83 127.0.0.1";
+    // Wine's processes are host processes; a command line is one string or NUL-separated.
+    let pids = || {
+        let mut p = pids_with_cmdline(b"-n 83 127.0.0.1");
+        p.extend(pids_with_cmdline(b"-n\x0083\x00127.0.0.1"));
+        p
+    };
     let mut cmd = std::process::Command::new("/usr/lib/wine/wine64");
     cmd.arg(exe)
         .args(["run", "--native", "--config", &win(&cfg), &win(&dsl)])
@@ -197,12 +187,9 @@ fn windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_i
     let mut p = Pty::spawn(cmd, 120, 30);
     p.wait_for("WinePinger", Duration::from_secs(60));
     assert!(
-        wait_for(
-            || pids_with_cmdline(needle).len() >= 2,
-            Duration::from_secs(30)
-        ),
+        wait_for(|| pids().len() >= 2, Duration::from_secs(30)),
         "cmd and ping never ran: {:?}",
-        pids_with_cmdline(needle)
+        pids()
     );
     p.send("X");
     let audit = s.path("data").join("audit.jsonl");
@@ -215,11 +202,8 @@ fn windows_build_dashboard_under_wine_lists_the_agent_and_capital_x_terminates_i
         },
         Duration::from_secs(20),
     );
-    wait_for(
-        || pids_with_cmdline(needle).is_empty(),
-        Duration::from_secs(5),
-    );
-    let left = pids_with_cmdline(needle);
+    wait_for(|| pids().is_empty(), Duration::from_secs(5));
+    let left = pids();
     p.send("q");
     let exited = p.wait_exit(Duration::from_secs(20)).is_some();
     for &pid in &left {

@@ -940,15 +940,7 @@ fn exited_within(
 /// Pids of the processes running the trapping script of `tag` (`exec` names no agent in the
 /// environment, so they are found by their command line).
 fn trapper_pids(tag: &str) -> Vec<i32> {
-    let needle = format!("ignoring TERM {tag}");
-    live_processes()
-        .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
-        .collect()
+    pids_with_cmdline(format!("ignoring TERM {tag}").as_bytes())
 }
 
 #[test]

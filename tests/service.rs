@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_pids, assert_none_left, live_processes, stderr, stdout, wait_for, Scratch};
+use common::{
+    agent_pids, assert_none_left, live_processes, pids_with_cmdline, stderr, stdout, wait_for,
+    Scratch,
+};
 
 /// A scratch directory whose service is stopped (SIGKILL if it must) when the test ends.
 struct Desk {
@@ -122,20 +125,8 @@ fn state_of(runs: &[serde_json::Value], agent: &str) -> Vec<String> {
 }
 
 /// The command lines (NUL-separated) of the daemons the agents leave.
-const DAEMON_61: &str = "sleep\u{0}61.5";
-const DAEMON_62: &str = "sleep\u{0}62.5";
-
-/// Pids of live processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<i32> {
-    live_processes()
-        .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
-        .collect()
-}
+const DAEMON_61: &[u8] = b"sleep\x0061.5";
+const DAEMON_62: &[u8] = b"sleep\x0062.5";
 
 #[test]
 fn detached_agents_outlive_their_client_and_are_listed_killed_and_logged_from_other_shells() {
@@ -161,7 +152,7 @@ fn detached_agents_outlive_their_client_and_are_listed_killed_and_logged_from_ot
     assert!(took < Duration::from_secs(5), "run --detach took {took:?}");
     // The client has returned; its agents run on.
     assert!(wait_for(
-        || !agent_pids("SvcSleeper").is_empty() && pids_with(DAEMON_61).len() == 1,
+        || !agent_pids("SvcSleeper").is_empty() && pids_with_cmdline(DAEMON_61).len() == 1,
         Duration::from_secs(5)
     ));
     assert!(d.service_alive(), "no service after run --detach");
@@ -181,7 +172,10 @@ fn detached_agents_outlive_their_client_and_are_listed_killed_and_logged_from_ot
     let o = d.run(&["kill", "SvcDaemon"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        wait_for(|| pids_with(DAEMON_61).is_empty(), Duration::from_secs(5)),
+        wait_for(
+            || pids_with_cmdline(DAEMON_61).is_empty(),
+            Duration::from_secs(5)
+        ),
         "the double-forked daemon survived the kill"
     );
     assert_none_left("SvcDaemon");
@@ -246,7 +240,7 @@ fn a_service_killed_outright_takes_every_agent_and_the_next_one_keeps_the_histor
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
     assert!(wait_for(
-        || state_of(&d.ps(), "SvcQuick") == ["exited"] && pids_with(DAEMON_62).len() == 1,
+        || state_of(&d.ps(), "SvcQuick") == ["exited"] && pids_with_cmdline(DAEMON_62).len() == 1,
         Duration::from_secs(5)
     ));
     let first_ids: Vec<u64> = d.ps().iter().filter_map(|r| r["run_id"].as_u64()).collect();
@@ -255,7 +249,7 @@ fn a_service_killed_outright_takes_every_agent_and_the_next_one_keeps_the_histor
     let t0 = Instant::now();
     assert!(
         wait_for(
-            || agent_pids("SvcSlow").is_empty() && pids_with(DAEMON_62).is_empty(),
+            || agent_pids("SvcSlow").is_empty() && pids_with_cmdline(DAEMON_62).is_empty(),
             Duration::from_secs(1)
         ),
         "agents outlived the service by more than a second: {:?}",
@@ -433,16 +427,6 @@ fn exec_through_the_service_streams_passes_stdin_exits_like_timeout_and_shows_in
     service.wait().unwrap();
 }
 
-/// Peak resident memory of a process, from /proc.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn exec_to_a_slow_reader_delivers_every_byte_with_bounded_memory() {
     const SIZE: u64 = 256 << 20;
@@ -472,7 +456,7 @@ fn exec_to_a_slow_reader_delivers_every_byte_with_bounded_memory() {
                 k => n += k as u64,
             }
         }
-        let peak = vm_hwm_kib(holder);
+        let peak = status_kib(holder, "VmHWM:");
         assert_eq!(child.wait().unwrap().code(), Some(0));
         assert_eq!(n, SIZE, "standalone={standalone}: bytes arrived");
         assert!(

@@ -137,6 +137,19 @@ pub fn live_processes() -> Vec<(i32, Vec<String>)> {
     out
 }
 
+/// Pids of live processes whose command line holds `needle`, as the kernel keeps it: its
+/// arguments separated by NUL (`"sleep\u{0}61"` is `sleep 61`, not a shell line that says so).
+pub fn pids_with_cmdline(needle: &[u8]) -> Vec<i32> {
+    live_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
 /// Pids of live processes whose environment holds `SYMBIONT_AGENT=<agent>` (every agent process
 /// and its descendants carry it).
 pub fn agent_pids(agent: &str) -> Vec<i32> {
