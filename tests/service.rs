@@ -670,6 +670,23 @@ fn a_rust_program_drives_the_service_through_the_client() {
         assert_eq!(out, b"from-lib\n");
         let runs = client.list().await.unwrap();
         assert!(runs.iter().any(|r| r.run_id == id && r.pid.is_some()));
+        // An attached dashboard's view: every row first, then only what changed.
+        let all = client.dashboard(None, false, None).await.unwrap();
+        assert_eq!(all.ids, vec![id]);
+        assert_eq!(all.rows.len(), 1);
+        let mut stamp = all.stamp;
+        let mut quiet = false;
+        for _ in 0..40 {
+            let v = client.dashboard(None, false, Some(stamp)).await.unwrap();
+            assert_eq!(v.ids, vec![id]);
+            if v.rows.is_empty() {
+                quiet = true;
+                break;
+            }
+            stamp = v.stamp;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(quiet, "an idle run was sent again and again");
         let k = client.kill("LibAgent", &KillRequest::default()).await.unwrap();
         assert_eq!(k.run_ids, vec![id]);
         // A refusal comes back typed.
@@ -688,6 +705,12 @@ fn a_rust_program_drives_the_service_through_the_client() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(ended, "the killed run has no record");
+        let v = client.dashboard(None, false, Some(stamp)).await.unwrap();
+        assert!(
+            v.rows.iter().any(|r| r.id == id && !r.alive()),
+            "the run's end did not come back as a change: {:?}",
+            v.rows
+        );
         client.shutdown().await.unwrap();
     });
     assert_eq!(service.wait().unwrap().code(), Some(0));

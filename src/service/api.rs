@@ -170,11 +170,18 @@ impl RunView {
     }
 }
 
-/// `GET /v1/dashboard`: what an attached dashboard draws, as its own rows: every run, the
-/// selected one with its history for the charts, and the tail of its chosen stream.
+/// `GET /v1/dashboard`: what an attached dashboard draws, as its own rows: the runs that
+/// changed since the client's last look (every run on the first), the selected one always,
+/// with its history for the charts, and the tail of its chosen stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DashboardView {
     pub rows: Vec<crate::tui::app::AgentRow>,
+    /// Every run the service holds, in order: a row not sent is as the client last saw it.
+    #[serde(default)]
+    pub ids: Vec<RunId>,
+    /// Ask with `since` = this next time: every change up to here is in this answer.
+    #[serde(default)]
+    pub stamp: u64,
     pub tail: Vec<String>,
     /// The service's sampling interval.
     pub refresh_ms: u64,

@@ -237,16 +237,21 @@ impl Client {
 
     /// What an attached dashboard draws: every run as a row, `selected`'s with its history,
     /// and the tail of its stdout (or `stderr`).
+    /// With `since` (the `stamp` of the last answer), only the runs changed since come back.
     pub async fn dashboard(
         &self,
         selected: Option<RunId>,
         stderr: bool,
+        since: Option<u64>,
     ) -> Result<DashboardView, ClientError> {
         let stream = if stderr { "stderr" } else { "stdout" };
-        let path = match selected {
-            Some(id) => format!("/v1/dashboard?selected={id}&stream={stream}"),
-            None => "/v1/dashboard".into(),
-        };
+        let mut path = format!("/v1/dashboard?stream={stream}");
+        if let Some(id) = selected {
+            path.push_str(&format!("&selected={id}"));
+        }
+        if let Some(s) = since {
+            path.push_str(&format!("&since={s}"));
+        }
         self.call(Method::GET, &path, None::<&()>).await
     }
 

@@ -971,6 +971,8 @@ struct DashboardQuery {
     selected: Option<RunId>,
     /// The tail's stream: stdout (the default) or stderr.
     stream: Option<String>,
+    /// The `stamp` of the client's last answer: only the runs changed since come back.
+    since: Option<u64>,
 }
 
 /// Lines of the selected run's tail an attached dashboard gets.
@@ -983,14 +985,17 @@ async fn dashboard(
 ) -> Json<DashboardView> {
     let now = std::time::Instant::now();
     let period = s.sup.options().refresh;
-    let mut rows = Vec::new();
+    // Read before the runs: a change made while they are read is in this answer or the next.
+    let stamp = crate::supervisor::current_stamp();
+    let (mut rows, mut ids) = (Vec::new(), Vec::new());
     s.sup.visit(|st| {
-        rows.push(crate::tui::app::AgentRow::from_status(
-            st,
-            now,
-            Some(st.id) == q.selected,
-            period,
-        ))
+        ids.push(st.id);
+        let selected = Some(st.id) == q.selected;
+        if selected || q.since.is_none_or(|since| st.version > since) {
+            rows.push(crate::tui::app::AgentRow::from_status(
+                st, now, selected, period,
+            ))
+        }
     });
     let stderr = q.stream.as_deref() == Some("stderr");
     let mut tail = q
@@ -1001,6 +1006,8 @@ async fn dashboard(
     tail.drain(..skip);
     Json(DashboardView {
         rows,
+        ids,
+        stamp,
         tail,
         refresh_ms: period.as_millis() as u64,
     })

@@ -178,7 +178,7 @@ impl<T: Target> Life<T> {
         if prepared.note.is_some() {
             let mut s = lock(&self.status);
             s.note = prepared.note.clone();
-            s.version += 1;
+            s.touch();
         }
         if let Some(e) = &prepared.fatal {
             self.message = Some(e.clone());
@@ -398,7 +398,11 @@ impl<T: Target> Life<T> {
                     && self.target.pause(true).await
                 {
                     self.paused_since = Some(Instant::now());
-                    lock(&self.status).state = RunState::Paused;
+                    {
+                        let mut st = lock(&self.status);
+                        st.state = RunState::Paused;
+                        st.touch();
+                    }
                     let fields = json!({"run_id": self.id, "agent": self.spec.agent});
                     self.audit("pause", fields, None);
                 }
@@ -414,6 +418,7 @@ impl<T: Target> Life<T> {
                         let mut st = lock(&self.status);
                         st.state = RunState::Running;
                         st.deadline = self.deadline.map(|d| d.into_std());
+                        st.touch();
                     }
                     let fields = json!({"run_id": self.id, "agent": self.spec.agent});
                     self.audit("resume", fields, None);
@@ -468,7 +473,11 @@ impl<T: Target> Life<T> {
             signal: sig.name(),
         });
         if terminating {
-            lock(&self.status).state = RunState::Stopping;
+            {
+                let mut st = lock(&self.status);
+                st.state = RunState::Stopping;
+                st.touch();
+            }
             if self.paused_since.take().is_some() {
                 self.target.pause(false).await;
             }
@@ -493,7 +502,7 @@ impl<T: Target> Life<T> {
             } else {
                 RunState::Running
             };
-            s.version += 1;
+            s.touch();
         }
         self.emit(Event::Launched {
             run_id: self.id,
@@ -607,7 +616,7 @@ impl<T: Target> Life<T> {
             s.processes = 0;
             s.procs.clear();
             s.cpu_pct = 0.0;
-            s.version += 1;
+            s.touch();
         }
         self.emit(Event::Exited {
             record: Box::new((*record).clone()),

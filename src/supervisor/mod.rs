@@ -282,8 +282,24 @@ pub struct RunStatus {
     /// What the tier said about the run as it started (a weaker mechanism the host forces on
     /// its limits), shown while it runs; the record's message once it has ended.
     pub note: Option<String>,
-    /// Bumped on every change, so a client redraws only what changed.
+    /// Set on every change from one counter of the whole process ([`RunStatus::touch`]): a
+    /// client redraws only what changed, and one that saw everything up to `v` asks only for
+    /// the runs whose version is above it.
     pub version: u64,
+}
+
+static STAMP: AtomicU64 = AtomicU64::new(0);
+
+/// The highest version any run's status has had so far.
+pub fn current_stamp() -> u64 {
+    STAMP.load(Ordering::SeqCst)
+}
+
+impl RunStatus {
+    /// Marks a change: the status's version moves past every version seen before.
+    pub fn touch(&mut self) {
+        self.version = STAMP.fetch_add(1, Ordering::SeqCst) + 1;
+    }
 }
 
 /// Settings of a supervisor, usually taken from the configuration.
@@ -576,7 +592,7 @@ impl Supervisor {
             deadline: None,
             sampled_at: None,
             note: None,
-            version: 0,
+            version: STAMP.fetch_add(1, Ordering::SeqCst) + 1,
         }));
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(None);

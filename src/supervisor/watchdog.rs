@@ -423,13 +423,13 @@ impl Watchdog {
             s.processes = f.procs.len() as u64;
             s.peak_processes = s.peak_processes.max(s.processes);
             s.procs = f.procs.clone();
-            s.version += 1;
+            s.touch();
         } else if s.cpu_pct != 0.0 {
             s.cpu_pct = 0.0;
             for p in &mut s.procs {
                 p.cpu_pct = 0.0;
             }
-            s.version += 1;
+            s.touch();
         }
         s.sampled_at = Some(now);
         let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);

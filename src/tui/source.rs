@@ -289,10 +289,32 @@ impl Remote {
             let mut events = fetcher.events().await.ok();
             let mut tick = tokio::time::interval(refresh);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The rows as last merged, and when: only what changed comes over the socket.
+            let mut rows: std::collections::HashMap<RunId, super::app::AgentRow> =
+                Default::default();
+            let mut since = None;
+            let mut fetched_at = std::time::Instant::now();
             loop {
                 let (selected, stderr) = *want_rx.borrow_and_update();
-                match fetcher.dashboard(selected, stderr).await {
-                    Ok(v) => {
+                match fetcher.dashboard(selected, stderr, since).await {
+                    Ok(mut v) => {
+                        // Rows not sent did not change, but a live run's clock went on.
+                        let now = std::time::Instant::now();
+                        let passed = now.saturating_duration_since(fetched_at);
+                        fetched_at = now;
+                        for r in rows.values_mut().filter(|r| r.alive()) {
+                            r.elapsed += passed;
+                        }
+                        for r in std::mem::take(&mut v.rows) {
+                            rows.insert(r.id, r);
+                        }
+                        rows.retain(|id, _| v.ids.binary_search(id).is_ok());
+                        v.rows = v
+                            .ids
+                            .iter()
+                            .filter_map(|id| rows.get(id).cloned())
+                            .collect();
+                        since = Some(v.stamp);
                         if latest_tx.send(Fetched::View(Arc::new(v))).is_err() {
                             return;
                         }
