@@ -4,7 +4,6 @@
 //! exists, and what serves the remote one is unused there.
 #![cfg_attr(not(unix), allow(unused_imports, unused_variables))]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -28,6 +27,12 @@ pub enum Source {
 pub struct Remote {
     client: crate::service::Client,
     latest: watch::Receiver<Fetched>,
+    /// Every answer of the service in order: each holds only the rows that changed.
+    deltas: mpsc::UnboundedReceiver<Delta>,
+    /// The selected run's tail, and which run and stream it is of.
+    tail: Option<(RunId, bool, Vec<String>)>,
+    /// When the rows were last brought up to date: a live run's clock goes on meanwhile.
+    applied_at: std::time::Instant,
     want: watch::Sender<(Option<RunId>, bool)>,
     /// Answers to the operator's commands that the status line shows (a refusal).
     notes_tx: mpsc::UnboundedSender<String>,
@@ -36,13 +41,18 @@ pub struct Remote {
     seen: std::collections::BTreeSet<RunId>,
 }
 
+/// One answer of the service, with the selection it was asked for.
+#[cfg(unix)]
+type Delta = (Option<RunId>, bool, crate::service::api::DashboardView);
+
 /// The last answer of the service: its view, or why there is none.
 #[cfg(unix)]
 #[derive(Clone, Default)]
 pub enum Fetched {
     #[default]
     Nothing,
-    View(Arc<crate::service::api::DashboardView>),
+    /// An answer came (its rows wait in `Remote::deltas`).
+    Fresh,
     Lost(String),
 }
 
@@ -89,18 +99,7 @@ impl Source {
                 let _ = r.want.send_if_modified(|w| {
                     std::mem::replace(w, (selected, app.stream == app::Stream::Stderr)) != *w
                 });
-                let Fetched::View(v) = r.latest.borrow().clone() else {
-                    return false;
-                };
-                if v.rows == app.rows {
-                    return false;
-                }
-                r.seen
-                    .extend(v.rows.iter().filter(|row| row.alive()).map(|row| row.id));
-                app.rows = v.rows.clone();
-                let keep = app.selected_key();
-                app.rebuild(keep);
-                true
+                r.apply(app)
             }
         }
     }
@@ -110,8 +109,8 @@ impl Source {
         match self {
             Source::Local(sup) => sup.tail(id, stderr),
             #[cfg(unix)]
-            Source::Remote(r) => match &*r.latest.borrow() {
-                Fetched::View(v) if *r.want.borrow() == (Some(id), stderr) => Some(v.tail.clone()),
+            Source::Remote(r) => match &r.tail {
+                Some((i, e, t)) if (*i, *e) == (id, stderr) => Some(t.clone()),
                 _ => None,
             },
         }
@@ -198,10 +197,11 @@ impl Source {
         match self {
             Source::Local(sup) => sup.status(id).is_some_and(|s| s.state != RunState::Exited),
             #[cfg(unix)]
-            Source::Remote(r) => match &*r.latest.borrow() {
-                Fetched::View(v) => v.rows.iter().any(|row| row.id == id && row.alive()),
-                _ => false,
-            },
+            // An attached dashboard restarts nothing (see `launch`).
+            Source::Remote(_) => {
+                let _ = id;
+                false
+            }
         }
     }
 
@@ -282,6 +282,7 @@ impl Remote {
     /// its events.
     pub fn start(client: crate::service::Client, refresh: Duration) -> Remote {
         let (latest_tx, latest) = watch::channel(Fetched::Nothing);
+        let (deltas_tx, deltas) = mpsc::unbounded_channel();
         let (want, mut want_rx) = watch::channel((None, false));
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let fetcher = client.clone();
@@ -289,33 +290,18 @@ impl Remote {
             let mut events = fetcher.events().await.ok();
             let mut tick = tokio::time::interval(refresh);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The rows as last merged, and when: only what changed comes over the socket.
-            let mut rows: std::collections::HashMap<RunId, super::app::AgentRow> =
-                Default::default();
+            // Only what changed comes over the socket: the screen merges it.
             let mut since = None;
-            let mut fetched_at = std::time::Instant::now();
             loop {
                 let (selected, stderr) = *want_rx.borrow_and_update();
                 match fetcher.dashboard(selected, stderr, since).await {
-                    Ok(mut v) => {
-                        // Rows not sent did not change, but a live run's clock went on.
-                        let now = std::time::Instant::now();
-                        let passed = now.saturating_duration_since(fetched_at);
-                        fetched_at = now;
-                        for r in rows.values_mut().filter(|r| r.alive()) {
-                            r.elapsed += passed;
-                        }
-                        for r in std::mem::take(&mut v.rows) {
-                            rows.insert(r.id, r);
-                        }
-                        rows.retain(|id, _| v.ids.binary_search(id).is_ok());
-                        v.rows = v
-                            .ids
-                            .iter()
-                            .filter_map(|id| rows.get(id).cloned())
-                            .collect();
+                    Ok(v) => {
                         since = Some(v.stamp);
-                        if latest_tx.send(Fetched::View(Arc::new(v))).is_err() {
+                        if deltas_tx.send((selected, stderr, v)).is_err() {
+                            return;
+                        }
+                        // The screen's cue: something came.
+                        if latest_tx.send(Fetched::Fresh).is_err() {
                             return;
                         }
                     }
@@ -346,11 +332,72 @@ impl Remote {
         Remote {
             client,
             latest,
+            deltas,
+            tail: None,
+            applied_at: std::time::Instant::now(),
             want,
             notes_tx,
             notes,
             seen: Default::default(),
         }
+    }
+
+    /// Brings the app's rows up to date with what the service sent: the changed rows replace
+    /// theirs, runs the service no longer holds go, and every other live run's clock moves on.
+    /// True when the rows changed (a live run's clock always does).
+    fn apply(&mut self, app: &mut App) -> bool {
+        let now = std::time::Instant::now();
+        let passed = now.saturating_duration_since(self.applied_at);
+        self.applied_at = now;
+        let mut changed = false;
+        let mut fresh = std::collections::HashSet::new();
+        while let Ok((selected, stderr, v)) = self.deltas.try_recv() {
+            if let Some(id) = selected {
+                self.tail = Some((id, stderr, v.tail));
+            }
+            if !v.rows.is_empty() {
+                let mut at: std::collections::HashMap<RunId, usize> = app
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.id, i))
+                    .collect();
+                for row in v.rows {
+                    fresh.insert(row.id);
+                    if row.alive() {
+                        self.seen.insert(row.id);
+                    }
+                    match at.get(&row.id) {
+                        Some(&i) => app.rows[i] = row,
+                        None => {
+                            at.insert(row.id, app.rows.len());
+                            app.rows.push(row);
+                        }
+                    }
+                }
+                changed = true;
+            }
+            let same = app.rows.len() == v.ids.len()
+                && app.rows.iter().zip(&v.ids).all(|(r, id)| r.id == *id);
+            if !same {
+                app.rows.retain(|r| v.ids.binary_search(&r.id).is_ok());
+                app.rows.sort_by_key(|r| r.id);
+                changed = true;
+            }
+        }
+        for r in app
+            .rows
+            .iter_mut()
+            .filter(|r| r.alive() && !fresh.contains(&r.id))
+        {
+            r.elapsed += passed;
+            changed = true;
+        }
+        if changed {
+            let keep = app.selected_key();
+            app.rebuild(keep);
+        }
+        changed
     }
 
     /// Runs a request in the background; a refusal reaches the status line.
