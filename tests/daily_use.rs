@@ -42,7 +42,8 @@ impl Desk {
         }
         c.env("HOME", self.s.path("home"))
             .env("XDG_CONFIG_HOME", self.s.path("config"))
-            .env("XDG_STATE_HOME", self.s.path("state"));
+            .env("XDG_STATE_HOME", self.s.path("state"))
+            .env("XDG_RUNTIME_DIR", self.s.path("run"));
         c
     }
 

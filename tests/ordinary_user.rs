@@ -131,7 +131,10 @@ impl World {
                 c.env_remove(k);
             }
         }
-        c.env("PATH", PATH).env("HOME", self.s.path("home"));
+        // Never a service of the user running the tests.
+        c.env("PATH", PATH)
+            .env("HOME", self.s.path("home"))
+            .env("XDG_RUNTIME_DIR", self.s.path("run"));
         c
     }
 
