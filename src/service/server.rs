@@ -765,7 +765,6 @@ async fn kill(
         ));
     }
     let scope = req.pid.map_or(Scope::Tree, Scope::Process);
-    let ends = matches!(sig, Sig::Term | Sig::Kill | Sig::Int | Sig::Hup);
     let mut run_ids = Vec::new();
     for (id, live) in runs {
         let sent = live
@@ -775,11 +774,8 @@ async fn kill(
                     sig,
                     scope,
                     by: Actor::Operator,
-                    reason: if ends {
-                        Reason::KilledByOperator
-                    } else {
-                        Reason::Exited
-                    },
+                    // As the dashboard's kill: the run decides from the signal whether it ends.
+                    reason: Reason::KilledByOperator,
                 },
             );
         if sent {
