@@ -433,10 +433,7 @@ impl Watchdog {
         }
         s.sampled_at = Some(now);
         let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
-        if s.history.len() == HISTORY {
-            s.history.pop_front();
-        }
-        s.history.push_back((pct, rss));
+        s.history.push(pct, rss);
         Some(Published {
             sampled: fig.is_some(),
             state: s.state,
@@ -567,4 +564,68 @@ pub fn pressure(s: &RunStatus) -> f64 {
     p
 }
 
-pub type History = VecDeque<(f32, u64)>;
+/// (CPU %, resident bytes) per refresh, oldest first, at most [`HISTORY`] of them. Each sample
+/// takes 12 bytes (a `(f32, u64)` takes 16) and the buffer grows to exactly [`HISTORY`], not to
+/// the next power of two: 1,440 bytes per run once full instead of 2,048, kept by every
+/// run, idle or not.
+#[derive(Debug, Clone, Default)]
+pub struct History(VecDeque<Sample>);
+
+/// One sample of [`History`]: the resident bytes split in two halves to keep 4-byte alignment.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    cpu: f32,
+    rss_lo: u32,
+    rss_hi: u32,
+}
+
+impl Sample {
+    fn get(self) -> (f32, u64) {
+        (
+            self.cpu,
+            u64::from(self.rss_hi) << 32 | u64::from(self.rss_lo),
+        )
+    }
+}
+
+impl History {
+    /// Appends a sample, dropping the oldest past [`HISTORY`].
+    pub fn push(&mut self, cpu_pct: f32, rss: u64) {
+        if self.0.len() >= HISTORY {
+            self.0.pop_front();
+        }
+        let len = self.0.len();
+        if len == self.0.capacity() {
+            let want = (len * 2).clamp(8, HISTORY.max(len + 1));
+            self.0.reserve_exact(want - len);
+        }
+        self.0.push_back(Sample {
+            cpu: cpu_pct,
+            rss_lo: rss as u32,
+            rss_hi: (rss >> 32) as u32,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (CPU %, resident bytes), oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (f32, u64)> + ExactSizeIterator + '_ {
+        self.0.iter().map(|s| s.get())
+    }
+}
+
+impl FromIterator<(f32, u64)> for History {
+    fn from_iter<I: IntoIterator<Item = (f32, u64)>>(it: I) -> History {
+        let mut h = History::default();
+        for (c, r) in it {
+            h.push(c, r);
+        }
+        h
+    }
+}

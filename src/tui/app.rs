@@ -66,8 +66,8 @@ impl AgentRow {
                 let from = s.history.len().saturating_sub(PROJECTION_SAMPLES);
                 let mut mem = [0u64; PROJECTION_SAMPLES];
                 let n = s.history.len() - from;
-                for (m, (_, b)) in mem.iter_mut().zip(s.history.range(from..)) {
-                    *m = *b;
+                for (m, (_, b)) in mem.iter_mut().zip(s.history.iter().skip(from)) {
+                    *m = b;
                 }
                 time_to_limit(&mem[..n], period, limit)
             }
@@ -97,7 +97,7 @@ impl AgentRow {
             reason: rec.map(|r| r.reason),
             procs: s.procs.clone(),
             history: if with_history {
-                s.history.iter().copied().collect()
+                s.history.iter().collect()
             } else {
                 Vec::new()
             },
