@@ -577,7 +577,18 @@ mod bench {
         }
     }
 
-    fn scales(sc: &Scratch, svc: &Service, counts: &[usize], window: Duration) -> Res<Vec<Scale>> {
+    /// How long the agents idle before the service's memory is read: each run's CPU/RSS history
+    /// (120 samples at the 1 s refresh) is full by then, as in a service that has run a while.
+    /// The quick mode reads sooner, and so lower.
+    const STEADY: Duration = Duration::from_secs(125);
+
+    fn scales(
+        sc: &Scratch,
+        svc: &Service,
+        counts: &[usize],
+        window: Duration,
+        settle_for: Duration,
+    ) -> Res<Vec<Scale>> {
         let mut out = Vec::new();
         let mut have = 0;
         for &n in counts {
@@ -602,7 +613,7 @@ mod bench {
             }
             have = n;
             wait_running(sc, n, Duration::from_secs(120))?;
-            std::thread::sleep(Duration::from_secs(3));
+            std::thread::sleep(settle_for);
             let sleeps = processes_in(&sc.work).len();
             let rss_mib = status_kib(svc.pid, "VmRSS").map_or(f64::NAN, |k| k as f64) / 1024.0;
             let anon_mib = status_kib(svc.pid, "RssAnon").map_or(f64::NAN, |k| k as f64) / 1024.0;
@@ -981,7 +992,12 @@ mod bench {
                 Ok(mut svc) => {
                     let hwm0 = status_kib(svc.pid, "VmRSS").map_or(f64::NAN, |k| k as f64) / 1024.0;
                     let counts = [100, 1000, 5000];
-                    let res = scales(&sc, &svc, &counts, window);
+                    let settle_for = if args.quick {
+                        Duration::from_secs(3)
+                    } else {
+                        STEADY
+                    };
+                    let res = scales(&sc, &svc, &counts, window, settle_for);
                     let shutdown = stop_service(&sc, &mut svc);
                     match &shutdown {
                         Ok(s) => println!("  symbiont shutdown of every agent: {s:.2} s"),
