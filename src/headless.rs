@@ -533,7 +533,7 @@ pub fn check(loaded: &LoadedConfig, files: &[PathBuf], json: bool) -> Result<(),
         }));
     }
     if !files.is_empty() {
-        plan::plan_runs(loaded, &[], &files, &Host::real())?;
+        plan::plan_runs(loaded, &[], &files, &Host::checking())?;
     }
     // The mechanisms only: no data directory, no audit log (`check` writes nothing).
     let enforcement =

@@ -343,15 +343,26 @@ pub fn limits_for(loaded: &LoadedConfig, agent: Option<&AgentDef>) -> Limits {
     }
 }
 
-/// What the plan needs from the host: its environment and PATH.
+/// What the plan needs from the host: its environment and PATH, and whether it may make the
+/// working directory (`symbiont check` plans without writing anything).
 pub struct Host<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub make_dirs: bool,
 }
 
 impl Host<'_> {
     pub fn real() -> Host<'static> {
         Host {
             env: &|k| std::env::var(k).ok(),
+            make_dirs: true,
+        }
+    }
+
+    /// This host, looked at only: a missing working directory is checked, not made.
+    pub fn checking() -> Host<'static> {
+        Host {
+            make_dirs: false,
+            ..Host::real()
         }
     }
 }
@@ -367,7 +378,11 @@ impl NativeContext {
         let n = &loaded.config.native_execution;
         let path = (host.env)("PATH").map(std::ffi::OsString::from);
         let allowlist = Allowlist::new(&n.allowed_executables, path.as_deref());
-        let cwd = policy::prepare_working_directory(&n.working_directory)?;
+        let cwd = if host.make_dirs {
+            policy::prepare_working_directory(&n.working_directory)?
+        } else {
+            policy::check_working_directory(&n.working_directory)?
+        };
         Ok(NativeContext { allowlist, cwd })
     }
 }

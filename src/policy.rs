@@ -461,6 +461,43 @@ pub fn prepare_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
         .map_err(|e| refuse(WorkingDirectoryProblem::Resolve(e)))
 }
 
+/// What [`prepare_working_directory`] would decide, without making anything: a directory
+/// that does not exist yet must be makeable (its nearest existing ancestor a directory this
+/// user can write). Returns the path a run would use.
+pub fn check_working_directory(dir: &Path) -> Result<PathBuf, PolicyError> {
+    if dir.exists() {
+        let refuse = |problem| PolicyError::WorkingDirectory {
+            dir: dir.to_path_buf(),
+            problem,
+        };
+        if !dir.is_dir() {
+            return Err(refuse(WorkingDirectoryProblem::NotADirectory));
+        }
+        if !writable(dir) {
+            return Err(refuse(WorkingDirectoryProblem::NotWritable));
+        }
+        return dir
+            .canonicalize()
+            .map_err(|e| refuse(WorkingDirectoryProblem::Resolve(e)));
+    }
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let parent = abs.ancestors().skip(1).find(|a| a.exists());
+    let makeable = parent.is_some_and(|p| p.is_dir() && writable(p));
+    if !makeable {
+        return Err(PolicyError::WorkingDirectory {
+            dir: dir.to_path_buf(),
+            problem: WorkingDirectoryProblem::Create(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} cannot be made here",
+                    parent.map_or(abs.display().to_string(), |p| p.display().to_string())
+                ),
+            )),
+        });
+    }
+    Ok(abs)
+}
+
 fn writable(dir: &Path) -> bool {
     #[cfg(unix)]
     {

@@ -131,6 +131,53 @@ fn check_writes_nothing() {
     assert!(entries(&d.s.path("state")).is_empty());
 }
 
+/// `check` of an agent file plans it as `run` would, but makes no working directory: one that
+/// does not exist yet is only checked to be makeable.
+#[test]
+fn check_of_an_agent_file_makes_no_working_directory() {
+    let d = Desk::new("check-files");
+    let work = d.s.path("not-yet/work");
+    d.s.write(
+        "config/symbiont/config.toml",
+        &format!(
+            "[security]\nallow_native_execution = true\ndefault_sandbox_tier = \"None\"\n\n\
+             [native_execution]\nworking_directory = \"{}\"\n",
+            work.display()
+        ),
+    );
+    let agent = d.s.write(
+        "agent.dsl",
+        "agent Checked { security { tier: None } on start { execute_native(\"sh -c true\") } }\n",
+    );
+    let o = d.run(&["check", agent.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Checked"), "{}", stdout(&o));
+    assert!(!work.exists(), "check made the working directory");
+    assert!(!d.s.path("not-yet").exists(), "check made its parent");
+    assert!(
+        d.cwd_entries().is_empty(),
+        "check wrote {:?}",
+        d.cwd_entries()
+    );
+    // `run` makes it.
+    let o = d.run(&["run", "--headless", agent.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(work.is_dir(), "run did not make the working directory");
+    // One that cannot be made is refused by check too, naming it.
+    let file = d.s.write("a-file", "");
+    d.s.write(
+        "config/symbiont/config.toml",
+        &format!(
+            "[security]\nallow_native_execution = true\ndefault_sandbox_tier = \"None\"\n\n\
+             [native_execution]\nworking_directory = \"{}/sub\"\n",
+            file.display()
+        ),
+    );
+    let o = d.run(&["check", agent.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a-file"), "{}", stderr(&o));
+}
+
 #[test]
 fn the_xdg_config_is_read_and_the_data_goes_to_xdg_state() {
     let d = Desk::new("xdg");

@@ -565,7 +565,15 @@ async fn launch(
     let loaded = s.config_for(&req.flags)?;
     let files = source_files(&req.files)?;
     let env = host_of(&req.env);
-    let specs = plan::plan_runs(&loaded, &req.triggers, &files, &Host { env: &env })?;
+    let specs = plan::plan_runs(
+        &loaded,
+        &req.triggers,
+        &files,
+        &Host {
+            env: &env,
+            make_dirs: true,
+        },
+    )?;
     if specs.is_empty() {
         return Err(refusal(
             ErrorKind::BadRequest,
@@ -601,7 +609,15 @@ fn plan_exec(s: &Service, req: &LaunchRequest) -> Result<RunSpec, Refusal> {
         }
     };
     let env = host_of(&req.env);
-    Ok(plan::plan_command(&loaded, argv, &[], &Host { env: &env })?)
+    Ok(plan::plan_command(
+        &loaded,
+        argv,
+        &[],
+        &Host {
+            env: &env,
+            make_dirs: true,
+        },
+    )?)
 }
 
 /// Chunks of output in flight to an `exec` client, beyond its socket's own buffer.
