@@ -358,7 +358,7 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
     };
     let records = until_done(&sup, finished).await;
     let Some(r) = records.first() else {
-        return Ok(125);
+        return Ok(crate::report::FAILED);
     };
     if reader_gone.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(141);
@@ -367,7 +367,7 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
     let code = exec_status(r);
     // Lost audit lines make a command that succeeded fail, as lost output does.
     Ok(if code == 0 && audit_status(&sup) != 0 {
-        125
+        crate::report::FAILED
     } else {
         code
     })

@@ -9,7 +9,6 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use symbiont::config::{self, LoadedConfig};
 use symbiont::headless;
 use symbiont::plan::{self, Flags, Host, SourceFile};
-use symbiont::policy::PolicyError;
 use symbiont::report::exit_code;
 use symbiont::supervisor::{LaunchError, RunSpec, Supervisor, SupervisorOptions};
 use symbiont::tier::SecurityTier;
@@ -473,9 +472,7 @@ async fn cmd_exec(a: ExecArgs) -> Result<u8, Usage> {
     })
 }
 
-const EXEC_REFUSED: u8 = 126;
-const EXEC_NOT_FOUND: u8 = 127;
-const EXEC_FAILED: u8 = 125;
+use symbiont::report::{EXEC_NOT_FOUND, EXEC_REFUSED, FAILED as EXEC_FAILED};
 
 async fn exec_inner(a: ExecArgs) -> Result<u8, Usage> {
     let flags = Flags {
@@ -500,15 +497,7 @@ async fn exec_inner(a: ExecArgs) -> Result<u8, Usage> {
         }
     };
     let spec = plan::plan_command(&loaded, argv, &[], &Host::real()).map_err(|e| {
-        let code = match e.cause() {
-            plan::PlanError::Policy(
-                PolicyError::NotOnPath { .. } | PolicyError::NoSuchFile { .. },
-            ) => EXEC_NOT_FOUND,
-            plan::PlanError::Policy(
-                PolicyError::NotAllowed { .. } | PolicyError::NativeDisabled { .. },
-            ) => EXEC_REFUSED,
-            _ => EXEC_FAILED,
-        };
+        let code = symbiont::report::exec_refusal_status(&e);
         Usage(Usage::from(e).0, code)
     })?;
     let sup = start_supervisor(&loaded)?;

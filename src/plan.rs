@@ -181,6 +181,22 @@ impl PlanError {
         }
     }
 
+    /// The program to run does not exist (not on PATH, no such file).
+    pub fn program_not_found(&self) -> bool {
+        matches!(
+            self.cause(),
+            PlanError::Policy(PolicyError::NotOnPath { .. } | PolicyError::NoSuchFile { .. })
+        )
+    }
+
+    /// Policy refused the run: native execution disabled, a program not allowed.
+    pub fn refused_by_policy(&self) -> bool {
+        matches!(
+            self.cause(),
+            PlanError::Policy(PolicyError::NotAllowed { .. } | PolicyError::NativeDisabled { .. })
+        )
+    }
+
     /// The whole error, coloured or not; `Display` is `render(false)`.
     pub fn render(&self, color: bool) -> String {
         match self.diagnostic() {

@@ -61,13 +61,30 @@ pub fn exit_code(records: &[Arc<RunRecord>]) -> u8 {
     }
 }
 
+/// `exec`'s status for symbiont's own failures and bad usage (env(1)'s 125).
+pub const FAILED: u8 = 125;
+/// `exec`'s status for a program policy refused or that could not be executed.
+pub const EXEC_REFUSED: u8 = 126;
+/// `exec`'s status for a program not found.
+pub const EXEC_NOT_FOUND: u8 = 127;
+
+/// `exec`'s status for what was refused before anything ran.
+pub fn exec_refusal_status(e: &crate::plan::PlanError) -> u8 {
+    if e.program_not_found() {
+        EXEC_NOT_FOUND
+    } else if e.refused_by_policy() {
+        EXEC_REFUSED
+    } else {
+        FAILED
+    }
+}
+
 /// `symbiont exec`'s exit status, with the conventions of timeout(1) and env(1): the agent's
 /// own code; 124 when its timeout ended it; 128+N when signal N did (137 for the memory limit
 /// and SIGKILL, 143 for SIGTERM); 126 when its program could not be executed, 127 when it was
 /// not found; 125 for symbiont's own failures, a run that succeeded but whose output or audit
 /// lines were lost included.
 pub fn exec_status(r: &RunRecord) -> u8 {
-    const FAILED: u8 = 125;
     let by_signal = |name: &str| {
         crate::process::signal_number(name).map_or(FAILED, |n| (128 + n).clamp(0, 255) as u8)
     };
@@ -77,9 +94,9 @@ pub fn exec_status(r: &RunRecord) -> u8 {
         Reason::FailedToStart => {
             let m = r.message.as_deref().unwrap_or("");
             if m.contains("(os error 2)") {
-                127
+                EXEC_NOT_FOUND
             } else if m.contains("(os error 13)") || m.contains("(os error 8)") {
-                126
+                EXEC_REFUSED
             } else {
                 FAILED
             }

@@ -63,6 +63,26 @@ impl Desk {
         child
     }
 
+    /// `exec` started as from another shell: `echo MARKER; sleep SECS`, once its first line
+    /// has come.
+    fn exec_elsewhere(&self, marker: &str, secs: u32) -> Child {
+        let script = format!("echo {marker}; sleep {secs}");
+        let mut child = self
+            .cmd(&["exec", "--native", "--", "bash", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = vec![0u8; marker.len() + 1];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut line)
+            .unwrap();
+        child
+    }
+
     fn agents(&self, name: &str, body: &str) -> PathBuf {
         self.s.write(
             &format!("{name}.dsl"),
@@ -389,26 +409,7 @@ fn exec_through_the_service_streams_passes_stdin_exits_like_timeout_and_shows_in
     let execs = runs.iter().filter(|r| r["agent"] == "exec").count();
     assert_eq!(execs, 5, "exec runs in ps: {runs:?}");
     // One started in another shell is in ps while it runs, and a kill from a third ends it.
-    let mut child = d
-        .cmd(&[
-            "exec",
-            "--native",
-            "--",
-            "bash",
-            "-c",
-            "echo svc-exec-marker; sleep 30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = [0u8; 16];
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut line)
-        .unwrap();
+    let mut child = d.exec_elsewhere("svc-exec-marker", 30);
     let runs = d.ps();
     let live = runs
         .iter()
@@ -477,21 +478,7 @@ fn attach_shows_an_exec_from_another_shell_kills_it_with_capital_x_and_quits_lea
     let o = d.run(&["run", keep.to_str().unwrap(), "--detach", "--native"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // An exec started in another shell.
-    let mut exec = d
-        .cmd(&[
-            "exec",
-            "--native",
-            "--",
-            "bash",
-            "-c",
-            "echo attach-exec; sleep 60",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = [0u8; 12];
-    exec.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
+    let mut exec = d.exec_elsewhere("attach-exec", 60);
     let mut p = common::pty::Pty::spawn(d.cmd(&["attach"]), 160, 40);
     p.wait_for("SvcKeep", Duration::from_secs(10));
     p.wait_for("▸ exec", Duration::from_secs(10));

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::api::*;
 use super::client::{Client, ClientError, FrameStream};
-use crate::report::{bytes, exec_status};
+use crate::report::{bytes, exec_status, EXEC_NOT_FOUND, EXEC_REFUSED, FAILED};
 
 /// How a command reports a failed request: the message, and exit 1 (the service refused or
 /// is not there) or 2 (a bad request).
@@ -308,9 +308,9 @@ pub async fn exec(client: &Client, req: LaunchRequest, json: bool) -> u8 {
         Err(e) => {
             eprintln!("symbiont: {e}");
             return match e.kind() {
-                Some(ErrorKind::Refused) => 126,
-                Some(ErrorKind::ProgramNotFound) => 127,
-                _ => 125,
+                Some(ErrorKind::Refused) => EXEC_REFUSED,
+                Some(ErrorKind::ProgramNotFound) => EXEC_NOT_FOUND,
+                _ => FAILED,
             };
         }
     };
@@ -320,7 +320,7 @@ pub async fn exec(client: &Client, req: LaunchRequest, json: bool) -> u8 {
             Ok(StreamMessage::Launched(l)) => l.run_id,
             Ok(StreamMessage::Error(e)) => {
                 eprintln!("symbiont: {}", e.error);
-                return 125;
+                return FAILED;
             }
             _ => return protocol_failure("no launch message"),
         },
@@ -381,7 +381,7 @@ pub async fn exec(client: &Client, req: LaunchRequest, json: bool) -> u8 {
 
 fn protocol_failure(m: &str) -> u8 {
     eprintln!("symbiont: the service's answer: {m}");
-    125
+    FAILED
 }
 
 /// Copies this process's stdin to run `id`'s, on a thread of its own (reading a terminal or a

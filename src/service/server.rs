@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, watch};
 use super::api::*;
 use crate::config::LoadedConfig;
 use crate::plan::{self, Host, PlanError, SourceFile};
-use crate::policy::PolicyError;
 use crate::supervisor::{
-    records, Actor, Control, LaunchError, Reason, RunId, RunIo, RunSpec, Scope, Sig, Supervisor,
+    records, Control, LaunchError, RunId, RunIo, RunSpec, Scope, Sig, Supervisor,
 };
 
 /// Ended runs kept in memory for `ps`; older ones are read from their records on disk.
@@ -80,15 +79,14 @@ fn refusal(kind: ErrorKind, error: impl Into<String>) -> Refusal {
 
 impl From<PlanError> for Refusal {
     fn from(e: PlanError) -> Self {
-        let kind = match e.cause() {
-            PlanError::Policy(PolicyError::NotOnPath { .. } | PolicyError::NoSuchFile { .. }) => {
-                ErrorKind::ProgramNotFound
-            }
-            PlanError::Policy(
-                PolicyError::NotAllowed { .. } | PolicyError::NativeDisabled { .. },
-            ) => ErrorKind::Refused,
-            PlanError::Tier(_) => ErrorKind::Unavailable,
-            _ => ErrorKind::BadRequest,
+        let kind = if e.program_not_found() {
+            ErrorKind::ProgramNotFound
+        } else if e.refused_by_policy() {
+            ErrorKind::Refused
+        } else if matches!(e.cause(), PlanError::Tier(_)) {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::BadRequest
         };
         refusal(kind, e.render(false))
     }
@@ -541,39 +539,24 @@ async fn launch(
     JsonBody(req): JsonBody<LaunchRequest>,
 ) -> Result<(StatusCode, Json<Vec<Launched>>), Refusal> {
     s.check_accepting()?;
-    if req.files.is_empty() && !req.command.is_empty() {
+    let specs = if req.files.is_empty() && !req.command.is_empty() {
         // One command, detached (the dashboard's launch dialog): named after its program.
-        let spec = plan_exec(&s, &req)?.as_command();
-        s.sup.preflight(std::slice::from_ref(&spec)).await?;
-        let (agent, trigger) = (spec.agent.clone(), spec.trigger.clone());
-        let run_id = s.sup.launch(spec)?;
-        return Ok((
-            StatusCode::CREATED,
-            Json(vec![Launched {
-                run_id,
-                agent,
-                trigger,
-            }]),
-        ));
-    }
-    if req.files.is_empty() {
+        vec![plan_exec(&s, &req)?.as_command()]
+    } else if req.files.is_empty() {
         return Err(refusal(
             ErrorKind::BadRequest,
             "nothing to launch: give `files` (agent files) or `command` (POST /v1/exec streams one command)",
         ));
-    }
-    let loaded = s.config_for(&req.flags)?;
-    let files = source_files(&req.files)?;
-    let env = host_of(&req.env);
-    let specs = plan::plan_runs(
-        &loaded,
-        &req.triggers,
-        &files,
-        &Host {
+    } else {
+        let loaded = s.config_for(&req.flags)?;
+        let files = source_files(&req.files)?;
+        let env = host_of(&req.env);
+        let host = Host {
             env: &env,
             make_dirs: true,
-        },
-    )?;
+        };
+        plan::plan_runs(&loaded, &req.triggers, &files, &host)?
+    };
     if specs.is_empty() {
         return Err(refusal(
             ErrorKind::BadRequest,
@@ -783,17 +766,7 @@ async fn kill(
     let scope = req.pid.map_or(Scope::Tree, Scope::Process);
     let mut run_ids = Vec::new();
     for (id, live) in runs {
-        let sent = live
-            && s.sup.control(
-                id,
-                Control::Kill {
-                    sig,
-                    scope,
-                    by: Actor::Operator,
-                    // As the dashboard's kill: the run decides from the signal whether it ends.
-                    reason: Reason::KilledByOperator,
-                },
-            );
+        let sent = live && s.sup.control(id, Control::by_operator(sig, scope));
         if sent {
             run_ids.push(id);
         }

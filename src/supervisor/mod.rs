@@ -127,6 +127,19 @@ pub enum Control {
     Resume,
 }
 
+impl Control {
+    /// The operator's `sig` to a run's whole tree (or one process of it), as the dashboard's
+    /// kill and the API's send it: the run decides from the signal whether it ends.
+    pub fn by_operator(sig: Sig, scope: Scope) -> Control {
+        Control::Kill {
+            sig,
+            scope,
+            by: Actor::Operator,
+            reason: Reason::KilledByOperator,
+        }
+    }
+}
+
 /// The life of a run as the dashboard shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -637,30 +650,14 @@ impl Supervisor {
 
     /// The operator's kill: TERM then KILL after the grace period, to the whole tree.
     pub fn kill(&self, id: RunId) -> bool {
-        self.control(
-            id,
-            Control::Kill {
-                sig: Sig::Term,
-                scope: Scope::Tree,
-                by: Actor::Operator,
-                reason: Reason::KilledByOperator,
-            },
-        )
+        self.control(id, Control::by_operator(Sig::Term, Scope::Tree))
     }
 
     /// The operator's second stop: SIGKILL to every live run's whole tree at once, without
     /// waiting for the grace period of a TERM already sent.
     pub fn kill_all_now(&self) {
         for id in self.run_ids() {
-            self.control(
-                id,
-                Control::Kill {
-                    sig: Sig::Kill,
-                    scope: Scope::Tree,
-                    by: Actor::Operator,
-                    reason: Reason::KilledByOperator,
-                },
-            );
+            self.control(id, Control::by_operator(Sig::Kill, Scope::Tree));
         }
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::config::LoadedConfig;
 use crate::plan;
-use crate::supervisor::{Actor, Control, Reason, RunId, RunRecord, RunSpec, Supervisor};
+use crate::supervisor::{Control, RunId, RunRecord, RunSpec, Supervisor};
 use crate::tier::SecurityTier;
 use app::{AgentRow, App, Cmd, Launchable};
 use keymap::Keymap;
@@ -453,16 +453,7 @@ fn exec(
     for c in cmds {
         match c {
             Cmd::Signal { run, sig, scope } => {
-                let reason = Reason::KilledByOperator;
-                src.control(
-                    run,
-                    Control::Kill {
-                        sig,
-                        scope,
-                        by: Actor::Operator,
-                        reason,
-                    },
-                );
+                src.control(run, Control::by_operator(sig, scope));
             }
             Cmd::Pause(run) => {
                 src.control(run, Control::Pause);

@@ -9,9 +9,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::app::{self, App};
-use crate::supervisor::{
-    Actor, Control, Event, Reason, RunId, RunSpec, RunState, Scope, Sig, Supervisor,
-};
+use crate::supervisor::{Control, Event, RunId, RunSpec, RunState, Scope, Sig, Supervisor};
 use crate::tier::SecurityTier;
 
 /// The agents a dashboard shows.
@@ -168,15 +166,7 @@ impl Source {
 
     /// The operator's kill: TERM, then KILL after the grace period, to the whole tree.
     pub fn kill(&self, id: RunId) -> bool {
-        self.control(
-            id,
-            Control::Kill {
-                sig: Sig::Term,
-                scope: Scope::Tree,
-                by: Actor::Operator,
-                reason: Reason::KilledByOperator,
-            },
-        )
+        self.control(id, Control::by_operator(Sig::Term, Scope::Tree))
     }
 
     /// Every live run's id.
@@ -254,15 +244,7 @@ impl Source {
             #[cfg(unix)]
             Source::Remote(_) => {
                 for id in self.live(app) {
-                    self.control(
-                        id,
-                        Control::Kill {
-                            sig: Sig::Kill,
-                            scope: Scope::Tree,
-                            by: Actor::Operator,
-                            reason: Reason::KilledByOperator,
-                        },
-                    );
+                    self.control(id, Control::by_operator(Sig::Kill, Scope::Tree));
                 }
             }
         }
