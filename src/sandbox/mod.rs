@@ -22,3 +22,79 @@ pub struct Enforced {
 }
 #[cfg(unix)]
 pub mod rlimit;
+
+// The native sandbox (SPEC 3.1): Landlock and seccomp, Linux only.
+#[cfg(target_os = "linux")]
+pub mod landlock;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+
+/// Whether this host can enforce `c` on the native tier; the reason and the fix where not.
+/// An agent that asks for what cannot be enforced is refused, never run unconfined.
+pub fn enforceable(c: &crate::supervisor::Confinement) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        landlock::check(c)?;
+        seccomp::check(c)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        if !c.any() {
+            return Ok(());
+        }
+        Err(format!(
+            "the {} sandbox is enforced with Linux's Landlock and seccomp, which this system \
+             does not have: the agent is refused rather than run unconfined; run it on a \
+             container tier or give it the `local_filesystem` and `network` capabilities",
+            c.level
+        ))
+    }
+}
+
+/// What a confined agent's own process applies between clone and exec (Linux): Landlock
+/// rulesets by descriptor, then a seccomp filter. Built by the supervisor for each run.
+#[cfg(target_os = "linux")]
+#[derive(Clone)]
+pub struct ChildSandbox {
+    pub rulesets: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// Flags of each `landlock_restrict_self`.
+    pub restrict_flags: u32,
+    pub filter: Option<&'static seccomp::Filter>,
+}
+
+#[cfg(target_os = "linux")]
+impl std::fmt::Debug for ChildSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSandbox")
+            .field("rulesets", &self.rulesets)
+            .field("restrict_flags", &self.restrict_flags)
+            .field("filter", &self.filter.is_some())
+            .finish()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl ChildSandbox {
+    /// The sandbox of a run confined as `c`, whose writable directories are `writable` (the
+    /// working and temp directories; the operator's `allow_write` is added here).
+    pub fn new(
+        c: &crate::supervisor::Confinement,
+        writable: &[&std::path::Path],
+    ) -> Result<ChildSandbox, String> {
+        enforceable(c)?;
+        let mut rulesets = Vec::new();
+        if c.writes {
+            let mut dirs: Vec<&std::path::Path> = writable.to_vec();
+            dirs.extend(c.allow_write.iter().map(std::path::PathBuf::as_path));
+            rulesets.push(std::sync::Arc::new(landlock::write_layer(&dirs)?));
+        }
+        if c.reads {
+            rulesets.push(landlock::read_layer(&c.deny_read)?);
+        }
+        Ok(ChildSandbox {
+            rulesets,
+            restrict_flags: landlock::restrict_flags(),
+            filter: seccomp::filter(c.network, c.syscalls)?,
+        })
+    }
+}

@@ -29,7 +29,7 @@ use crate::tier::SecurityTier;
 use lifecycle::lock;
 pub use output::{OutputChunk, OutputSender};
 use output::{SharedTail, Tail};
-pub use spec::{check_tier, LaunchError, Limits, RunSpec, Step};
+pub use spec::{check_tier, Confinement, LaunchError, Limits, RunSpec, Step};
 pub use target::{Actions, Tree};
 
 pub type RunId = u64;
