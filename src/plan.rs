@@ -476,17 +476,7 @@ pub fn plan_runs(
             }
             let ctx = native.as_ref().expect("native context");
             let limits = limits_for(loaded, Some(agent));
-            let asked = match agent.sandbox.as_deref() {
-                None => SandboxLevel::Permissive,
-                Some(name) => name.parse().map_err(|_| {
-                    let e = PolicyError::UnknownSandbox {
-                        agent: agent.name.clone(),
-                        name: name.to_string(),
-                    };
-                    sf.locate(agent.location, e.to_string(), e.into())
-                })?,
-            };
-            let sandbox = sandbox_for(loaded, host, tier, &agent.name, asked, &agent.capabilities)
+            let sandbox = agent_sandbox(loaded, host, agent)
                 .map_err(|e| sf.locate(agent.location, e.to_string(), e))?;
             for h in handlers {
                 let mut steps = Vec::new();
@@ -631,6 +621,23 @@ pub fn plan_command(
         sandbox,
         source: None,
     })
+}
+
+/// The confinement of an agent of a file as `run` would decide it (`check` shows it).
+pub fn agent_sandbox(
+    loaded: &LoadedConfig,
+    host: &Host<'_>,
+    agent: &AgentDef,
+) -> Result<Confinement, PlanError> {
+    let asked = match agent.sandbox.as_deref() {
+        None => SandboxLevel::Permissive,
+        Some(name) => name.parse().map_err(|_| PolicyError::UnknownSandbox {
+            agent: agent.name.clone(),
+            name: name.to_string(),
+        })?,
+    };
+    let tier = tier_for(loaded, Some(agent));
+    sandbox_for(loaded, host, tier, &agent.name, asked, &agent.capabilities)
 }
 
 /// The confinement of one agent (or command) on `tier`: the policy's decision, then whether

@@ -98,3 +98,51 @@ impl ChildSandbox {
         })
     }
 }
+
+/// What this host can enforce of the sandbox levels, and what it reports of denials, for
+/// `symbiont check`.
+pub fn describe() -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let abi = landlock::abi();
+        let fs = if abi >= landlock::WRITE_ABI {
+            format!("Landlock ABI {abi}: Moderate's and Strict's filesystem rules are enforced")
+        } else if abi >= landlock::READ_ABI {
+            format!(
+                "Landlock ABI {abi}: too old to confine writes (needs {}): Moderate and Strict \
+                 agents are refused unless they have `local_filesystem`",
+                landlock::WRITE_ABI
+            )
+        } else {
+            "no Landlock: Moderate and Strict agents are refused unless they have \
+             `local_filesystem`"
+                .to_string()
+        };
+        let net = if seccomp::available() {
+            "seccomp: network sockets, io_uring and ptrace are denied as each level says"
+        } else {
+            "no seccomp filters: agents whose level denies the network or ptrace are refused"
+        };
+        let denials = if abi >= landlock::AUDIT_ABI {
+            "denials: the agent gets EPERM/EACCES; denied file accesses are logged to the \
+             kernel's audit log where audit is enabled (auditd); symbiont does not read it, \
+             so the dashboard does not count them yet"
+        } else {
+            "denials: the agent gets EPERM/EACCES; this kernel logs none (Landlock audit \
+             needs ABI 7), so the dashboard does not count them"
+        };
+        vec![
+            format!("sandbox (native): {fs}"),
+            format!("  {net}"),
+            format!("  {denials}"),
+        ]
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        vec![
+            "sandbox (native): Moderate and Strict need Linux's Landlock and seccomp: agents \
+             that ask for them are refused here"
+                .to_string(),
+        ]
+    }
+}
