@@ -57,6 +57,8 @@ mod bench {
                 trigger: "start".into(),
                 tier: SecurityTier::None,
                 sandbox: Default::default(),
+                denials: 0,
+                denied: Vec::new(),
                 pid: Some(10000 + i as i32),
                 state: RunState::Running,
                 cpu_pct: (i % 7) as f64,

@@ -67,6 +67,8 @@ pub struct Started {
     pub pid: i32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The listener of the sandbox's seccomp filter: the calls it denies, to be answered.
+    pub denials: Option<OwnedFd>,
 }
 
 /// A larger pipe lets a chatty agent write in bigger strides.
@@ -152,6 +154,7 @@ pub fn spawn_forked(l: &NativeLaunch<'_>) -> io::Result<Started> {
         pid,
         stdout,
         stderr,
+        denials: None,
     };
     #[cfg(target_os = "linux")]
     widen_pipes(&started);

@@ -10,7 +10,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -50,6 +50,11 @@ struct ChildArgs {
     landlock_fds: Vec<RawFd>,
     landlock_flags: u32,
     seccomp: Option<libc::sock_fprog>,
+    /// The same filter with its denials handed to the supervisor: installed first, while the
+    /// child still shares the parent's descriptor table, so that the filter's listener is
+    /// created in the parent's table (the agent never holds it). Its number goes in `listener`.
+    seccomp_notify: Option<libc::sock_fprog>,
+    listener: AtomicI32,
 }
 
 /// How many descriptors a child needs at most: stdin, stdout, stderr, a launcher's command and
@@ -402,7 +407,25 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // - chdir/execve: NUL-terminated `CString`s of `ChildArgs`, and `argv`/`envp` arrays of
     //   pointers into them ending in a null pointer (built by `spawn_once`).
     unsafe {
-        // First, before any descriptor changes: a table of its own.
+        // The seccomp filter whose listener goes to the parent: before the table is unshared.
+        // The listener is close-on-exec and above the copied range, or closed below with the
+        // rest (`close_from`), so the agent never holds it.
+        if let Some(prog) = &a.seccomp_notify {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail(a);
+            }
+            let fd = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
+                prog as *const libc::sock_fprog,
+            );
+            if fd < 0 {
+                return fail(a);
+            }
+            a.listener.store(fd as RawFd, Ordering::SeqCst);
+        }
+        // Then, before any other descriptor change: a table of its own.
         if let Some(end) = a.unshare_from {
             if !unshare_below(end) {
                 a.unshare_refused.store(true, Ordering::SeqCst);
@@ -540,7 +563,17 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         unshare_refused: AtomicBool::new(false),
         landlock_fds: fds[groups..].to_vec(),
         landlock_flags: sandbox.map_or(0, |s| s.restrict_flags),
-        seccomp: sandbox.and_then(|s| s.filter).map(|f| f.prog()),
+        // With the table shared, the filter's listener reaches the parent; else the filter
+        // answers denials itself.
+        seccomp: sandbox
+            .and_then(|s| s.filter)
+            .filter(|_| slots.is_none())
+            .map(|f| f.prog(false)),
+        seccomp_notify: sandbox
+            .and_then(|s| s.filter)
+            .filter(|_| slots.is_some())
+            .map(|f| f.prog(true)),
+        listener: AtomicI32::new(-1),
     });
     let mut stack = vec![0u8; STACK];
     // SAFETY: `child_main` makes system calls only (see there). With `CLONE_VFORK` this returns
@@ -560,6 +593,12 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     drop(slots);
     drop(stack);
     drop((out_w, err_w, devnull));
+    let listener = match args.listener.load(Ordering::SeqCst) {
+        // SAFETY: the child made this descriptor in this process's table (shared with it at
+        // that moment) and nothing else knows its number: it is ours alone to own.
+        fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        _ => None,
+    };
     let pid = pid?;
     let err = args.err.load(Ordering::SeqCst);
     if err != 0 {
@@ -574,5 +613,6 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         pid,
         stdout: out_r,
         stderr: err_r,
+        denials: listener,
     })
 }

@@ -701,6 +701,7 @@ impl Zygote {
                     pid: self.pid,
                     stdout: self.stdout.take().expect("stdout"),
                     stderr: self.stderr.take().expect("stderr"),
+                    denials: None,
                 };
                 super::native::widen_pipes(&s);
                 Ok(s)

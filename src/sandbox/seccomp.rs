@@ -20,18 +20,22 @@ use seccompiler::{
 /// The x32 ABI's system calls carry this bit; seccompiler's rules match the native numbers only.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
-/// A compiled filter, ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
+/// A compiled filter, ready for `seccomp(SECCOMP_SET_MODE_FILTER)`: the same rules twice, one
+/// answering a denied call itself (EPERM), one handing it to the supervisor first
+/// (`SECCOMP_RET_USER_NOTIF`), which records the denial and answers EPERM.
 pub struct Filter {
     insns: Vec<libc::sock_filter>,
+    notify: Vec<libc::sock_filter>,
 }
 
 impl Filter {
     /// The program header the kernel takes; it points into `self`, which lives as long as the
-    /// process (filters are cached in statics).
-    pub fn prog(&'static self) -> libc::sock_fprog {
+    /// process (filters are cached in statics). `notify`: the supervisor hears of denials.
+    pub fn prog(&'static self, notify: bool) -> libc::sock_fprog {
+        let insns = if notify { &self.notify } else { &self.insns };
         libc::sock_fprog {
-            len: self.insns.len() as u16,
-            filter: self.insns.as_ptr() as *mut libc::sock_filter,
+            len: insns.len() as u16,
+            filter: insns.as_ptr() as *mut libc::sock_filter,
         }
     }
 }
@@ -116,7 +120,20 @@ fn compile(network: bool, syscalls: bool) -> Result<Filter, String> {
     if insns.len() > usize::from(u16::MAX) {
         return Err(fail(&"too many instructions"));
     }
-    Ok(Filter { insns })
+    // The rules' own answer (not the x32 guard's, the first three) goes to the supervisor.
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let notify = insns
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut f = *f;
+            if i >= 3 && f.code == ret && f.k == errno {
+                f.k = libc::SECCOMP_RET_USER_NOTIF;
+            }
+            f
+        })
+        .collect();
+    Ok(Filter { insns, notify })
 }
 
 fn bpf_stmt(code: u16, k: u32) -> libc::sock_filter {
@@ -154,4 +171,87 @@ pub fn check(c: &crate::supervisor::Confinement) -> Result<(), String> {
             "ptrace and io_uring"
         }
     ))
+}
+
+/// What a denied call was, for the dashboard and the audit log.
+pub fn describe(data: &libc::seccomp_data) -> String {
+    let nr = i64::from(data.nr);
+    let arg0 = data.args[0];
+    if nr == libc::SYS_socket {
+        let family = match arg0 as libc::c_int {
+            libc::AF_INET => "AF_INET".to_string(),
+            libc::AF_INET6 => "AF_INET6".to_string(),
+            libc::AF_PACKET => "AF_PACKET".to_string(),
+            f => format!("family {f}"),
+        };
+        format!("socket({family}): network")
+    } else if nr == libc::SYS_ptrace {
+        format!("ptrace(request {arg0}, pid {})", data.args[1] as i32)
+    } else if nr == libc::SYS_process_vm_readv || nr == libc::SYS_process_vm_writev {
+        format!("process_vm_readv/writev(pid {})", arg0 as i32)
+    } else if nr == libc::SYS_io_uring_setup
+        || nr == libc::SYS_io_uring_enter
+        || nr == libc::SYS_io_uring_register
+    {
+        "io_uring".to_string()
+    } else {
+        format!("system call {nr}")
+    }
+}
+
+/// Answers the denials of one process's filter until no process uses it: each is recorded in
+/// `denials` and refused with EPERM. `listener` is the filter's notification descriptor.
+pub async fn serve_denials(
+    listener: std::os::fd::OwnedFd,
+    denials: impl Fn(String) + Send + 'static,
+) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listener` is an open descriptor that the `AsyncFd` owns (moved in) until it is
+    // dropped here: it stays open and the same for the registration's whole life.
+    let Ok(fd) = (unsafe { tokio::io::unix::AsyncFd::register(listener) }) else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            return;
+        };
+        if guard.ready().is_read_closed() {
+            return;
+        }
+        // SAFETY: seccomp_notif is plain integers; all-zero is what RECV expects to be given.
+        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: RECV writes one `seccomp_notif` into `req`, a live local of that type; the
+        // descriptor is the filter's listener, owned by `fd` for the whole call.
+        let r = unsafe {
+            libc::ioctl(
+                fd.get_ref().as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                &mut req as *mut libc::seccomp_notif,
+            )
+        };
+        guard.clear_ready();
+        if r != 0 {
+            match std::io::Error::last_os_error().raw_os_error() {
+                // The caller went away meanwhile, or a signal: wait for the next one.
+                Some(libc::ENOENT) | Some(libc::EINTR) => continue,
+                _ => return,
+            }
+        }
+        denials(describe(&req.data));
+        let mut resp = libc::seccomp_notif_resp {
+            id: req.id,
+            val: 0,
+            error: -libc::EPERM,
+            flags: 0,
+        };
+        // SAFETY: SEND reads one `seccomp_notif_resp` from `resp`, a live local; an answer to a
+        // caller that has gone fails with ENOENT, which changes nothing.
+        unsafe {
+            libc::ioctl(
+                fd.get_ref().as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &mut resp as *mut libc::seccomp_notif_resp,
+            )
+        };
+    }
 }

@@ -243,9 +243,15 @@ impl<T: Target> Life<T> {
             cpu_limit_secs: self.spec.limits.cpu_seconds,
             per_process_memory,
         });
+        let tree = self.target.tree();
+        let (denials, denied) = tree
+            .denials()
+            .map_or((0, Vec::new()), |d| (d.count(), d.recent()));
         RunRecord {
             pid: first_pid,
             container_id,
+            denials,
+            denied,
             exit_code: last.as_ref().and_then(|e| e.code),
             signal: last.and_then(|e| e.signal),
             reason,
@@ -552,6 +558,8 @@ impl<T: Target> Life<T> {
             trigger: self.spec.trigger.clone(),
             tier: self.spec.tier,
             sandbox: self.spec.sandbox.level,
+            denials: 0,
+            denied: Vec::new(),
             pid: None,
             container_id: None,
             argv: if argv_run.is_empty() {
@@ -593,6 +601,7 @@ impl<T: Target> Life<T> {
                 "peak_memory_bytes": record.peak_memory_bytes, "cpu_seconds": record.cpu_seconds, "message": record.message,
                 "log_dropped_bytes": record.log_dropped_bytes, "log_dropped_since": record.log_dropped_since,
                 "log_truncated_bytes": record.log_truncated_bytes,
+                "denials": record.denials, "denied": record.denied,
                 "audit_error": record.audit_error,
             }),
             None,

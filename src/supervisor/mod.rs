@@ -162,6 +162,12 @@ pub struct RunRecord {
     /// The native sandbox level it ran at (Permissive on container tiers).
     #[serde(default)]
     pub sandbox: crate::tier::SandboxLevel,
+    /// Calls the sandbox refused and the kernel reported (network, ptrace, io_uring), and the
+    /// latest few of them.
+    #[serde(default)]
+    pub denials: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied: Vec<String>,
     pub pid: Option<i32>,
     pub container_id: Option<String>,
     pub argv: Vec<String>,
@@ -269,6 +275,9 @@ pub struct RunStatus {
     pub tier: SecurityTier,
     /// The native sandbox level.
     pub sandbox: crate::tier::SandboxLevel,
+    /// What the sandbox refused: how often, and the latest few.
+    pub denials: u64,
+    pub denied: Vec<String>,
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub env_names: Vec<String>,
@@ -588,6 +597,8 @@ impl Supervisor {
             trigger: spec.trigger.clone(),
             tier: spec.tier,
             sandbox: spec.sandbox.level,
+            denials: 0,
+            denied: Vec::new(),
             argv: spec.steps[0].argv.clone(),
             cwd: spec.cwd.clone(),
             env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),

@@ -71,6 +71,8 @@ mod tests {
             trigger: "start".into(),
             tier: SecurityTier::None,
             sandbox: Default::default(),
+            denials: 0,
+            denied: Vec::new(),
             pid: Some(4242),
             container_id: None,
             argv: vec!["sh".into(), "-c".into(), "echo hi; exit 3".into()],

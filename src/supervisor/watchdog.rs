@@ -431,6 +431,14 @@ impl Watchdog {
             }
             s.touch();
         }
+        if let Some(d) = w.tree.denials() {
+            let n = d.count();
+            if n != s.denials {
+                s.denials = n;
+                s.denied = d.recent();
+                s.touch();
+            }
+        }
         s.sampled_at = Some(now);
         let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
         s.history.push(pct, rss);

@@ -501,6 +501,14 @@ impl NativeTarget {
         self.tree.set_main(pid);
         self.host.guard(pid);
         self.pid = Some(pid);
+        #[cfg(target_os = "linux")]
+        if let Some(listener) = s.denials {
+            // Each call the sandbox refuses is counted and described before it is answered.
+            let tree = self.tree.clone();
+            tokio::spawn(crate::sandbox::seccomp::serve_denials(listener, move |d| {
+                tree.denials.push(d)
+            }));
+        }
         self.pipes = Some((s.stdout, s.stderr));
         Started {
             pid: Some(pid),

@@ -26,6 +26,11 @@ pub struct AgentRow {
     /// The native sandbox level.
     #[serde(default)]
     pub sandbox: crate::tier::SandboxLevel,
+    /// What the sandbox refused: how often, and the latest few.
+    #[serde(default)]
+    pub denials: u64,
+    #[serde(default)]
+    pub denied: Vec<String>,
     pub pid: Option<i32>,
     pub state: RunState,
     pub cpu_pct: f64,
@@ -82,6 +87,11 @@ impl AgentRow {
             trigger: s.trigger.clone(),
             tier: s.tier,
             sandbox: s.sandbox,
+            denials: rec.map_or(s.denials, |r| r.denials),
+            denied: match rec {
+                Some(r) => r.denied.clone(),
+                None => s.denied.clone(),
+            },
             pid: s.pid,
             state: s.state,
             cpu_pct: s.cpu_pct,

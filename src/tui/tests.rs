@@ -28,6 +28,8 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         trigger: "start".into(),
         tier: SecurityTier::None,
         sandbox: Default::default(),
+        denials: 0,
+        denied: Vec::new(),
         pid: Some(1000 + id as i32),
         state: RunState::Running,
         cpu_pct: 12.5,
@@ -694,6 +696,8 @@ fn a_confined_row_shows_its_sandbox_level() {
     let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
     let mut strict = row(1, "Strict1", 40, 512, 20, 300);
     strict.sandbox = crate::tier::SandboxLevel::Strict;
+    strict.denials = 2;
+    strict.denied = vec!["socket(AF_INET): network".into(), "io_uring".into()];
     let mut moderate = row(2, "Moderate1", 40, 512, 20, 300);
     moderate.sandbox = crate::tier::SandboxLevel::Moderate;
     a.set_rows(vec![strict, moderate, row(3, "Open1", 40, 512, 20, 300)]);
@@ -704,12 +708,15 @@ fn a_confined_row_shows_its_sandbox_level() {
         "{screen}"
     );
     assert!(
-        line_of(&screen, "Moderate1").1.contains(" native/M "),
+        line_of(&screen, "Moderate1").1.contains(" native/M ")
+            && !line_of(&screen, "Moderate1").1.contains("denied")
+            && line_of(&screen, "Strict1").1.contains("⊘2 denied"),
         "{screen}"
     );
     assert!(line_of(&screen, "Open1").1.contains(" native "), "{screen}");
     a.on_key(key(KeyCode::Enter));
     let t = render(&mut a, 120, 40);
     let screen = text(t.backend().buffer());
-    assert!(screen.contains("sandbox: Strict"), "{screen}");
+    assert!(screen.contains("sandbox: Strict, 2 denied"), "{screen}");
+    assert!(screen.contains("⊘ socket(AF_INET): network") && screen.contains("⊘ io_uring"));
 }

@@ -75,7 +75,12 @@ fn state_text(r: &AgentRow) -> &'static str {
 fn limit_marker(app: &App, r: &AgentRow) -> String {
     let l = app.level(r);
     if l == Level::Ok {
-        return String::new();
+        // What the sandbox refused, where no limit is near.
+        return if r.denials > 0 {
+            format!("⊘{} denied", r.denials)
+        } else {
+            String::new()
+        };
     }
     let (what, ratio) = [
         ("mem", r.mem_ratio()),
@@ -473,10 +478,13 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
     info.push(Line::from(format!("cwd: {}", r.cwd)));
     info.push(Line::from(format!("env: {}", r.env_names.join(" "))));
     if r.sandbox != SandboxLevel::Permissive {
-        info.push(Line::from(format!(
-            "sandbox: {} (denials get EPERM; `symbiont check` says what this host reports)",
-            r.sandbox
-        )));
+        info.push(Line::from(match r.denials {
+            0 => format!("sandbox: {}, nothing denied", r.sandbox),
+            n => format!("sandbox: {}, {n} denied, latest:", r.sandbox),
+        }));
+        for d in r.denied.iter().rev().take(4) {
+            info.push(Line::from(format!("  ⊘ {}", crate::report::visible(d))));
+        }
     }
     if let Some(n) = &r.note {
         info.push(Line::from(Span::styled(
