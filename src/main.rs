@@ -18,11 +18,21 @@ use symbiont::tui::Dashboard;
 #[command(
     name = "symbiont",
     version,
-    about = "Run AI agents and scripts on a security tier, with enforced limits and a kill that leaves nothing behind"
+    about = "Run AI agents and scripts on a security tier, with enforced limits and a kill that leaves nothing behind",
+    after_help = "The diagnostic log (warnings by default; -v, -q, SYMBIONT_LOG) goes to stderr; while the dashboard \
+                  shows (dashboard, run, attach), to symbiont.log in the data directory \
+                  (supervisor.data_dir, by default ~/.local/state/symbiont/symbiont.log)."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More of the diagnostic log: -v what symbiont does, -vv its details (cgroups, kills,
+    /// clean-up). SYMBIONT_LOG (e.g. `symbiont=debug`) chooses in env-filter syntax.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors in the diagnostic log, no warnings.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -315,6 +325,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // The service's log (its service.log when detached) wants the time of each line.
+    let timestamps = matches!(cli.command, Command::Serve { .. });
+    symbiont::logging::install(cli.verbose, cli.quiet, timestamps);
     match &cli.command {
         Command::Sweep { prefix } => {
             symbiont::process::sweep(prefix);
@@ -440,12 +453,25 @@ async fn dashboard(
     initial: Vec<RunSpec>,
     offered: Vec<RunSpec>,
 ) -> Result<u8, Usage> {
-    let d = Dashboard::from_plan(sup, loaded, initial, offered).map_err(Usage::bad)?;
+    let mut d = Dashboard::from_plan(sup, loaded, initial, offered).map_err(Usage::bad)?;
+    d.app.message = log_to_file(loaded);
     let records = d
         .run()
         .await
         .map_err(|e| Usage::failed(format!("dashboard: {e}")))?;
     Ok(exit_code(&records))
+}
+
+/// The dashboard owns the terminal from here on: the diagnostic log goes to its file in the
+/// data directory. A file that cannot be opened is said on the dashboard's status line.
+fn log_to_file(loaded: &LoadedConfig) -> Option<String> {
+    let path = symbiont::logging::file_path(&loaded.config.supervisor.data_dir);
+    symbiont::logging::to_file(&path).err().map(|e| {
+        format!(
+            "the diagnostic log is off: cannot open {}: {e}",
+            path.display()
+        )
+    })
 }
 
 async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
@@ -550,7 +576,8 @@ async fn cmd_attach(config: Option<PathBuf>) -> Result<u8, Usage> {
             "attach needs a terminal (`symbiont ps` lists the service's runs)".into(),
         ));
     }
-    let d = Dashboard::attach(client, &loaded).map_err(Usage::bad)?;
+    let mut d = Dashboard::attach(client, &loaded).map_err(Usage::bad)?;
+    d.app.message = log_to_file(&loaded);
     d.run()
         .await
         .map_err(|e| Usage::failed(format!("dashboard: {e}")))?;

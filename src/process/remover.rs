@@ -45,10 +45,13 @@ impl Remover {
                 tx: Some(tx),
                 thread: Some(t),
             },
-            Err(_) => Remover {
-                tx: None,
-                thread: None,
-            },
+            Err(e) => {
+                tracing::debug!("no cgroup removal thread ({e}): removals run on blocking tasks");
+                Remover {
+                    tx: None,
+                    thread: None,
+                }
+            }
         }
     }
 

@@ -256,6 +256,7 @@ impl ContainerRuntime {
         let mut input = attached.input;
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
+            // Ends when the container stops reading: nobody is left to tell.
             let _ = tokio::io::copy(&mut from, &mut input).await;
             let _ = input.shutdown().await;
         });
@@ -316,7 +317,10 @@ impl ContainerRuntime {
         let opts = KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
-        let _ = self.docker.kill_container(id, Some(opts)).await;
+        // A container that has stopped already cannot be signalled: the wait sees its end.
+        if let Err(e) = self.docker.kill_container(id, Some(opts)).await {
+            tracing::debug!("container {id}: cannot send {signal}: {e}");
+        }
     }
 
     /// Freezes or thaws every process of the container.
@@ -331,7 +335,13 @@ impl ContainerRuntime {
     /// Removes the container, stopping it first if needed.
     pub async fn remove(&self, id: &str) {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-        let _ = self.docker.remove_container(id, Some(opts)).await;
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => tracing::warn!("cannot remove the container {id}: {e}"),
+        }
     }
 
     /// Removes every container labelled by a supervisor that is no longer alive (or, with
