@@ -436,25 +436,29 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
                 .into(),
         ));
     }
+    let tui = !a.headless && !a.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let note = if tui { log_to_file(&loaded) } else { None };
     let sup = start_supervisor(&loaded)?;
     sup.preflight(&specs).await?;
-    if !a.headless && !a.json && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    if tui {
         // The launch dialog offers every trigger, not only the ones fired.
         let offered = plan::plan_runs(&loaded, &[], &files, &Host::real())?;
-        return dashboard(sup, &loaded, specs, offered).await;
+        return dashboard(sup, &loaded, specs, offered, note).await;
     }
     Ok(headless::run(sup, specs, a.json).await?)
 }
 
-/// Opens the dashboard: `initial` starts at once, `offered` fills the launch dialog.
+/// Opens the dashboard: `initial` starts at once, `offered` fills the launch dialog, `note`
+/// on the status line.
 async fn dashboard(
     sup: Supervisor,
     loaded: &LoadedConfig,
     initial: Vec<RunSpec>,
     offered: Vec<RunSpec>,
+    note: Option<String>,
 ) -> Result<u8, Usage> {
     let mut d = Dashboard::from_plan(sup, loaded, initial, offered).map_err(Usage::bad)?;
-    d.app.message = log_to_file(loaded);
+    d.app.message = note;
     let records = d
         .run()
         .await
@@ -462,8 +466,9 @@ async fn dashboard(
     Ok(exit_code(&records))
 }
 
-/// The dashboard owns the terminal from here on: the diagnostic log goes to its file in the
-/// data directory. A file that cannot be opened is said on the dashboard's status line.
+/// The dashboard owns the terminal from here on (from before the supervisor starts, so that
+/// nothing is printed under it): the diagnostic log goes to its file in the data directory.
+/// A file that cannot be opened is said on the dashboard's status line.
 fn log_to_file(loaded: &LoadedConfig) -> Option<String> {
     let path = symbiont::logging::file_path(&loaded.config.supervisor.data_dir);
     symbiont::logging::to_file(&path).err().map(|e| {
@@ -482,8 +487,9 @@ async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
     } else {
         plan::plan_runs(&loaded, &[], &files, &Host::real())?
     };
+    let note = log_to_file(&loaded);
     let sup = start_supervisor(&loaded)?;
-    dashboard(sup, &loaded, Vec::new(), offered).await
+    dashboard(sup, &loaded, Vec::new(), offered, note).await
 }
 
 /// `exec`'s exit status for what stopped it before its command ran, as env(1) has it: 127 for
@@ -576,8 +582,9 @@ async fn cmd_attach(config: Option<PathBuf>) -> Result<u8, Usage> {
             "attach needs a terminal (`symbiont ps` lists the service's runs)".into(),
         ));
     }
+    let note = log_to_file(&loaded);
     let mut d = Dashboard::attach(client, &loaded).map_err(Usage::bad)?;
-    d.app.message = log_to_file(&loaded);
+    d.app.message = note;
     d.run()
         .await
         .map_err(|e| Usage::failed(format!("dashboard: {e}")))?;
