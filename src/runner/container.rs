@@ -353,8 +353,12 @@ impl ContainerRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        let Ok(list) = self.docker.list_containers(Some(opts)).await else {
-            return 0;
+        let list = match self.docker.list_containers(Some(opts)).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!("no sweep of stale containers: cannot list them: {e}");
+                return 0;
+            }
         };
         let mut n = 0;
         for c in list {

@@ -304,7 +304,11 @@ fn v2_home(mount_point: &str, mount_root: &str, own: &str) -> V2Home {
         let me = std::process::id() as i32;
         let ours = read_pids(&dir).iter().all(|&p| p == me)
             && (!super::systemd::booted() || super::systemd::delegated(&dir));
-        if ours && divide(&dir).is_ok() {
+        if ours
+            && divide(&dir)
+                .inspect_err(|e| tracing::debug!("cannot divide the cgroup {}: {e}", dir.display()))
+                .is_ok()
+        {
             return V2Home {
                 dir: Some(dir),
                 how: HomeHow::Divided,

@@ -220,7 +220,9 @@ pub async fn serve(
         tracing::warn!("cannot remove the socket {}: {e}", socket.display());
     }
     if let Some(t) = tcp {
-        let _ = t.await;
+        if let Ok(Err(e)) = t.await {
+            tracing::warn!("the API on TCP failed: {e}");
+        }
     }
     served
 }
