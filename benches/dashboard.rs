@@ -56,6 +56,7 @@ mod bench {
                 agent: format!("agent-{i:04}"),
                 trigger: "start".into(),
                 tier: SecurityTier::None,
+                sandbox: Default::default(),
                 pid: Some(10000 + i as i32),
                 state: RunState::Running,
                 cpu_pct: (i % 7) as f64,

@@ -176,6 +176,7 @@ mod bench {
             kill_grace: Duration::from_secs(2),
             image: None,
             network: false,
+            sandbox: Default::default(),
             source: None,
         }
     }
@@ -538,6 +539,7 @@ mod bench {
                 affinity: None,
                 subreaper: false,
                 stdin: None,
+                sandbox: None,
             };
             s[3] = timed_spawn(&l)?;
             // e, f, g

@@ -26,7 +26,7 @@ pub mod tier;
 pub mod tui;
 
 pub use config::Config;
-pub use tier::SecurityTier;
+pub use tier::{SandboxLevel, SecurityTier};
 pub mod orchestrator;
 pub mod plan;
 pub mod policy;

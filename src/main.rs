@@ -192,6 +192,7 @@ impl PolicyArgs {
             max_cpu: self.max_cpu,
             timeout: self.timeout,
             pass_env: Vec::new(),
+            sandbox: None,
         }
     }
 }
@@ -234,6 +235,11 @@ struct ExecArgs {
     /// Pass the host variable NAME to the command (repeatable), e.g. an API key; its value is masked in logs.
     #[arg(long = "pass-env", value_name = "NAME")]
     pass_env: Vec<String>,
+    /// The command's sandbox level: Permissive, Moderate (writes only in the working and temp
+    /// directories, no network) or Strict (also no reads of secrets, ptrace or io_uring); never
+    /// below native_execution.min_sandbox.
+    #[arg(long, value_name = "LEVEL")]
+    sandbox: Option<symbiont::SandboxLevel>,
     /// Run in this process even when this user's service runs (by default the command goes
     /// through the service, so it shows in `ps` and the dashboard).
     #[arg(long)]
@@ -509,6 +515,7 @@ use symbiont::report::{EXEC_NOT_FOUND, EXEC_REFUSED, FAILED as EXEC_FAILED};
 async fn exec_inner(a: ExecArgs) -> Result<u8, Usage> {
     let flags = Flags {
         pass_env: a.pass_env.clone(),
+        sandbox: a.sandbox,
         ..a.policy.flags()
     };
     if !a.standalone {

@@ -66,6 +66,7 @@ fn spec(s: &Scratch, agent: &str, script: &str, limits: Limits) -> RunSpec {
         kill_grace: Duration::from_millis(500),
         image: None,
         network: false,
+        sandbox: Default::default(),
         source: None,
     }
 }

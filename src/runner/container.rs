@@ -47,6 +47,9 @@ pub struct ContainerSpec<'a> {
     pub limits: &'a Limits,
     pub tier: SecurityTier,
     pub network: bool,
+    /// Moderate and Strict: the root filesystem read-only, the working directory and a
+    /// private `/tmp` writable.
+    pub read_only: bool,
     pub labels: HashMap<String, String>,
     /// Copied into the container's standard input (which is closed at its end); none leaves
     /// the container without one.
@@ -186,6 +189,10 @@ impl ContainerRuntime {
             pids_limit: pids,
             network_mode: Some(if c.network { "default" } else { "none" }.to_string()),
             binds: Some(vec![format!("{}:{WORKDIR}", c.workdir.display())]),
+            readonly_rootfs: c.read_only.then_some(true),
+            tmpfs: c
+                .read_only
+                .then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev".to_string())])),
             runtime: (c.tier == SecurityTier::Tier2).then(|| "runsc".to_string()),
             ulimits: c.limits.file_size_bytes.map(|b| {
                 vec![bollard::models::ResourcesUlimits {

@@ -32,6 +32,9 @@ pub struct NativeLaunch<'a> {
     /// The process's standard input (a pipe or file the caller holds open); /dev/null
     /// without one.
     pub stdin: Option<RawFd>,
+    /// The native sandbox the process applies to itself just before its exec.
+    #[cfg(target_os = "linux")]
+    pub sandbox: Option<&'a crate::sandbox::ChildSandbox>,
 }
 
 /// The first `ceil(cores)` CPUs this process may use, as an affinity mask.

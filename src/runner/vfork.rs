@@ -45,11 +45,16 @@ struct ChildArgs {
     unshare_from: Option<RawFd>,
     /// Set by a child that could not unshare the table.
     unshare_refused: AtomicBool,
+    /// The sandbox: Landlock ruleset descriptors to restrict itself with (and their flags),
+    /// then a seccomp filter. Any of them sets no_new_privs first, as both require.
+    landlock_fds: Vec<RawFd>,
+    landlock_flags: u32,
+    seccomp: Option<libc::sock_fprog>,
 }
 
 /// How many descriptors a child needs at most: stdin, stdout, stderr, a launcher's command and
-/// status pipes, and a `cgroup.procs` per hierarchy (six at most).
-const SLOTS: usize = 11;
+/// status pipes, a `cgroup.procs` per hierarchy (six at most) and two Landlock rulesets.
+const SLOTS: usize = 13;
 
 /// Low descriptor numbers kept for the children of `spawn`, each holding /dev/null while
 /// unused. A child that shares the parent's descriptor table finds what it needs there, and
@@ -386,7 +391,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // - write: one byte from a static, to `cgroup.procs` descriptors the parent keeps open.
     // - sched_setaffinity: reads `size_of::<cpu_set_t>()` bytes from `set`, a whole
     //   `cpu_set_t` inside `ChildArgs`.
-    // - prctl(PR_SET_CHILD_SUBREAPER): integer arguments only, affects this process only.
+    // - prctl(PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS): integer arguments only, affect
+    //   this process only (not the parent, whose memory but not task it shares).
+    // - landlock_restrict_self: a ruleset descriptor the parent holds open (in the slots or
+    //   the copied table) and integer flags; restricts this task only.
+    // - seccomp(SET_MODE_FILTER): reads the `sock_fprog` in `ChildArgs` and the instructions
+    //   it points to, in a filter the parent caches for its whole life; this task only.
     // - dup2/close_from: this child's own table (unshared above, or copied by clone without
     //   `CLONE_FILES`), so closing descriptors does not touch the parent's `OwnedFd`s.
     // - chdir/execve: NUL-terminated `CString`s of `ChildArgs`, and `argv`/`envp` arrays of
@@ -425,6 +435,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if a.subreaper {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
         }
+        // The sandbox, last of what needs privileges the agent must not keep.
+        if (!a.landlock_fds.is_empty() || a.seccomp.is_some())
+            && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0
+        {
+            return fail(a);
+        }
+        for &fd in &a.landlock_fds {
+            if libc::syscall(libc::SYS_landlock_restrict_self, fd, a.landlock_flags) != 0 {
+                return fail(a);
+            }
+        }
         // dup2 clears close-on-exec on the copies: exactly the three the agent keeps.
         if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0
         {
@@ -434,6 +455,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         close_from(3);
         if libc::chdir(a.cwd.as_ptr()) != 0 {
             return fail(a);
+        }
+        if let Some(prog) = &a.seccomp {
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0 as libc::c_uint,
+                prog as *const libc::sock_fprog,
+            ) != 0
+            {
+                return fail(a);
+            }
         }
         libc::execve(a.program.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
     }
@@ -480,6 +512,11 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let stdin = l.stdin.unwrap_or(devnull.as_raw_fd());
     let mut fds = vec![stdin, out_w.as_raw_fd(), err_w.as_raw_fd()];
     fds.extend_from_slice(&l.cgroup_fds);
+    let sandbox = l.sandbox;
+    if let Some(sb) = sandbox {
+        fds.extend(sb.rulesets.iter().map(|r| r.as_raw_fd()));
+    }
+    let groups = 3 + l.cgroup_fds.len();
     let slots = take_slots(&mut fds);
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     if slots.is_some() {
@@ -493,7 +530,7 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         stdin: fds[0],
         stdout: fds[1],
         stderr: fds[2],
-        cgroup_fds: fds[3..].to_vec(),
+        cgroup_fds: fds[3..groups].to_vec(),
         rlimits: l.rlimits,
         affinity: l.affinity,
         subreaper: l.subreaper,
@@ -501,6 +538,9 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         err: AtomicI32::new(0),
         unshare_from: slots.as_ref().map(SlotGuard::end),
         unshare_refused: AtomicBool::new(false),
+        landlock_fds: fds[groups..].to_vec(),
+        landlock_flags: sandbox.map_or(0, |s| s.restrict_flags),
+        seccomp: sandbox.and_then(|s| s.filter).map(|f| f.prog()),
     });
     let mut stack = vec![0u8; STACK];
     // SAFETY: `child_main` makes system calls only (see there). With `CLONE_VFORK` this returns

@@ -553,6 +553,7 @@ impl<T: Target> Life<T> {
             agent: self.spec.agent.clone(),
             trigger: self.spec.trigger.clone(),
             tier: self.spec.tier,
+            sandbox: self.spec.sandbox.level,
             pid: None,
             container_id: None,
             argv: if argv_run.is_empty() {

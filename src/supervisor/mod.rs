@@ -29,7 +29,7 @@ use crate::tier::SecurityTier;
 use lifecycle::lock;
 pub use output::{OutputChunk, OutputSender};
 use output::{SharedTail, Tail};
-pub use spec::{check_tier, LaunchError, Limits, RunSpec, Step};
+pub use spec::{check_tier, Confinement, LaunchError, Limits, RunSpec, Step};
 pub use target::{Actions, Tree};
 
 pub type RunId = u64;
@@ -159,6 +159,9 @@ pub struct RunRecord {
     pub agent: String,
     pub trigger: String,
     pub tier: SecurityTier,
+    /// The native sandbox level it ran at (Permissive on container tiers).
+    #[serde(default)]
+    pub sandbox: crate::tier::SandboxLevel,
     pub pid: Option<i32>,
     pub container_id: Option<String>,
     pub argv: Vec<String>,
@@ -264,6 +267,8 @@ pub struct RunStatus {
     pub agent: String,
     pub trigger: String,
     pub tier: SecurityTier,
+    /// The native sandbox level.
+    pub sandbox: crate::tier::SandboxLevel,
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub env_names: Vec<String>,
@@ -476,6 +481,7 @@ impl Supervisor {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let mut out = NativeHost::start(opts, n)?.mechanisms();
         out.push("watchdog: memory, CPU time, process count and timeout".into());
+        out.extend(crate::sandbox::describe());
         Ok(out)
     }
 
@@ -581,6 +587,7 @@ impl Supervisor {
             agent: spec.agent.clone(),
             trigger: spec.trigger.clone(),
             tier: spec.tier,
+            sandbox: spec.sandbox.level,
             argv: spec.steps[0].argv.clone(),
             cwd: spec.cwd.clone(),
             env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),

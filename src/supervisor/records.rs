@@ -72,6 +72,7 @@ mod tests {
             agent: "Agent \"q\"".into(),
             trigger: "start".into(),
             tier: SecurityTier::None,
+            sandbox: Default::default(),
             pid: Some(4242),
             container_id: None,
             argv: vec!["sh".into(), "-c".into(), "echo hi; exit 3".into()],

@@ -23,6 +23,9 @@ pub struct AgentRow {
     pub agent: String,
     pub trigger: String,
     pub tier: SecurityTier,
+    /// The native sandbox level.
+    #[serde(default)]
+    pub sandbox: crate::tier::SandboxLevel,
     pub pid: Option<i32>,
     pub state: RunState,
     pub cpu_pct: f64,
@@ -78,6 +81,7 @@ impl AgentRow {
             agent: s.agent.clone(),
             trigger: s.trigger.clone(),
             tier: s.tier,
+            sandbox: s.sandbox,
             pid: s.pid,
             state: s.state,
             cpu_pct: s.cpu_pct,

@@ -27,6 +27,7 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         agent: agent.into(),
         trigger: "start".into(),
         tier: SecurityTier::None,
+        sandbox: Default::default(),
         pid: Some(1000 + id as i32),
         state: RunState::Running,
         cpu_pct: 12.5,
@@ -759,4 +760,29 @@ fn wrapping_keeps_every_character() {
     assert_eq!(wrap("one\ntwo three", 20), vec!["one", "two three"]);
     assert_eq!(wrap("", 10), vec![""]);
     assert_eq!(wrap("日本語のエラー", 6), vec!["日本語", "のエラ", "ー"]);
+}
+
+#[test]
+fn a_confined_row_shows_its_sandbox_level() {
+    let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
+    let mut strict = row(1, "Strict1", 40, 512, 20, 300);
+    strict.sandbox = crate::tier::SandboxLevel::Strict;
+    let mut moderate = row(2, "Moderate1", 40, 512, 20, 300);
+    moderate.sandbox = crate::tier::SandboxLevel::Moderate;
+    a.set_rows(vec![strict, moderate, row(3, "Open1", 40, 512, 20, 300)]);
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    assert!(
+        line_of(&screen, "Strict1").1.contains(" native/S "),
+        "{screen}"
+    );
+    assert!(
+        line_of(&screen, "Moderate1").1.contains(" native/M "),
+        "{screen}"
+    );
+    assert!(line_of(&screen, "Open1").1.contains(" native "), "{screen}");
+    a.on_key(key(KeyCode::Enter));
+    let t = render(&mut a, 120, 40);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("sandbox: Strict"), "{screen}");
 }

@@ -1,6 +1,7 @@
 //! Drawing the dashboard. Only the visible lines are built, so a frame of a thousand agents
 //! costs what a frame of fifty does.
 
+use crate::tier::SandboxLevel;
 use std::time::Duration;
 
 use ratatui::buffer::Buffer;
@@ -304,7 +305,7 @@ fn columns(width: u16) -> Vec<(Col, &'static str, Constraint)> {
     let all = [
         (Agent, "AGENT", Constraint::Min(12)),
         (Trigger, "TRIGGER", Constraint::Min(10)),
-        (Tier, "TIER", Constraint::Length(7)),
+        (Tier, "TIER", Constraint::Length(8)),
         (Pid, "PID", Constraint::Length(7)),
         (State, "STATE", Constraint::Length(8)),
         (Cpu, "CPU%", Constraint::Length(6)),
@@ -363,7 +364,11 @@ fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
             r.agent
         ),
         Col::Trigger => r.trigger.clone(),
-        Col::Tier => r.tier.runtime_name().to_string(),
+        Col::Tier => match r.sandbox {
+            // The level's initial: the detail pane names it.
+            SandboxLevel::Permissive => r.tier.runtime_name().to_string(),
+            l => format!("{}/{}", r.tier.runtime_name(), &l.name()[..1]),
+        },
         Col::Pid => r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         Col::State => state_text(r).to_string(),
         Col::Cpu if r.alive() => format!("{:.1}", r.cpu_pct),
@@ -552,6 +557,12 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
     }
     info.push(Line::from(format!("cwd: {}", r.cwd)));
     info.push(Line::from(format!("env: {}", r.env_names.join(" "))));
+    if r.sandbox != SandboxLevel::Permissive {
+        info.push(Line::from(format!(
+            "sandbox: {} (denials get EPERM; `symbiont check` says what this host reports)",
+            r.sandbox
+        )));
+    }
     if let Some(n) = &r.note {
         info.push(Line::from(Span::styled(
             format!("note: {}", crate::report::visible(n)),
