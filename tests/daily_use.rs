@@ -594,3 +594,67 @@ fn help_names_the_log_flags_and_the_log_file() {
     let o = d.run(&["check", "-q"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// `symbiont serve` logs to its stderr (its `service.log` when `run --detach` started it), each
+/// line with its time.
+#[test]
+fn the_service_logs_to_its_stderr_with_the_time() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    /// The service, killed if the test fails before it has shut down.
+    struct Service(std::process::Child);
+    impl Drop for Service {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+
+    let d = Desk::new("log-serve");
+    d.user_config("");
+    let mut service = Service(
+        d.command(&["-v", "serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = d.s.path("run/symbiont/api.sock");
+    assert!(common::wait_for(
+        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+        Duration::from_secs(10)
+    ));
+    // Through the service: its launch is the service's to log.
+    let o = d.run(&["exec", "--", "sh", "-c", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "the client logs nothing of the service's");
+    let o = d.run(&["shutdown"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut err = String::new();
+    service
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(service.0.wait().unwrap().success(), "{err}");
+    let launch = err
+        .lines()
+        .find(|l| l.contains("\"event\":\"launch\""))
+        .unwrap_or_else(|| panic!("no launch line:\n{err}"));
+    // `2026-12-06T08:00:00.123456Z  INFO symbiont::...`
+    let time = launch.split_whitespace().next().unwrap_or_default();
+    assert!(
+        time.len() >= 20
+            && time.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+            && time.as_bytes()[10] == b'T'
+            && time.ends_with('Z'),
+        "{launch}"
+    );
+}
