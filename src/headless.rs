@@ -189,6 +189,7 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
 /// Prints one event (a line, or JSON) on stdout.
 pub fn print_event(e: &Event, json: bool) {
     let mut out = std::io::stdout().lock();
+    // A reader of stdout that has gone is not ours to report.
     let _ = writeln!(out, "{}", event_line(e, json));
     let _ = out.flush();
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod dsl;
 pub mod headless;
+pub mod logging;
 pub mod runner;
 pub mod sampler;
 pub mod sandbox;

@@ -124,7 +124,10 @@ impl Guardian {
         rec[4..8].copy_from_slice(&pid.to_ne_bytes());
         rec[8..].copy_from_slice(&start.to_ne_bytes());
         if let Ok(mut f) = self.pipe.lock() {
-            let _ = f.write_all(&rec);
+            // The guardian has died: agents would outlive a supervisor killed now.
+            if let Err(e) = f.write_all(&rec) {
+                tracing::warn!("cannot tell the guardian about pid {pid} (op {op}): {e}");
+            }
         }
     }
 

@@ -263,6 +263,7 @@ impl ContainerRuntime {
         let mut input = attached.input;
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
+            // Ends when the container stops reading: nobody is left to tell.
             let _ = tokio::io::copy(&mut from, &mut input).await;
             let _ = input.shutdown().await;
         });
@@ -323,7 +324,10 @@ impl ContainerRuntime {
         let opts = KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
-        let _ = self.docker.kill_container(id, Some(opts)).await;
+        // A container that has stopped already cannot be signalled: the wait sees its end.
+        if let Err(e) = self.docker.kill_container(id, Some(opts)).await {
+            tracing::debug!("container {id}: cannot send {signal}: {e}");
+        }
     }
 
     /// Freezes or thaws every process of the container.
@@ -338,7 +342,13 @@ impl ContainerRuntime {
     /// Removes the container, stopping it first if needed.
     pub async fn remove(&self, id: &str) {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-        let _ = self.docker.remove_container(id, Some(opts)).await;
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => tracing::warn!("cannot remove the container {id}: {e}"),
+        }
     }
 
     /// Removes every container labelled by a supervisor that is no longer alive (or, with
@@ -350,8 +360,12 @@ impl ContainerRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        let Ok(list) = self.docker.list_containers(Some(opts)).await else {
-            return 0;
+        let list = match self.docker.list_containers(Some(opts)).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!("no sweep of stale containers: cannot list them: {e}");
+                return 0;
+            }
         };
         let mut n = 0;
         for c in list {

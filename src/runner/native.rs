@@ -76,7 +76,9 @@ pub struct Started {
 pub(crate) fn widen_pipes(s: &Started) {
     for fd in [&s.stdout, &s.stderr] {
         // Best effort: a pipe that stays at its default size still works.
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+        if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20)) {
+            tracing::debug!("pid {}: cannot widen an output pipe: {e}", s.pid);
+        }
     }
 }
 

@@ -147,6 +147,7 @@ struct StepEnd {
 
 impl<T: Target> Life<T> {
     fn emit(&self, e: Event) {
+        // No subscriber is no error: nobody is listening.
         let _ = self.inner.events.send(e);
     }
 
@@ -532,6 +533,7 @@ impl<T: Target> Life<T> {
             os,
         );
         if let Ok(tx) = self.inner.watch.lock() {
+            // The watchdog thread ends only with the supervisor.
             let _ = tx.send(w);
         }
     }
@@ -611,6 +613,12 @@ impl<T: Target> Life<T> {
         // record after the event finds it.
         if let Some(dir) = record.stdout_log.parent() {
             if let Err(e) = super::records::write(dir, &record) {
+                tracing::warn!(
+                    run = self.id,
+                    "cannot write the record of {} in {}: {e}",
+                    self.spec.agent,
+                    dir.display()
+                );
                 record.record_error =
                     Some(format!("{}: {e}", dir.join(super::records::FILE).display()));
             }
@@ -631,6 +639,7 @@ impl<T: Target> Life<T> {
         self.emit(Event::Exited {
             record: Box::new((*record).clone()),
         });
+        // Whoever waited for the end may have gone.
         let _ = done.send(Some(record));
     }
 }

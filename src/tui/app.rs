@@ -353,6 +353,9 @@ pub struct App {
     /// On the service's agents (`symbiont attach`): quitting leaves them running unless the
     /// operator asks to stop them.
     pub attached: bool,
+    /// The message did not fit the status line and shows in a box of its own (set by the
+    /// drawing): the next key closes it and does nothing else.
+    pub message_box: bool,
 }
 
 impl App {
@@ -383,6 +386,7 @@ impl App {
             quitting: false,
             mono: false,
             attached: false,
+            message_box: false,
         }
     }
 
@@ -517,9 +521,13 @@ impl App {
 
     /// A key press; returns what the supervisor must do.
     pub fn on_key(&mut self, ev: KeyEvent) -> Vec<Cmd> {
+        let message_box = std::mem::take(&mut self.message_box);
         self.message = None;
         if ev.modifiers.contains(KeyModifiers::CONTROL) && ev.code == KeyCode::Char('c') {
             return self.ask_quit();
+        }
+        if message_box {
+            return vec![];
         }
         if let Some(d) = self.dialog.take() {
             return self.on_dialog_key(d, ev);
