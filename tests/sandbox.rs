@@ -524,3 +524,53 @@ fn moderate_run_has_its_own_temp_directory_and_the_floor_holds() {
     assert!(audit.contains("\"level\":\"Moderate\""), "{audit}");
     assert_none_left("TmpUser");
 }
+
+/// A confined agent's refused calls reach the dashboard while it runs (a count on its row, the
+/// list in the detail pane), then its record and the audit log's exit line.
+#[test]
+fn denials_show_on_the_dashboard_and_in_the_audit_log() {
+    let s = Scratch::new("sandbox-denials");
+    let cfg = s.config("allowed_executables = [\"/usr/bin/python3\"]");
+    std::fs::write(
+        s.work().join("deny.py"),
+        "import socket, time\ntry:\n    socket.create_connection(('127.0.0.1', 9))\nexcept OSError as e:\n    print('refused', e, flush=True)\ntime.sleep(60)\n",
+    )
+    .unwrap();
+    let file = s.write(
+        "d.dsl",
+        "agent Denied { security { tier: None sandbox: Moderate } on start { execute_native(\"/usr/bin/python3 deny.py\") } }",
+    );
+    let mut cmd = s.command(&["run", file.to_str().unwrap(), "--native", "--config"]);
+    cmd.arg(&cfg);
+    let mut p = common::pty::Pty::spawn(cmd, 160, 80);
+    p.wait_for("⊘1 denied", Duration::from_secs(15));
+    let (_, line) = p.line_with("Denied").unwrap();
+    assert!(line.contains("native/M"), "{line}");
+    p.send("\r");
+    p.wait_for("⊘ socket(AF_INET): network", Duration::from_secs(5));
+    p.send("q");
+    p.wait_for("still running", Duration::from_secs(5));
+    p.send("y");
+    p.wait_exit(Duration::from_secs(15));
+    assert_none_left("Denied");
+    let audit = std::fs::read_to_string(s.path("data/audit.jsonl")).unwrap();
+    let exit = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"exit\""))
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert!(
+        exit.contains("\"denials\":1") && exit.contains("socket(AF_INET): network"),
+        "{exit}"
+    );
+    // The record beside the run's logs (data/runs/SESSION/RUN/record.json).
+    let records: Vec<String> = std::fs::read_dir(s.path("data/runs"))
+        .unwrap()
+        .flatten()
+        .flat_map(|session| std::fs::read_dir(session.path()).unwrap().flatten())
+        .filter_map(|run| std::fs::read_to_string(run.path().join("record.json")).ok())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r: serde_json::Value = serde_json::from_str(&records[0]).unwrap();
+    assert_eq!(r["denials"], 1, "{r}");
+    assert_eq!(r["sandbox"], "Moderate", "{r}");
+}

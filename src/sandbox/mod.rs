@@ -124,12 +124,13 @@ pub fn describe() -> Vec<String> {
             "no seccomp filters: agents whose level denies the network or ptrace are refused"
         };
         let denials = if abi >= landlock::AUDIT_ABI {
-            "denials: the agent gets EPERM/EACCES; denied file accesses are logged to the \
-             kernel's audit log where audit is enabled (auditd); symbiont does not read it, \
-             so the dashboard does not count them yet"
+            "denials: refused sockets, ptrace and io_uring are counted on the dashboard, in the \
+             record and the audit log; refused file accesses only reach the kernel's own audit \
+             log (where audit is enabled), which symbiont does not read"
         } else {
-            "denials: the agent gets EPERM/EACCES; this kernel logs none (Landlock audit \
-             needs ABI 7), so the dashboard does not count them"
+            "denials: refused sockets, ptrace and io_uring are counted on the dashboard, in the \
+             record and the audit log; refused file accesses are not reported by this kernel \
+             (Landlock audit needs ABI 7)"
         };
         vec![
             format!("sandbox (native): {fs}"),
