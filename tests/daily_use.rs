@@ -298,12 +298,7 @@ fn a_passed_secret_reaches_the_agent_masked_and_nowhere_else() {
     assert!(!out.contains(KEY) && !out.contains(FILE_SECRET), "{out}");
     // The tail in the record shows the secrets masked, short values as they are.
     let recs = common::records(&o);
-    let tail: Vec<String> = recs[0]["stdout_tail"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap().to_string())
-        .collect();
+    let tail = common::tail_of(&recs[0], "stdout");
     assert_eq!(tail, ["key=*** file=*** short=abc", "*** end"], "{out}");
     // The names are known, the values are nowhere under the data directory; the log is masked.
     let files = files_under(&d.s.path("state"));
@@ -431,7 +426,9 @@ fn rotation_fails(d: &Desk) -> Vec<String> {
         "sh".into(),
         "-c".into(),
         format!(
-            "log=$(ls {}/runs/*/*/stdout.log) && mkdir -p \"$log.1/in-the-way\" && \
+            // The run's directory is made once the agent has started: wait for it.
+            "until dir=$(ls -d {}/runs/*/*/ 2>/dev/null); do sleep 0.02; done; \
+             mkdir -p \"${{dir}}stdout.log.1/in-the-way\" && \
              head -c 600000 /dev/zero | tr '\\0' a && echo",
             state.display()
         ),

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use common::*;
 
-const TEST_USER: &str = "symbiont-test";
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 const PROBE: &str = r#"
@@ -83,11 +82,6 @@ struct User {
     switch: bool,
 }
 
-fn id_of(flag: &str) -> Option<u32> {
-    let o = Command::new("id").args([flag, TEST_USER]).output().ok()?;
-    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
-}
-
 /// Every user a cell runs as: the one running the tests and, as root, `symbiont-test`.
 fn users() -> Vec<User> {
     let me = User {
@@ -98,27 +92,12 @@ fn users() -> Vec<User> {
     if !nix::unistd::getuid().is_root() {
         return vec![me];
     }
-    if id_of("-u").is_none() {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(TEST_USER)
-            .status()
-            .expect("useradd");
-        assert!(
-            st.success() || id_of("-u").is_some(),
-            "cannot create {TEST_USER}"
-        );
-    }
+    let (uid, gid) = test_user();
     vec![
         me,
         User {
-            uid: id_of("-u").expect("uid"),
-            gid: id_of("-g").expect("gid"),
+            uid,
+            gid,
             switch: true,
         },
     ]
@@ -231,12 +210,7 @@ impl Cell {
 
 fn verdict(out: &Output, probe: &str) -> String {
     let recs = records(out);
-    let tail: Vec<String> = recs[0]["stdout_tail"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap().to_string())
-        .collect();
+    let tail = tail_of(&recs[0], "stdout");
     let line = tail
         .iter()
         .find(|l| l.starts_with(&format!("PROBE {probe} ")))
@@ -502,20 +476,15 @@ fn moderate_run_has_its_own_temp_directory_and_the_floor_holds() {
         .output()
         .unwrap();
     let recs = records(&out);
-    let tail: Vec<&str> = recs[0]["stdout_tail"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
+    let tail = tail_of(&recs[0], "stdout");
     let tmp = tail
         .iter()
         .find_map(|l| l.strip_prefix("T="))
         .unwrap_or_else(|| panic!("{tail:?}"));
     assert!(tmp.contains("symbiont-run"), "{tmp}");
-    assert!(tail.contains(&"tmp-ok"), "{tail:?}");
+    assert!(tail.iter().any(|l| l == "tmp-ok"), "{tail:?}");
     assert!(
-        tail.contains(&"tmp-denied"),
+        tail.iter().any(|l| l == "tmp-denied"),
         "the floor confined it: {tail:?}"
     );
     assert!(!Path::new("/tmp/symbiont-floor-probe").exists());
