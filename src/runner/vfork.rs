@@ -57,9 +57,11 @@ struct ChildArgs {
     listener: AtomicI32,
 }
 
-/// How many descriptors a child needs at most: stdin, stdout, stderr, a launcher's command and
-/// status pipes, a `cgroup.procs` per hierarchy (six at most) and two Landlock rulesets.
-const SLOTS: usize = 13;
+/// How many descriptors a child needs at most: stdin, stdout, stderr and a `cgroup.procs` per
+/// hierarchy (six at most), then either a launcher's command and status pipes or an agent's two
+/// Landlock rulesets (a launcher applies no sandbox). Each slot is a descriptor held for good,
+/// which counts under a small open-files limit.
+const SLOTS: usize = 11;
 
 /// Low descriptor numbers kept for the children of `spawn`, each holding /dev/null while
 /// unused. A child that shares the parent's descriptor table finds what it needs there, and
