@@ -23,10 +23,11 @@ use crate::supervisor::watchdog::OsEnforced;
 use crate::supervisor::{LaunchError, Limits, RunId, RunSpec, Sig, Step};
 
 /// The guest's own memory on top of the agent's limit, measured with Debian's 6.1 kernel and our
-/// initramfs (README, "Tier3"): the kernel's reserved memory and page tables, the unpacked
-/// initramfs, the guest agent and the kernel's caches. Plus 1/64 of the agent's memory for the
-/// kernel's page descriptors (64 bytes per 4 KiB page).
-pub(crate) const GUEST_OVERHEAD_MB: u64 = 96;
+/// initramfs (README, "Tier3"): what the kernel reserves (about 50 MB, plus 18 MB per GB for its
+/// page descriptors and tables) and what it uses once booted (the unpacked initramfs, the guest
+/// agent, caches: 33 MB, 44 MB at 2 GB). Hence 128 MB plus 1/32 of the agent's memory, so the
+/// agent reaches its own cgroup limit in the guest before the guest runs out.
+pub(crate) const GUEST_OVERHEAD_MB: u64 = 128;
 
 /// Where the guest's kernel and initramfs are: `$SYMBIONT_MICROVM_DIR`, else the data
 /// directory's `microvm/` folder (what `scripts/microvm-assets` fills by default).
@@ -154,7 +155,7 @@ impl MicrovmHost {
     pub fn describe(&self) -> String {
         match self.assets() {
             Ok(a) => format!(
-                "Tier3 (microVM): QEMU microvm ({}), {}; guest memory: the agent's limit + {} MB + 1/64 \
+                "Tier3 (microVM): QEMU microvm ({}), {}; guest memory: the agent's limit + {} MB + 1/32 \
                  (the guest kernel's cgroup holds the agent's memory and process limits, its rlimits \
                  file size and CPU time); kernel {}, initramfs {}",
                 a.qemu.display(),
@@ -394,11 +395,11 @@ fn host_tsc_khz() -> Option<u64> {
     Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
 }
 
-/// The VM's memory in MB: the agent's limit, the guest's own overhead and its page descriptors.
+/// The VM's memory in MB: the agent's limit and the guest's own (see [`GUEST_OVERHEAD_MB`]).
 pub(crate) fn vm_memory_mb(agent_bytes: Option<u64>) -> u64 {
     // Without a limit the agent gets what a default run gets natively.
     let agent = agent_bytes.unwrap_or(2048 << 20).div_ceil(1 << 20);
-    agent + agent.div_ceil(64) + GUEST_OVERHEAD_MB
+    agent + agent.div_ceil(32) + GUEST_OVERHEAD_MB
 }
 
 /// The VM's vCPUs: the agent's CPU cores rounded up, at most the host's.
@@ -687,10 +688,10 @@ mod tests {
 
     #[test]
     fn the_vm_has_the_agents_memory_and_the_guests_own() {
-        assert_eq!(vm_memory_mb(Some(64 << 20)), 64 + 1 + GUEST_OVERHEAD_MB);
+        assert_eq!(vm_memory_mb(Some(64 << 20)), 64 + 2 + GUEST_OVERHEAD_MB);
         assert_eq!(
             vm_memory_mb(Some(2048 << 20)),
-            2048 + 32 + GUEST_OVERHEAD_MB
+            2048 + 64 + GUEST_OVERHEAD_MB
         );
         assert_eq!(vcpus(Some(0.5)), 1);
         assert_eq!(vcpus(None), 1);
