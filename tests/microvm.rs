@@ -32,7 +32,7 @@ fn assets(test: &str) -> Option<PathBuf> {
         });
     let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|d| d.join("qemu-system-x86_64").is_file());
-    if qemu && dir.join("vmlinuz").is_file() && dir.join("initramfs.img").is_file() {
+    if qemu && dir.join("vmlinux").is_file() && dir.join("initramfs.img").is_file() {
         return Some(dir);
     }
     skip(
@@ -293,7 +293,7 @@ fn missing_assets_or_qemu_are_refused_with_the_fix() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
-        e.contains("scripts/microvm-assets") && (e.contains("vmlinuz") || e.contains("QEMU")),
+        e.contains("scripts/microvm-assets") && (e.contains("vmlinux") || e.contains("QEMU")),
         "{e}"
     );
     // `run` refuses it as bad usage, naming what to install.

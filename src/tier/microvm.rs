@@ -107,7 +107,7 @@ impl MicrovmHost {
             );
         };
         let dir = assets_dir(&self.data_dir);
-        let (kernel, initramfs) = (dir.join("vmlinuz"), dir.join("initramfs.img"));
+        let (kernel, initramfs) = (dir.join("vmlinux"), dir.join("initramfs.img"));
         for f in [&kernel, &initramfs] {
             if !f.is_file() {
                 return Err(format!(
