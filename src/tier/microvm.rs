@@ -25,8 +25,9 @@ use crate::supervisor::{LaunchError, Limits, RunId, RunSpec, Sig, Step};
 /// The guest's own memory on top of the agent's limit, measured with Debian's 6.1 kernel and our
 /// initramfs (README, "Tier3"): what the kernel reserves (about 50 MB, plus 18 MB per GB for its
 /// page descriptors and tables) and what it uses once booted (the unpacked initramfs, the guest
-/// agent, caches: 33 MB, 44 MB at 2 GB). Hence 128 MB plus 1/32 of the agent's memory, so the
-/// agent reaches its own cgroup limit in the guest before the guest runs out.
+/// agent, caches: 33 MB, 44 MB at 2 GB), and the free pages the kernel keeps in reserve. Hence
+/// 128 MB plus 1/16 of the agent's memory, so the agent reaches its own cgroup limit in the guest
+/// before the guest runs out (1/32 left it 2,024 MB available of 2,048).
 pub(crate) const GUEST_OVERHEAD_MB: u64 = 128;
 
 /// Where the guest's kernel and initramfs are: `$SYMBIONT_MICROVM_DIR`, else the data
@@ -155,7 +156,7 @@ impl MicrovmHost {
     pub fn describe(&self) -> String {
         match self.assets() {
             Ok(a) => format!(
-                "Tier3 (microVM): QEMU microvm ({}), {}; guest memory: the agent's limit + {} MB + 1/32 \
+                "Tier3 (microVM): QEMU microvm ({}), {}; guest memory: the agent's limit + {} MB + 1/16 \
                  (the guest kernel's cgroup holds the agent's memory and process limits, its rlimits \
                  file size and CPU time); kernel {}, initramfs {}",
                 a.qemu.display(),
@@ -399,7 +400,7 @@ fn host_tsc_khz() -> Option<u64> {
 pub(crate) fn vm_memory_mb(agent_bytes: Option<u64>) -> u64 {
     // Without a limit the agent gets what a default run gets natively.
     let agent = agent_bytes.unwrap_or(2048 << 20).div_ceil(1 << 20);
-    agent + agent.div_ceil(32) + GUEST_OVERHEAD_MB
+    agent + agent.div_ceil(16) + GUEST_OVERHEAD_MB
 }
 
 /// The VM's vCPUs: the agent's CPU cores rounded up, at most the host's.
@@ -688,10 +689,10 @@ mod tests {
 
     #[test]
     fn the_vm_has_the_agents_memory_and_the_guests_own() {
-        assert_eq!(vm_memory_mb(Some(64 << 20)), 64 + 2 + GUEST_OVERHEAD_MB);
+        assert_eq!(vm_memory_mb(Some(64 << 20)), 64 + 4 + GUEST_OVERHEAD_MB);
         assert_eq!(
             vm_memory_mb(Some(2048 << 20)),
-            2048 + 64 + GUEST_OVERHEAD_MB
+            2048 + 128 + GUEST_OVERHEAD_MB
         );
         assert_eq!(vcpus(Some(0.5)), 1);
         assert_eq!(vcpus(None), 1);
