@@ -264,7 +264,7 @@ fn probe(a: &Assets) -> Accel {
     {
         return Accel::Tcg(format!("/dev/kvm: {e}"));
     }
-    let Ok(ctl) = ControlDir::new(&format!("probe-{}", std::process::id())) else {
+    let Ok(ctl) = ControlDir::new(&format!("{}-probe", std::process::id())) else {
         return Accel::Tcg("no directory for the KVM probe".into());
     };
     if ctl.write_spec(&["probe", "1"]).is_err() {
@@ -419,6 +419,23 @@ struct ControlDir {
 }
 
 impl ControlDir {
+    /// Removes the control shares of supervisors that died without removing them (SIGKILL).
+    fn sweep() {
+        let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("symbiont-vm-")) else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     fn new(name: &str) -> std::io::Result<ControlDir> {
         use std::os::unix::fs::DirBuilderExt;
         let path = std::env::temp_dir().join(format!("symbiont-vm-{name}"));
@@ -599,6 +616,9 @@ impl Target for MicrovmTarget {
         let (Some(a), Some(accel)) = (self.assets.clone(), self.accel.clone()) else {
             return Err("the microVM's assets were not found".into());
         };
+        if n == 0 {
+            ControlDir::sweep();
+        }
         let ctl = ControlDir::new(&format!("{}-{}-{n}", std::process::id(), self.id))
             .map_err(|e| format!("cannot make the VM's control directory: {e}"))?;
         ctl.write_spec(&self.guest_spec(step))
