@@ -156,6 +156,23 @@ fn exec_returns_the_guests_output_and_exit_code_from_its_own_kernel() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "streamed\n");
     assert!(stderr(&o).contains("apart"), "{}", stderr(&o));
+    // `check` says what runs Tier3 here, with the accelerator the runs above used.
+    let o = command(
+        &s,
+        &dir,
+        &["check", "--config", s.path("config.toml").to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.contains("Tier3 (microVM)"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{}", stdout(&o)));
+    assert!(
+        line.contains(note.split(", ").nth(1).unwrap_or("?")),
+        "check and the record agree on the accelerator: {line} / {note}"
+    );
 }
 
 #[test]
@@ -295,6 +312,19 @@ fn missing_assets_or_qemu_are_refused_with_the_fix() {
     assert!(
         e.contains("scripts/microvm-assets") && (e.contains("vmlinux") || e.contains("QEMU")),
         "{e}"
+    );
+    let o = command(
+        &s,
+        &empty,
+        &["check", "--config", s.path("config.toml").to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        stdout(&o).contains("Tier3 (microVM): not available")
+            && stdout(&o).contains("scripts/microvm-assets"),
+        "{}",
+        stdout(&o)
     );
     // `run` refuses it as bad usage, naming what to install.
     let f = s.write(
