@@ -4,8 +4,8 @@
  * It loads the virtio modules, mounts the run's control share (virtio-9p, tag "ctl") and its
  * working directory (tag "work", at the host's path), reads the command from ctl/spec, runs it
  * in a cgroup of its own (memory.max, pids.max) under rlimits (RLIMIT_FSIZE, RLIMIT_CPU), with
- * its stdout and stderr on the virtio serial ports named "stdout" and "stderr", writes how it
- * ended to ctl/status and powers the VM off.
+ * its stdout and stderr on the virtio serial ports named "stdout" and "stderr" and its stdin on
+ * the one named "stdin", writes how it ended to ctl/status and powers the VM off.
  *
  * C and `gcc -static` rather than a Rust crate: it is a few hundred lines of system calls, the
  * host's C compiler (already needed to link Rust) builds it in a fraction of a second, and the
@@ -125,8 +125,8 @@ static int mount_share(const char *tag, const char *dir) {
   return -1;
 }
 
-/* The device of the virtio serial port named `name`. */
-static int open_port(const char *name) {
+/* The device of the virtio serial port named `name`, opened with `flags`. */
+static int open_port(const char *name, int flags) {
   for (int i = 0; i < 500; i++) {
     DIR *d = opendir("/sys/class/virtio-ports");
     struct dirent *e;
@@ -144,7 +144,7 @@ static int open_port(const char *name) {
         closedir(d);
         int p = -1;
         for (int j = 0; j < 500 && p < 0; j++) {
-          p = open(path, O_WRONLY | O_NOCTTY);
+          p = open(path, flags | O_NOCTTY);
           if (p < 0) sleep_ms(10);
         }
         return p;
@@ -224,9 +224,12 @@ int main(void) {
   if (mount_share("work", cwd) != 0) fail("mount the working directory");
 
   say("mounted");
-  int out = open_port("stdout"), err = open_port("stderr");
-  say("ports %d %d", out, err);
+  int out = open_port("stdout", O_WRONLY), err = open_port("stderr", O_WRONLY);
+  /* The agent's stdin: QEMU's, which ends (the port's host side closes) at its end of file. */
+  int in = open_port("stdin", O_RDONLY);
+  say("ports %d %d %d", out, err, in);
   if (out < 0 || err < 0) fail("open the output ports");
+  if (in < 0) in = open("/dev/null", O_RDONLY);
 
   /* The agent's own group: its memory and process limits, its OOM kills counted. */
   write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids");
@@ -257,7 +260,6 @@ int main(void) {
       struct rlimit r = {cpu, cpu + 1};
       setrlimit(RLIMIT_CPU, &r);
     }
-    int in = open("/dev/null", O_RDONLY);
     dup2(in, 0);
     dup2(out, 1);
     dup2(err, 2);

@@ -136,7 +136,7 @@ fn exec_returns_the_guests_output_and_exit_code_from_its_own_kernel() {
     let note = r["message"].as_str().unwrap_or_default();
     assert!(note.contains("microVM") && note.contains("vCPU"), "{r}");
     assert!(any_vm_of_this_machine_test(&s).is_empty(), "a QEMU is left");
-    // Plain exec streams the guest's output through.
+    // Plain exec streams the guest's output through, and its stdin in, to its end.
     let o = command(
         &s,
         &dir,
@@ -148,13 +148,14 @@ fn exec_returns_the_guests_output_and_exit_code_from_its_own_kernel() {
             "--",
             "sh",
             "-c",
-            "echo streamed; echo apart >&2",
+            "echo streamed; echo apart >&2; cat",
         ],
     )
+    .stdin(std::fs::File::open(s.write("stdin.txt", "typed in\n")).unwrap())
     .output()
     .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "streamed\n");
+    assert_eq!(stdout(&o), "streamed\ntyped in\n");
     assert!(stderr(&o).contains("apart"), "{}", stderr(&o));
     // `check` says what runs Tier3 here, with the accelerator the runs above used.
     let o = command(

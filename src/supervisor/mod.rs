@@ -570,10 +570,13 @@ impl Supervisor {
             self.begin(id, spec, dir, t, io.output);
         } else if spec.tier == SecurityTier::Tier3 {
             let marker = format!("SYMBIONT_RUN={token}");
-            let t = self
-                .inner
-                .microvm
-                .target(id, spec.clone(), &self.inner.native, marker)?;
+            let t = self.inner.microvm.target(
+                id,
+                spec.clone(),
+                &self.inner.native,
+                marker,
+                io.stdin,
+            )?;
             self.begin(id, spec, dir, t, io.output);
         } else {
             let native = self.inner.native.clone();

@@ -6,7 +6,7 @@
 //! the guardian takes it down with the supervisor. Inside, our guest agent (`guest/agent.c`)
 //! runs the command in a cgroup of the guest kernel holding the agent's memory and process
 //! limits, under its rlimits, with stdout and stderr on two virtio serial ports that QEMU writes
-//! to its own stdout and stderr; it writes how the command ended to the control share and
+//! to its own stdout and stderr (and stdin on a third, read from QEMU's); it writes how the command ended to the control share and
 //! powers the VM off. The working directory is shared with the guest (virtio-9p), not copied:
 //! what the agent writes there is on the host as it writes it, and a large tree costs nothing
 //! to start.
@@ -170,13 +170,14 @@ impl MicrovmHost {
     }
 
     /// A microVM run of `spec`: QEMU runs as a native run of `native`, with `marker` in its
-    /// environment.
+    /// environment and `stdin` (the agent's) as its own.
     pub fn target(
         self: &Arc<Self>,
         id: RunId,
         spec: Arc<RunSpec>,
         native: &Arc<NativeHost>,
         marker: String,
+        stdin: Option<std::fs::File>,
     ) -> Result<MicrovmTarget, LaunchError> {
         let limits = Limits {
             // The VM's host CPU; memory, processes, file size and CPU time are the guest's.
@@ -196,7 +197,7 @@ impl MicrovmHost {
             limits,
             ..(*spec).clone()
         };
-        let inner = native.target(id, Arc::new(qemu_spec), marker, None);
+        let inner = native.target(id, Arc::new(qemu_spec), marker, stdin);
         Ok(MicrovmTarget {
             host: self.clone(),
             id,
@@ -359,6 +360,11 @@ fn qemu_argv(
         "file,id=err,path=/proc/self/fd/2",
         "-device",
         "virtserialport,chardev=err,name=stderr",
+        // Its stdin: QEMU's; at its end of file the port closes, which the guest reads as one.
+        "-chardev",
+        "file,id=in,path=/dev/null,input-path=/proc/self/fd/0",
+        "-device",
+        "virtserialport,chardev=in,name=stdin",
         "-fsdev",
         &format!("local,id=ctl,path={},security_model=none", p(ctl)),
         "-device",

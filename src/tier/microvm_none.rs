@@ -35,6 +35,7 @@ impl MicrovmHost {
         _spec: Arc<RunSpec>,
         _native: &Arc<NativeHost>,
         _marker: String,
+        _stdin: Option<std::fs::File>,
     ) -> Result<MicrovmTarget, LaunchError> {
         Err(LaunchError::TierUnavailable {
             tier: crate::tier::SecurityTier::Tier3,
