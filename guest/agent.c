@@ -13,7 +13,9 @@
  *
  * ctl/spec holds NUL-terminated strings in pairs: key, value. Keys: cwd, memory (bytes), pids,
  * fsize (bytes), cpu (seconds), arg (repeated, in order), env (KEY=VALUE, repeated), probe.
- * ctl/status gets lines: "exit N" or "signal N", then "oom N" and "pids_refused N".
+ * ctl/status gets lines: "exit N" or "signal N", then "oom N" and "pids_refused N"; while the
+ * command runs, ctl/pids_refused says how many of its forks the process limit refused (the
+ * host's watchdog ends the run on the first, as it does for a native run).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -279,10 +281,25 @@ int main(void) {
   }
   say("started %d", child);
   int status = 0;
+  long refused_told = 0;
   for (;;) {
-    pid_t w = waitpid(-1, &status, 0);
+    pid_t w = waitpid(-1, &status, WNOHANG);
     if (w == child) break;
     if (w < 0 && errno != EINTR) fail("wait");
+    if (w > 0) continue;
+    if (pids > 0) {
+      long r = read_key(CG "/pids.events", "max");
+      if (r > refused_told) {
+        refused_told = r;
+        int f = open(CTL "/pids_refused.new", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (f >= 0) {
+          dprintf(f, "%ld\n", r);
+          close(f);
+          rename(CTL "/pids_refused.new", CTL "/pids_refused");
+        }
+      }
+    }
+    sleep_ms(50);
   }
   /* Whatever the agent left behind ends with it. */
   write_file(CG "/cgroup.kill", "1");

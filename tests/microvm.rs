@@ -201,6 +201,34 @@ fn filling_memory_past_the_limit_is_memory_limit() {
 }
 
 #[test]
+fn the_guests_process_and_file_size_limits_hold() {
+    let Some(dir) = assets("the_guests_process_and_file_size_limits_hold") else {
+        return;
+    };
+    let s = Scratch::new("vm-pids");
+    s.config("max_processes = 5\nmax_file_size_mb = 1");
+    // A file past 1 MB stops at 1 MB (SIGXFSZ to its writer); a fork past 5 processes is
+    // refused in the guest, and the watchdog ends the run as it ends a native one.
+    let o = exec(
+        &s,
+        &dir,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "head -c 3000000 /dev/zero > big.bin; sh -c 'for i in 1 2 3 4 5 6 7 8; do sleep 30 & done'; echo inner=$?; sleep 60",
+        ],
+    );
+    let r = record(&o);
+    assert_eq!(r["reason"], "process_limit", "{r}");
+    assert_eq!(r["killed_by"], "watchdog", "{r}");
+    assert_eq!(
+        std::fs::metadata(s.work().join("big.bin")).unwrap().len(),
+        1 << 20
+    );
+}
+
+#[test]
 fn a_timeout_stops_the_vm() {
     let Some(dir) = assets("a_timeout_stops_the_vm") else {
         return;

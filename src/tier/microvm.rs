@@ -198,11 +198,16 @@ impl MicrovmHost {
             ..(*spec).clone()
         };
         let inner = native.target(id, Arc::new(qemu_spec), marker, stdin);
+        let tree = Arc::new(VmTree {
+            host: inner.tree(),
+            ctl: std::sync::Mutex::new(None),
+        });
         Ok(MicrovmTarget {
             host: self.clone(),
             id,
             spec,
             inner,
+            tree,
             assets: None,
             accel: None,
             ctl: None,
@@ -509,6 +514,41 @@ fn guest_exit(status: &str) -> Result<Exit, String> {
     }
 }
 
+/// The VM's processes on the host (QEMU's tree, the native tier's), and what the guest says of
+/// its agent while it runs: the forks its process limit refused.
+#[derive(Debug)]
+struct VmTree {
+    host: Arc<dyn Tree>,
+    /// The current step's control share.
+    ctl: std::sync::Mutex<Option<PathBuf>>,
+}
+
+impl Tree for VmTree {
+    fn pids(&self) -> Vec<i32> {
+        self.host.pids()
+    }
+    fn samples(&self) -> Option<Vec<crate::sampler::ProcSample>> {
+        self.host.samples()
+    }
+    fn kill_now(&self) {
+        self.host.kill_now()
+    }
+    fn oom_kills(&self) -> u64 {
+        self.host.oom_kills()
+    }
+    fn fork_refusals(&self) -> u64 {
+        let ctl = self.ctl.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let guest = ctl
+            .and_then(|c| std::fs::read_to_string(c.join("pids_refused")).ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        self.host.fork_refusals() + guest
+    }
+    fn cpu_counter(&self) -> Option<(PathBuf, bool)> {
+        self.host.cpu_counter()
+    }
+}
+
 /// What the operator can do to a run of this tier.
 pub(crate) const ACTIONS: Actions = Actions {
     choices: &[
@@ -530,6 +570,7 @@ pub(crate) struct MicrovmTarget {
     spec: Arc<RunSpec>,
     /// QEMU, as a native run.
     inner: NativeTarget,
+    tree: Arc<VmTree>,
     assets: Option<Assets>,
     accel: Option<Accel>,
     /// The current step's control share.
@@ -566,7 +607,7 @@ impl Target for MicrovmTarget {
     }
 
     fn tree(&self) -> Arc<dyn Tree> {
-        self.inner.tree()
+        self.tree.clone()
     }
 
     async fn prepare(&mut self) -> Prepared {
@@ -642,6 +683,7 @@ impl Target for MicrovmTarget {
             argv,
         };
         let ctl = Arc::new(ctl);
+        *self.tree.ctl.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctl.path.clone());
         self.ctl = Some(ctl.clone());
         let started = self.inner.start(n, &qemu).await?;
         let vm_exit = started.exit;
@@ -686,6 +728,7 @@ impl Target for MicrovmTarget {
 
     async fn end_step(&mut self) {
         self.inner.end_step().await;
+        *self.tree.ctl.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.ctl = None;
     }
 
