@@ -33,10 +33,12 @@ pub(crate) const GUEST_OVERHEAD_MB: u64 = 128;
 /// Where the guest's kernel and initramfs are: `$SYMBIONT_MICROVM_DIR`, else the data
 /// directory's `microvm/` folder (what `scripts/microvm-assets` fills by default).
 fn assets_dir(data_dir: &Path) -> PathBuf {
-    match std::env::var_os("SYMBIONT_MICROVM_DIR") {
+    let d = match std::env::var_os("SYMBIONT_MICROVM_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => data_dir.join("microvm"),
-    }
+    };
+    // QEMU runs in the agent's working directory.
+    std::path::absolute(&d).unwrap_or(d)
 }
 
 /// The command that builds the guest, said wherever it is missing.
@@ -93,7 +95,9 @@ impl MicrovmHost {
     /// QEMU, the kernel and the initramfs, or what is missing and the command that fixes it.
     pub fn assets(&self) -> Result<Assets, String> {
         let qemu = match std::env::var_os("SYMBIONT_QEMU") {
-            Some(q) if !q.is_empty() => Some(PathBuf::from(q)).filter(|q| q.is_file()),
+            Some(q) if !q.is_empty() => std::path::absolute(PathBuf::from(q))
+                .ok()
+                .filter(|q| q.is_file()),
             _ => crate::runner::native::which(
                 "qemu-system-x86_64",
                 std::env::var_os("PATH").as_deref(),
