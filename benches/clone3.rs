@@ -379,6 +379,7 @@ mod bench {
                 affinity: None,
                 subreaper: false,
                 stdin: None,
+                sandbox: None,
             };
             native::spawn(&l).map(|s| s.pid).map_err(err)
         };
@@ -636,6 +637,7 @@ mod bench {
             kill_grace: Duration::from_secs(2),
             image: None,
             network: false,
+            sandbox: Default::default(),
             source: None,
         }
     }

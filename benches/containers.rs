@@ -87,6 +87,7 @@ async fn main() {
                 kill_grace: Duration::from_secs(1),
                 image: Some(image.clone()),
                 network: false,
+                sandbox: Default::default(),
                 source: None,
             };
             let mut ev = sup.subscribe();

@@ -12,14 +12,22 @@
 //!    against a bare polling loop at the same refresh. A repetition whose agent is killed
 //!    between two of those looks (so that none saw it past the limit) has no crossing instant:
 //!    it is listed under the figure's `not_measured` diagnostics and left out of the figure.
+//! 11. sandbox launch: `/bin/true` launched to its `Exited` (and to `Launched`) as
+//!     Permissive through the launcher pool, Permissive forced onto the direct path that
+//!     confined runs take, Moderate and Strict, against a bare spawn + `wait()` and
+//!     `bwrap --ro-bind / / --dev /dev --proc /proc --unshare-all --die-with-parent` of the
+//!     same program, every way once per round in a random order; the target is Strict's
+//!     median at most 0.2 ms over Permissive's. Then, with no supervisor alive, the parts
+//!     alone (building the sandbox, the run's temp directory, a spawn with and without it).
 //!
 //! A figure that fails is reported (the JSON's `error`, exit status 1); the others still run
 //! and their rows stand.
 //!
 //! `cargo bench --bench native [-- --quick] [--json PATH] [--only LIST] [--keep]`
 //!
-//! `--only` takes a comma-separated subset of `launch,breakdown,many,tree,timeout,watchdog,check` (for
-//! profiling). `--keep` leaves the scratch directory (run logs, audit log) in place.
+//! `--only` takes a comma-separated subset of
+//! `launch,breakdown,many,tree,timeout,watchdog,check,sandbox` (for profiling, or one figure
+//! alone). `--keep` leaves the scratch directory (run logs, audit log) in place.
 //! A small hand-written timing loop, no criterion: the build stays lean.
 
 mod common;
@@ -38,6 +46,7 @@ mod bench {
         Res, Stats, Target, MARK,
     };
 
+    use std::ffi::OsStr;
     use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
@@ -52,8 +61,8 @@ mod bench {
     use symbiont::supervisor::audit::AuditLog;
     use symbiont::supervisor::Limits;
     use symbiont::supervisor::{
-        Actor, Control, Event, Reason, RunId, RunRecord, RunSpec, Scope, Sig, Step, Supervisor,
-        SupervisorOptions,
+        Actor, Confinement, Control, Event, Reason, RunId, RunIo, RunRecord, RunSpec, Scope, Sig,
+        Step, Supervisor, SupervisorOptions,
     };
     use symbiont::SecurityTier;
     use tokio::sync::broadcast;
@@ -176,6 +185,7 @@ mod bench {
             kill_grace: Duration::from_secs(2),
             image: None,
             network: false,
+            sandbox: Default::default(),
             source: None,
         }
     }
@@ -185,7 +195,12 @@ mod bench {
     }
 
     fn new_sup_with(ctx: &Ctx, refresh: Duration, use_cgroups: bool) -> Res<Supervisor> {
-        Supervisor::new(SupervisorOptions {
+        Supervisor::new(sup_options(ctx, refresh, use_cgroups))
+            .map_err(|e| format!("cannot start a supervisor: {e}"))
+    }
+
+    fn sup_options(ctx: &Ctx, refresh: Duration, use_cgroups: bool) -> SupervisorOptions {
+        SupervisorOptions {
             data_dir: ctx.root.join("data"),
             audit_log: ctx.root.join("audit.log"),
             tail_lines: 50,
@@ -199,8 +214,7 @@ mod bench {
             own_all_children: true,
             use_cgroups,
             docker_host: None,
-        })
-        .map_err(|e| format!("cannot start a supervisor: {e}"))
+        }
     }
 
     /// Stops every run, drops the supervisor and gives its reaper task time to end, so that
@@ -284,13 +298,14 @@ mod bench {
 
     // ---------------------------------------------------------------- /proc helpers
 
-    /// Unreaped children of this process.
-    fn zombie_children() -> usize {
+    /// Unreaped children of this process, as (pid, name).
+    fn zombie_children() -> Vec<(i32, String)> {
         let me = std::process::id() as i32;
         procfs::all_processes()
-            .iter()
+            .into_iter()
             .filter(|p| p.ppid == me && p.state == 'Z')
-            .count()
+            .map(|p| (p.pid, p.name))
+            .collect()
     }
 
     fn live_in_group(pgid: i32) -> usize {
@@ -538,6 +553,7 @@ mod bench {
                 affinity: None,
                 subreaper: false,
                 stdin: None,
+                sandbox: None,
             };
             s[3] = timed_spawn(&l)?;
             // e, f, g
@@ -1446,10 +1462,671 @@ mod bench {
         Ok(())
     }
 
+    // ---------------------------------------------------------------- 11. sandbox launch
+
+    /// The ways figure 11 starts the same tiny program, in the order of its rows.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Way {
+        /// `Command::spawn` + `wait()`, no supervisor in the way.
+        Bare,
+        /// Permissive through the supervisor: a ready launcher of the pool.
+        Pooled,
+        /// Permissive through the supervisor forced onto the direct vfork path (the run is
+        /// given a standard input, which a launcher does not take), as confined runs are.
+        Direct,
+        Moderate,
+        Strict,
+        /// Debian's bubblewrap around the same program, spawned bare.
+        Bwrap,
+    }
+
+    const WAYS: [Way; 6] = [
+        Way::Bare,
+        Way::Pooled,
+        Way::Direct,
+        Way::Moderate,
+        Way::Strict,
+        Way::Bwrap,
+    ];
+
+    impl Way {
+        fn key(self) -> &'static str {
+            match self {
+                Way::Bare => "bare_spawn",
+                Way::Pooled => "permissive_pool",
+                Way::Direct => "permissive_direct",
+                Way::Moderate => "moderate",
+                Way::Strict => "strict",
+                Way::Bwrap => "bwrap",
+            }
+        }
+
+        fn label(self) -> &'static str {
+            match self {
+                Way::Bare => "bare spawn",
+                Way::Pooled => "Permissive (pool)",
+                Way::Direct => "Permissive (direct path)",
+                Way::Moderate => "Moderate",
+                Way::Strict => "Strict",
+                Way::Bwrap => "bwrap --unshare-all",
+            }
+        }
+    }
+
+    /// `bwrap ARGS PROGRAM`: the whole host read-only, fresh /dev and /proc, every namespace
+    /// new (user, mount, pid, net, ipc, uts, cgroup).
+    const BWRAP_ARGS: [&str; 9] = [
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--unshare-all",
+        "--die-with-parent",
+    ];
+
+    /// One bare start of `program ARGS`, no input or output: (spawn returned, exited) in ms
+    /// from just before the spawn. The spawn returns once the exec succeeded.
+    fn bare_run(program: &Path, args: &[&OsStr]) -> Res<(f64, f64)> {
+        let mut c = Command::new(program);
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let t0 = Instant::now();
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        let t1 = Instant::now();
+        let st = child
+            .wait()
+            .map_err(|e| format!("{}: wait: {e}", program.display()))?;
+        let te = Instant::now();
+        if !st.success() {
+            return Err(format!("{} ended with {st}", program.display()));
+        }
+        Ok((ms(t1 - t0), ms(te - t0)))
+    }
+
+    /// One supervised run of `program` confined as `sandbox`: (`Launched`, `Exited`) in ms from
+    /// just before `launch_with`, whether the call took a launcher of the pool, and whether the
+    /// pool was still making its replacement at `Exited`.
+    async fn supervised_run(
+        ctx: &Ctx,
+        sup: &Supervisor,
+        rx: &mut broadcast::Receiver<Event>,
+        agent: &str,
+        program: &Path,
+        sandbox: &Confinement,
+        direct: bool,
+    ) -> Res<(f64, f64, bool, bool)> {
+        let mut sp = spec(ctx, agent, program, &["true"], std_limits());
+        sp.sandbox = sandbox.clone();
+        let stdin = if direct {
+            Some(std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?)
+        } else {
+            None
+        };
+        let io = RunIo {
+            stdin,
+            output: None,
+        };
+        let ready = sup.launchers().0;
+        let t0 = Instant::now();
+        let id = sup.launch_with(sp, io).map_err(|e| e.to_string())?;
+        let took = sup.launchers().0 < ready;
+        let (t1, _) = wait_for(rx, id, "Launched", |e| is_launched(e, id)).await?;
+        let (_, te, rec) = until_exit(rx, id).await?;
+        let (ready, size) = sup.launchers();
+        if rec.reason != Reason::Exited || rec.exit_code != Some(0) {
+            return Err(format!(
+                "{agent} (run {id}) ended as {} (exit {:?}): {:?}",
+                rec.reason.as_str(),
+                rec.exit_code,
+                rec.message
+            ));
+        }
+        Ok((ms(t1 - t0), ms(te - t0), took, ready < size))
+    }
+
+    /// Reaps this process's zombie children named `name` (every one for `None`): the names of
+    /// those reaped. Orphans come back to this process (a child subreaper).
+    fn reap_zombies(name: Option<&str>) -> Vec<String> {
+        let mut reaped = Vec::new();
+        for (pid, comm) in zombie_children() {
+            if name.is_some_and(|n| n != comm) {
+                continue;
+            }
+            let r = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            if matches!(r, Ok(s) if s != nix::sys::wait::WaitStatus::StillAlive) {
+                reaped.push(comm);
+            }
+        }
+        reaped
+    }
+
+    /// With no supervisor alive, waits (up to `within`) for every child of this process to end
+    /// and reaps it: the names of those reaped, and of those still running after.
+    async fn settle_children(within: Duration) -> (Vec<String>, Vec<String>) {
+        let me = std::process::id() as i32;
+        let until = Instant::now() + within;
+        let mut reaped = Vec::new();
+        loop {
+            reaped.extend(reap_zombies(None));
+            let alive: Vec<String> = procfs::all_processes()
+                .into_iter()
+                .filter(|p| p.ppid == me)
+                .map(|p| format!("{} {}", p.pid, p.name))
+                .collect();
+            if alive.is_empty() || Instant::now() >= until {
+                return (reaped, alive);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether bwrap runs here: its path, or why the row is n/a.
+    fn bwrap_usable(program: &Path) -> Result<PathBuf, String> {
+        let Some(bwrap) = common::which("bwrap") else {
+            return Err(
+                "bwrap is not installed (Debian: apt-get install bubblewrap; \
+                        scripts/bench installs it when it runs as root)"
+                    .into(),
+            );
+        };
+        let out = Command::new(&bwrap)
+            .args(BWRAP_ARGS)
+            .arg(program)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: {e}", bwrap.display()))?;
+        reap_zombies(Some("bwrap"));
+        if out.status.success() {
+            return Ok(bwrap);
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!(
+            "bwrap cannot run here ({}): {}",
+            out.status,
+            err.lines().last().unwrap_or("no message").trim()
+        ))
+    }
+
+    /// Figure 11: the launch of `/bin/true` bare, through the supervisor as Permissive (pool and
+    /// direct path), Moderate and Strict, and under bwrap, round by round in the same run. Then,
+    /// with no supervisor alive, where the sandbox's time goes.
+    async fn fig_sandbox(ctx: &Ctx, rows: &mut Vec<Figure>, diag: &mut Value) -> Res<()> {
+        // The reaper of a supervisor that reaps every child (the one of another figure) ends
+        // up to a second after its supervisor is dropped: until then it would reap this
+        // figure's bare children too.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let program = common::which("true").ok_or("true not found on PATH")?;
+        // A scratch home outside the temp directory, like a real one: the Strict read layer is
+        // cached while the directories on the way to the denied paths do not change, and each
+        // confined run makes and removes its own directory in the temp directory.
+        let home = common::target_dir().join(format!("bench-home-{}", std::process::id()));
+        std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+        let r = sandbox_figure(ctx, rows, diag, &program, &home).await;
+        let _ = std::fs::remove_dir_all(&home);
+        r
+    }
+
+    async fn sandbox_figure(
+        ctx: &Ctx,
+        rows: &mut Vec<Figure>,
+        diag: &mut Value,
+        program: &Path,
+        home: &Path,
+    ) -> Res<()> {
+        use symbiont::SandboxLevel;
+
+        let n = if ctx.quick { 30 } else { 200 };
+        let warm = 5;
+        let confine = |level| {
+            symbiont::policy::confinement(
+                &symbiont::config::NativeExecutionConfig::default(),
+                "bench-sandbox",
+                level,
+                &[],
+                Some(home),
+            )
+            .map_err(|e| format!("{level} confinement: {e}"))
+        };
+        let permissive = Confinement::default();
+        let moderate = confine(SandboxLevel::Moderate)?;
+        let strict = confine(SandboxLevel::Strict)?;
+        for c in [&moderate, &strict] {
+            symbiont::sandbox::enforceable(c)
+                .map_err(|e| format!("the {} sandbox cannot be measured here: {e}", c.level))?;
+        }
+        let abi = symbiont::sandbox::landlock::abi();
+        println!(
+            "  Landlock ABI {abi}; temp directory {} ({})",
+            std::env::temp_dir().display(),
+            common::read_trim("/proc/self/mountinfo")
+                .lines()
+                .filter_map(|l| {
+                    let (pre, post) = l.split_once(" - ")?;
+                    let mount = pre.split_whitespace().nth(4)?;
+                    let fs = post.split_whitespace().next()?;
+                    std::env::temp_dir()
+                        .starts_with(mount)
+                        .then(|| (mount.len(), fs.to_string()))
+                })
+                .max()
+                .map_or_else(|| "?".into(), |(_, fs)| fs)
+        );
+        let bwrap = bwrap_usable(program);
+        match &bwrap {
+            Ok(b) => println!("  bwrap: {}", b.display()),
+            Err(why) => println!("  bwrap: n/a: {why}"),
+        }
+        let mut bwrap_args: Vec<&OsStr> = BWRAP_ARGS.iter().map(OsStr::new).collect();
+        bwrap_args.push(program.as_os_str());
+
+        // The library's default: the supervisor reaps only its own runs, so the bare children
+        // of the same rounds are this loop's to wait for.
+        let mut opts = sup_options(ctx, Duration::from_secs(1), true);
+        opts.own_all_children = false;
+        let sup = Supervisor::new(opts).map_err(|e| format!("cannot start a supervisor: {e}"))?;
+        let mut rx = sup.subscribe();
+        let k = WAYS.len();
+        // [way] -> (to running, to exit); NaN where not seen.
+        let mut run: Vec<Vec<f64>> = vec![Vec::new(); k];
+        let mut exit: Vec<Vec<f64>> = vec![Vec::new(); k];
+        let mut took = vec![0usize; k];
+        let mut refilling = 0usize;
+        let mut bwrap_orphans = 0usize;
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let result: Res<()> = async {
+            for i in 0..warm + n {
+                // Every way once per round, in a new random order each round: drift, and what
+                // one way leaves behind (the pool's replacement, cgroup removals), fall on
+                // every way alike.
+                let mut order = WAYS;
+                for j in (1..k).rev() {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    order.swap(j, ((seed >> 33) % (j as u64 + 1)) as usize);
+                }
+                for w in order {
+                    let agent = format!("bench-sandbox-{}-{i}", w.key());
+                    quiet(&sup).await;
+                    let (r, e, pool, busy) = match w {
+                        Way::Bare => {
+                            let (r, e) = bare_run(program, &[])?;
+                            (r, e, false, false)
+                        }
+                        Way::Bwrap => match &bwrap {
+                            Ok(b) => {
+                                // The spawn returns once bwrap runs, not the program.
+                                let (_, e) = bare_run(b, &bwrap_args)?;
+                                // bwrap's own child, orphaned to this process when it ends.
+                                bwrap_orphans += reap_zombies(Some("bwrap")).len();
+                                (f64::NAN, e, false, false)
+                            }
+                            Err(_) => continue,
+                        },
+                        Way::Pooled | Way::Direct => {
+                            let direct = w == Way::Direct;
+                            supervised_run(ctx, &sup, &mut rx, &agent, program, &permissive, direct)
+                                .await?
+                        }
+                        Way::Moderate => {
+                            supervised_run(ctx, &sup, &mut rx, &agent, program, &moderate, false)
+                                .await?
+                        }
+                        Way::Strict => {
+                            supervised_run(ctx, &sup, &mut rx, &agent, program, &strict, false)
+                                .await?
+                        }
+                    };
+                    if i >= warm {
+                        let x = w as usize;
+                        run[x].push(r);
+                        exit[x].push(e);
+                        took[x] += usize::from(pool);
+                        refilling += usize::from(pool && busy);
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        retire(sup).await;
+        // With no supervisor alive, whatever it left unreaped (this supervisor reaps only its
+        // runs and launchers).
+        result?;
+
+        let idx = |w: Way| w as usize;
+        let st = |v: &[f64]| Stats::of(v);
+        println!("  /bin/true, {n} rounds (medians, p10..p90 [min..max], ms):");
+        println!(
+            "    {:<26} {:<40} launch -> exit (Exited)",
+            "", "launch -> running (Launched)"
+        );
+        let mut per_way = serde_json::Map::new();
+        for w in WAYS {
+            let (r, e) = (&run[idx(w)], &exit[idx(w)]);
+            if e.is_empty() {
+                println!("    {:<26} n/a", w.label());
+                continue;
+            }
+            let cell = |v: &[f64]| {
+                let s = st(v);
+                if s.median.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{} {}", num(s.median), s.spread())
+                }
+            };
+            let rr: Vec<f64> = r.iter().copied().filter(|x| !x.is_nan()).collect();
+            println!("    {:<26} {:<40} {}", w.label(), cell(&rr), cell(e));
+            per_way.insert(
+                w.key().into(),
+                json!({
+                    "launch_to_running_ms": (!rr.is_empty()).then(|| st(&rr).json()),
+                    "launch_to_exit_ms": st(e).json(),
+                    "took_a_pooled_launcher": took[idx(w)],
+                }),
+            );
+        }
+        // Per-round differences: the same round's two samples, so drift cancels.
+        let paired =
+            |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x - y).collect() };
+        let med = |v: &[f64]| st(v).median;
+        let p10 = |v: &[f64]| st(v).p10;
+        let (s, p, d) = (idx(Way::Strict), idx(Way::Pooled), idx(Way::Direct));
+        let over = |v: &[Vec<f64>], a: usize, b: usize| med(&v[a]) - med(&v[b]);
+        let deltas = json!({
+            "strict_minus_permissive_pool_exit_ms": over(&exit, s, p),
+            "strict_minus_permissive_pool_running_ms": over(&run, s, p),
+            "strict_minus_permissive_direct_exit_ms": over(&exit, s, d),
+            "strict_minus_permissive_direct_running_ms": over(&run, s, d),
+            "moderate_minus_permissive_direct_exit_ms": over(&exit, idx(Way::Moderate), d),
+            "permissive_direct_minus_pool_exit_ms": over(&exit, d, p),
+            "permissive_direct_minus_pool_running_ms": over(&run, d, p),
+            "paired_median_strict_minus_pool_exit_ms": med(&paired(&exit[s], &exit[p])),
+            "paired_median_strict_minus_direct_exit_ms": med(&paired(&exit[s], &exit[d])),
+            "paired_median_strict_minus_pool_running_ms": med(&paired(&run[s], &run[p])),
+            "paired_median_strict_minus_direct_running_ms": med(&paired(&run[s], &run[d])),
+            // The lowest tenth is the least disturbed by other load on the machine.
+            "p10_strict_minus_permissive_pool_running_ms": p10(&run[s]) - p10(&run[p]),
+            "p10_strict_minus_permissive_direct_running_ms": p10(&run[s]) - p10(&run[d]),
+            "p10_strict_minus_permissive_direct_exit_ms": p10(&exit[s]) - p10(&exit[d]),
+        });
+        println!(
+            "  Strict - Permissive (pool): {} ms to exit, {} ms to running; of which the path \
+             (direct - pool): {} ms to exit, {} ms to running; the sandbox (Strict - direct): {} ms \
+             to exit, {} ms to running (differences of medians)",
+            num(over(&exit, s, p)),
+            num(over(&run, s, p)),
+            num(over(&exit, d, p)),
+            num(over(&run, d, p)),
+            num(over(&exit, s, d)),
+            num(over(&run, s, d)),
+        );
+
+        let bare_what = "bare Command::spawn(/bin/true) + wait(), the same rounds";
+        let name = |w: Way| match w {
+            Way::Bwrap => "11e. bwrap --unshare-all /bin/true: spawn -> exit".to_string(),
+            _ => {
+                let l = (b'a' + w as u8 - 1) as char;
+                format!("11{l}. /bin/true {}: launch -> Exited", w.label())
+            }
+        };
+        for w in [
+            Way::Pooled,
+            Way::Direct,
+            Way::Moderate,
+            Way::Strict,
+            Way::Bwrap,
+        ] {
+            let mut f = Figure::new(format!("sandbox_{}_exit", w.key()), name(w), "ms")
+                .ours(exit[idx(w)].clone())
+                .baseline(exit[idx(Way::Bare)].clone(), bare_what);
+            f = match (w, &bwrap) {
+                (Way::Bwrap, Err(why)) => f.note(Some(format!("n/a: {why}"))),
+                (Way::Bwrap, Ok(b)) => f.note(Some(format!(
+                    "{} {} PROGRAM, spawned bare; the bare spawn is its baseline",
+                    b.display(),
+                    BWRAP_ARGS.join(" ")
+                ))),
+                (Way::Direct, _) => f.note(Some(
+                    "Permissive given a standard input (/dev/null), which a launcher of the pool \
+                     does not take: the direct vfork path that every confined run takes"
+                        .into(),
+                )),
+                _ => f,
+            };
+            rows.push(f);
+        }
+        let pool_what = "Permissive through a launcher of the pool (the default path), same rounds";
+        let direct_what = "Permissive forced onto the direct vfork path (given a standard input), \
+                           same rounds: the sandbox's own cost, the path aside";
+        rows.push(
+            Figure::new(
+                "sandbox_strict_over_permissive_running",
+                "11f. Strict over Permissive (pool): launch -> Launched",
+                "ms",
+            )
+            .ours(run[s].clone())
+            .baseline(run[p].clone(), pool_what)
+            .target(Target::OverBaseline(0.2))
+            .note(Some(format!(
+                "Strict - Permissive = {} ms (medians; median of the per-round differences {} ms; \
+                 p10s {} ms): the path (Permissive direct - pool) {} ms, the sandbox (Strict - \
+                 Permissive direct) {} ms. To Exited: Strict - Permissive (pool) = {} ms ({} of \
+                 {n} pooled runs ended while the pool was still making the used launcher's \
+                 replacement)",
+                num(over(&run, s, p)),
+                num(med(&paired(&run[s], &run[p]))),
+                num(p10(&run[s]) - p10(&run[p])),
+                num(over(&run, d, p)),
+                num(over(&run, s, d)),
+                num(over(&exit, s, p)),
+                refilling,
+            ))),
+        );
+        rows.push(
+            Figure::new(
+                "sandbox_strict_over_direct_running",
+                "11g. Strict over Permissive (direct path): launch -> Launched",
+                "ms",
+            )
+            .ours(run[s].clone())
+            .baseline(run[d].clone(), direct_what)
+            .target(Target::OverBaseline(0.2))
+            .note(Some(format!(
+                "Strict - Permissive direct = {} ms (median of the per-round differences {} ms; \
+                 p10s {} ms)",
+                num(over(&run, s, d)),
+                num(med(&paired(&run[s], &run[d]))),
+                num(p10(&run[s]) - p10(&run[d])),
+            ))),
+        );
+        rows.push(
+            Figure::new(
+                "sandbox_strict_over_direct_exit",
+                "11h. Strict over Permissive (direct path): launch -> Exited",
+                "ms",
+            )
+            .ours(exit[s].clone())
+            .baseline(exit[d].clone(), direct_what)
+            .target(Target::OverBaseline(0.2))
+            .note(Some(format!(
+                "Strict - Permissive direct = {} ms (median of the per-round differences {} ms; \
+                 p10s {} ms); Moderate - Permissive direct = {} ms",
+                num(over(&exit, s, d)),
+                num(med(&paired(&exit[s], &exit[d]))),
+                num(p10(&exit[s]) - p10(&exit[d])),
+                num(over(&exit, idx(Way::Moderate), d)),
+            ))),
+        );
+
+        let parts = sandbox_parts(ctx, n, program, &moderate, &strict, home);
+        // This supervisor reaps only its runs and launchers: its guardian (a fork of this
+        // process) ends some time after the drop (still running 0.4 s after it, seen here) and
+        // is this process's to reap, as is the guardian of an earlier reap-all supervisor
+        // whose reaper ended first.
+        let (left_reaped, left_alive) = settle_children(Duration::from_secs(3)).await;
+        let parts = parts?;
+        diag["sandbox"] = json!({
+            "program": program,
+            "rounds": n,
+            "warm_up_rounds": warm,
+            "order": "every way once per round, in a new random order each round; 3 ms settle and a full launcher pool before each sample",
+            "supervisor": "own_all_children = false (the library's default: only its runs are reaped), cgroups on, limits as figure 1",
+            "home": home,
+            "landlock_abi": abi,
+            "temp_dir": std::env::temp_dir(),
+            "confinement": {"moderate": moderate, "strict": strict},
+            "bwrap": match &bwrap {
+                Ok(b) => json!({"program": b, "args": BWRAP_ARGS}),
+                Err(why) => json!({"n/a": why}),
+            },
+            "ways": per_way,
+            "pooled_runs_whose_pool_was_refilling_at_exited": refilling,
+            "bwrap_orphans_reaped": bwrap_orphans,
+            "left_by_supervisors": {"reaped_here": left_reaped, "still_running": left_alive},
+            "differences": deltas,
+            "parts_ms": parts,
+        });
+        Ok(())
+    }
+
+    /// Where a confined launch's time goes, each part timed alone with the crate's own pieces
+    /// and no supervisor alive: building the sandbox (per run), the run's temp directory, and a
+    /// `native::spawn` of the program to its exit with no sandbox, Moderate's and Strict's
+    /// (interleaved).
+    fn sandbox_parts(
+        ctx: &Ctx,
+        n: usize,
+        program: &Path,
+        moderate: &Confinement,
+        strict: &Confinement,
+        home: &Path,
+    ) -> Res<Value> {
+        use symbiont::sandbox::ChildSandbox;
+        let tmp = ctx.root.join("sandbox-tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let dirs = [ctx.work.as_path(), tmp.as_path()];
+        let env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            (MARK.into(), "bench-sandbox-parts".into()),
+        ];
+        let argv: Vec<String> = vec!["true".into()];
+        let mut rl = RlimitSet::default();
+        rl.cpu_seconds(60);
+        rl.file_size(1 << 30);
+        let sb_moderate = ChildSandbox::new(moderate, &dirs)?;
+        let sb_strict = ChildSandbox::new(strict, &dirs)?;
+        let spawn_to_exit = |sb: Option<&ChildSandbox>| -> Res<f64> {
+            let l = NativeLaunch {
+                program,
+                argv: &argv,
+                cwd: &ctx.work,
+                env: &env,
+                cgroup_fds: Vec::new(),
+                rlimits: rl,
+                affinity: None,
+                subreaper: false,
+                stdin: None,
+                sandbox: sb,
+            };
+            std::thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            let s = native::spawn(&l).map_err(|e| e.to_string())?;
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(s.pid), None);
+            let d = ms(t0.elapsed());
+            match st {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(d),
+                other => Err(format!("sandboxed /bin/true: {other:?}")),
+            }
+        };
+        let names = [
+            "a_native_spawn_to_exit_no_sandbox",
+            "b_native_spawn_to_exit_moderate",
+            "c_native_spawn_to_exit_strict",
+            "d_build_moderate_sandbox",
+            "e_build_strict_sandbox_read_layer_cached",
+            "f_build_strict_sandbox_read_layer_rebuilt",
+            "g_run_temp_dir_make",
+            "h_run_temp_dir_remove_its_write_layer_held",
+            "i_drop_the_write_layer_after",
+        ];
+        let mut t: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        let touch = home.join(".bench-touch");
+        for i in 0..n + 5 {
+            let mut s = [0f64; 9];
+            // What `confine` does for a run that confines writes: its temp directory, then its
+            // sandbox, whose write layer holds the directory (Landlock keeps a reference to
+            // the inode); `finish` removes the directory once the run ended, and the layer
+            // goes with the run.
+            let t0 = Instant::now();
+            let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("symbiont-runB-XXXXXX"))
+                .map_err(|e| format!("mkdtemp: {e}"))?;
+            s[6] = ms(t0.elapsed());
+            let t0 = Instant::now();
+            let run_sandbox = ChildSandbox::new(moderate, &[ctx.work.as_path(), dir.as_path()])?;
+            s[3] = ms(t0.elapsed());
+            // The three spawns in a turning order.
+            for j in 0..3 {
+                let which = (i + j) % 3;
+                let sb = [None, Some(&sb_moderate), Some(&sb_strict)][which];
+                s[which] = spawn_to_exit(sb)?;
+            }
+            let t0 = Instant::now();
+            drop(ChildSandbox::new(strict, &dirs)?);
+            s[4] = ms(t0.elapsed());
+            // A new entry in the home directory: the read layer is built again.
+            let _ = std::fs::write(&touch, b"");
+            let _ = std::fs::remove_file(&touch);
+            let t0 = Instant::now();
+            drop(ChildSandbox::new(strict, &dirs)?);
+            s[5] = ms(t0.elapsed());
+            let t0 = Instant::now();
+            let _ = std::fs::remove_dir_all(dir);
+            s[7] = ms(t0.elapsed());
+            // The last reference to the removed directory: its blocks are freed here.
+            let t0 = Instant::now();
+            drop(run_sandbox);
+            s[8] = ms(t0.elapsed());
+            if i >= 5 {
+                for (k, v) in s.iter().enumerate() {
+                    t[k].push(*v);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        println!("  where the time goes (each part alone, no supervisor; median / p90 of {n}):");
+        let mut obj = serde_json::Map::new();
+        for (k, name) in names.iter().enumerate() {
+            let st = Stats::of(&t[k]);
+            println!(
+                "    {name:<44} {:>8} ms  p90 {:>8} ms",
+                num(st.median),
+                num(st.p90)
+            );
+            obj.insert(name.to_string(), st.json());
+        }
+        obj.insert("strict_rulesets".into(), json!(sb_strict.rulesets.len()));
+        Ok(Value::Object(obj))
+    }
+
     // ---------------------------------------------------------------- main
 
     /// The figures in the order they run, with their headings (`--only` picks by name).
-    const FIGURES: [(&str, &str); 7] = [
+    const FIGURES: [(&str, &str); 8] = [
         ("launch", "[1] launch latency"),
         ("breakdown", "[1b] launch breakdown"),
         ("many", "[2] 1000 agents"),
@@ -1460,6 +2137,10 @@ mod bench {
             "[5] watchdog precision (memory limit, no OS limit)",
         ),
         ("check", "[10] `symbiont check` of 100k agents"),
+        (
+            "sandbox",
+            "[11] sandbox launch: bare, Permissive, Moderate, Strict, bwrap",
+        ),
     ];
 
     /// Runs the figures: their rows, the diagnostics and the error of each figure that could
@@ -1491,6 +2172,7 @@ mod bench {
                 "tree" => fig_tree(ctx, rows, diag).await,
                 "timeout" => fig_timeout(ctx, rows, diag).await,
                 "check" => fig_check(ctx, rows),
+                "sandbox" => fig_sandbox(ctx, rows, diag).await,
                 _ => fig_watchdog(ctx, rows, diag).await,
             };
             if let Err(e) = r {
@@ -1567,7 +2249,8 @@ mod bench {
         std::thread::sleep(Duration::from_millis(300));
         let left = marked("bench-", true);
         let left_sleep = left.iter().filter(|(_, n)| n == "sleep").count();
-        let zombies = zombie_children();
+        let zombie_list = zombie_children();
+        let zombies = zombie_list.len();
         drop(rt);
 
         println!();
@@ -1585,6 +2268,9 @@ mod bench {
         );
         for (pid, name) in left.iter().take(10) {
             println!("  left: pid {pid} {name}");
+        }
+        for (pid, name) in zombie_list.iter().take(10) {
+            println!("  unreaped: pid {pid} {name}");
         }
 
         let out = json!({

@@ -68,6 +68,7 @@ mod bench {
             kill_grace: Duration::from_secs(1),
             image: None,
             network: false,
+            sandbox: Default::default(),
             source: None,
         }
     }

@@ -189,6 +189,7 @@ pub fn summary(records: &[Arc<RunRecord>]) -> String {
 /// Prints one event (a line, or JSON) on stdout.
 pub fn print_event(e: &Event, json: bool) {
     let mut out = std::io::stdout().lock();
+    // A reader of stdout that has gone is not ours to report.
     let _ = writeln!(out, "{}", event_line(e, json));
     let _ = out.flush();
 }
@@ -513,9 +514,16 @@ pub fn check(loaded: &LoadedConfig, files: &[PathBuf], json: bool) -> Result<(),
         for ag in &f.file.agents {
             let triggers: Vec<&str> = ag.handlers.iter().map(|h| h.kind.name()).collect();
             let tier = plan::tier_for(loaded, Some(ag));
+            // Refusals are reported by the plan below, at their place in the file.
+            let sandbox = plan::agent_sandbox(loaded, &Host::checking(), ag).ok();
+            let confines = sandbox.as_ref().map(|c| c.summary());
             if !json {
+                let sandbox = match &sandbox {
+                    Some(c) => format!(" sandbox={} (confines {})", c.level, c.summary()),
+                    None => String::new(),
+                };
                 println!(
-                    "  {} tier={} triggers=[{}]",
+                    "  {} tier={} triggers=[{}]{sandbox}",
                     ag.name,
                     tier,
                     triggers.join(", ")
@@ -525,6 +533,8 @@ pub fn check(loaded: &LoadedConfig, files: &[PathBuf], json: bool) -> Result<(),
                 "name": ag.name,
                 "tier": tier.to_string(),
                 "triggers": triggers,
+                "sandbox": sandbox.as_ref().map(|c| c.level),
+                "confines": confines,
             }));
         }
         agent_files.push(serde_json::json!({

@@ -16,6 +16,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod dsl;
 pub mod headless;
+pub mod logging;
 pub mod runner;
 pub mod sampler;
 pub mod sandbox;
@@ -25,7 +26,7 @@ pub mod tier;
 pub mod tui;
 
 pub use config::Config;
-pub use tier::SecurityTier;
+pub use tier::{SandboxLevel, SecurityTier};
 pub mod orchestrator;
 pub mod plan;
 pub mod policy;

@@ -18,11 +18,21 @@ use symbiont::tui::Dashboard;
 #[command(
     name = "symbiont",
     version,
-    about = "Run AI agents and scripts on a security tier, with enforced limits and a kill that leaves nothing behind"
+    about = "Run AI agents and scripts on a security tier, with enforced limits and a kill that leaves nothing behind",
+    after_help = "The diagnostic log (warnings by default; -v, -q, SYMBIONT_LOG) goes to stderr; while the dashboard \
+                  shows (dashboard, run, attach), to symbiont.log in the data directory \
+                  (supervisor.data_dir, by default ~/.local/state/symbiont/symbiont.log)."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More of the diagnostic log: -v what symbiont does, -vv its details (cgroups, kills,
+    /// clean-up). SYMBIONT_LOG (e.g. `symbiont=debug`) chooses in env-filter syntax.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors in the diagnostic log, no warnings.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,6 +192,7 @@ impl PolicyArgs {
             max_cpu: self.max_cpu,
             timeout: self.timeout,
             pass_env: Vec::new(),
+            sandbox: None,
         }
     }
 }
@@ -224,6 +235,11 @@ struct ExecArgs {
     /// Pass the host variable NAME to the command (repeatable), e.g. an API key; its value is masked in logs.
     #[arg(long = "pass-env", value_name = "NAME")]
     pass_env: Vec<String>,
+    /// The command's sandbox level: Permissive, Moderate (writes only in the working and temp
+    /// directories, no network) or Strict (also no reads of secrets, ptrace or io_uring); never
+    /// below native_execution.min_sandbox.
+    #[arg(long, value_name = "LEVEL")]
+    sandbox: Option<symbiont::SandboxLevel>,
     /// Run in this process even when this user's service runs (by default the command goes
     /// through the service, so it shows in `ps` and the dashboard).
     #[arg(long)]
@@ -315,6 +331,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // The service's log (its service.log when detached) wants the time of each line.
+    let timestamps = matches!(cli.command, Command::Serve { .. });
+    symbiont::logging::install(cli.verbose, cli.quiet, timestamps);
     match &cli.command {
         Command::Sweep { prefix } => {
             symbiont::process::sweep(prefix);
@@ -423,29 +442,47 @@ async fn cmd_run(a: RunArgs) -> Result<u8, Usage> {
                 .into(),
         ));
     }
+    let tui = !a.headless && !a.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let note = if tui { log_to_file(&loaded) } else { None };
     let sup = start_supervisor(&loaded)?;
     sup.preflight(&specs).await?;
-    if !a.headless && !a.json && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    if tui {
         // The launch dialog offers every trigger, not only the ones fired.
         let offered = plan::plan_runs(&loaded, &[], &files, &Host::real())?;
-        return dashboard(sup, &loaded, specs, offered).await;
+        return dashboard(sup, &loaded, specs, offered, note).await;
     }
     Ok(headless::run(sup, specs, a.json).await?)
 }
 
-/// Opens the dashboard: `initial` starts at once, `offered` fills the launch dialog.
+/// Opens the dashboard: `initial` starts at once, `offered` fills the launch dialog, `note`
+/// on the status line.
 async fn dashboard(
     sup: Supervisor,
     loaded: &LoadedConfig,
     initial: Vec<RunSpec>,
     offered: Vec<RunSpec>,
+    note: Option<String>,
 ) -> Result<u8, Usage> {
-    let d = Dashboard::from_plan(sup, loaded, initial, offered).map_err(Usage::bad)?;
+    let mut d = Dashboard::from_plan(sup, loaded, initial, offered).map_err(Usage::bad)?;
+    d.app.message = note;
     let records = d
         .run()
         .await
         .map_err(|e| Usage::failed(format!("dashboard: {e}")))?;
     Ok(exit_code(&records))
+}
+
+/// The dashboard owns the terminal from here on (from before the supervisor starts, so that
+/// nothing is printed under it): the diagnostic log goes to its file in the data directory.
+/// A file that cannot be opened is said on the dashboard's status line.
+fn log_to_file(loaded: &LoadedConfig) -> Option<String> {
+    let path = symbiont::logging::file_path(&loaded.config.supervisor.data_dir);
+    symbiont::logging::to_file(&path).err().map(|e| {
+        format!(
+            "the diagnostic log is off: cannot open {}: {e}",
+            path.display()
+        )
+    })
 }
 
 async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
@@ -456,8 +493,9 @@ async fn cmd_dashboard(a: DashboardArgs) -> Result<u8, Usage> {
     } else {
         plan::plan_runs(&loaded, &[], &files, &Host::real())?
     };
+    let note = log_to_file(&loaded);
     let sup = start_supervisor(&loaded)?;
-    dashboard(sup, &loaded, Vec::new(), offered).await
+    dashboard(sup, &loaded, Vec::new(), offered, note).await
 }
 
 /// `exec`'s exit status for what stopped it before its command ran, as env(1) has it: 127 for
@@ -477,6 +515,7 @@ use symbiont::report::{EXEC_NOT_FOUND, EXEC_REFUSED, FAILED as EXEC_FAILED};
 async fn exec_inner(a: ExecArgs) -> Result<u8, Usage> {
     let flags = Flags {
         pass_env: a.pass_env.clone(),
+        sandbox: a.sandbox,
         ..a.policy.flags()
     };
     if !a.standalone {
@@ -550,7 +589,9 @@ async fn cmd_attach(config: Option<PathBuf>) -> Result<u8, Usage> {
             "attach needs a terminal (`symbiont ps` lists the service's runs)".into(),
         ));
     }
-    let d = Dashboard::attach(client, &loaded).map_err(Usage::bad)?;
+    let note = log_to_file(&loaded);
+    let mut d = Dashboard::attach(client, &loaded).map_err(Usage::bad)?;
+    d.app.message = note;
     d.run()
         .await
         .map_err(|e| Usage::failed(format!("dashboard: {e}")))?;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::config::{LoadedConfig, Origin};
 use crate::dsl::{AgentDef, AgentFile, Diagnostic, HandlerKind, StatementKind};
 use crate::policy::{self, Allowlist, PolicyError};
-use crate::supervisor::{LaunchError, Limits, RunSpec, Step};
-use crate::tier::SecurityTier;
+use crate::supervisor::{Confinement, LaunchError, Limits, RunSpec, Step};
+use crate::tier::{SandboxLevel, SecurityTier};
 
 /// The operator's flags that shape a plan (shared by `run`, `exec`, `dashboard` and `check`).
 ///
@@ -32,6 +32,8 @@ pub struct Flags {
     pub timeout: Option<u64>,
     /// `--pass-env NAME`: host variables passed to this invocation's agents.
     pub pass_env: Vec<String>,
+    /// `exec --sandbox LEVEL`: the command's sandbox level (the operator's floor still holds).
+    pub sandbox: Option<SandboxLevel>,
 }
 
 /// The configuration keys the flags write.
@@ -121,6 +123,9 @@ impl Flags {
                 loaded.pass_env.push(name.clone());
             }
         }
+        if self.sandbox.is_some() {
+            loaded.sandbox = self.sandbox;
+        }
     }
 }
 
@@ -194,6 +199,7 @@ impl PlanError {
         matches!(
             self.cause(),
             PlanError::Policy(PolicyError::NotAllowed { .. } | PolicyError::NativeDisabled { .. })
+                | PlanError::Tier(LaunchError::SandboxUnavailable { .. })
         )
     }
 
@@ -470,6 +476,8 @@ pub fn plan_runs(
             }
             let ctx = native.as_ref().expect("native context");
             let limits = limits_for(loaded, Some(agent));
+            let sandbox = agent_sandbox(loaded, host, agent)
+                .map_err(|e| sf.locate(agent.location, e.to_string(), e))?;
             for h in handlers {
                 let mut steps = Vec::new();
                 for st in &h.statements {
@@ -529,6 +537,7 @@ pub fn plan_runs(
                     ),
                     image: image.clone(),
                     network: agent.capabilities.iter().any(|c| c == "network"),
+                    sandbox: sandbox.clone(),
                     source: Some(format!(
                         "{}:{}:{}",
                         sf.file.path.display(),
@@ -593,6 +602,8 @@ pub fn plan_command(
         &extra_env,
         &[("SYMBIONT_AGENT", "exec"), ("SYMBIONT_TRIGGER", "exec")],
     );
+    let asked = loaded.sandbox.unwrap_or_default();
+    let sandbox = sandbox_for(loaded, host, tier, "exec", asked, &[])?;
     Ok(RunSpec {
         agent: "exec".into(),
         trigger: "exec".into(),
@@ -607,8 +618,55 @@ pub fn plan_command(
         ),
         image,
         network: false,
+        sandbox,
         source: None,
     })
+}
+
+/// The confinement of an agent of a file as `run` would decide it (`check` shows it).
+pub fn agent_sandbox(
+    loaded: &LoadedConfig,
+    host: &Host<'_>,
+    agent: &AgentDef,
+) -> Result<Confinement, PlanError> {
+    let asked = match agent.sandbox.as_deref() {
+        None => SandboxLevel::Permissive,
+        Some(name) => name.parse().map_err(|_| PolicyError::UnknownSandbox {
+            agent: agent.name.clone(),
+            name: name.to_string(),
+        })?,
+    };
+    let tier = tier_for(loaded, Some(agent));
+    sandbox_for(loaded, host, tier, &agent.name, asked, &agent.capabilities)
+}
+
+/// The confinement of one agent (or command) on `tier`: the policy's decision, then whether
+/// this host can enforce it on the native tier (refused, never weakened, where it cannot).
+fn sandbox_for(
+    loaded: &LoadedConfig,
+    host: &Host<'_>,
+    tier: SecurityTier,
+    agent: &str,
+    asked: SandboxLevel,
+    capabilities: &[String],
+) -> Result<Confinement, PlanError> {
+    let home = (host.env)("HOME").map(PathBuf::from);
+    let c = policy::confinement(
+        &loaded.config.native_execution,
+        agent,
+        asked,
+        capabilities,
+        home.as_deref(),
+    )?;
+    if tier.is_native() && c.any() {
+        crate::sandbox::enforceable(&c).map_err(|message| {
+            PlanError::Tier(LaunchError::SandboxUnavailable {
+                agent: agent.to_string(),
+                message,
+            })
+        })?;
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub enum PolicyError {
     EnvFile(crate::secrets::EnvFileError),
     /// `--pass-env NAME` for a variable that is not set.
     PassEnvUnset { name: String },
+    /// A sandbox name that is not a level, in an agent file.
+    UnknownSandbox { agent: String, name: String },
+    /// Strict without a home directory to find the secret locations in.
+    NoHome { agent: String },
 }
 
 /// What is wrong with the native working directory.
@@ -55,6 +59,16 @@ impl fmt::Display for PolicyError {
         match self {
             PolicyError::NativeDisabled { what } => f.write_str(&native_disabled_message(what)),
             PolicyError::EmptyCommand => f.write_str("empty command"),
+            PolicyError::UnknownSandbox { agent, name } => write!(
+                f,
+                "agent {agent}: {}",
+                crate::tier::UnknownSandbox(name.clone())
+            ),
+            PolicyError::NoHome { agent } => write!(
+                f,
+                "agent {agent}: the Strict sandbox denies reads of secret locations under the home \
+                 directory, and HOME is not set: set HOME (or pass it with native_execution.env_passthrough)"
+            ),
             PolicyError::EnvFile(e) => write!(f, "{e}"),
             PolicyError::PassEnvUnset { name } => write!(
                 f,
@@ -527,6 +541,85 @@ pub fn code_argv(executable: &str, code: &str) -> Vec<String> {
     vec![executable.to_string(), flag.to_string(), code.to_string()]
 }
 
+/// Secret locations under the home directory that a Strict agent never reads (SPEC 3.1); the
+/// operator adds more with `native_execution.deny_read`.
+pub const SECRET_LOCATIONS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".gnupg",
+    ".config/gcloud",
+    ".kube",
+    ".docker",
+    ".netrc",
+    ".git-credentials",
+    ".azure",
+    ".password-store",
+    ".config/gh",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".local/share/keyrings",
+    ".vault-token",
+];
+
+/// `~` and `~/...` against `home`; anything else as written. `None`: `~` without a home.
+fn expand_home(p: &str, home: Option<&Path>) -> Option<PathBuf> {
+    match (p.strip_prefix('~'), home) {
+        (Some(""), Some(h)) => Some(h.to_path_buf()),
+        (Some(rest), Some(h)) if rest.starts_with('/') => {
+            Some(h.join(rest.trim_start_matches('/')))
+        }
+        (Some(_), None) => None,
+        _ => Some(PathBuf::from(p)),
+    }
+}
+
+/// What a native agent is confined to (SPEC 3.1): the level it asks for, raised to the
+/// operator's floor; `local_filesystem` lifts the filesystem part and `network` the network
+/// part, but never below what the floor itself confines. `home` is the user's home directory
+/// (for the secret locations and `~` in the operator's paths).
+pub fn confinement(
+    native: &crate::config::NativeExecutionConfig,
+    agent: &str,
+    asked: crate::tier::SandboxLevel,
+    capabilities: &[String],
+    home: Option<&Path>,
+) -> Result<crate::supervisor::Confinement, PolicyError> {
+    use crate::tier::SandboxLevel::{Moderate, Strict};
+    let floor = native.min_sandbox;
+    let level = asked.max(floor);
+    let has = |c: &str| capabilities.iter().any(|x| x.eq_ignore_ascii_case(c));
+    let (fs_cap, net_cap) = (has("local_filesystem"), has("network"));
+    let mut c = crate::supervisor::Confinement {
+        level,
+        writes: (level >= Moderate && !fs_cap) || floor >= Moderate,
+        reads: (level >= Strict && !fs_cap) || floor >= Strict,
+        network: (level >= Moderate && !net_cap) || floor >= Moderate,
+        syscalls: level >= Strict,
+        deny_read: Vec::new(),
+        allow_write: Vec::new(),
+    };
+    if c.reads {
+        let home = home.ok_or_else(|| PolicyError::NoHome {
+            agent: agent.to_string(),
+        })?;
+        c.deny_read = SECRET_LOCATIONS.iter().map(|s| home.join(s)).collect();
+        c.deny_read.extend(
+            native
+                .deny_read
+                .iter()
+                .filter_map(|p| expand_home(p, Some(home))),
+        );
+    }
+    if c.writes {
+        c.allow_write = native
+            .allow_write
+            .iter()
+            .filter_map(|p| expand_home(p, home))
+            .collect();
+    }
+    Ok(c)
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
@@ -696,5 +789,42 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("not a directory"), "{e}");
+    }
+
+    #[test]
+    fn confinement_follows_level_capabilities_and_floor() {
+        use crate::tier::SandboxLevel::*;
+        let mut n = crate::config::NativeExecutionConfig::default();
+        let home = Path::new("/home/u");
+        let caps = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = confinement(&n, "a", Permissive, &[], Some(home)).unwrap();
+        assert!(!c.any());
+        let c = confinement(&n, "a", Moderate, &[], Some(home)).unwrap();
+        assert!(c.writes && c.network && !c.reads && !c.syscalls);
+        let c = confinement(&n, "a", Strict, &caps(&["network"]), Some(home)).unwrap();
+        assert!(c.writes && c.reads && !c.network && c.syscalls);
+        assert!(c.deny_read.contains(&home.join(".ssh")));
+        let c = confinement(&n, "a", Strict, &caps(&["local_filesystem"]), Some(home)).unwrap();
+        assert!(!c.writes && !c.reads && c.network && c.syscalls);
+        // The floor raises the level, and a capability cannot lift what the floor confines.
+        n.min_sandbox = Moderate;
+        n.deny_read = vec!["~/.secrets".into()];
+        let c = confinement(
+            &n,
+            "a",
+            Permissive,
+            &caps(&["local_filesystem"]),
+            Some(home),
+        )
+        .unwrap();
+        assert_eq!(c.level, Moderate);
+        assert!(c.writes && c.network);
+        n.min_sandbox = Strict;
+        let c = confinement(&n, "a", Permissive, &[], Some(home)).unwrap();
+        assert!(c.deny_read.contains(&home.join(".secrets")));
+        assert!(matches!(
+            confinement(&n, "a", Strict, &[], None),
+            Err(PolicyError::NoHome { .. })
+        ));
     }
 }

@@ -415,3 +415,31 @@ fn a_missing_image_and_a_missing_runtime_are_refused() {
         stderr(&o)
     );
 }
+
+/// Moderate and Strict on a container tier: the root filesystem is read-only, the working
+/// directory and a private /tmp writable; Permissive writes anywhere in the container.
+#[test]
+fn a_confined_container_has_a_read_only_root() {
+    let Some(_) = runtime("a_confined_container_has_a_read_only_root") else {
+        return;
+    };
+    let s = Scratch::new("ct-readonly");
+    s.config("");
+    let probe = "touch /work/w && echo work-ok; touch /tmp/t && echo tmp-ok; \
+                 touch /etc/x 2>/dev/null && echo root-ok || echo root-denied";
+    for tier in TIERS {
+        for (level, root) in [
+            ("permissive", "root-ok"),
+            ("moderate", "root-denied"),
+            ("strict", "root-denied"),
+        ] {
+            let o = exec(&s, tier, &["--sandbox", level], &["sh", "-c", probe]);
+            let r = record(&o);
+            assert_eq!(
+                r["stdout_tail"],
+                serde_json::json!(["work-ok", "tmp-ok", root]),
+                "{tier} {level}: {r}"
+            );
+        }
+    }
+}

@@ -298,12 +298,7 @@ fn a_passed_secret_reaches_the_agent_masked_and_nowhere_else() {
     assert!(!out.contains(KEY) && !out.contains(FILE_SECRET), "{out}");
     // The tail in the record shows the secrets masked, short values as they are.
     let recs = common::records(&o);
-    let tail: Vec<String> = recs[0]["stdout_tail"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap().to_string())
-        .collect();
+    let tail = common::tail_of(&recs[0], "stdout");
     assert_eq!(tail, ["key=*** file=*** short=abc", "*** end"], "{out}");
     // The names are known, the values are nowhere under the data directory; the log is masked.
     let files = files_under(&d.s.path("state"));
@@ -417,4 +412,246 @@ fn a_passthrough_variable_is_masked_when_its_name_looks_secret() {
     for (p, text) in files_under(&d.s.path("state")) {
         assert!(!text.contains("tok-0123456789"), "{}", p.display());
     }
+}
+
+/// An agent whose log rotation fails: it makes a non-empty directory where its stdout log's
+/// rotated predecessor goes, then writes past half of the 1 MB cap. The log stops; the
+/// diagnostic log says why (a warning).
+fn rotation_fails(d: &Desk) -> Vec<String> {
+    let state = d.s.path("state").join("symbiont");
+    vec![
+        "exec".into(),
+        "--standalone".into(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            // The run's directory is made once the agent has started: wait for it.
+            "until dir=$(ls -d {}/runs/*/*/ 2>/dev/null); do sleep 0.02; done; \
+             mkdir -p \"${{dir}}stdout.log.1/in-the-way\" && \
+             head -c 600000 /dev/zero | tr '\\0' a && echo",
+            state.display()
+        ),
+    ]
+}
+
+#[test]
+fn a_failed_log_rotation_is_a_warning_on_stderr_and_q_silences_it() {
+    let d = Desk::new("log-warn");
+    d.user_config("");
+    let cfg = d.s.path("config/symbiont/config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[supervisor]\nmax_log_mb = 1\n")).unwrap();
+    let args = rotation_fails(&d);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let o = d.run(&args);
+    // exec says the log is incomplete (its status for its own failures), in every mode.
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).len(),
+        600_001,
+        "the agent's output reaches stdout whole"
+    );
+    let err = stderr(&o);
+    assert!(err.contains("LOG INCOMPLETE"), "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("cannot rotate the log"))
+        .unwrap_or_else(|| panic!("no warning about the rotation:\n{err}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("stdout.log.1"),
+        "it names the path: {warning}"
+    );
+    // Warnings only, by default: no INFO or DEBUG line.
+    assert!(!err.contains("INFO") && !err.contains("DEBUG"), "{err}");
+
+    // -q: the same failure (the agent finds its own log: the only one), no warning.
+    std::fs::remove_dir_all(d.s.path("state").join("symbiont").join("runs")).unwrap();
+    let mut quiet = vec!["-q"];
+    quiet.extend_from_slice(&args);
+    let o = d.run(&quiet);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("LOG INCOMPLETE"), "{err}");
+    assert!(
+        !err.contains("cannot rotate") && !err.contains("WARN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn symbiont_log_debug_shows_the_runs_audit_and_cgroup_work_on_stderr() {
+    let d = Desk::new("log-debug");
+    d.user_config("");
+    let exec = ["exec", "--standalone", "--", "sh", "-c", "true"];
+    let o = d
+        .command(&exec)
+        .env("SYMBIONT_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    // Every audited event of the run, as the audit log has it (names, never values).
+    let launch = err
+        .lines()
+        .find(|l| l.contains("\"event\":\"launch\""))
+        .unwrap_or_else(|| panic!("no launch line:\n{err}"));
+    assert!(
+        launch.contains("INFO") && launch.contains("\"run_id\":1"),
+        "{launch}"
+    );
+    assert!(launch.contains(r#"["sh","-c","true"]"#), "{launch}");
+    assert!(err.contains("\"event\":\"exit\""), "{err}");
+    // Where this host gives the run cgroups, their making and removal.
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.procs").exists()
+        || std::path::Path::new("/sys/fs/cgroup/memory").is_dir()
+    {
+        assert!(err.contains("DEBUG"), "{err}");
+        assert!(err.contains("cgroup run-1: created"), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains("run-1: removed") && l.contains("cgroup")),
+            "{err}"
+        );
+    }
+    // -v: the audit lines (info), not the cgroup details (debug).
+    let mut v = vec!["-v"];
+    v.extend_from_slice(&exec);
+    let o = d.run(&v);
+    assert!(
+        stderr(&o).contains("\"event\":\"launch\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("DEBUG"), "{}", stderr(&o));
+    // Nothing by default.
+    let o = d.run(&exec);
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn with_the_dashboard_the_log_goes_to_its_file_and_never_onto_the_screen() {
+    use common::pty::Pty;
+    use std::time::Duration;
+    let d = Desk::new("log-tui");
+    d.user_config("");
+    let agents = d.s.write(
+        "agents.dsl",
+        "agent LogQuiet { security { tier: None } on start { execute_native(\"sh -c 'sleep 300'\") } }\n",
+    );
+    let mut cmd = d.command(&["run", agents.to_str().unwrap()]);
+    cmd.env("SYMBIONT_LOG", "debug");
+    let mut p = Pty::spawn(cmd, 120, 30);
+    p.wait_for("LogQuiet", Duration::from_secs(10));
+    let log = d.s.path("state").join("symbiont").join("symbiont.log");
+    assert!(
+        common::wait_for(
+            || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"event\":\"launch\"")),
+            Duration::from_secs(10)
+        ),
+        "no launch line in {}: {:?}",
+        log.display(),
+        std::fs::read_to_string(&log)
+    );
+    p.send("q");
+    p.wait_for("stop", Duration::from_secs(5));
+    p.send("y");
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(1));
+    common::assert_none_left("LogQuiet");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("DEBUG") && text.contains("\"event\":\"exit\""),
+        "{text}"
+    );
+    // Not a byte of it on the terminal, while the dashboard showed or after.
+    let written = p.written();
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        let body = l.split_once("symbiont::").map_or(l, |(_, b)| b);
+        assert!(!written.contains(body), "on the terminal: {l}");
+    }
+    assert!(
+        !written.contains("DEBUG") && !written.contains(" INFO "),
+        "{written}"
+    );
+    // The summary printed after the dashboard is still there.
+    assert!(written.contains("LogQuiet"));
+}
+
+#[test]
+fn help_names_the_log_flags_and_the_log_file() {
+    let d = Desk::new("log-help");
+    let o = d.run(&["--help"]);
+    let out = stdout(&o);
+    for s in ["--verbose", "--quiet", "SYMBIONT_LOG", "symbiont.log"] {
+        assert!(out.contains(s), "{s} not in:\n{out}");
+    }
+    // The flags are global: after a subcommand too.
+    let o = d.run(&["check", "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// `symbiont serve` logs to its stderr (its `service.log` when `run --detach` started it), each
+/// line with its time.
+#[test]
+fn the_service_logs_to_its_stderr_with_the_time() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    /// The service, killed if the test fails before it has shut down.
+    struct Service(std::process::Child);
+    impl Drop for Service {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+
+    let d = Desk::new("log-serve");
+    d.user_config("");
+    let mut service = Service(
+        d.command(&["-v", "serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = d.s.path("run/symbiont/api.sock");
+    assert!(common::wait_for(
+        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+        Duration::from_secs(10)
+    ));
+    // Through the service: its launch is the service's to log.
+    let o = d.run(&["exec", "--", "sh", "-c", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "the client logs nothing of the service's");
+    let o = d.run(&["shutdown"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut err = String::new();
+    service
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(service.0.wait().unwrap().success(), "{err}");
+    let launch = err
+        .lines()
+        .find(|l| l.contains("\"event\":\"launch\""))
+        .unwrap_or_else(|| panic!("no launch line:\n{err}"));
+    // `2026-12-06T08:00:00.123456Z  INFO symbiont::...`
+    let time = launch.split_whitespace().next().unwrap_or_default();
+    assert!(
+        time.len() >= 20
+            && time.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+            && time.as_bytes()[10] == b'T'
+            && time.ends_with('Z'),
+        "{launch}"
+    );
 }

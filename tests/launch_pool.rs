@@ -48,6 +48,7 @@ fn spec(s: &Scratch, agent: &str, program: PathBuf, argv: &[&str], limits: Limit
         kill_grace: Duration::from_millis(500),
         image: None,
         network: false,
+        sandbox: Default::default(),
         source: None,
     }
 }

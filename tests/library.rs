@@ -66,6 +66,7 @@ fn spec(s: &Scratch, agent: &str, script: &str, limits: Limits) -> RunSpec {
         kill_grace: Duration::from_millis(500),
         image: None,
         network: false,
+        sandbox: Default::default(),
         source: None,
     }
 }
@@ -391,9 +392,13 @@ fn seed_example_development_mode_runs() {
         .current_dir(&s.dir)
         .env("XDG_STATE_HOME", s.path("state"))
         .env("LOCALAPPDATA", s.path("state"))
+        // The library installs no log subscriber: a program that uses it prints no diagnostic
+        // log, whatever this says (the binary's log would have launch and cgroup lines).
+        .env("SYMBIONT_LOG", "trace")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("symbiont::"), "{}", stderr(&o));
     // The seed's default interpreter is bash, so its python line is a bash syntax error:
     // the call itself succeeds and reports the child's failure, as the seed's types say.
     assert!(stdout(&o).starts_with("Output: "), "{}", stdout(&o));

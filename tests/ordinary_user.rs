@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use common::*;
 
-const TEST_USER: &str = "symbiont-test";
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// One test at a time: each counts the user's processes.
@@ -33,11 +32,6 @@ struct User {
     switch: bool,
 }
 
-fn id_of(flag: &str) -> Option<u32> {
-    let o = Command::new("id").args([flag, TEST_USER]).output().ok()?;
-    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
-}
-
 fn user() -> User {
     let me = nix::unistd::getuid();
     if !me.is_root() {
@@ -47,26 +41,10 @@ fn user() -> User {
             switch: false,
         };
     }
-    if id_of("-u").is_none() {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(TEST_USER)
-            .status()
-            .expect("useradd");
-        // Another test binary may have made it meanwhile.
-        assert!(
-            st.success() || id_of("-u").is_some(),
-            "cannot create {TEST_USER}"
-        );
-    }
+    let (uid, gid) = test_user();
     User {
-        uid: id_of("-u").expect("uid"),
-        gid: id_of("-g").expect("gid"),
+        uid,
+        gid,
         switch: true,
     }
 }

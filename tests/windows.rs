@@ -114,6 +114,7 @@ fn spec(agent: &str, program: PathBuf, argv: Vec<String>, cwd: &Path, limits: Li
         kill_grace: Duration::from_secs(2),
         image: None,
         network: false,
+        sandbox: Default::default(),
         source: None,
     }
 }

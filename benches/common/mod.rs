@@ -242,6 +242,8 @@ pub enum Target {
     Max(f64),
     /// Every one of our samples (the maximum) under this.
     MaxBelow(f64),
+    /// Our median at most this above the baseline's (what a feature adds to the same path).
+    OverBaseline(f64),
     /// Reported, no target.
     Info,
 }
@@ -335,6 +337,9 @@ impl Figure {
             Target::Median(m) => Some(o.median <= m),
             Target::Max(m) => Some(o.max <= m),
             Target::MaxBelow(m) => Some(o.max < m),
+            Target::OverBaseline(m) => {
+                Some(self.base_stats().is_some_and(|b| o.median - b.median <= m))
+            }
             Target::Info => None,
         }
     }
@@ -347,6 +352,7 @@ impl Figure {
             Target::Median(m) => format!("<= {m} {u}"),
             Target::Max(m) => format!("max <= {m} {u}"),
             Target::MaxBelow(m) => format!("max < {m} {u}"),
+            Target::OverBaseline(m) => format!("median - baseline <= {m} {u}"),
             Target::Info => "-".into(),
         }
     }

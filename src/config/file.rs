@@ -302,6 +302,7 @@ fn parse_value(
     let parsed = match kind {
         Kind::Bool => v.as_bool().map(Val::Bool),
         Kind::Tier => v.as_str().and_then(|s| s.parse().ok()).map(Val::Tier),
+        Kind::Sandbox => v.as_str().and_then(|s| s.parse().ok()).map(Val::Sandbox),
         Kind::Str => non_empty_str(v).map(|s| Val::Str(s.to_string())),
         Kind::Path => non_empty_str(v).map(|s| Val::Path(s.into())),
         Kind::OptPath => non_empty_str(v).map(|s| Val::OptPath(Some(s.into()))),
@@ -333,7 +334,7 @@ fn parse_value(
         Kind::OptPosFloat | Kind::NonNegFloat | Kind::Ratio => {
             number(v).and_then(|n| kind.check_float(n))
         }
-        Kind::Names | Kind::EnvNames => {
+        Kind::Names | Kind::EnvNames | Kind::Paths => {
             let items = v.as_array().ok_or_else(|| bad(value))?;
             let mut names = Vec::with_capacity(items.len());
             for item in items.iter() {

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::tier::SecurityTier;
+use crate::tier::{SandboxLevel, SecurityTier};
 
 pub use error::ConfigError;
 
@@ -89,6 +89,13 @@ pub struct NativeExecutionConfig {
     /// The operator's file of `KEY=VALUE` lines passed to every agent (secrets: masked in
     /// logs and tails; see [`crate::secrets`]). Only the operator names one, never an agent file.
     pub env_file: Option<PathBuf>,
+    /// The weakest sandbox level an agent may run at (SPEC 3.1); an agent file can only raise
+    /// it. Default Permissive.
+    pub min_sandbox: SandboxLevel,
+    /// Read-denied under Strict, besides the built-in secret locations (`~` is the home).
+    pub deny_read: Vec<String>,
+    /// Writable under Moderate and Strict, besides the working and temp directories.
+    pub allow_write: Vec<String>,
     /// SIGTERM to SIGKILL escalation. Default 5.
     pub kill_grace_seconds: f64,
     /// How often the watchdog samples the runs that no cgroup holds to a memory limit (only a
@@ -159,6 +166,9 @@ impl Default for NativeExecutionConfig {
             max_file_size_mb: 1024,
             env_passthrough: default_env_passthrough(),
             env_file: None,
+            min_sandbox: SandboxLevel::Permissive,
+            deny_read: Vec::new(),
+            allow_write: Vec::new(),
             kill_grace_seconds: 5.0,
             watchdog_interval_ms: 100,
         }
@@ -340,6 +350,9 @@ pub struct LoadedConfig {
     /// Host variables the operator passes to this invocation's agents (`--pass-env`): every
     /// value is a secret, masked in logs and tails.
     pub pass_env: Vec<String>,
+    /// The sandbox level asked for an ad-hoc command (`exec --sandbox LEVEL`); the operator's
+    /// `min_sandbox` still applies.
+    pub sandbox: Option<SandboxLevel>,
 }
 
 impl Default for LoadedConfig {
@@ -353,6 +366,7 @@ impl Default for LoadedConfig {
             file: None,
             unused: Vec::new(),
             pass_env: Vec::new(),
+            sandbox: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::tier::SecurityTier;
+use crate::tier::{SandboxLevel, SecurityTier};
 
 use super::Config;
 
@@ -50,6 +50,9 @@ pub(crate) enum Field {
     MaxFileSizeMb,
     EnvPassthrough,
     EnvFile,
+    MinSandbox,
+    DenyRead,
+    AllowWrite,
     KillGrace,
     WatchdogIntervalMs,
     RefreshMs,
@@ -73,6 +76,10 @@ pub(crate) enum Field {
 pub(crate) enum Kind {
     Bool,
     Tier,
+    /// A sandbox level (Permissive, Moderate, Strict).
+    Sandbox,
+    /// A list of non-empty paths (`~` for the home directory).
+    Paths,
     /// A non-empty string.
     Str,
     /// A non-empty path.
@@ -106,6 +113,7 @@ pub(crate) enum Kind {
 pub(crate) enum Val {
     Bool(bool),
     Tier(SecurityTier),
+    Sandbox(SandboxLevel),
     Str(String),
     Path(PathBuf),
     OptU64(Option<u64>),
@@ -121,7 +129,7 @@ pub(crate) enum Val {
 }
 
 impl Field {
-    pub const ALL: [Field; 30] = [
+    pub const ALL: [Field; 33] = [
         Self::AllowNative,
         Self::DefaultTier,
         Self::KeyProvider,
@@ -136,6 +144,9 @@ impl Field {
         Self::MaxProcesses,
         Self::MaxFileSizeMb,
         Self::EnvPassthrough,
+        Self::MinSandbox,
+        Self::DenyRead,
+        Self::AllowWrite,
         Self::EnvFile,
         Self::KillGrace,
         Self::WatchdogIntervalMs,
@@ -160,9 +171,8 @@ impl Field {
             AllowNative | DefaultTier | KeyProvider => Section::Security,
             DefaultExecutable | WorkingDirectory | EnforceLimits | MaxMemoryMb | MaxCpuSeconds
             | MaxCpuCores | MaxExecutionTime | AllowedExecutables | MaxProcesses
-            | MaxFileSizeMb | EnvPassthrough | EnvFile | KillGrace | WatchdogIntervalMs => {
-                Section::Native
-            }
+            | MaxFileSizeMb | EnvPassthrough | EnvFile | MinSandbox | DenyRead | AllowWrite
+            | KillGrace | WatchdogIntervalMs => Section::Native,
             RefreshMs | WarnRatio | CriticalRatio => Section::Dashboard,
             DataDir | AuditLog | TailLines | MaxLogMb => Section::Supervisor,
             DockerHost | DefaultImage => Section::Containers,
@@ -188,6 +198,9 @@ impl Field {
             MaxFileSizeMb => "max_file_size_mb",
             EnvPassthrough => "env_passthrough",
             EnvFile => "env_file",
+            MinSandbox => "min_sandbox",
+            DenyRead => "deny_read",
+            AllowWrite => "allow_write",
             KillGrace => "kill_grace_seconds",
             WatchdogIntervalMs => "watchdog_interval_ms",
             RefreshMs => "refresh_ms",
@@ -217,6 +230,8 @@ impl Field {
         match self {
             AllowNative | EnforceLimits => Kind::Bool,
             DefaultTier => Kind::Tier,
+            MinSandbox => Kind::Sandbox,
+            DenyRead | AllowWrite => Kind::Paths,
             DefaultExecutable | ApiHost => Kind::Str,
             WorkingDirectory | DataDir => Kind::Path,
             MaxMemoryMb | MaxCpuSeconds | ApiPort | ApiTimeout | ApiMaxBodySize => Kind::OptPosInt,
@@ -280,6 +295,9 @@ impl Field {
             MaxFileSizeMb => Val::U64(n.max_file_size_mb),
             EnvPassthrough => Val::List(n.env_passthrough.clone()),
             EnvFile => Val::OptPath(n.env_file.clone()),
+            MinSandbox => Val::Sandbox(n.min_sandbox),
+            DenyRead => Val::List(n.deny_read.clone()),
+            AllowWrite => Val::List(n.allow_write.clone()),
             KillGrace => Val::F64(n.kill_grace_seconds),
             WatchdogIntervalMs => Val::U64(n.watchdog_interval_ms),
             RefreshMs => Val::U64(c.dashboard.refresh_ms),
@@ -318,6 +336,9 @@ impl Field {
             (MaxFileSizeMb, Val::U64(v)) => n.max_file_size_mb = v,
             (EnvPassthrough, Val::List(v)) => n.env_passthrough = v,
             (EnvFile, Val::OptPath(v)) => n.env_file = v,
+            (MinSandbox, Val::Sandbox(v)) => n.min_sandbox = v,
+            (DenyRead, Val::List(v)) => n.deny_read = v,
+            (AllowWrite, Val::List(v)) => n.allow_write = v,
             (KillGrace, Val::F64(v)) => n.kill_grace_seconds = v,
             (WatchdogIntervalMs, Val::U64(v)) => n.watchdog_interval_ms = v,
             (RefreshMs, Val::U64(v)) => c.dashboard.refresh_ms = v,
@@ -436,6 +457,8 @@ impl Kind {
         match self {
             Kind::Bool => "a boolean (true or false)",
             Kind::Tier => TIER_CHOICES,
+            Kind::Sandbox => "a sandbox level: Permissive, Moderate or Strict",
+            Kind::Paths => "an array of non-empty paths (`~` is the home directory)",
             Kind::Str => "a non-empty string",
             Kind::Path | Kind::OptPath => "a non-empty path string",
             Kind::OptPosInt => "a positive integer (or \"none\")",
@@ -461,6 +484,7 @@ impl Kind {
             Kind::OptPosFloat => "a positive number or \"none\"",
             Kind::Names => "a comma-separated list of non-empty names",
             Kind::EnvNames => "a comma-separated list of environment variable names",
+            Kind::Paths => "a colon-separated list of paths",
             other => other.expected(),
         }
     }
@@ -475,6 +499,16 @@ impl Kind {
                 _ => None,
             },
             Kind::Tier => s.parse().ok().map(Val::Tier),
+            Kind::Sandbox => s.parse().ok().map(Val::Sandbox),
+            Kind::Paths => {
+                let items: Vec<String> = s
+                    .split(':')
+                    .map(str::trim)
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                self.check_list(items)
+            }
             Kind::Str => non_empty(s).map(|v| Val::Str(v.to_string())),
             Kind::Path => non_empty(s).map(|v| Val::Path(PathBuf::from(v))),
             Kind::OptPath => non_empty(s).map(|v| Val::OptPath(Some(PathBuf::from(v)))),
@@ -516,7 +550,7 @@ impl Kind {
     /// Check a list of strings against this kind (which must be a list kind).
     pub fn check_list(self, items: Vec<String>) -> Option<Val> {
         let ok = match self {
-            Kind::Names => items.iter().all(|i| !i.trim().is_empty()),
+            Kind::Names | Kind::Paths => items.iter().all(|i| !i.trim().is_empty()),
             Kind::EnvNames => items.iter().all(|i| is_env_name(i)),
             _ => false,
         };
@@ -575,6 +609,7 @@ impl Val {
         match self {
             Val::Bool(v) => J::from(*v),
             Val::Tier(t) => J::from(t.name()),
+            Val::Sandbox(l) => J::from(l.name()),
             Val::Str(s) | Val::OptStr(Some(s)) => J::from(s.as_str()),
             Val::Path(p) | Val::OptPath(Some(p)) => J::from(p.to_string_lossy()),
             Val::OptU64(Some(v)) | Val::U64(v) => J::from(*v),
@@ -596,6 +631,7 @@ impl fmt::Display for Val {
         match self {
             Val::Bool(v) => write!(f, "{v}"),
             Val::Tier(t) => f.write_str(&quote(t.name())),
+            Val::Sandbox(l) => f.write_str(&quote(l.name())),
             Val::Str(s) | Val::OptStr(Some(s)) => f.write_str(&quote(s)),
             Val::Path(p) | Val::OptPath(Some(p)) => f.write_str(&quote(&p.to_string_lossy())),
             Val::OptU64(Some(v)) | Val::U64(v) => write!(f, "{v}"),

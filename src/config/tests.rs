@@ -165,7 +165,7 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
     assert_eq!(loaded.config, expected);
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 30);
+    assert_eq!(loaded.origins.len(), 33);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
@@ -587,6 +587,24 @@ fn every_env_var_overrides_and_records_its_origin() {
             "/etc/keys.env",
             "native_execution.env_file",
             |c| c.native_execution.env_file.as_deref() == Some(Path::new("/etc/keys.env")),
+        ),
+        (
+            "SYMBIONT_NATIVE_MIN_SANDBOX",
+            "strict",
+            "native_execution.min_sandbox",
+            |c| c.native_execution.min_sandbox == crate::tier::SandboxLevel::Strict,
+        ),
+        (
+            "SYMBIONT_NATIVE_DENY_READ",
+            "~/.secrets:/srv/keys",
+            "native_execution.deny_read",
+            |c| c.native_execution.deny_read == ["~/.secrets", "/srv/keys"],
+        ),
+        (
+            "SYMBIONT_NATIVE_ALLOW_WRITE",
+            "~/.cache",
+            "native_execution.allow_write",
+            |c| c.native_execution.allow_write == ["~/.cache"],
         ),
         (
             "SYMBIONT_NATIVE_KILL_GRACE_SECONDS",
@@ -1156,7 +1174,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 31, "{out}");
+    assert_eq!(lines.len(), 34, "{out}");
     let line = |key: &str| {
         *lines
             .iter()

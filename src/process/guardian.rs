@@ -44,7 +44,23 @@ pub struct Sweep {
 /// The supervisor's side of the guardian.
 #[derive(Debug)]
 pub struct Guardian {
-    pipe: Mutex<std::fs::File>,
+    /// `None` once the supervisor is done (`Drop`).
+    pipe: Mutex<Option<std::fs::File>>,
+    pid: i32,
+}
+
+impl Drop for Guardian {
+    /// The supervisor is done: closing the pipe lets the guardian go (there is nothing left to
+    /// kill), and its exit is collected on a thread of its own, so that a program embedding the
+    /// library, which reaps only its own children, is not left with a zombie per supervisor.
+    fn drop(&mut self) {
+        drop(self.pipe.lock().ok().and_then(|mut p| p.take()));
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        // Best effort: a process that reaps every child may collect it first (ECHILD).
+        let _ = std::thread::Builder::new()
+            .name("guardian-reap".into())
+            .spawn(move || nix::sys::wait::waitpid(pid, None));
+    }
 }
 
 impl Guardian {
@@ -113,7 +129,8 @@ impl Guardian {
         // sole ownership and closes it on drop.
         let file = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(wr)) };
         Ok(Guardian {
-            pipe: Mutex::new(file),
+            pipe: Mutex::new(Some(file)),
+            pid,
         })
     }
 
@@ -123,8 +140,11 @@ impl Guardian {
         rec[..4].copy_from_slice(&op.to_ne_bytes());
         rec[4..8].copy_from_slice(&pid.to_ne_bytes());
         rec[8..].copy_from_slice(&start.to_ne_bytes());
-        if let Ok(mut f) = self.pipe.lock() {
-            let _ = f.write_all(&rec);
+        if let Some(f) = self.pipe.lock().ok().as_mut().and_then(|p| p.as_mut()) {
+            // The guardian has died: agents would outlive a supervisor killed now.
+            if let Err(e) = f.write_all(&rec) {
+                tracing::warn!("cannot tell the guardian about pid {pid} (op {op}): {e}");
+            }
         }
     }
 
@@ -348,4 +368,27 @@ unsafe fn guardian_main(
         libc::execv(program.as_ptr(), argv.as_ptr());
     }
     libc::_exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guardian whose supervisor is done exits and is collected: no zombie is left in a
+    /// program that reaps only its own children.
+    #[test]
+    fn a_dropped_guardian_is_collected() {
+        let g = Guardian::start(None, None).unwrap();
+        let proc_dir = format!("/proc/{}", g.pid);
+        assert!(Path::new(&proc_dir).exists());
+        drop(g);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Path::new(&proc_dir).exists() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            !Path::new(&proc_dir).exists(),
+            "{proc_dir} is left (a zombie)"
+        );
+    }
 }

@@ -215,6 +215,7 @@ impl LaunchPool {
             p.discard(&self.reaper);
         }
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // A thread that panicked has said so on stderr already.
             let _ = t.join();
         }
     }

@@ -45,10 +45,13 @@ impl Remover {
                 tx: Some(tx),
                 thread: Some(t),
             },
-            Err(_) => Remover {
-                tx: None,
-                thread: None,
-            },
+            Err(e) => {
+                tracing::debug!("no cgroup removal thread ({e}): removals run on blocking tasks");
+                Remover {
+                    tx: None,
+                    thread: None,
+                }
+            }
         }
     }
 
@@ -80,6 +83,7 @@ impl Remover {
     pub fn stop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
+            // A thread that panicked has said so on stderr already.
             let _ = t.join();
         }
     }
@@ -114,6 +118,7 @@ fn remove_loop(rx: Receiver<Job>) {
             let removed = pending[i].cg.try_remove();
             if removed || now >= pending[i].until {
                 let j = pending.swap_remove(i);
+                // Nobody waits any more: the groups, dropped here, are removed or logged.
                 let _ = j.done.send((!removed).then_some(j.cg));
             } else {
                 i += 1;

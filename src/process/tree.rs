@@ -26,6 +26,8 @@ pub struct TreeHandle {
     marker: String,
     /// Keeps the run in view when no cgroup holds it.
     census: Arc<Census>,
+    /// What the run's sandbox refused (seccomp's notifications).
+    pub(crate) denials: crate::supervisor::target::Denials,
 }
 
 impl TreeHandle {
@@ -38,6 +40,7 @@ impl TreeHandle {
             gone: AtomicBool::new(false),
             marker,
             census,
+            denials: Default::default(),
         }
     }
 
@@ -294,6 +297,10 @@ impl Tree for TreeHandle {
 
     fn fork_refusals(&self) -> u64 {
         TreeHandle::fork_refusals(self)
+    }
+
+    fn denials(&self) -> Option<&crate::supervisor::target::Denials> {
+        Some(&self.denials)
     }
 
     fn cpu_counter(&self) -> Option<(std::path::PathBuf, bool)> {

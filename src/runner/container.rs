@@ -47,6 +47,9 @@ pub struct ContainerSpec<'a> {
     pub limits: &'a Limits,
     pub tier: SecurityTier,
     pub network: bool,
+    /// Moderate and Strict: the root filesystem read-only, the working directory and a
+    /// private `/tmp` writable.
+    pub read_only: bool,
     pub labels: HashMap<String, String>,
     /// Copied into the container's standard input (which is closed at its end); none leaves
     /// the container without one.
@@ -186,6 +189,10 @@ impl ContainerRuntime {
             pids_limit: pids,
             network_mode: Some(if c.network { "default" } else { "none" }.to_string()),
             binds: Some(vec![format!("{}:{WORKDIR}", c.workdir.display())]),
+            readonly_rootfs: c.read_only.then_some(true),
+            tmpfs: c
+                .read_only
+                .then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev".to_string())])),
             runtime: (c.tier == SecurityTier::Tier2).then(|| "runsc".to_string()),
             ulimits: c.limits.file_size_bytes.map(|b| {
                 vec![bollard::models::ResourcesUlimits {
@@ -256,6 +263,7 @@ impl ContainerRuntime {
         let mut input = attached.input;
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
+            // Ends when the container stops reading: nobody is left to tell.
             let _ = tokio::io::copy(&mut from, &mut input).await;
             let _ = input.shutdown().await;
         });
@@ -316,7 +324,10 @@ impl ContainerRuntime {
         let opts = KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
-        let _ = self.docker.kill_container(id, Some(opts)).await;
+        // A container that has stopped already cannot be signalled: the wait sees its end.
+        if let Err(e) = self.docker.kill_container(id, Some(opts)).await {
+            tracing::debug!("container {id}: cannot send {signal}: {e}");
+        }
     }
 
     /// Freezes or thaws every process of the container.
@@ -331,7 +342,13 @@ impl ContainerRuntime {
     /// Removes the container, stopping it first if needed.
     pub async fn remove(&self, id: &str) {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-        let _ = self.docker.remove_container(id, Some(opts)).await;
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => tracing::warn!("cannot remove the container {id}: {e}"),
+        }
     }
 
     /// Removes every container labelled by a supervisor that is no longer alive (or, with
@@ -343,8 +360,12 @@ impl ContainerRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        let Ok(list) = self.docker.list_containers(Some(opts)).await else {
-            return 0;
+        let list = match self.docker.list_containers(Some(opts)).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!("no sweep of stale containers: cannot list them: {e}");
+                return 0;
+            }
         };
         let mut n = 0;
         for c in list {

@@ -32,6 +32,9 @@ pub struct NativeLaunch<'a> {
     /// The process's standard input (a pipe or file the caller holds open); /dev/null
     /// without one.
     pub stdin: Option<RawFd>,
+    /// The native sandbox the process applies to itself just before its exec.
+    #[cfg(target_os = "linux")]
+    pub sandbox: Option<&'a crate::sandbox::ChildSandbox>,
 }
 
 /// The first `ceil(cores)` CPUs this process may use, as an affinity mask.
@@ -64,6 +67,8 @@ pub struct Started {
     pub pid: i32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The listener of the sandbox's seccomp filter: the calls it denies, to be answered.
+    pub denials: Option<OwnedFd>,
 }
 
 /// A larger pipe lets a chatty agent write in bigger strides.
@@ -71,7 +76,9 @@ pub struct Started {
 pub(crate) fn widen_pipes(s: &Started) {
     for fd in [&s.stdout, &s.stderr] {
         // Best effort: a pipe that stays at its default size still works.
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+        if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20)) {
+            tracing::debug!("pid {}: cannot widen an output pipe: {e}", s.pid);
+        }
     }
 }
 
@@ -149,6 +156,7 @@ pub fn spawn_forked(l: &NativeLaunch<'_>) -> io::Result<Started> {
         pid,
         stdout,
         stderr,
+        denials: None,
     };
     #[cfg(target_os = "linux")]
     widen_pipes(&started);

@@ -10,7 +10,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -45,11 +45,21 @@ struct ChildArgs {
     unshare_from: Option<RawFd>,
     /// Set by a child that could not unshare the table.
     unshare_refused: AtomicBool,
+    /// The sandbox: Landlock ruleset descriptors to restrict itself with (and their flags),
+    /// then a seccomp filter. Any of them sets no_new_privs first, as both require.
+    landlock_fds: Vec<RawFd>,
+    landlock_flags: u32,
+    seccomp: Option<libc::sock_fprog>,
+    /// The same filter with its denials handed to the supervisor: installed first, while the
+    /// child still shares the parent's descriptor table, so that the filter's listener is
+    /// created in the parent's table (the agent never holds it). Its number goes in `listener`.
+    seccomp_notify: Option<libc::sock_fprog>,
+    listener: AtomicI32,
 }
 
 /// How many descriptors a child needs at most: stdin, stdout, stderr, a launcher's command and
-/// status pipes, and a `cgroup.procs` per hierarchy (six at most).
-const SLOTS: usize = 11;
+/// status pipes, a `cgroup.procs` per hierarchy (six at most) and two Landlock rulesets.
+const SLOTS: usize = 13;
 
 /// Low descriptor numbers kept for the children of `spawn`, each holding /dev/null while
 /// unused. A child that shares the parent's descriptor table finds what it needs there, and
@@ -386,13 +396,36 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // - write: one byte from a static, to `cgroup.procs` descriptors the parent keeps open.
     // - sched_setaffinity: reads `size_of::<cpu_set_t>()` bytes from `set`, a whole
     //   `cpu_set_t` inside `ChildArgs`.
-    // - prctl(PR_SET_CHILD_SUBREAPER): integer arguments only, affects this process only.
+    // - prctl(PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS): integer arguments only, affect
+    //   this process only (not the parent, whose memory but not task it shares).
+    // - landlock_restrict_self: a ruleset descriptor the parent holds open (in the slots or
+    //   the copied table) and integer flags; restricts this task only.
+    // - seccomp(SET_MODE_FILTER): reads the `sock_fprog` in `ChildArgs` and the instructions
+    //   it points to, in a filter the parent caches for its whole life; this task only.
     // - dup2/close_from: this child's own table (unshared above, or copied by clone without
     //   `CLONE_FILES`), so closing descriptors does not touch the parent's `OwnedFd`s.
     // - chdir/execve: NUL-terminated `CString`s of `ChildArgs`, and `argv`/`envp` arrays of
     //   pointers into them ending in a null pointer (built by `spawn_once`).
     unsafe {
-        // First, before any descriptor changes: a table of its own.
+        // The seccomp filter whose listener goes to the parent: before the table is unshared.
+        // The listener is close-on-exec and above the copied range, or closed below with the
+        // rest (`close_from`), so the agent never holds it.
+        if let Some(prog) = &a.seccomp_notify {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail(a);
+            }
+            let fd = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
+                prog as *const libc::sock_fprog,
+            );
+            if fd < 0 {
+                return fail(a);
+            }
+            a.listener.store(fd as RawFd, Ordering::SeqCst);
+        }
+        // Then, before any other descriptor change: a table of its own.
         if let Some(end) = a.unshare_from {
             if !unshare_below(end) {
                 a.unshare_refused.store(true, Ordering::SeqCst);
@@ -425,6 +458,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if a.subreaper {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
         }
+        // The sandbox, last of what needs privileges the agent must not keep.
+        if (!a.landlock_fds.is_empty() || a.seccomp.is_some())
+            && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0
+        {
+            return fail(a);
+        }
+        for &fd in &a.landlock_fds {
+            if libc::syscall(libc::SYS_landlock_restrict_self, fd, a.landlock_flags) != 0 {
+                return fail(a);
+            }
+        }
         // dup2 clears close-on-exec on the copies: exactly the three the agent keeps.
         if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0
         {
@@ -434,6 +478,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         close_from(3);
         if libc::chdir(a.cwd.as_ptr()) != 0 {
             return fail(a);
+        }
+        if let Some(prog) = &a.seccomp {
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0 as libc::c_uint,
+                prog as *const libc::sock_fprog,
+            ) != 0
+            {
+                return fail(a);
+            }
         }
         libc::execve(a.program.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
     }
@@ -480,6 +535,11 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     let stdin = l.stdin.unwrap_or(devnull.as_raw_fd());
     let mut fds = vec![stdin, out_w.as_raw_fd(), err_w.as_raw_fd()];
     fds.extend_from_slice(&l.cgroup_fds);
+    let sandbox = l.sandbox;
+    if let Some(sb) = sandbox {
+        fds.extend(sb.rulesets.iter().map(|r| r.as_raw_fd()));
+    }
+    let groups = 3 + l.cgroup_fds.len();
     let slots = take_slots(&mut fds);
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     if slots.is_some() {
@@ -493,7 +553,7 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         stdin: fds[0],
         stdout: fds[1],
         stderr: fds[2],
-        cgroup_fds: fds[3..].to_vec(),
+        cgroup_fds: fds[3..groups].to_vec(),
         rlimits: l.rlimits,
         affinity: l.affinity,
         subreaper: l.subreaper,
@@ -501,6 +561,19 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         err: AtomicI32::new(0),
         unshare_from: slots.as_ref().map(SlotGuard::end),
         unshare_refused: AtomicBool::new(false),
+        landlock_fds: fds[groups..].to_vec(),
+        landlock_flags: sandbox.map_or(0, |s| s.restrict_flags),
+        // With the table shared, the filter's listener reaches the parent; else the filter
+        // answers denials itself.
+        seccomp: sandbox
+            .and_then(|s| s.filter)
+            .filter(|_| slots.is_none())
+            .map(|f| f.prog(false)),
+        seccomp_notify: sandbox
+            .and_then(|s| s.filter)
+            .filter(|_| slots.is_some())
+            .map(|f| f.prog(true)),
+        listener: AtomicI32::new(-1),
     });
     let mut stack = vec![0u8; STACK];
     // SAFETY: `child_main` makes system calls only (see there). With `CLONE_VFORK` this returns
@@ -520,6 +593,12 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
     drop(slots);
     drop(stack);
     drop((out_w, err_w, devnull));
+    let listener = match args.listener.load(Ordering::SeqCst) {
+        // SAFETY: the child made this descriptor in this process's table (shared with it at
+        // that moment) and nothing else knows its number: it is ours alone to own.
+        fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        _ => None,
+    };
     let pid = pid?;
     let err = args.err.load(Ordering::SeqCst);
     if err != 0 {
@@ -534,5 +613,6 @@ fn spawn_once(l: &NativeLaunch<'_>) -> io::Result<Started> {
         pid,
         stdout: out_r,
         stderr: err_r,
+        denials: listener,
     })
 }

@@ -570,6 +570,14 @@ impl Zygote {
     /// of the step that failed).
     pub fn exec(mut self, l: &NativeLaunch<'_>) -> io::Result<Started> {
         use std::os::unix::ffi::OsStrExt;
+        // A launcher was made before the run's sandbox existed and cannot apply one: confined
+        // runs take the direct path (`vfork`).
+        if l.sandbox.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a launcher cannot apply a sandbox",
+            ));
+        }
         if !Self::fits(l.program, l.cwd, l.argv, l.env) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -693,6 +701,7 @@ impl Zygote {
                     pid: self.pid,
                     stdout: self.stdout.take().expect("stdout"),
                     stderr: self.stderr.take().expect("stderr"),
+                    denials: None,
                 };
                 super::native::widen_pipes(&s);
                 Ok(s)

@@ -234,7 +234,9 @@ impl CgroupRoots {
     /// Removes this supervisor's base groups (they must be empty).
     pub fn remove_bases(&self) {
         for b in self.bases() {
-            let _ = fs::remove_dir(&b);
+            if let Err(e) = fs::remove_dir(&b) {
+                tracing::warn!("cannot remove the cgroup {}: {e}", b.display());
+            }
         }
     }
 }
@@ -302,7 +304,11 @@ fn v2_home(mount_point: &str, mount_root: &str, own: &str) -> V2Home {
         let me = std::process::id() as i32;
         let ours = read_pids(&dir).iter().all(|&p| p == me)
             && (!super::systemd::booted() || super::systemd::delegated(&dir));
-        if ours && divide(&dir).is_ok() {
+        if ours
+            && divide(&dir)
+                .inspect_err(|e| tracing::debug!("cannot divide the cgroup {}: {e}", dir.display()))
+                .is_ok()
+        {
             return V2Home {
                 dir: Some(dir),
                 how: HomeHow::Divided,
@@ -400,7 +406,10 @@ fn divide(dir: &Path) -> io::Result<()> {
 fn enable_controllers(dir: &Path) -> Vec<&'static str> {
     for c in RUN_CONTROLLERS {
         if has_controller(dir, c) {
-            let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+            // A controller the parent does not delegate is refused: the caller reads which took.
+            if let Err(e) = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}")) {
+                tracing::debug!("cannot enable the {c} controller in {}: {e}", dir.display());
+            }
         }
     }
     let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
@@ -440,12 +449,18 @@ fn make_base(dir: &Path, name: &str) -> Option<PathBuf> {
     match fs::create_dir(&base) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(_) => return None,
+        Err(e) => {
+            tracing::debug!("cannot create the cgroup {}: {e}", base.display());
+            return None;
+        }
     }
     // A group we cannot join is no use to us.
     let procs = base.join("cgroup.procs");
-    if fs::OpenOptions::new().write(true).open(&procs).is_err() {
-        let _ = fs::remove_dir(&base);
+    if let Err(e) = fs::OpenOptions::new().write(true).open(&procs) {
+        tracing::debug!("cgroup {} cannot be joined: {e}", base.display());
+        if let Err(e) = fs::remove_dir(&base) {
+            tracing::warn!("cannot remove the cgroup {}: {e}", base.display());
+        }
         return None;
     }
     Some(base)
@@ -474,11 +489,38 @@ fn sweep_stale(dir: &Path) {
             for r in runs.flatten() {
                 if r.path().is_dir() {
                     kill_all_in(&r.path());
-                    let _ = remove_dir_retry(&r.path(), Duration::from_millis(200));
+                    if let Err(e) = remove_dir_retry(&r.path(), Duration::from_millis(200)) {
+                        tracing::warn!(
+                            "cannot remove the cgroup {} of a dead supervisor: {e}",
+                            r.path().display()
+                        );
+                    }
                 }
             }
         }
-        let _ = fs::remove_dir(&base);
+        if let Err(e) = fs::remove_dir(&base) {
+            tracing::warn!(
+                "cannot remove the cgroup {} of a dead supervisor: {e}",
+                base.display()
+            );
+        }
+    }
+}
+
+/// Writes a limit file that exists only where the kernel accounts swap: its absence is no news.
+fn write_optional(path: &Path, v: &str) {
+    match fs::write(path, v) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot write {v} to {}: {e}", path.display()),
+    }
+}
+
+/// A signal's result with ESRCH (the process is already gone) taken as done.
+fn unless_gone(r: nix::Result<()>) -> nix::Result<()> {
+    match r {
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        r => r,
     }
 }
 
@@ -509,7 +551,10 @@ fn kill_all_in(dir: &Path) {
             return;
         }
         for p in pids {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            // ESRCH: it died meanwhile.
+            if let Err(e) = unless_gone(kill(Pid::from_raw(p), Signal::SIGKILL)) {
+                tracing::warn!("cannot kill pid {p} of the cgroup {}: {e}", dir.display());
+            }
         }
     }
 }
@@ -645,7 +690,9 @@ impl RunCgroup {
         enforce: bool,
     ) -> io::Result<RunCgroup> {
         let mut cg = RunCgroup::create_groups(roots, name, enforce && limits.cpu_cores.is_some())?;
-        cg.apply_limits(roots, limits, enforce)?;
+        tracing::debug!("cgroup {name}: created {:?}", cg.dirs().collect::<Vec<_>>());
+        cg.apply_limits(roots, limits, enforce)
+            .inspect_err(|e| tracing::debug!("cgroup {name}: limits not written: {e}"))?;
         Ok(cg)
     }
 
@@ -734,11 +781,11 @@ impl RunCgroup {
                 };
                 let memsw = m.join("memory.memsw.limit_in_bytes");
                 if first {
-                    let _ = fs::write(&memsw, &v);
+                    write_optional(&memsw, &v);
                 }
                 write_limit(&m.join("memory.limit_in_bytes"), &v, MEMORY_KEY)?;
                 if last {
-                    let _ = fs::write(&memsw, &v);
+                    write_optional(&memsw, &v);
                 }
             }
             enforced.memory = mem.is_some();
@@ -747,7 +794,7 @@ impl RunCgroup {
                 let v = mem.map_or("max".to_string(), |b| b.to_string());
                 write_limit(&v2_file("memory.max").expect("v2 group"), &v, MEMORY_KEY)?;
                 let swap = if mem.is_some() { "0" } else { "max" };
-                let _ = fs::write(v2_file("memory.swap.max").expect("v2 group"), swap);
+                write_optional(&v2_file("memory.swap.max").expect("v2 group"), swap);
             }
             enforced.memory = mem.is_some();
         }
@@ -789,6 +836,14 @@ impl RunCgroup {
             }
             enforced.cpu_quota = quota.is_some();
         }
+        let or_none = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+        tracing::debug!(
+            "cgroup {}: limits written: memory {} bytes, processes {}, CPU quota {} us per {CPU_PERIOD_US} us",
+            self.dirs().next().map_or(Path::new("-"), |d| d.as_path()).display(),
+            or_none(want.memory_bytes),
+            or_none(want.max_processes),
+            or_none(want.cpu_quota_us)
+        );
         self.applied = Some(want);
         self.enforced = enforced;
         Ok(())
@@ -867,7 +922,9 @@ impl RunCgroup {
             for p in self.pids() {
                 if sent.insert(p) {
                     new = true;
-                    let _ = kill(Pid::from_raw(p), signal);
+                    if let Err(e) = unless_gone(kill(Pid::from_raw(p), signal)) {
+                        tracing::warn!("cannot send {signal} to pid {p}: {e}");
+                    }
                 }
             }
             if !new {
@@ -977,9 +1034,16 @@ impl RunCgroup {
                 continue;
             };
             match fs::remove_dir(d) {
-                Ok(()) => *slot = None,
+                Ok(()) => {
+                    tracing::debug!("cgroup {}: removed", d.display());
+                    *slot = None
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => *slot = None,
-                Err(_) => busy = true,
+                // Still holds a process: killed below, removed at the next attempt.
+                Err(e) => {
+                    tracing::debug!("cgroup {}: not removed yet: {e}", d.display());
+                    busy = true
+                }
             }
         }
         if busy {
@@ -998,7 +1062,9 @@ impl Drop for RunCgroup {
         // A group that is already gone costs nothing here.
         for d in self.dirs() {
             if d.exists() {
-                let _ = fs::remove_dir(d);
+                if let Err(e) = fs::remove_dir(d) {
+                    tracing::warn!("cannot remove the run's cgroup {}: {e}", d.display());
+                }
             }
         }
     }

@@ -96,19 +96,25 @@ impl Job {
             let mut i = info;
             i.BasicLimitInformation.LimitFlags |= JOB_OBJECT_LIMIT_JOB_MEMORY;
             i.JobMemoryLimit = usize::try_from(m).unwrap_or(usize::MAX);
-            if job.set_limits(&i).is_ok() {
-                info = i;
-                job.enforced.memory = true;
-                job.memory_limit = Some(m);
+            match job.set_limits(&i) {
+                Ok(()) => {
+                    info = i;
+                    job.enforced.memory = true;
+                    job.memory_limit = Some(m);
+                }
+                Err(e) => tracing::warn!("the job object refused the memory limit {m} B: {e}"),
             }
         }
         if let Some(n) = limits.max_processes {
             let mut i = info;
             i.BasicLimitInformation.LimitFlags |= JOB_OBJECT_LIMIT_ACTIVE_PROCESS;
             i.BasicLimitInformation.ActiveProcessLimit = u32::try_from(n).unwrap_or(u32::MAX);
-            if job.set_limits(&i).is_ok() {
-                info = i;
-                job.enforced.processes = true;
+            match job.set_limits(&i) {
+                Ok(()) => {
+                    info = i;
+                    job.enforced.processes = true;
+                }
+                Err(e) => tracing::warn!("the job object refused the process limit {n}: {e}"),
             }
         }
         if let Some(s) = limits.cpu_seconds {
@@ -116,8 +122,9 @@ impl Job {
             i.BasicLimitInformation.LimitFlags |= JOB_OBJECT_LIMIT_JOB_TIME;
             i.BasicLimitInformation.PerJobUserTimeLimit =
                 ticks(Duration::from_secs(s.min(u64::MAX / 1_000_000_000)));
-            if job.set_limits(&i).is_ok() {
-                job.enforced.cpu_time = true;
+            match job.set_limits(&i) {
+                Ok(()) => job.enforced.cpu_time = true,
+                Err(e) => tracing::warn!("the job object refused the CPU time limit {s} s: {e}"),
             }
         }
         if let Some(cores) = limits.cpu_cores {

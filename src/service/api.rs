@@ -42,6 +42,8 @@ pub struct LaunchFlags {
     pub timeout_secs: Option<u64>,
     /// `--pass-env NAME`: host variables (from `env`) passed to the agents as secrets.
     pub pass_env: Vec<String>,
+    /// `exec --sandbox LEVEL`.
+    pub sandbox: Option<crate::tier::SandboxLevel>,
 }
 
 impl LaunchFlags {
@@ -54,6 +56,7 @@ impl LaunchFlags {
             max_cpu: self.max_cpu,
             timeout: self.timeout_secs,
             pass_env: self.pass_env.clone(),
+            sandbox: self.sandbox,
         }
     }
 
@@ -66,6 +69,7 @@ impl LaunchFlags {
             max_cpu: f.max_cpu,
             timeout_secs: f.timeout,
             pass_env: f.pass_env.clone(),
+            sandbox: f.sandbox,
         }
     }
 }

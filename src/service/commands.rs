@@ -359,14 +359,18 @@ pub async fn exec(client: &Client, req: LaunchRequest, json: bool) -> u8 {
             _ = async { match signals.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 stops += 1;
                 let signal = if stops == 1 { "TERM" } else { "KILL" };
-                let _ = client.kill(&id.to_string(), &KillRequest { signal: Some(signal.into()), pid: None }).await;
+                if let Err(e) = client.kill(&id.to_string(), &KillRequest { signal: Some(signal.into()), pid: None }).await {
+                    tracing::warn!("run {id}: cannot ask the service to send {signal}: {e}");
+                }
             }
         }
     };
     let record = match copied {
         Ok((true, _)) => {
             // Our reader went away: the command ends as it would in a pipe.
-            let _ = client.kill(&id.to_string(), &KillRequest::default()).await;
+            if let Err(e) = client.kill(&id.to_string(), &KillRequest::default()).await {
+                tracing::warn!("run {id}: cannot ask the service to stop it: {e}");
+            }
             return 141;
         }
         Ok((false, record)) => record,
@@ -407,7 +411,9 @@ fn feed_stdin(client: Client, id: crate::supervisor::RunId) {
         });
     if reader.is_ok() {
         tokio::spawn(async move {
-            let _ = client.send_stdin(id, rx).await;
+            if let Err(e) = client.send_stdin(id, rx).await {
+                tracing::debug!("run {id}: stdin no longer reaches it: {e}");
+            }
         });
     }
 }

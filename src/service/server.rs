@@ -210,14 +210,19 @@ pub async fn serve(
             _ = quit_rx.wait_for(|q| *q) => {}
         }
         stopping.stop_all(&mut signals).await;
+        // The TCP listener, if any, may have ended already.
         let _ = stopping.closing.send(true);
     };
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    let _ = std::fs::remove_file(&socket);
+    if let Err(e) = std::fs::remove_file(&socket) {
+        tracing::warn!("cannot remove the socket {}: {e}", socket.display());
+    }
     if let Some(t) = tcp {
-        let _ = t.await;
+        if let Ok(Err(e)) = t.await {
+            tracing::warn!("the API on TCP failed: {e}");
+        }
     }
     served
 }

@@ -56,6 +56,7 @@ impl AuditLog {
     /// Appends `{"ts": ..., "event": event, ...fields}` as one line, in one write. A line that
     /// cannot be written (a full or failing disk) is counted: see [`AuditLog::failures`].
     pub fn record(&self, event: &str, fields: Value) {
+        // A failure is counted and logged by try_record.
         let _ = self.try_record(event, fields);
     }
 
@@ -67,12 +68,18 @@ impl AuditLog {
             o.extend(f);
         }
         let mut line = obj.to_string();
+        // What the audit log says (names, never values), the diagnostic log says too.
+        tracing::info!("audit: {line}");
         line.push('\n');
         let result = {
             let f = self.file.lock().unwrap_or_else(|e| e.into_inner());
             write_line(&f, line.as_bytes())
         };
         if let Err(e) = &result {
+            tracing::warn!(
+                "cannot write the {event} line to the audit log {}: {e}",
+                self.path.display()
+            );
             let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
             failed.0 += 1;
             failed.1.get_or_insert_with(|| e.to_string());
@@ -101,7 +108,9 @@ fn write_line(mut f: &File, line: &[u8]) -> io::Result<()> {
         Ok(n) if n == line.len() => f.flush(),
         Ok(n) => {
             if let Some(len) = before {
-                let _ = f.set_len(len);
+                if let Err(e) = f.set_len(len) {
+                    tracing::warn!("cannot take back a partial audit line: {e}");
+                }
             }
             Err(io::Error::new(
                 io::ErrorKind::StorageFull,

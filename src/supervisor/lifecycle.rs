@@ -147,6 +147,7 @@ struct StepEnd {
 
 impl<T: Target> Life<T> {
     fn emit(&self, e: Event) {
+        // No subscriber is no error: nobody is listening.
         let _ = self.inner.events.send(e);
     }
 
@@ -243,9 +244,15 @@ impl<T: Target> Life<T> {
             cpu_limit_secs: self.spec.limits.cpu_seconds,
             per_process_memory,
         });
+        let tree = self.target.tree();
+        let (denials, denied) = tree
+            .denials()
+            .map_or((0, Vec::new()), |d| (d.count(), d.recent()));
         RunRecord {
             pid: first_pid,
             container_id,
+            denials,
+            denied,
             exit_code: last.as_ref().and_then(|e| e.code),
             signal: last.and_then(|e| e.signal),
             reason,
@@ -526,6 +533,7 @@ impl<T: Target> Life<T> {
             os,
         );
         if let Ok(tx) = self.inner.watch.lock() {
+            // The watchdog thread ends only with the supervisor.
             let _ = tx.send(w);
         }
     }
@@ -551,6 +559,9 @@ impl<T: Target> Life<T> {
             agent: self.spec.agent.clone(),
             trigger: self.spec.trigger.clone(),
             tier: self.spec.tier,
+            sandbox: self.spec.sandbox.level,
+            denials: 0,
+            denied: Vec::new(),
             pid: None,
             container_id: None,
             argv: if argv_run.is_empty() {
@@ -592,6 +603,7 @@ impl<T: Target> Life<T> {
                 "peak_memory_bytes": record.peak_memory_bytes, "cpu_seconds": record.cpu_seconds, "message": record.message,
                 "log_dropped_bytes": record.log_dropped_bytes, "log_dropped_since": record.log_dropped_since,
                 "log_truncated_bytes": record.log_truncated_bytes,
+                "denials": record.denials, "denied": record.denied,
                 "audit_error": record.audit_error,
             }),
             None,
@@ -601,6 +613,12 @@ impl<T: Target> Life<T> {
         // record after the event finds it.
         if let Some(dir) = record.stdout_log.parent() {
             if let Err(e) = super::records::write(dir, &record) {
+                tracing::warn!(
+                    run = self.id,
+                    "cannot write the record of {} in {}: {e}",
+                    self.spec.agent,
+                    dir.display()
+                );
                 record.record_error =
                     Some(format!("{}: {e}", dir.join(super::records::FILE).display()));
             }
@@ -621,6 +639,7 @@ impl<T: Target> Life<T> {
         self.emit(Event::Exited {
             record: Box::new((*record).clone()),
         });
+        // Whoever waited for the end may have gone.
         let _ = done.send(Some(record));
     }
 }

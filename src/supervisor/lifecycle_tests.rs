@@ -191,6 +191,7 @@ fn spec(steps: usize, limits: Limits, grace: Duration) -> RunSpec {
         kill_grace: grace,
         image: None,
         network: false,
+        sandbox: Default::default(),
         source: None,
     }
 }

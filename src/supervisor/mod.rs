@@ -30,7 +30,7 @@ use crate::tier::SecurityTier;
 use lifecycle::lock;
 pub use output::{OutputChunk, OutputSender};
 use output::{SharedTail, Tail};
-pub use spec::{check_tier, LaunchError, Limits, RunSpec, Step};
+pub use spec::{check_tier, Confinement, LaunchError, Limits, RunSpec, Step};
 pub use target::{Actions, Tree};
 
 pub type RunId = u64;
@@ -160,6 +160,15 @@ pub struct RunRecord {
     pub agent: String,
     pub trigger: String,
     pub tier: SecurityTier,
+    /// The native sandbox level it ran at (Permissive on container tiers).
+    #[serde(default)]
+    pub sandbox: crate::tier::SandboxLevel,
+    /// Calls the sandbox refused and the kernel reported (network, ptrace, io_uring), and the
+    /// latest few of them.
+    #[serde(default)]
+    pub denials: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied: Vec<String>,
     pub pid: Option<i32>,
     pub container_id: Option<String>,
     pub argv: Vec<String>,
@@ -265,6 +274,11 @@ pub struct RunStatus {
     pub agent: String,
     pub trigger: String,
     pub tier: SecurityTier,
+    /// The native sandbox level.
+    pub sandbox: crate::tier::SandboxLevel,
+    /// What the sandbox refused: how often, and the latest few.
+    pub denials: u64,
+    pub denied: Vec<String>,
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub env_names: Vec<String>,
@@ -482,6 +496,7 @@ impl Supervisor {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let mut out = NativeHost::start(opts, n)?.mechanisms();
         out.push("watchdog: memory, CPU time, process count and timeout".into());
+        out.extend(crate::sandbox::describe());
         out.push(MicrovmHost::new(&std::path::absolute(&opts.data_dir)?).describe());
         Ok(out)
     }
@@ -605,6 +620,9 @@ impl Supervisor {
             agent: spec.agent.clone(),
             trigger: spec.trigger.clone(),
             tier: spec.tier,
+            sandbox: spec.sandbox.level,
+            denials: 0,
+            denied: Vec::new(),
             argv: spec.steps[0].argv.clone(),
             cwd: spec.cwd.clone(),
             env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),

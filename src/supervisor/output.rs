@@ -198,6 +198,7 @@ impl StreamSink {
     /// predecessor hold the newest `cap_bytes` of the stream.
     pub fn new(path: &Path, tail: SharedTail, cap_bytes: u64) -> std::io::Result<StreamSink> {
         if let Some(dir) = path.parent() {
+            // Usually there already; if it cannot be made, the open below says why.
             let _ = std::fs::create_dir(dir);
         }
         open_log(path)?;
@@ -300,7 +301,16 @@ impl StreamSink {
             return;
         }
         if let (Log::Closed, Some(p)) = (&self.log, &self.path) {
-            self.log = open_log(p).map_or(Log::Lost, Log::Open);
+            self.log = open_log(p).map_or_else(
+                |e| {
+                    tracing::warn!(
+                        "cannot open the log {}: {e}; its output is dropped",
+                        p.display()
+                    );
+                    Log::Lost
+                },
+                Log::Open,
+            );
         }
         // Each file holds half the cap: the chunk is written up to that, then the log is
         // rotated and the rest goes to the fresh one.
@@ -320,6 +330,10 @@ impl StreamSink {
             self.size.current += (n - left) as u64;
             rest = &rest[n - left..];
             if left > 0 {
+                tracing::warn!(
+                    "cannot write the log {}; its further output is dropped",
+                    self.path.as_deref().unwrap_or(Path::new("-")).display()
+                );
                 self.log = Log::Lost;
             }
         }
@@ -341,14 +355,26 @@ impl StreamSink {
         // Closed before the rename (Windows renames an open file only with sharing).
         self.log = Log::Lost;
         let old = rotated_path(path);
-        if std::fs::rename(path, &old).is_err() {
+        if let Err(e) = std::fs::rename(path, &old) {
+            tracing::warn!(
+                "cannot rotate the log {} to {}: {e}; its further output is dropped",
+                path.display(),
+                old.display()
+            );
             return;
         }
         self.size.truncated += self.size.previous;
         self.size.previous = self.size.current;
         self.size.current = 0;
-        let Ok(mut log) = open_log(path) else {
-            return;
+        let mut log = match open_log(path) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open the rotated log {}: {e}; its further output is dropped",
+                    path.display()
+                );
+                return;
+            }
         };
         let note = rotation_note(&old, self.size.truncated, self.cap);
         if write_some(&mut log, note.as_bytes()) == 0 {
@@ -362,6 +388,7 @@ impl StreamSink {
         let held = held.unwrap_or_default();
         self.write(&held);
         if let (Some((to, stderr, _)), false) = (&self.forward, held.is_empty()) {
+            // A reader that has gone needs no more output.
             let _ = to
                 .send(OutputChunk {
                     stderr: *stderr,
@@ -370,7 +397,11 @@ impl StreamSink {
                 .await;
         }
         if let Log::Open(log) = &mut self.log {
-            if log.flush().is_err() {
+            if let Err(e) = log.flush() {
+                tracing::warn!(
+                    "cannot flush the log {}: {e}",
+                    self.path.as_deref().unwrap_or(Path::new("-")).display()
+                );
                 self.log = Log::Lost;
             }
         }

@@ -18,7 +18,9 @@ pub fn write(dir: &Path, r: &RunRecord) -> io::Result<()> {
     let tmp = dir.join(format!("{FILE}.tmp"));
     std::fs::write(&tmp, &text)?;
     std::fs::rename(&tmp, dir.join(FILE)).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = std::fs::remove_file(&tmp) {
+            tracing::warn!("cannot remove {}: {e}", tmp.display());
+        }
     })
 }
 
@@ -70,6 +72,9 @@ mod tests {
             agent: "Agent \"q\"".into(),
             trigger: "start".into(),
             tier: SecurityTier::None,
+            sandbox: Default::default(),
+            denials: 0,
+            denied: Vec::new(),
             pid: Some(4242),
             container_id: None,
             argv: vec!["sh".into(), "-c".into(), "echo hi; exit 3".into()],

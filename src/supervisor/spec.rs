@@ -30,6 +30,8 @@ pub struct RunSpec {
     pub image: Option<String>,
     /// Container tiers: the agent may reach the network (its capabilities include `network`).
     pub network: bool,
+    /// The native sandbox: what the agent's own process is confined to (SPEC 3.1).
+    pub sandbox: Confinement,
     /// Where the run was defined ("agent.dsl:13:5"), for the audit log.
     pub source: Option<String>,
 }
@@ -53,6 +55,56 @@ impl RunSpec {
             }
         }
         self
+    }
+}
+
+/// What a native agent is confined to, decided by the policy from its sandbox level, its
+/// capabilities and the operator's floor (SPEC 3.1). Everything off is Permissive.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Confinement {
+    /// The effective level, for the record, the dashboard and `check`.
+    pub level: crate::tier::SandboxLevel,
+    /// Writes only in the working directory, the run's own temp directory (`TMPDIR`, made for
+    /// the run and removed after it) and `allow_write`.
+    pub writes: bool,
+    /// Reads as the user except under `deny_read`.
+    pub reads: bool,
+    /// No sockets beyond Unix (and netlink) ones, and no io_uring, which makes sockets without
+    /// `socket()`.
+    pub network: bool,
+    /// No ptrace or `process_vm_*` of other processes, no io_uring.
+    pub syscalls: bool,
+    /// Secret locations no read reaches (absolute; only with `reads`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_read: Vec<PathBuf>,
+    /// Writable beyond the working and temp directories (absolute; only with `writes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_write: Vec<PathBuf>,
+}
+
+impl Confinement {
+    /// Whether anything is confined at all.
+    pub fn any(&self) -> bool {
+        self.writes || self.reads || self.network || self.syscalls
+    }
+
+    /// What is confined, for `check` and the record: "writes, network, ...", or "nothing".
+    pub fn summary(&self) -> String {
+        let parts: Vec<&str> = [
+            (self.writes, "writes"),
+            (self.reads, "secret reads"),
+            (self.network, "network"),
+            (self.syscalls, "ptrace and io_uring"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, what)| what)
+        .collect();
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -105,6 +157,9 @@ pub enum LaunchError {
         image: String,
         message: String,
     },
+    /// The host cannot enforce the agent's sandbox level (no Landlock, an older ABI, no
+    /// seccomp, another OS): the agent is refused, never run unconfined.
+    SandboxUnavailable { agent: String, message: String },
 }
 
 impl std::fmt::Display for LaunchError {
@@ -136,6 +191,7 @@ impl std::fmt::Display for LaunchError {
                 message,
             } => write!(f, "agent {agent} on tier {tier}: {message}"),
             LaunchError::RuntimeMissing { agent, message }
+            | LaunchError::SandboxUnavailable { agent, message }
             | LaunchError::ImageMissing { agent, message, .. } => {
                 write!(f, "agent {agent}: {message}")
             }

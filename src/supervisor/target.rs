@@ -34,6 +34,10 @@ pub trait Tree: Send + Sync + Debug {
     fn fork_refusals(&self) -> u64 {
         0
     }
+    /// What the run's sandbox refused so far (none where the tier reports nothing).
+    fn denials(&self) -> Option<&Denials> {
+        None
+    }
     /// A file counting the whole tree's CPU time, re-read cheaply on each sample
     /// (`true`: cgroup v2 `cpu.stat`; `false`: a plain nanosecond counter).
     fn cpu_counter(&self) -> Option<(PathBuf, bool)> {
@@ -220,4 +224,37 @@ pub(crate) trait Target: Send + 'static {
 
     /// The run is over: its counters are read and its resources removed.
     fn finish(&mut self) -> impl Future<Output = Finals> + Send;
+}
+
+/// What a run's sandbox refused, as the kernel told the supervisor: a count and the most recent
+/// few, described ("socket(AF_INET): network"). Filled by the tier, read by the watchdog and the
+/// record.
+#[derive(Debug, Default)]
+pub struct Denials {
+    count: std::sync::atomic::AtomicU64,
+    recent: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+impl Denials {
+    /// How many of the latest denials are kept.
+    pub const KEPT: usize = 16;
+
+    pub fn push(&self, what: String) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() == Self::KEPT {
+            r.pop_front();
+        }
+        r.push_back(what);
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The latest, oldest first.
+    pub fn recent(&self) -> Vec<String> {
+        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        r.iter().cloned().collect()
+    }
 }

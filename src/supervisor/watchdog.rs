@@ -367,6 +367,7 @@ impl Watchdog {
         }
         if w.limits.memory_bytes.is_some_and(|m| rss > m) {
             w.killed = true;
+            // A run whose control loop has gone has ended: nothing is left to kill.
             let _ = w.ctl.send(Control::Kill {
                 sig: Sig::Kill,
                 scope: Scope::Tree,
@@ -431,6 +432,14 @@ impl Watchdog {
             }
             s.touch();
         }
+        if let Some(d) = w.tree.denials() {
+            let n = d.count();
+            if n != s.denials {
+                s.denials = n;
+                s.denied = d.recent();
+                s.touch();
+            }
+        }
         s.sampled_at = Some(now);
         let (pct, rss) = (s.cpu_pct as f32, s.rss_bytes);
         s.history.push(pct, rss);
@@ -452,6 +461,7 @@ impl Watchdog {
         }
         if let Some((reason, by)) = verdict(w, p) {
             w.killed = true;
+            // A run whose control loop has gone has ended: nothing is left to kill.
             let _ = w.ctl.send(Control::Kill {
                 sig: Sig::Kill,
                 scope: Scope::Tree,
@@ -512,6 +522,7 @@ impl Watchdog {
             "warning",
             json!({"run_id": id, "agent": agent, "limit": what, "level": name, "value": value, "max": max}),
         );
+        // No subscriber is no error: nobody is listening.
         let _ = self.events.send(Event::Warning {
             run_id: id,
             agent: agent.to_string(),

@@ -215,6 +215,7 @@ impl Target for ContainerTarget {
             limits: &self.spec.limits,
             tier: self.spec.tier,
             network: self.spec.network,
+            read_only: self.spec.sandbox.writes,
             labels,
             stdin: self.stdin.as_ref(),
         };

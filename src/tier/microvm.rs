@@ -199,6 +199,8 @@ impl MicrovmHost {
             steps: Vec::new(),
             env,
             limits,
+            // The VM is the boundary (SPEC 3.1): QEMU itself runs unconfined.
+            sandbox: Default::default(),
             ..(*spec).clone()
         };
         let inner = native.target(id, Arc::new(qemu_spec), marker, stdin);

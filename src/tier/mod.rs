@@ -99,6 +99,67 @@ impl FromStr for SecurityTier {
     }
 }
 
+/// How much of the host a native agent may touch (SPEC 3.1; upstream Symbiont's names). Ordered
+/// from the weakest: the operator's `min_sandbox` is a floor an agent file can only raise.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+pub enum SandboxLevel {
+    /// Nothing is confined: the agent reads, writes and connects as the user.
+    #[default]
+    Permissive,
+    /// Writes only in the working directory and the run's own temp directory; no network
+    /// beyond Unix sockets.
+    Moderate,
+    /// Moderate, and no reads of secret locations, no ptrace of other processes, no io_uring.
+    Strict,
+}
+
+impl SandboxLevel {
+    pub const ALL: [SandboxLevel; 3] = [Self::Permissive, Self::Moderate, Self::Strict];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Permissive => "Permissive",
+            Self::Moderate => "Moderate",
+            Self::Strict => "Strict",
+        }
+    }
+}
+
+impl fmt::Display for SandboxLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error for a sandbox name that is none of the levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSandbox(pub String);
+
+impl fmt::Display for UnknownSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown sandbox level `{}` (expected one of: Permissive, Moderate, Strict)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownSandbox {}
+
+impl FromStr for SandboxLevel {
+    type Err = UnknownSandbox;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownSandbox(s.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +181,22 @@ mod tests {
             assert_eq!(s.parse::<SecurityTier>().unwrap(), t, "{s}");
         }
         assert!("tier4".parse::<SecurityTier>().is_err());
+    }
+
+    #[test]
+    fn sandbox_levels_parse_in_any_case_and_are_ordered() {
+        assert_eq!("strict".parse::<SandboxLevel>(), Ok(SandboxLevel::Strict));
+        assert_eq!(
+            " MODERATE ".parse::<SandboxLevel>(),
+            Ok(SandboxLevel::Moderate)
+        );
+        assert_eq!(
+            "Permissive".parse::<SandboxLevel>(),
+            Ok(SandboxLevel::Permissive)
+        );
+        let e = "lax".parse::<SandboxLevel>().unwrap_err().to_string();
+        assert!(e.contains("`lax`") && e.contains("Moderate"), "{e}");
+        assert!(SandboxLevel::Permissive < SandboxLevel::Moderate);
+        assert!(SandboxLevel::Moderate < SandboxLevel::Strict);
     }
 }

@@ -198,6 +198,10 @@ impl NativeHost {
             forwarding: None,
             stdin: stdin.map(OwnedFd::from),
             refill_due: false,
+            tmpdir: None,
+            env: None,
+            #[cfg(target_os = "linux")]
+            sandbox: None,
         }
     }
 }
@@ -266,6 +270,13 @@ pub(crate) struct NativeTarget {
     stdin: Option<OwnedFd>,
     /// A launcher of the pool was used: a replacement is due.
     refill_due: bool,
+    /// Under a sandbox that confines writes: the run's own temp directory (its `TMPDIR`),
+    /// removed when the run ends, and the environment that names it.
+    tmpdir: Option<PathBuf>,
+    env: Option<Vec<(String, String)>>,
+    /// What the agent's process applies to itself before its exec.
+    #[cfg(target_os = "linux")]
+    sandbox: Option<crate::sandbox::ChildSandbox>,
 }
 
 /// The rlimits of a run. Where no cgroup limits memory, RLIMIT_DATA per process (never
@@ -436,14 +447,48 @@ impl NativeTarget {
             program: &step.program,
             argv: &step.argv,
             cwd: &self.spec.cwd,
-            env: &self.spec.env,
+            env: self.env.as_deref().unwrap_or(&self.spec.env),
             cgroup_fds,
             rlimits: self.rlimits,
             #[cfg(target_os = "linux")]
             affinity: self.affinity,
             subreaper: !self.held.is_some_and(|h| h.tree),
             stdin: self.stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+            #[cfg(target_os = "linux")]
+            sandbox: self.sandbox.as_ref(),
         }
+    }
+
+    /// Prepares the run's sandbox (SPEC 3.1): its own temp directory where writes are
+    /// confined, and the rules its process applies to itself. An error refuses the run.
+    fn confine(&mut self) -> Result<(), String> {
+        let c = &self.spec.sandbox;
+        if !c.any() {
+            return Ok(());
+        }
+        crate::sandbox::enforceable(c)?;
+        let mut writable = vec![self.spec.cwd.clone()];
+        if c.writes {
+            let template = std::env::temp_dir().join(format!("symbiont-run{}-XXXXXX", self.id));
+            let dir = nix::unistd::mkdtemp(&template).map_err(|e| {
+                format!(
+                    "cannot make the run's temp directory {}: {e}",
+                    template.display()
+                )
+            })?;
+            let mut env = self.spec.env.clone();
+            env.retain(|(k, _)| k != "TMPDIR");
+            env.push(("TMPDIR".into(), dir.to_string_lossy().into_owned()));
+            self.env = Some(env);
+            writable.push(dir.clone());
+            self.tmpdir = Some(dir);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let dirs: Vec<&std::path::Path> = writable.iter().map(PathBuf::as_path).collect();
+            self.sandbox = Some(crate::sandbox::ChildSandbox::new(c, &dirs)?);
+        }
+        Ok(())
     }
 
     /// A step's process runs: it is the tree's main process, the guardian knows its group.
@@ -456,6 +501,14 @@ impl NativeTarget {
         self.tree.set_main(pid);
         self.host.guard(pid);
         self.pid = Some(pid);
+        #[cfg(target_os = "linux")]
+        if let Some(listener) = s.denials {
+            // Each call the sandbox refuses is counted and described before it is answered.
+            let tree = self.tree.clone();
+            tokio::spawn(crate::sandbox::seccomp::serve_denials(listener, move |d| {
+                tree.denials.push(d)
+            }));
+        }
         self.pipes = Some((s.stdout, s.stderr));
         Started {
             pid: Some(pid),
@@ -475,8 +528,10 @@ impl NativeTarget {
         let host = self.host.clone();
         let pool = host.pool.as_ref()?;
         let spec = self.spec.clone();
+        // A launcher cannot apply a sandbox: confined runs take the direct path.
         if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, &spec.env)
             || self.stdin.is_some()
+            || spec.sandbox.any()
         {
             return None;
         }
@@ -562,10 +617,13 @@ impl Target for NativeTarget {
                 pool.refill();
             }
         }
-        let (note, fatal) = match self.make_groups() {
+        let (note, mut fatal) = match self.make_groups() {
             Ok(note) => (note, None),
             Err(refused) => (None, Some(refused)),
         };
+        if fatal.is_none() {
+            fatal = self.confine().err();
+        }
         if self.held.is_none() {
             self.hold(Enforced::default());
         }
@@ -587,6 +645,11 @@ impl Target for NativeTarget {
         let mut audit = Map::new();
         let programs: Vec<Value> = self.spec.steps.iter().map(|s| json!(s.program)).collect();
         audit.insert("program".into(), Value::Array(programs));
+        let c = &self.spec.sandbox;
+        audit.insert(
+            "sandbox".into(),
+            json!({"level": c.level, "confines": c.summary(), "tmpdir": self.tmpdir}),
+        );
         Prepared {
             os: OsEnforced {
                 memory: held.memory,
@@ -696,6 +759,10 @@ impl Target for NativeTarget {
             if let Some(cg) = self.host.remover.remove(cg).await {
                 self.tree.put_back(cg);
             }
+        }
+        if let Some(dir) = self.tmpdir.take() {
+            // Whatever the agent left there goes with the run.
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         }
         finals
     }

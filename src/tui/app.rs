@@ -23,6 +23,14 @@ pub struct AgentRow {
     pub agent: String,
     pub trigger: String,
     pub tier: SecurityTier,
+    /// The native sandbox level.
+    #[serde(default)]
+    pub sandbox: crate::tier::SandboxLevel,
+    /// What the sandbox refused: how often, and the latest few.
+    #[serde(default)]
+    pub denials: u64,
+    #[serde(default)]
+    pub denied: Vec<String>,
     pub pid: Option<i32>,
     pub state: RunState,
     pub cpu_pct: f64,
@@ -78,6 +86,12 @@ impl AgentRow {
             agent: s.agent.clone(),
             trigger: s.trigger.clone(),
             tier: s.tier,
+            sandbox: s.sandbox,
+            denials: rec.map_or(s.denials, |r| r.denials),
+            denied: match rec {
+                Some(r) => r.denied.clone(),
+                None => s.denied.clone(),
+            },
             pid: s.pid,
             state: s.state,
             cpu_pct: s.cpu_pct,
@@ -339,6 +353,9 @@ pub struct App {
     /// On the service's agents (`symbiont attach`): quitting leaves them running unless the
     /// operator asks to stop them.
     pub attached: bool,
+    /// The message did not fit the status line and shows in a box of its own (set by the
+    /// drawing): the next key closes it and does nothing else.
+    pub message_box: bool,
 }
 
 impl App {
@@ -369,6 +386,7 @@ impl App {
             quitting: false,
             mono: false,
             attached: false,
+            message_box: false,
         }
     }
 
@@ -503,9 +521,13 @@ impl App {
 
     /// A key press; returns what the supervisor must do.
     pub fn on_key(&mut self, ev: KeyEvent) -> Vec<Cmd> {
+        let message_box = std::mem::take(&mut self.message_box);
         self.message = None;
         if ev.modifiers.contains(KeyModifiers::CONTROL) && ev.code == KeyCode::Char('c') {
             return self.ask_quit();
+        }
+        if message_box {
+            return vec![];
         }
         if let Some(d) = self.dialog.take() {
             return self.on_dialog_key(d, ev);

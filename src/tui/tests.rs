@@ -27,6 +27,9 @@ fn row(id: u64, agent: &str, rss_mb: u64, limit_mb: u64, elapsed: u64, timeout: 
         agent: agent.into(),
         trigger: "start".into(),
         tier: SecurityTier::None,
+        sandbox: Default::default(),
+        denials: 0,
+        denied: Vec::new(),
         pid: Some(1000 + id as i32),
         state: RunState::Running,
         cpu_pct: 12.5,
@@ -686,4 +689,107 @@ fn the_detail_pane_says_what_holds_a_runs_limits_where_no_cgroup_does() {
     assert!(screen.contains("RLIMIT_DATA"), "{screen}");
     // Shown, never interpreted.
     assert!(screen.contains("^[[2J"), "{screen}");
+}
+
+/// Every word of `message`, in order, on `screen` (however it was wrapped).
+fn shows_whole(screen: &str, message: &str) -> bool {
+    let squeezed: String = screen
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c == ' ' || c == '│'))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    squeezed.contains(message)
+}
+
+const LONG_ERROR: &str = "launch failed: `ruby` (/usr/bin/ruby) is not an allowed executable. \
+     Allowed: bash (/usr/bin/bash), sh (/usr/bin/sh), python3 (/usr/bin/python3), python \
+     (/usr/bin/python), node (/usr/bin/node). To allow it, add its name or absolute path to \
+     native_execution.allowed_executables";
+
+/// An error longer than the status line is wrapped over the header's lines, whole, and the
+/// table moves down to make room.
+#[test]
+fn a_long_error_is_wrapped_whole_on_the_status_line() {
+    let mut a = app();
+    a.message = Some(LONG_ERROR.into());
+    let t = render(&mut a, 100, 20);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("long_error_wrapped", screen);
+    assert!(shows_whole(&screen, LONG_ERROR), "{screen}");
+    assert!(!a.message_box);
+    // The header grew: the table's heading is below the message's last line.
+    let (last, _) = line_of(&screen, "native_execution.allowed_executables");
+    let (heading, _) = line_of(&screen, "AGENT");
+    assert!(heading > last, "{screen}");
+    // A key goes on to do what it does (`q` with agents alive asks first), and the message goes.
+    a.on_key(key(KeyCode::Char('q')));
+    assert!(matches!(a.dialog, Some(Dialog::ConfirmQuit { .. })));
+    assert_eq!(a.message, None);
+}
+
+/// One too long for a few lines shows whole in a box; any key closes the box and does
+/// nothing else.
+#[test]
+fn a_very_long_error_shows_whole_in_a_box_that_any_key_closes() {
+    let mut a = app();
+    let message = format!("{LONG_ERROR}. {LONG_ERROR}");
+    a.message = Some(message.clone());
+    let t = render(&mut a, 80, 24);
+    let screen = text(t.backend().buffer());
+    insta::assert_snapshot!("long_error_box", screen);
+    assert!(a.message_box);
+    assert!(shows_whole(&screen, &message), "{screen}");
+    assert!(screen.contains("any key closes this"), "{screen}");
+    // `q` closes the box, and does not quit.
+    assert_eq!(a.on_key(key(KeyCode::Char('q'))), vec![]);
+    assert!(a.dialog.is_none() && !a.quitting);
+    assert_eq!(a.message, None);
+    let screen = text(render(&mut a, 80, 24).backend().buffer());
+    assert!(!screen.contains("any key closes this"), "{screen}");
+    assert!(!a.message_box);
+}
+
+#[test]
+fn wrapping_keeps_every_character() {
+    use super::ui::wrap;
+    assert_eq!(wrap("ab cd ef", 5), vec!["ab cd", "ef"]);
+    // A word wider than the line is cut inside, nothing is lost.
+    assert_eq!(wrap("abcdefgh ij", 3), vec!["abc", "def", "gh", "ij"]);
+    // The message's own lines stay lines.
+    assert_eq!(wrap("one\ntwo three", 20), vec!["one", "two three"]);
+    assert_eq!(wrap("", 10), vec![""]);
+    assert_eq!(wrap("日本語のエラー", 6), vec!["日本語", "のエラ", "ー"]);
+}
+
+#[test]
+fn a_confined_row_shows_its_sandbox_level() {
+    let mut a = App::new(Keymap::default(), 0.8, 0.95, Duration::from_secs(1));
+    let mut strict = row(1, "Strict1", 40, 512, 20, 300);
+    strict.sandbox = crate::tier::SandboxLevel::Strict;
+    strict.denials = 2;
+    strict.denied = vec!["socket(AF_INET): network".into(), "io_uring".into()];
+    let mut moderate = row(2, "Moderate1", 40, 512, 20, 300);
+    moderate.sandbox = crate::tier::SandboxLevel::Moderate;
+    a.set_rows(vec![strict, moderate, row(3, "Open1", 40, 512, 20, 300)]);
+    let t = render(&mut a, 160, 20);
+    let screen = text(t.backend().buffer());
+    assert!(
+        line_of(&screen, "Strict1").1.contains(" native/S "),
+        "{screen}"
+    );
+    assert!(
+        line_of(&screen, "Moderate1").1.contains(" native/M ")
+            && !line_of(&screen, "Moderate1").1.contains("denied")
+            && line_of(&screen, "Strict1").1.contains("⊘2 denied"),
+        "{screen}"
+    );
+    assert!(line_of(&screen, "Open1").1.contains(" native "), "{screen}");
+    a.on_key(key(KeyCode::Enter));
+    let t = render(&mut a, 120, 40);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("sandbox: Strict, 2 denied"), "{screen}");
+    assert!(screen.contains("⊘ socket(AF_INET): network") && screen.contains("⊘ io_uring"));
 }

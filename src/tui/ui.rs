@@ -1,6 +1,7 @@
 //! Drawing the dashboard. Only the visible lines are built, so a frame of a thousand agents
 //! costs what a frame of fifty does.
 
+use crate::tier::SandboxLevel;
 use std::time::Duration;
 
 use ratatui::buffer::Buffer;
@@ -74,7 +75,12 @@ fn state_text(r: &AgentRow) -> &'static str {
 fn limit_marker(app: &App, r: &AgentRow) -> String {
     let l = app.level(r);
     if l == Level::Ok {
-        return String::new();
+        // What the sandbox refused, where no limit is near.
+        return if r.denials > 0 {
+            format!("⊘{} denied", r.denials)
+        } else {
+            String::new()
+        };
     }
     let (what, ratio) = [
         ("mem", r.mem_ratio()),
@@ -88,15 +94,71 @@ fn limit_marker(app: &App, r: &AgentRow) -> String {
     format!("{sym}{what} {:.0}%", ratio * 100.0)
 }
 
+/// The most lines the status line grows to; a longer message shows in a box of its own.
+const STATUS_LINES: usize = 3;
+
+/// `text` wrapped at `width` columns: its own lines, each at spaces, and inside a word only
+/// where the word alone is wider. Nothing is dropped.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    for para in text.lines() {
+        let mut line = String::new();
+        let mut w = 0;
+        for word in para.split(' ') {
+            let ww = Span::raw(word).width();
+            if w > 0 && w + 1 + ww <= width {
+                line.push(' ');
+                line.push_str(word);
+                w += 1 + ww;
+                continue;
+            }
+            if w > 0 {
+                out.push(std::mem::take(&mut line));
+                w = 0;
+            }
+            for c in word.chars() {
+                let cw = Span::raw(c.to_string()).width();
+                if w + cw > width && w > 0 {
+                    out.push(std::mem::take(&mut line));
+                    w = 0;
+                }
+                line.push(c);
+                w += cw;
+            }
+        }
+        out.push(line);
+    }
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out
+}
+
 pub fn draw(f: &mut Frame, app: &mut App) {
     let area = f.area();
+    // The status line shows the whole message: over several lines, or in a box when longer.
+    let wrapped = app
+        .message
+        .as_deref()
+        .map(|m| wrap(m, usize::from(area.width.saturating_sub(1))));
+    let fits = wrapped.as_ref().is_none_or(|w| w.len() <= STATUS_LINES);
+    app.message_box = !fits && app.dialog.is_none();
+    let status = match &wrapped {
+        Some(w) if fits => w.clone(),
+        Some(_) if app.message_box => {
+            vec!["a message too long for this line is in the box below; any key closes it".into()]
+        }
+        Some(w) => vec![format!("{}…", w[0])],
+        None => Vec::new(),
+    };
     let [header, body, footer] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(1 + status.len().max(1) as u16),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(area);
-    draw_header(f, app, header);
+    draw_header(f, app, &status, header);
     if app.detail && body.height >= 12 {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
@@ -108,6 +170,9 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     draw_footer(f, app, footer);
     if let Some(d) = app.dialog.clone() {
         draw_dialog(f, app, &d, area);
+    }
+    if let (true, Some(m)) = (app.message_box, &app.message) {
+        draw_message_box(f, m, area);
     }
     if app.mono {
         monochrome(f.buffer_mut());
@@ -126,7 +191,30 @@ pub fn monochrome(buf: &mut Buffer) {
     }
 }
 
-fn draw_header(f: &mut Frame, app: &App, area: Rect) {
+/// A message too long for the status line, whole, in a box over the screen.
+fn draw_message_box(f: &mut Frame, message: &str, area: Rect) {
+    let w = area.width.min(100);
+    let lines: Vec<Line> = wrap(message, usize::from(w.saturating_sub(4)))
+        .into_iter()
+        .map(|l| Line::from(format!(" {l}")))
+        .collect();
+    let r = centered(area, w, lines.len() as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .style(Style::default().fg(Color::Cyan))
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" message ")
+                    .title_bottom(" any key closes this "),
+            ),
+        r,
+    );
+}
+
+/// `status`: the message's lines (empty: the sort, filter and toggles instead).
+fn draw_header(f: &mut Frame, app: &App, message: &[String], area: Rect) {
     let count = |s: RunState| app.rows.iter().filter(|r| r.state == s).count();
     let exited_ok = app
         .rows
@@ -180,17 +268,20 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     if app.near_only {
         status.push("only agents near a limit".to_string());
     }
-    let second = match &app.message {
-        Some(m) => Line::from(Span::styled(
-            format!(" {m}"),
-            Style::default().fg(Color::Cyan),
-        )),
-        None => Line::from(Span::styled(
+    let mut lines = vec![Line::from(spans)];
+    if message.is_empty() {
+        lines.push(Line::from(Span::styled(
             format!(" {}", status.join(" │ ")),
             Style::default().fg(Color::DarkGray),
-        )),
-    };
-    f.render_widget(Paragraph::new(vec![Line::from(spans), second]), area);
+        )));
+    }
+    for l in message {
+        lines.push(Line::from(Span::styled(
+            format!(" {l}"),
+            Style::default().fg(Color::Cyan),
+        )));
+    }
+    f.render_widget(Paragraph::new(lines), area);
 }
 
 /// Columns for the width at hand: everything from 130 columns (the projection to the memory
@@ -219,7 +310,7 @@ fn columns(width: u16) -> Vec<(Col, &'static str, Constraint)> {
     let all = [
         (Agent, "AGENT", Constraint::Min(12)),
         (Trigger, "TRIGGER", Constraint::Min(10)),
-        (Tier, "TIER", Constraint::Length(7)),
+        (Tier, "TIER", Constraint::Length(8)),
         (Pid, "PID", Constraint::Length(7)),
         (State, "STATE", Constraint::Length(8)),
         (Cpu, "CPU%", Constraint::Length(6)),
@@ -278,7 +369,11 @@ fn agent_cell(app: &App, r: &AgentRow, c: Col) -> String {
             r.agent
         ),
         Col::Trigger => r.trigger.clone(),
-        Col::Tier => r.tier.runtime_name().to_string(),
+        Col::Tier => match r.sandbox {
+            // The level's initial: the detail pane names it.
+            SandboxLevel::Permissive => r.tier.runtime_name().to_string(),
+            l => format!("{}/{}", r.tier.runtime_name(), &l.name()[..1]),
+        },
         Col::Pid => r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         Col::State => state_text(r).to_string(),
         Col::Cpu if r.alive() => format!("{:.1}", r.cpu_pct),
@@ -467,6 +562,15 @@ fn draw_detail(f: &mut Frame, app: &App, area: Rect) {
     }
     info.push(Line::from(format!("cwd: {}", r.cwd)));
     info.push(Line::from(format!("env: {}", r.env_names.join(" "))));
+    if r.sandbox != SandboxLevel::Permissive {
+        info.push(Line::from(match r.denials {
+            0 => format!("sandbox: {}, nothing denied", r.sandbox),
+            n => format!("sandbox: {}, {n} denied, latest:", r.sandbox),
+        }));
+        for d in r.denied.iter().rev().take(4) {
+            info.push(Line::from(format!("  ⊘ {}", crate::report::visible(d))));
+        }
+    }
     if let Some(n) = &r.note {
         info.push(Line::from(Span::styled(
             format!("note: {}", crate::report::visible(n)),

@@ -115,6 +115,16 @@ pub fn records(o: &Output) -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// A record's `stdout_tail` or `stderr_tail` (`stream` is "stdout" or "stderr") as lines.
+pub fn tail_of(record: &serde_json::Value, stream: &str) -> Vec<String> {
+    record[format!("{stream}_tail")]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {stream}_tail in {record}"))
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Every live (not zombie) process, with the fields of its `/proc/PID/stat` after the name
 /// (state first, then the parent's pid, ...).
 pub fn live_processes() -> Vec<(i32, Vec<String>)> {
@@ -219,4 +229,37 @@ pub fn skip(test: &str, why: &str) {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// The ordinary user that tests running as root run the binary as (through `setpriv`).
+pub const TEST_USER: &str = "symbiont-test";
+
+fn test_user_id(flag: &str) -> Option<u32> {
+    let o = Command::new("id").args([flag, TEST_USER]).output().ok()?;
+    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+}
+
+/// The uid and gid of [`TEST_USER`], creating the user if it is missing (root only).
+pub fn test_user() -> (u32, u32) {
+    if test_user_id("-u").is_none() {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .arg(TEST_USER)
+            .status()
+            .expect("useradd");
+        // Another test binary may have made it meanwhile.
+        assert!(
+            st.success() || test_user_id("-u").is_some(),
+            "cannot create {TEST_USER}"
+        );
+    }
+    (
+        test_user_id("-u").expect("uid"),
+        test_user_id("-g").expect("gid"),
+    )
 }

@@ -154,6 +154,16 @@ impl Pty {
         out
     }
 
+    /// Reads the emulated screen: every cell with its colours and attributes.
+    pub fn with_screen<R>(&self, f: impl FnOnce(&vt100::Screen) -> R) -> R {
+        f(self.screen.lock().unwrap().screen())
+    }
+
+    /// Everything the program wrote to the terminal so far, escape sequences and all.
+    pub fn written(&self) -> String {
+        String::from_utf8_lossy(&self.raw.lock().unwrap()).into_owned()
+    }
+
     pub fn left_alternate_screen(&self) -> bool {
         let raw = self.raw.lock().unwrap();
         raw.windows(8).any(|w| w == b"\x1b[?1049l")

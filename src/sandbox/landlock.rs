@@ -1,0 +1,258 @@
+//! Landlock rulesets for the native sandbox (SPEC 3.1), Linux.
+//!
+//! The rulesets are built here, in the supervisor, and only enforced in the agent's own process
+//! between clone and exec (`landlock_restrict_self` on a descriptor it inherits): the child makes
+//! one system call per ruleset, whatever the number of rules, so a confined launch costs about
+//! what a plain one does.
+//!
+//! Two layers, each handling its own access rights, so that together they give exactly the level:
+//! - the write layer (Moderate and Strict) handles the write rights and allows them beneath the
+//!   working directory, the run's own temp directory, the operator's `allow_write` and the
+//!   devices every program writes to (`/dev/null`, terminals, `/dev/shm`). Made for each run.
+//! - the read layer (Strict) handles the read rights and allows them everywhere except beneath
+//!   the deny list. Landlock only allows, so "everything but" is the complement: for each
+//!   directory on the way from `/` to a denied path, every other entry is allowed. Listing
+//!   directories stays allowed everywhere (names, not contents). The layer is the same for every
+//!   Strict run of the supervisor: built once and rebuilt only when a directory on those ways
+//!   changes (a new entry in the home directory is then readable too).
+
+use std::collections::BTreeSet;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use landlock::{
+    AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, ABI,
+};
+
+/// The ABI a write layer needs: 3 brings `truncate(2)` under the rules (before it, an agent could
+/// empty any file it can reach); 2 brings renames and links across directories.
+pub const WRITE_ABI: u32 = 3;
+/// The ABI the read layer needs.
+pub const READ_ABI: u32 = 1;
+/// The ABI whose rulesets can ask for their denials to be logged after exec (audit).
+pub const AUDIT_ABI: u32 = 7;
+/// `LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON`: denials of the agent (which runs after our exec)
+/// reach the audit log, where the host has one.
+const LOG_NEW_EXEC_ON: u32 = 1 << 1;
+/// `LANDLOCK_CREATE_RULESET_VERSION`.
+const CREATE_RULESET_VERSION: u32 = 1 << 0;
+
+/// The Landlock ABI of this kernel, 0 without Landlock. `SYMBIONT_LANDLOCK_ABI` lowers it, to
+/// see how a host without Landlock (or with an older one) is treated.
+pub fn abi() -> u32 {
+    static ABI_VERSION: OnceLock<u32> = OnceLock::new();
+    *ABI_VERSION.get_or_init(|| {
+        // SAFETY: with a null attribute, size 0 and only the VERSION flag,
+        // landlock_create_ruleset reads no memory and returns the ABI version (or -1 where the
+        // kernel has no Landlock, or it is disabled).
+        let v = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+                CREATE_RULESET_VERSION,
+            )
+        };
+        let real = u32::try_from(v).unwrap_or(0);
+        match std::env::var("SYMBIONT_LANDLOCK_ABI")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            Some(lower) => real.min(lower),
+            None => real,
+        }
+    })
+}
+
+/// The flags every `landlock_restrict_self` of an agent uses.
+pub fn restrict_flags() -> u32 {
+    if abi() >= AUDIT_ABI {
+        LOG_NEW_EXEC_ON
+    } else {
+        0
+    }
+}
+
+fn kernel_abi() -> ABI {
+    ABI::from(abi() as i32)
+}
+
+/// The write rights the write layer handles: all of this ABI's but the ioctls on devices and
+/// connecting to Unix sockets by path, which Moderate leaves alone.
+fn write_rights(abi: ABI) -> BitFlags<AccessFs> {
+    AccessFs::from_write(abi) & !(AccessFs::IoctlDev | AccessFs::ResolveUnix)
+}
+
+/// A rule allowing `access` beneath `path` (on a file: the rights a file can have). `None`
+/// where the path does not exist.
+fn rule(path: &Path, access: BitFlags<AccessFs>, abi: ABI) -> Option<PathBeneath<PathFd>> {
+    let meta = std::fs::metadata(path).ok()?;
+    let access = if meta.is_dir() {
+        access
+    } else {
+        access & AccessFs::from_file(abi)
+    };
+    Some(PathBeneath::new(PathFd::new(path).ok()?, access))
+}
+
+/// Devices any program may write to, whatever the level.
+const WRITABLE_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
+    "/dev/shm",
+];
+
+/// The write layer of one run: writes only beneath `dirs` (the working and temp directories and
+/// the operator's `allow_write`) and to the common devices.
+pub fn write_layer(dirs: &[&Path]) -> Result<OwnedFd, String> {
+    let abi = kernel_abi();
+    let rights = write_rights(abi);
+    let fail = |e: &dyn std::fmt::Display| format!("cannot build the Landlock write rules: {e}");
+    let mut created = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(rights)
+        .map_err(|e| fail(&e))?
+        .create()
+        .map_err(|e| fail(&e))?;
+    let devices = WRITABLE_DEVICES.iter().map(Path::new);
+    for path in dirs.iter().copied().chain(devices) {
+        if let Some(r) = rule(path, rights, abi) {
+            created = created.add_rule(r).map_err(|e| fail(&e))?;
+        }
+    }
+    Option::<OwnedFd>::from(created).ok_or_else(|| fail(&"Landlock is not enabled"))
+}
+
+/// The read layer for `deny`, shared by every Strict run while the directories on the way to
+/// the denied paths do not change.
+pub fn read_layer(deny: &[PathBuf]) -> Result<Arc<OwnedFd>, String> {
+    struct Cached {
+        deny: Vec<PathBuf>,
+        stamps: Vec<(PathBuf, Option<SystemTime>)>,
+        fd: Arc<OwnedFd>,
+    }
+    static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = cache.as_ref() {
+        if c.deny == deny && c.stamps.iter().all(|(p, t)| stamp(p) == *t) {
+            return Ok(c.fd.clone());
+        }
+    }
+    let (fd, ancestors) = build_read_layer(deny)?;
+    let fd = Arc::new(fd);
+    *cache = Some(Cached {
+        deny: deny.to_vec(),
+        stamps: ancestors
+            .into_iter()
+            .map(|p| (p.clone(), stamp(&p)))
+            .collect(),
+        fd: fd.clone(),
+    });
+    Ok(fd)
+}
+
+/// `p` with its existing part resolved (symbolic links, `..`), the rest as written: Landlock
+/// sees the real hierarchy.
+fn real_path(p: &Path) -> PathBuf {
+    if let Ok(r) = std::fs::canonicalize(p) {
+        return r;
+    }
+    match (p.parent(), p.file_name()) {
+        (Some(parent), Some(name)) if parent != p => real_path(parent).join(name),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// The read layer and the directories it enumerated.
+fn build_read_layer(deny: &[PathBuf]) -> Result<(OwnedFd, BTreeSet<PathBuf>), String> {
+    let abi = kernel_abi();
+    let read = AccessFs::from_read(abi);
+    let fail = |e: &dyn std::fmt::Display| format!("cannot build the Landlock read rules: {e}");
+    let denied: BTreeSet<PathBuf> = deny.iter().map(|p| real_path(p)).collect();
+    let ancestors: BTreeSet<PathBuf> = denied
+        .iter()
+        .flat_map(|d| d.ancestors().skip(1).map(Path::to_path_buf))
+        .collect();
+    let mut created = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(read)
+        .map_err(|e| fail(&e))?
+        .create()
+        .map_err(|e| fail(&e))?;
+    // Listing is allowed everywhere: names are not secrets, and tools list their parents.
+    let root = PathFd::new("/").map_err(|e| fail(&e))?;
+    created = created
+        .add_rule(PathBeneath::new(root, AccessFs::ReadDir))
+        .map_err(|e| fail(&e))?;
+    for dir in &ancestors {
+        // Inside a denied tree, nothing is allowed.
+        if dir.ancestors().any(|a| denied.contains(a)) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if denied.contains(&path) || ancestors.contains(&path) {
+                continue;
+            }
+            // A link is followed to what it names, which has rules of its own (or none).
+            if entry.file_type().map(|t| t.is_symlink()).unwrap_or(true) {
+                continue;
+            }
+            if let Some(r) = rule(&path, read, abi) {
+                created = created.add_rule(r).map_err(|e| fail(&e))?;
+            }
+        }
+    }
+    let fd = Option::<OwnedFd>::from(created).ok_or_else(|| fail(&"Landlock is not enabled"))?;
+    Ok((fd, ancestors))
+}
+
+/// Whether this kernel can give the filesystem part of `c`; the reason and the fix where not.
+pub fn check(c: &crate::supervisor::Confinement) -> Result<(), String> {
+    let have = abi();
+    let need = if c.writes { WRITE_ABI } else { READ_ABI };
+    if !(c.writes || c.reads) || have >= need {
+        return Ok(());
+    }
+    let what = if c.writes {
+        "writes outside the working directory (truncate included)"
+    } else {
+        "reads of secret locations"
+    };
+    let have = if have == 0 {
+        "this kernel has no Landlock (or it is not enabled: add `landlock` to the lsm= boot parameter)".to_string()
+    } else {
+        format!("this kernel has Landlock ABI {have}")
+    };
+    Err(format!(
+        "the {} sandbox confines {what}, which needs Landlock ABI {need} (Linux 6.2 or later); \
+         {have}. The agent is refused rather than run unconfined: run it on a container tier, \
+         give it the `local_filesystem` capability, or use a newer kernel",
+        c.level
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_path_resolves_through_its_existing_parent() {
+        let dir = std::env::temp_dir().canonicalize().unwrap();
+        let p = dir.join("symbiont-no-such-dir").join("x");
+        assert_eq!(real_path(&p), p);
+    }
+}
