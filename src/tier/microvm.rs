@@ -288,6 +288,19 @@ fn probe(a: &Assets) -> Accel {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    // A probe VM that hangs must not outlive a supervisor killed meanwhile (no guardian knows
+    // it): it dies with the thread that waits for it.
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the hook runs in the forked child before exec and makes one
+        // async-signal-safe system call (prctl), touching no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
     let Ok(mut child) = cmd.spawn() else {
         return Accel::Tcg("QEMU could not be started for the KVM probe".into());
     };
