@@ -283,6 +283,15 @@ fn the_supervisor_killed_takes_its_vm_with_it() {
         "QEMU outlived its supervisor: {:?}",
         vms_of(pid)
     );
+    // Its control share stays until the next VM's start sweeps it: not this machine's litter.
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("symbiont-vm-{pid}-"))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 #[test]
