@@ -1,7 +1,8 @@
 //! The seed's "Example 3: hybrid execution": native for trusted local code, Tier1 (Docker)
-//! for untrusted code, in one program. The seed's snippet is wrapped in a `main` and its
-//! variables get values. The container image is `$SYMBIONT_IMAGE` (default `busybox:latest`);
-//! the daemon is `$DOCKER_HOST` (default: the standard socket).
+//! for untrusted code, in one program, extended to a third tier: Tier3, a microVM with a kernel
+//! of its own (its guest is built by `scripts/microvm-assets`). The seed's snippet is wrapped in
+//! a `main` and its variables get values. The container image is `$SYMBIONT_IMAGE` (default
+//! `busybox:latest`); the daemon is `$DOCKER_HOST` (default: the standard socket).
 use std::collections::HashMap;
 
 use symbiont::{Config, SandboxOrchestrator, SecurityTier};
@@ -29,8 +30,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Use Docker for external/untrusted operations
     let isolated_result = orchestrator
-        .execute_code(SecurityTier::Tier1, untrusted_code, env_vars)
+        .execute_code(SecurityTier::Tier1, untrusted_code, env_vars.clone())
         .await?;
     print!("docker: {}", isolated_result.stdout);
+
+    // And a virtual machine for what must not share the host's kernel
+    let vm_result = orchestrator
+        .execute_code(SecurityTier::Tier3, "echo kernel $(uname -r)", env_vars)
+        .await?;
+    print!("microvm: {}", vm_result.stdout);
     Ok(())
 }

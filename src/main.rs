@@ -162,7 +162,7 @@ struct PolicyArgs {
     /// Run on tier None: a plain host process, no isolation (the operator's consent to native execution).
     #[arg(long)]
     native: bool,
-    /// The security tier: none|native, tier1|docker, tier2|gvisor, tier3|firecracker.
+    /// The security tier: none|native, tier1|docker, tier2|gvisor, tier3|microvm|firecracker.
     #[arg(long = "sandbox-tier", value_name = "TIER", value_parser = |s: &str| s.parse::<SecurityTier>().map_err(|e| e.to_string()))]
     sandbox_tier: Option<SecurityTier>,
     /// Container image for container tiers.

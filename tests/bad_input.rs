@@ -614,7 +614,7 @@ fn exec_on_container_tiers_is_refused_naming_what_is_missing() {
     }
     assert_has(
         &exec_refused(&s.run(&["exec", "--sandbox-tier=tier3", "--", "sh"]), 125),
-        &["firecracker", "kernel", "rootfs"],
+        &["Tier3", "microvm", "scripts/microvm-assets"],
     );
     nothing_ran(&s, "exec");
 }

@@ -319,10 +319,22 @@ fn leftovers_of_a_dead_supervisor_are_removed() {
 }
 
 #[test]
-fn the_seed_hybrid_example_runs_native_and_docker_in_one_program() {
-    let Some(_) = runtime("the_seed_hybrid_example_runs_native_and_docker_in_one_program") else {
+fn the_seed_hybrid_example_runs_native_docker_and_a_microvm_in_one_program() {
+    let test = "the_seed_hybrid_example_runs_native_docker_and_a_microvm_in_one_program";
+    let Some(_) = runtime(test) else {
         return;
     };
+    // The example's Config::default() reads the guest from the default data directory.
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".local/state")
+        });
+    if !state.join("symbiont/microvm/vmlinux").is_file() {
+        skip(test, "no Tier3 guest: run scripts/microvm-assets");
+        return;
+    }
     let s = Scratch::new("ct-hybrid");
     let example = bin().parent().unwrap().join("examples/hybrid");
     let o = std::process::Command::new(example)
@@ -337,6 +349,15 @@ fn the_seed_hybrid_example_runs_native_and_docker_in_one_program() {
         out.contains("docker: untrusted: isolated\n1\n"),
         "only loopback in the container: {out}"
     );
+    let host = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .unwrap();
+    let vm = out
+        .lines()
+        .find_map(|l| l.strip_prefix("microvm: kernel "))
+        .unwrap_or_else(|| panic!("no microvm line: {out}"));
+    assert_ne!(vm, stdout(&host).trim(), "a kernel of its own: {out}");
 }
 
 #[test]

@@ -449,7 +449,7 @@ impl Field {
 }
 
 pub(crate) const TIER_CHOICES: &str =
-    "a security tier: None/native, Tier1/docker, Tier2/gvisor or Tier3/firecracker";
+    "a security tier: None/native, Tier1/docker, Tier2/gvisor or Tier3/microvm";
 
 impl Kind {
     /// What a value of this kind must be, as in "`key` must be ...".

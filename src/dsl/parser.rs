@@ -27,6 +27,7 @@ const TIER_NAMES: &[&str] = &[
     "gvisor",
     "Tier3",
     "firecracker",
+    "microvm",
 ];
 /// How deeply lists may nest in a metadata value (keeps recursion bounded on hostile input).
 const MAX_LIST_DEPTH: usize = 16;
@@ -398,7 +399,7 @@ impl Parser {
                             e.to_string()
                         } else {
                             format!(
-                                "unknown security tier `{name}`{hint} (tiers: None/native, Tier1/docker, Tier2/gvisor, Tier3/firecracker)"
+                                "unknown security tier `{name}`{hint} (tiers: None/native, Tier1/docker, Tier2/gvisor, Tier3/microvm)"
                             )
                         };
                         SyntaxError::new(v.loc, msg)

@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::Config;
 use crate::tier::container::ContainerHost;
+use crate::tier::microvm::MicrovmHost;
 use crate::tier::native::NativeHost;
 use crate::tier::SecurityTier;
 use lifecycle::lock;
@@ -398,6 +399,8 @@ pub(crate) struct Inner {
     native: Arc<NativeHost>,
     /// The container daemon, connected on the first container run.
     containers: Arc<ContainerHost>,
+    /// The microVM tier's assets and accelerator.
+    microvm: Arc<MicrovmHost>,
     audit: Arc<audit::AuditLog>,
     watch: Mutex<std::sync::mpsc::Sender<watchdog::Watched>>,
     runs: Mutex<BTreeMap<RunId, RunEntry>>,
@@ -452,6 +455,7 @@ impl Supervisor {
                 })?;
         }
         let containers = Arc::new(ContainerHost::new(opts.docker_host.clone(), n));
+        let microvm = Arc::new(MicrovmHost::new(&data_dir));
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 opts,
@@ -459,6 +463,7 @@ impl Supervisor {
                 runs_dir_made: std::sync::atomic::AtomicBool::new(false),
                 native,
                 containers,
+                microvm,
                 audit,
                 watch: Mutex::new(watch_tx),
                 runs: Mutex::new(BTreeMap::new()),
@@ -481,6 +486,7 @@ impl Supervisor {
     pub fn mechanisms(&self) -> Vec<String> {
         let mut out = self.inner.native.mechanisms();
         out.push("watchdog: memory, CPU time, process count and timeout".into());
+        out.push(self.inner.microvm.describe());
         out
     }
 
@@ -491,6 +497,7 @@ impl Supervisor {
         let mut out = NativeHost::start(opts, n)?.mechanisms();
         out.push("watchdog: memory, CPU time, process count and timeout".into());
         out.extend(crate::sandbox::describe());
+        out.push(MicrovmHost::new(&std::path::absolute(&opts.data_dir)?).describe());
         Ok(out)
     }
 
@@ -515,6 +522,10 @@ impl Supervisor {
             if !checked.insert((s.tier, image.clone())) {
                 continue;
             }
+            if s.tier == SecurityTier::Tier3 {
+                self.inner.microvm.preflight(s)?;
+                continue;
+            }
             self.inner.containers.preflight(s).await?;
         }
         Ok(())
@@ -529,6 +540,9 @@ impl Supervisor {
     /// [`launch`](Self::launch) with the run's standard streams wired by the caller.
     pub fn launch_with(&self, spec: RunSpec, io: RunIo) -> Result<RunId, LaunchError> {
         check_tier(spec.tier, spec.image.as_deref())?;
+        if spec.tier == SecurityTier::Tier3 {
+            self.inner.microvm.preflight(&spec)?;
+        }
         if spec.steps.is_empty() {
             return Err(LaunchError::NothingToRun {
                 agent: spec.agent,
@@ -568,6 +582,16 @@ impl Supervisor {
         if spec.tier.is_native() {
             let marker = format!("SYMBIONT_RUN={token}");
             let t = self.inner.native.target(id, spec.clone(), marker, io.stdin);
+            self.begin(id, spec, dir, t, io.output);
+        } else if spec.tier == SecurityTier::Tier3 {
+            let marker = format!("SYMBIONT_RUN={token}");
+            let t = self.inner.microvm.target(
+                id,
+                spec.clone(),
+                &self.inner.native,
+                marker,
+                io.stdin,
+            )?;
             self.begin(id, spec, dir, t, io.output);
         } else {
             let native = self.inner.native.clone();

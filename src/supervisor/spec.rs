@@ -130,7 +130,7 @@ pub struct Limits {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LaunchError {
-    /// This build or machine cannot run the tier at all (Tier3 today).
+    /// This build or machine cannot run the tier at all (Tier3 off Linux).
     TierUnavailable { tier: SecurityTier, message: String },
     /// A container tier without an image to run.
     NoImage { tier: SecurityTier },
@@ -217,12 +217,14 @@ pub fn check_tier(tier: SecurityTier, image: Option<&str>) -> Result<(), LaunchE
             Err(LaunchError::NoImage { tier })
         }
         SecurityTier::Tier1 | SecurityTier::Tier2 => Ok(()),
+        // Its QEMU and guest are checked at launch (`tier::microvm`).
+        SecurityTier::Tier3 if cfg!(target_os = "linux") => Ok(()),
         SecurityTier::Tier3 => Err(LaunchError::TierUnavailable {
             tier,
-            message: "tier Tier3 (firecracker) is not available on this machine: install firecracker, a guest \
-                      kernel and a rootfs image (none is packaged for Debian); until then run the agent on Tier2 \
-                      (gvisor) or Tier1 (docker)"
-                .to_string(),
+            message:
+                "tier Tier3 (microvm) runs agents in a QEMU microVM, which symbiont supports on \
+                      Linux only: run the agent on Tier2 (gvisor) or Tier1 (docker) here"
+                    .to_string(),
         }),
     }
 }

@@ -7,13 +7,16 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub(crate) mod container;
+#[cfg_attr(target_os = "linux", path = "microvm.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "microvm_none.rs")]
+pub(crate) mod microvm;
 #[cfg_attr(unix, path = "native_unix.rs")]
 #[cfg_attr(windows, path = "native_windows.rs")]
 pub(crate) mod native;
 
 /// What the operator can do to a run of each tier this build runs.
 pub(crate) fn known_actions() -> &'static [crate::supervisor::Actions] {
-    &[native::ACTIONS, container::ACTIONS]
+    &[native::ACTIONS, container::ACTIONS, microvm::ACTIONS]
 }
 
 /// Where an agent runs. `None` is a plain host process with no isolation.
@@ -28,7 +31,7 @@ pub enum SecurityTier {
     Tier1,
     /// A container on the gVisor runtime (`runsc`).
     Tier2,
-    /// A Firecracker microVM.
+    /// A microVM (QEMU's `microvm` machine; see `tier::microvm`).
     Tier3,
 }
 
@@ -51,7 +54,7 @@ impl SecurityTier {
             Self::None => "native",
             Self::Tier1 => "docker",
             Self::Tier2 => "gvisor",
-            Self::Tier3 => "firecracker",
+            Self::Tier3 => "microvm",
         }
     }
 
@@ -74,7 +77,7 @@ impl fmt::Display for UnknownTier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown security tier `{}` (expected one of: None/native, Tier1/docker, Tier2/gvisor, Tier3/firecracker)",
+            "unknown security tier `{}` (expected one of: None/native, Tier1/docker, Tier2/gvisor, Tier3/microvm/firecracker)",
             self.0
         )
     }
@@ -90,7 +93,7 @@ impl FromStr for SecurityTier {
             "none" | "native" => Ok(Self::None),
             "tier1" | "docker" => Ok(Self::Tier1),
             "tier2" | "gvisor" => Ok(Self::Tier2),
-            "tier3" | "firecracker" => Ok(Self::Tier3),
+            "tier3" | "firecracker" | "microvm" => Ok(Self::Tier3),
             _ => Err(UnknownTier(s.to_string())),
         }
     }
@@ -173,6 +176,7 @@ mod tests {
             ("gvisor", SecurityTier::Tier2),
             ("tier3", SecurityTier::Tier3),
             ("firecracker", SecurityTier::Tier3),
+            ("microvm", SecurityTier::Tier3),
         ] {
             assert_eq!(s.parse::<SecurityTier>().unwrap(), t, "{s}");
         }
