@@ -690,6 +690,7 @@ mod bench {
             own_all_children: true,
             use_cgroups: true,
             docker_host: None,
+            microvm: Default::default(),
         })
         .map_err(|e| format!("cannot start a supervisor: {e}"))?;
         std::env::remove_var("SYMBIONT_LAUNCH_POOL");

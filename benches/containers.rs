@@ -60,6 +60,7 @@ async fn main() {
         own_all_children: false,
         use_cgroups: true,
         docker_host: Some(host.clone()),
+        microvm: Default::default(),
     })
     .unwrap();
     println!("daemon {host}, image {image}, {n} runs each, interleaved");

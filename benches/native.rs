@@ -214,6 +214,7 @@ mod bench {
             own_all_children: true,
             use_cgroups,
             docker_host: None,
+            microvm: Default::default(),
         }
     }
 

@@ -92,6 +92,7 @@ mod bench {
             own_all_children: true,
             use_cgroups: false,
             docker_host: None,
+            microvm: Default::default(),
         })
         .map_err(|e| e.to_string())?;
         for i in 0..AGENTS {

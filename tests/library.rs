@@ -42,6 +42,7 @@ fn supervisor_with(s: &Scratch, use_cgroups: bool) -> Supervisor {
         own_all_children: false,
         use_cgroups,
         docker_host: None,
+        microvm: Default::default(),
     })
     .unwrap()
 }

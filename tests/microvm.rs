@@ -390,4 +390,22 @@ fn missing_assets_or_qemu_are_refused_with_the_fix() {
         "{}",
         stderr(&o)
     );
+    // A kernel the config names that is not there is refused, naming the key.
+    let cfg = s.config("");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{text}\n[microvm]\nkernel = \"{}\"\n",
+            s.path("no-vmlinux").display()
+        ),
+    )
+    .unwrap();
+    let o = exec(&s, &empty, &[], &["true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("microvm.kernel") && stderr(&o).contains("no-vmlinux"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -61,6 +61,7 @@ pub(crate) fn parse_file(text: &str, path: &Path) -> Result<LoadedConfig, Config
             "supervisor" => Section::Supervisor,
             "containers" => Section::Containers,
             "api" => Section::Api,
+            "microvm" => Section::Microvm,
             other => {
                 out.unused.push((key.span().start, other.to_string()));
                 continue;

@@ -37,6 +37,7 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub containers: ContainersConfig,
     pub api: ApiConfig,
+    pub microvm: MicrovmConfig,
 }
 
 /// `[security]`
@@ -282,6 +283,16 @@ pub struct ContainersConfig {
     pub default_image: Option<String>,
 }
 
+/// `[microvm]`: the Tier3 guest, where it is not the data directory's `microvm/` (what
+/// `scripts/microvm-assets` builds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MicrovmConfig {
+    /// The guest kernel (an uncompressed ELF `vmlinux` that QEMU boots directly).
+    pub kernel: Option<PathBuf>,
+    /// The guest's initramfs (busybox, the virtio modules and symbiont's guest agent).
+    pub initramfs: Option<PathBuf>,
+}
+
 /// `[api]`: the service's API on TCP as well as on its Unix socket (`symbiont serve`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
@@ -484,13 +495,14 @@ impl LoadedConfig {
     }
 }
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "security",
     "native_execution",
     "dashboard",
     "supervisor",
     "containers",
     "api",
+    "microvm",
 ];
 
 /// Every environment variable this module reads, with the key it sets (the seed's

@@ -18,6 +18,7 @@ pub(crate) enum Section {
     Supervisor,
     Containers,
     Api,
+    Microvm,
 }
 
 impl Section {
@@ -29,6 +30,7 @@ impl Section {
             Self::Supervisor => "supervisor",
             Self::Containers => "containers",
             Self::Api => "api",
+            Self::Microvm => "microvm",
         }
     }
 }
@@ -69,6 +71,8 @@ pub(crate) enum Field {
     ApiPort,
     ApiTimeout,
     ApiMaxBodySize,
+    MicrovmKernel,
+    MicrovmInitramfs,
 }
 
 /// The type of a key and the checks on its value.
@@ -129,7 +133,7 @@ pub(crate) enum Val {
 }
 
 impl Field {
-    pub const ALL: [Field; 33] = [
+    pub const ALL: [Field; 35] = [
         Self::AllowNative,
         Self::DefaultTier,
         Self::KeyProvider,
@@ -163,6 +167,8 @@ impl Field {
         Self::ApiPort,
         Self::ApiTimeout,
         Self::ApiMaxBodySize,
+        Self::MicrovmKernel,
+        Self::MicrovmInitramfs,
     ];
 
     pub fn section(self) -> Section {
@@ -177,6 +183,7 @@ impl Field {
             DataDir | AuditLog | TailLines | MaxLogMb => Section::Supervisor,
             DockerHost | DefaultImage => Section::Containers,
             ApiHost | ApiPort | ApiTimeout | ApiMaxBodySize => Section::Api,
+            MicrovmKernel | MicrovmInitramfs => Section::Microvm,
         }
     }
 
@@ -217,6 +224,8 @@ impl Field {
             ApiPort => "port",
             ApiTimeout => "timeout_seconds",
             ApiMaxBodySize => "max_body_size",
+            MicrovmKernel => "kernel",
+            MicrovmInitramfs => "initramfs",
         }
     }
 
@@ -243,7 +252,7 @@ impl Field {
             WarnRatio | CriticalRatio => Kind::Ratio,
             AllowedExecutables => Kind::Names,
             EnvPassthrough => Kind::EnvNames,
-            AuditLog | EnvFile => Kind::OptPath,
+            AuditLog | EnvFile | MicrovmKernel | MicrovmInitramfs => Kind::OptPath,
             DockerHost | DefaultImage => Kind::OptStr,
             KeyProvider => Kind::KeyProvider,
         }
@@ -314,6 +323,8 @@ impl Field {
             ApiPort => Val::OptU64(c.api.port.map(u64::from)),
             ApiTimeout => Val::OptU64(c.api.timeout_seconds),
             ApiMaxBodySize => Val::OptU64(c.api.max_body_size),
+            MicrovmKernel => Val::OptPath(c.microvm.kernel.clone()),
+            MicrovmInitramfs => Val::OptPath(c.microvm.initramfs.clone()),
         }
     }
 
@@ -356,6 +367,8 @@ impl Field {
             (ApiPort, Val::OptU64(v)) => c.api.port = v.and_then(|p| u16::try_from(p).ok()),
             (ApiTimeout, Val::OptU64(v)) => c.api.timeout_seconds = v,
             (ApiMaxBodySize, Val::OptU64(v)) => c.api.max_body_size = v,
+            (MicrovmKernel, Val::OptPath(v)) => c.microvm.kernel = v,
+            (MicrovmInitramfs, Val::OptPath(v)) => c.microvm.initramfs = v,
             (field, val) => unreachable!("{field:?} cannot hold {val:?}"),
         }
     }

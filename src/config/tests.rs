@@ -165,7 +165,7 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
     assert_eq!(loaded.config, expected);
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 33);
+    assert_eq!(loaded.origins.len(), 35);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
@@ -1174,7 +1174,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 34, "{out}");
+    assert_eq!(lines.len(), 36, "{out}");
     let line = |key: &str| {
         *lines
             .iter()

@@ -168,6 +168,7 @@ fn bench(name: &str) -> Bench {
         own_all_children: false,
         use_cgroups: false,
         docker_host: None,
+        microvm: Default::default(),
     })
     .expect("supervisor");
     Bench { sup, dir }

@@ -361,6 +361,8 @@ pub struct SupervisorOptions {
     /// The container daemon (`unix://...` or `tcp://...`); `None`: `$DOCKER_HOST`, else the
     /// standard socket.
     pub docker_host: Option<String>,
+    /// The Tier3 guest's kernel and initramfs, where they are not the data directory's.
+    pub microvm: crate::config::MicrovmConfig,
 }
 
 impl SupervisorOptions {
@@ -378,6 +380,7 @@ impl SupervisorOptions {
             critical_ratio: c.dashboard.critical_ratio,
             own_all_children: false,
             docker_host: c.containers.docker_host.clone(),
+            microvm: c.microvm.clone(),
             use_cgroups: std::env::var("SYMBIONT_DISABLE_CGROUPS")
                 .map_or(true, |v| v.is_empty() || v == "0"),
         }
@@ -455,7 +458,7 @@ impl Supervisor {
                 })?;
         }
         let containers = Arc::new(ContainerHost::new(opts.docker_host.clone(), n));
-        let microvm = Arc::new(MicrovmHost::new(&data_dir));
+        let microvm = Arc::new(MicrovmHost::new(&data_dir, &opts.microvm));
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 opts,
@@ -497,7 +500,7 @@ impl Supervisor {
         let mut out = NativeHost::start(opts, n)?.mechanisms();
         out.push("watchdog: memory, CPU time, process count and timeout".into());
         out.extend(crate::sandbox::describe());
-        out.push(MicrovmHost::new(&std::path::absolute(&opts.data_dir)?).describe());
+        out.push(MicrovmHost::new(&std::path::absolute(&opts.data_dir)?, &opts.microvm).describe());
         Ok(out)
     }
 

@@ -81,13 +81,16 @@ impl Accel {
 /// the guest here (found once, by booting it).
 pub(crate) struct MicrovmHost {
     data_dir: PathBuf,
+    /// `[microvm] kernel` and `initramfs`, where the config names them.
+    guest: crate::config::MicrovmConfig,
     accel: tokio::sync::OnceCell<Accel>,
 }
 
 impl MicrovmHost {
-    pub fn new(data_dir: &Path) -> MicrovmHost {
+    pub fn new(data_dir: &Path, guest: &crate::config::MicrovmConfig) -> MicrovmHost {
         MicrovmHost {
             data_dir: data_dir.to_path_buf(),
+            guest: guest.clone(),
             accel: tokio::sync::OnceCell::new(),
         }
     }
@@ -112,8 +115,33 @@ impl MicrovmHost {
             );
         };
         let dir = assets_dir(&self.data_dir);
-        let (kernel, initramfs) = (dir.join("vmlinux"), dir.join("initramfs.img"));
-        for f in [&kernel, &initramfs] {
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let kernel = self
+            .guest
+            .kernel
+            .as_ref()
+            .map_or(dir.join("vmlinux"), absolute);
+        let initramfs = self
+            .guest
+            .initramfs
+            .as_ref()
+            .map_or(dir.join("initramfs.img"), absolute);
+        for (f, key, named) in [
+            (&kernel, "microvm.kernel", self.guest.kernel.is_some()),
+            (
+                &initramfs,
+                "microvm.initramfs",
+                self.guest.initramfs.is_some(),
+            ),
+        ] {
+            if named && !f.is_file() {
+                return Err(format!(
+                    "tier Tier3 (microvm): the config's {key} names {}, which is not a file: \
+                     correct it, or remove it to use what `{}` builds",
+                    f.display(),
+                    fix(&dir)
+                ));
+            }
             if !f.is_file() {
                 return Err(format!(
                     "tier Tier3 (microvm) needs its guest kernel and initramfs, and {} is missing: \

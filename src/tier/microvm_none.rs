@@ -13,7 +13,7 @@ const WHY: &str = "tier Tier3 (microvm) runs agents in a QEMU microVM, which sym
 pub(crate) struct MicrovmHost;
 
 impl MicrovmHost {
-    pub fn new(_data_dir: &Path) -> MicrovmHost {
+    pub fn new(_data_dir: &Path, _guest: &crate::config::MicrovmConfig) -> MicrovmHost {
         MicrovmHost
     }
 
