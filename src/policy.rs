@@ -597,6 +597,7 @@ pub fn confinement(
         syscalls: level >= Strict,
         deny_read: Vec::new(),
         allow_write: Vec::new(),
+        allow_read: Vec::new(),
     };
     if c.reads {
         let home = home.ok_or_else(|| PolicyError::NoHome {
@@ -609,6 +610,11 @@ pub fn confinement(
                 .iter()
                 .filter_map(|p| expand_home(p, Some(home))),
         );
+        c.allow_read = native
+            .allow_read
+            .iter()
+            .filter_map(|p| expand_home(p, Some(home)))
+            .collect();
     }
     if c.writes {
         c.allow_write = native

@@ -543,3 +543,39 @@ fn denials_show_on_the_dashboard_and_in_the_audit_log() {
     assert_eq!(r["denials"], 1, "{r}");
     assert_eq!(r["sandbox"], "Moderate", "{r}");
 }
+
+/// The operator's `allow_read` opens one file beneath a denied location, and nothing else.
+#[test]
+fn allow_read_opens_one_file_beneath_a_secret_location() {
+    let s = Scratch::new("sandbox-allow-read");
+    let home = s.path("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/id_ed25519"), "PRIVATE KEY").unwrap();
+    std::fs::write(home.join(".ssh/known_hosts"), "host ssh-ed25519 AAAA").unwrap();
+    let cfg = s.config(
+        "allowed_executables = [\"sh\"]\nallow_read = [\"~/.ssh/known_hosts\"]\ndeny_read = [\"~/notes\"]",
+    );
+    std::fs::write(home.join("notes"), "private notes").unwrap();
+    let out = s
+        .command(&["exec", "--standalone", "--native", "--sandbox", "strict", "--config"])
+        .arg(&cfg)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat ~/.ssh/known_hosts; cat ~/.ssh/id_ed25519 || echo key-denied; cat ~/notes || echo notes-denied",
+        ])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("host ssh-ed25519"), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("key-denied") && !text.contains("PRIVATE"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notes-denied") && !text.contains("private notes"),
+        "{text}"
+    );
+}

@@ -97,6 +97,8 @@ pub struct NativeExecutionConfig {
     pub deny_read: Vec<String>,
     /// Writable under Moderate and Strict, besides the working and temp directories.
     pub allow_write: Vec<String>,
+    /// Readable under Strict although beneath a denied path (e.g. `~/.ssh/known_hosts`).
+    pub allow_read: Vec<String>,
     /// SIGTERM to SIGKILL escalation. Default 5.
     pub kill_grace_seconds: f64,
     /// How often the watchdog samples the runs that no cgroup holds to a memory limit (only a
@@ -170,6 +172,7 @@ impl Default for NativeExecutionConfig {
             min_sandbox: SandboxLevel::Permissive,
             deny_read: Vec::new(),
             allow_write: Vec::new(),
+            allow_read: Vec::new(),
             kill_grace_seconds: 5.0,
             watchdog_interval_ms: 100,
         }

@@ -55,6 +55,7 @@ pub(crate) enum Field {
     MinSandbox,
     DenyRead,
     AllowWrite,
+    AllowRead,
     KillGrace,
     WatchdogIntervalMs,
     RefreshMs,
@@ -133,7 +134,7 @@ pub(crate) enum Val {
 }
 
 impl Field {
-    pub const ALL: [Field; 35] = [
+    pub const ALL: [Field; 36] = [
         Self::AllowNative,
         Self::DefaultTier,
         Self::KeyProvider,
@@ -151,6 +152,7 @@ impl Field {
         Self::MinSandbox,
         Self::DenyRead,
         Self::AllowWrite,
+        Self::AllowRead,
         Self::EnvFile,
         Self::KillGrace,
         Self::WatchdogIntervalMs,
@@ -178,7 +180,7 @@ impl Field {
             DefaultExecutable | WorkingDirectory | EnforceLimits | MaxMemoryMb | MaxCpuSeconds
             | MaxCpuCores | MaxExecutionTime | AllowedExecutables | MaxProcesses
             | MaxFileSizeMb | EnvPassthrough | EnvFile | MinSandbox | DenyRead | AllowWrite
-            | KillGrace | WatchdogIntervalMs => Section::Native,
+            | AllowRead | KillGrace | WatchdogIntervalMs => Section::Native,
             RefreshMs | WarnRatio | CriticalRatio => Section::Dashboard,
             DataDir | AuditLog | TailLines | MaxLogMb => Section::Supervisor,
             DockerHost | DefaultImage => Section::Containers,
@@ -208,6 +210,7 @@ impl Field {
             MinSandbox => "min_sandbox",
             DenyRead => "deny_read",
             AllowWrite => "allow_write",
+            AllowRead => "allow_read",
             KillGrace => "kill_grace_seconds",
             WatchdogIntervalMs => "watchdog_interval_ms",
             RefreshMs => "refresh_ms",
@@ -240,7 +243,7 @@ impl Field {
             AllowNative | EnforceLimits => Kind::Bool,
             DefaultTier => Kind::Tier,
             MinSandbox => Kind::Sandbox,
-            DenyRead | AllowWrite => Kind::Paths,
+            DenyRead | AllowWrite | AllowRead => Kind::Paths,
             DefaultExecutable | ApiHost => Kind::Str,
             WorkingDirectory | DataDir => Kind::Path,
             MaxMemoryMb | MaxCpuSeconds | ApiPort | ApiTimeout | ApiMaxBodySize => Kind::OptPosInt,
@@ -307,6 +310,7 @@ impl Field {
             MinSandbox => Val::Sandbox(n.min_sandbox),
             DenyRead => Val::List(n.deny_read.clone()),
             AllowWrite => Val::List(n.allow_write.clone()),
+            AllowRead => Val::List(n.allow_read.clone()),
             KillGrace => Val::F64(n.kill_grace_seconds),
             WatchdogIntervalMs => Val::U64(n.watchdog_interval_ms),
             RefreshMs => Val::U64(c.dashboard.refresh_ms),
@@ -350,6 +354,7 @@ impl Field {
             (MinSandbox, Val::Sandbox(v)) => n.min_sandbox = v,
             (DenyRead, Val::List(v)) => n.deny_read = v,
             (AllowWrite, Val::List(v)) => n.allow_write = v,
+            (AllowRead, Val::List(v)) => n.allow_read = v,
             (KillGrace, Val::F64(v)) => n.kill_grace_seconds = v,
             (WatchdogIntervalMs, Val::U64(v)) => n.watchdog_interval_ms = v,
             (RefreshMs, Val::U64(v)) => c.dashboard.refresh_ms = v,

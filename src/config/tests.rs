@@ -165,7 +165,7 @@ fn no_file_no_env_gives_defaults_with_default_origins() {
     assert_eq!(loaded.config, expected);
     assert_eq!(loaded.file, None);
     assert!(loaded.unused.is_empty());
-    assert_eq!(loaded.origins.len(), 35);
+    assert_eq!(loaded.origins.len(), 36);
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
     for key in [
         "security.allow_native_execution",
@@ -599,6 +599,12 @@ fn every_env_var_overrides_and_records_its_origin() {
             "~/.secrets:/srv/keys",
             "native_execution.deny_read",
             |c| c.native_execution.deny_read == ["~/.secrets", "/srv/keys"],
+        ),
+        (
+            "SYMBIONT_NATIVE_ALLOW_READ",
+            "~/.ssh/known_hosts",
+            "native_execution.allow_read",
+            |c| c.native_execution.allow_read == ["~/.ssh/known_hosts"],
         ),
         (
             "SYMBIONT_NATIVE_ALLOW_WRITE",
@@ -1174,7 +1180,7 @@ fn render_effective_lists_every_key_with_value_and_origin() {
     );
     let out = loaded.render_effective();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 36, "{out}");
+    assert_eq!(lines.len(), 37, "{out}");
     let line = |key: &str| {
         *lines
             .iter()

@@ -132,11 +132,12 @@ pub fn write_layer(dirs: &[&Path]) -> Result<OwnedFd, String> {
     Option::<OwnedFd>::from(created).ok_or_else(|| fail(&"Landlock is not enabled"))
 }
 
-/// The read layer for `deny`, shared by every Strict run while the directories on the way to
-/// the denied paths do not change.
-pub fn read_layer(deny: &[PathBuf]) -> Result<Arc<OwnedFd>, String> {
+/// The read layer for `deny` (with the exceptions `allow` beneath it), shared by every Strict
+/// run while the directories on the way to the denied paths do not change.
+pub fn read_layer(deny: &[PathBuf], allow: &[PathBuf]) -> Result<Arc<OwnedFd>, String> {
     struct Cached {
         deny: Vec<PathBuf>,
+        allow: Vec<PathBuf>,
         stamps: Vec<(PathBuf, Option<SystemTime>)>,
         fd: Arc<OwnedFd>,
     }
@@ -144,14 +145,15 @@ pub fn read_layer(deny: &[PathBuf]) -> Result<Arc<OwnedFd>, String> {
     let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(c) = cache.as_ref() {
-        if c.deny == deny && c.stamps.iter().all(|(p, t)| stamp(p) == *t) {
+        if c.deny == deny && c.allow == allow && c.stamps.iter().all(|(p, t)| stamp(p) == *t) {
             return Ok(c.fd.clone());
         }
     }
-    let (fd, ancestors) = build_read_layer(deny)?;
+    let (fd, ancestors) = build_read_layer(deny, allow)?;
     let fd = Arc::new(fd);
     *cache = Some(Cached {
         deny: deny.to_vec(),
+        allow: allow.to_vec(),
         stamps: ancestors
             .into_iter()
             .map(|p| (p.clone(), stamp(&p)))
@@ -174,7 +176,10 @@ fn real_path(p: &Path) -> PathBuf {
 }
 
 /// The read layer and the directories it enumerated.
-fn build_read_layer(deny: &[PathBuf]) -> Result<(OwnedFd, BTreeSet<PathBuf>), String> {
+fn build_read_layer(
+    deny: &[PathBuf],
+    allow: &[PathBuf],
+) -> Result<(OwnedFd, BTreeSet<PathBuf>), String> {
     let abi = kernel_abi();
     let read = AccessFs::from_read(abi);
     let fail = |e: &dyn std::fmt::Display| format!("cannot build the Landlock read rules: {e}");
@@ -214,6 +219,12 @@ fn build_read_layer(deny: &[PathBuf]) -> Result<(OwnedFd, BTreeSet<PathBuf>), St
             if let Some(r) = rule(&path, read, abi) {
                 created = created.add_rule(r).map_err(|e| fail(&e))?;
             }
+        }
+    }
+    // The operator's exceptions: a rule beneath a denied directory allows just that.
+    for path in allow {
+        if let Some(r) = rule(&real_path(path), read, abi) {
+            created = created.add_rule(r).map_err(|e| fail(&e))?;
         }
     }
     let fd = Option::<OwnedFd>::from(created).ok_or_else(|| fail(&"Landlock is not enabled"))?;

@@ -89,7 +89,7 @@ impl ChildSandbox {
             rulesets.push(std::sync::Arc::new(landlock::write_layer(&dirs)?));
         }
         if c.reads {
-            rulesets.push(landlock::read_layer(&c.deny_read)?);
+            rulesets.push(landlock::read_layer(&c.deny_read, &c.allow_read)?);
         }
         Ok(ChildSandbox {
             rulesets,

@@ -80,6 +80,9 @@ pub struct Confinement {
     /// Writable beyond the working and temp directories (absolute; only with `writes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_write: Vec<PathBuf>,
+    /// Readable although beneath `deny_read` (absolute; only with `reads`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_read: Vec<PathBuf>,
 }
 
 impl Confinement {
