@@ -93,16 +93,7 @@ impl World {
 
     /// The binary with `args`, as the user, in the scratch directory.
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = if self.user.switch {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={}", self.user.uid))
-                .arg(format!("--regid={}", self.user.gid))
-                .args(["--clear-groups", "--"])
-                .arg(bin());
-            c
-        } else {
-            Command::new(bin())
-        };
+        let mut c = bin_as(self.user.switch.then_some((self.user.uid, self.user.gid)));
         c.args(args).current_dir(&self.s.dir);
         for (k, _) in std::env::vars() {
             if k.starts_with("SYMBIONT_") {

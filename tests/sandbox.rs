@@ -169,16 +169,7 @@ impl Cell {
                 .unwrap();
             assert!(st.success());
         }
-        let mut c = if self.user.switch {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={}", self.user.uid))
-                .arg(format!("--regid={}", self.user.gid))
-                .args(["--clear-groups", "--"])
-                .arg(bin());
-            c
-        } else {
-            Command::new(bin())
-        };
+        let mut c = bin_as(self.user.switch.then_some((self.user.uid, self.user.gid)));
         c.arg("run")
             .arg(&file)
             .args(["--native", "--json", "--config"])

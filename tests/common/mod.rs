@@ -263,3 +263,19 @@ pub fn test_user() -> (u32, u32) {
         test_user_id("-g").expect("gid"),
     )
 }
+
+/// The binary run as `uid`:`gid` through `setpriv` (root running it as the ordinary test
+/// user), or, with `None`, as whoever runs the tests.
+pub fn bin_as(user: Option<(u32, u32)>) -> Command {
+    match user {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .args(["--clear-groups", "--"])
+                .arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    }
+}
