@@ -43,16 +43,6 @@ mod bench {
 
     // ---------------------------------------------------------------- /proc and files
 
-    /// Live processes whose working directory is inside `dir` (agents left behind).
-    fn processes_in(dir: &Path) -> Vec<u32> {
-        common::proc_pids()
-            .into_iter()
-            .filter(|p| {
-                std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(dir))
-            })
-            .collect()
-    }
-
     /// Size of `path` and whether every byte of it is zero.
     fn check_zeros(path: &Path) -> Res<(u64, bool)> {
         let mut f = std::fs::File::open(path)
@@ -123,32 +113,6 @@ mod bench {
         })
     }
 
-    /// The baseline: the program writing straight to a file (or, with `relay`, through a pipe
-    /// to `cat`, which writes the file: the cost of one pipe hop, for the diagnostics).
-    /// Seconds, spawn to wait().
-    fn to_file(sc: &Scratch, relay: bool) -> Res<f64> {
-        let file = sc.root.join("baseline.out");
-        settle();
-        let t = Instant::now();
-        let st = Command::new(&sc.bash)
-            .arg("-c")
-            .arg(format!(
-                "head -c {SIZE} /dev/zero {}> '{}'",
-                if relay { "| cat " } else { "" },
-                file.display()
-            ))
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| format!("baseline bash: {e}"))?;
-        let secs = t.elapsed().as_secs_f64();
-        let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        let _ = std::fs::remove_file(&file);
-        if !st.success() || len != SIZE {
-            return Err(format!("baseline: {st}, wrote {len} of {SIZE} bytes"));
-        }
-        Ok(secs)
-    }
-
     /// One `symbiont run --json` in its own process.
     struct SupRun {
         /// The run's duration as the supervisor recorded it (launch to Exited).
@@ -167,7 +131,7 @@ mod bench {
     }
 
     fn supervised(sc: &Scratch, dsl: &Path) -> Res<SupRun> {
-        settle();
+        common::settle();
         let t0 = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_symbiont"))
             .arg("run")
@@ -255,13 +219,6 @@ mod bench {
         })
     }
 
-    /// Every side starts with no dirty page of an earlier one still being written back (the
-    /// writeback of a deleted file's pages otherwise lands in whichever side comes next).
-    fn settle() {
-        nix::unistd::sync();
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
     /// Deletes a run's log directory.
     fn remove_run_dir(stdout_log: &Path) {
         if let Some(d) = stdout_log.parent() {
@@ -311,7 +268,12 @@ mod bench {
             // Alternate which side goes first.
             for side in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
                 if side == 0 {
-                    base = Some(to_file(sc, false)?);
+                    base = Some(common::write_to_file_secs(
+                        &sc.bash,
+                        &sc.root.join("baseline.out"),
+                        SIZE,
+                        false,
+                    )?);
                 } else {
                     let o = supervised(sc, &sc.writer)?;
                     if o.exit_code != Some(0) || o.reason != "exited" {
@@ -333,7 +295,8 @@ mod bench {
                 }
             }
             let (o, b) = (ours.ok_or("no run")?, base.ok_or("no baseline")?);
-            let relay = to_file(sc, true)?;
+            let relay =
+                common::write_to_file_secs(&sc.bash, &sc.root.join("baseline.out"), SIZE, true)?;
             f.relay_speed.push(gib / relay);
             f.sup_user.push(o.cpu.0);
             f.sup_sys.push(o.cpu.1);
@@ -372,7 +335,7 @@ mod bench {
         let started = Instant::now();
         let result = scratch(&root).and_then(|sc| measure(&sc, reps));
         std::thread::sleep(Duration::from_millis(200));
-        let left = processes_in(&root);
+        let left = common::processes_in(&root);
         if !args.keep {
             let _ = std::fs::remove_dir_all(&root);
         }

@@ -116,23 +116,8 @@ mod bench {
         sc.run.join("symbiont").join("api.sock")
     }
 
-    /// Live processes whose working directory is inside `dir`.
-    fn processes_in(dir: &Path) -> Vec<u32> {
-        common::proc_pids()
-            .into_iter()
-            .filter(|p| {
-                std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(dir))
-            })
-            .collect()
-    }
-
     fn cpu_secs(pid: u32) -> Option<f64> {
         common::cpu_ticks(pid).map(|(u, s)| (u + s) as f64 / common::clk_tck())
-    }
-
-    fn settle() {
-        nix::unistd::sync();
-        std::thread::sleep(Duration::from_millis(200));
     }
 
     /// Removes the big logs the 1 GiB runs left under the data directory.
@@ -409,7 +394,7 @@ mod bench {
     /// as (max VmRSS, VmHWM) in MiB.
     fn gib_through(mut c: Command, watch: Option<u32>) -> Res<(f64, (f64, f64))> {
         c.stdout(Stdio::piped()).stderr(Stdio::null());
-        settle();
+        common::settle();
         let t = Instant::now();
         let mut child = c.spawn().map_err(|e| format!("spawn: {e}"))?;
         let poller = Poller::new(watch.unwrap_or(child.id()));
@@ -435,25 +420,6 @@ mod bench {
         Ok((secs, mem))
     }
 
-    fn to_file(sc: &Scratch) -> Res<f64> {
-        let file = sc.root.join("baseline.out");
-        settle();
-        let t = Instant::now();
-        let st = Command::new("bash")
-            .arg("-c")
-            .arg(format!("head -c {SIZE} /dev/zero > '{}'", file.display()))
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| format!("baseline bash: {e}"))?;
-        let secs = t.elapsed().as_secs_f64();
-        let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        let _ = std::fs::remove_file(&file);
-        if !st.success() || len != SIZE {
-            return Err(format!("baseline: {st}, wrote {len} of {SIZE} bytes"));
-        }
-        Ok(secs)
-    }
-
     #[derive(Default)]
     struct Gib {
         file: Vec<f64>,
@@ -477,7 +443,14 @@ mod bench {
         for r in 0..reps {
             for k in 0..4 {
                 match (r + k) % 4 {
-                    0 => g.file.push(gib / to_file(sc)?),
+                    0 => g.file.push(
+                        gib / common::write_to_file_secs(
+                            Path::new("bash"),
+                            &sc.root.join("baseline.out"),
+                            SIZE,
+                            false,
+                        )?,
+                    ),
                     1 => {
                         let mut c = symbiont(sc);
                         c.args(["exec", "--", "bash", "-c", &cmd]);
@@ -614,7 +587,7 @@ mod bench {
             have = n;
             wait_running(sc, n, Duration::from_secs(120))?;
             std::thread::sleep(settle_for);
-            let sleeps = processes_in(&sc.work).len();
+            let sleeps = common::processes_in(&sc.work).len();
             let rss_mib = status_kib(svc.pid, "VmRSS").map_or(f64::NAN, |k| k as f64) / 1024.0;
             let anon_mib = status_kib(svc.pid, "RssAnon").map_or(f64::NAN, |k| k as f64) / 1024.0;
             let threads = status_kib(svc.pid, "Threads").map_or(f64::NAN, |k| k as f64);
@@ -759,7 +732,7 @@ mod bench {
             let add_secs = t.elapsed().as_secs_f64();
             let until = Instant::now() + Duration::from_secs(120);
             loop {
-                let have = processes_in(&work)
+                let have = common::processes_in(&work)
                     .iter()
                     .filter(|p| common::read_trim(&format!("/proc/{p}/comm")) == "sleep")
                     .count();
@@ -783,7 +756,7 @@ mod bench {
         // Clean up whatever happened.
         let _ = p(&["kill", "--all"]);
         let until = Instant::now() + Duration::from_secs(30);
-        while !processes_in(&work).is_empty() && Instant::now() < until {
+        while !common::processes_in(&work).is_empty() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = p(&["shutdown"]);
@@ -799,7 +772,7 @@ mod bench {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for p in processes_in(&work) {
+        for p in common::processes_in(&work) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(p as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -1115,7 +1088,7 @@ mod bench {
         }
 
         std::thread::sleep(Duration::from_millis(300));
-        let left = processes_in(&root);
+        let left = common::processes_in(&root);
         for p in &left {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(*p as i32),

@@ -1267,11 +1267,7 @@ fn a_hundred_agents_start_under_ulimit_n_256() {
         .arg(bin())
         .args(["run", f.to_str().unwrap(), "--headless", "--json"])
         .current_dir(&s.dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SYMBIONT_") {
-            wrapped.env_remove(k);
-        }
-    }
+    without_symbiont_env(&mut wrapped);
     let child = wrapped
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

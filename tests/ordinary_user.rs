@@ -95,11 +95,7 @@ impl World {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = bin_as(self.user.switch.then_some((self.user.uid, self.user.gid)));
         c.args(args).current_dir(&self.s.dir);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SYMBIONT_") {
-                c.env_remove(k);
-            }
-        }
+        without_symbiont_env(&mut c);
         // Never a service of the user running the tests.
         c.env("PATH", PATH)
             .env("HOME", self.s.path("home"))

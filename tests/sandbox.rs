@@ -175,11 +175,7 @@ impl Cell {
             .args(["--native", "--json", "--config"])
             .arg(&cfg)
             .current_dir(&self.s.dir);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SYMBIONT_") {
-                c.env_remove(k);
-            }
-        }
+        without_symbiont_env(&mut c);
         c.env("PATH", PATH)
             .env("HOME", self.s.path("home"))
             .env("XDG_RUNTIME_DIR", self.s.path("run"));

@@ -515,3 +515,47 @@ pub async fn pool_quiet(
     }
     tokio::time::sleep(settle).await;
 }
+
+/// Live processes whose working directory is under `dir` (a bench's agents and what they left).
+#[cfg(target_os = "linux")]
+pub fn processes_in(dir: &Path) -> Vec<u32> {
+    proc_pids()
+        .into_iter()
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(dir)))
+        .collect()
+}
+
+/// Every side of a throughput figure starts with no dirty page of an earlier one still being
+/// written back (the writeback of a deleted file's pages otherwise lands in whichever side comes
+/// next).
+#[cfg(target_os = "linux")]
+pub fn settle() {
+    nix::unistd::sync();
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// The baseline of the output figures: seconds, spawn to wait(), for `bash` to write `size` zero
+/// bytes straight to `file` (or, with `relay`, through a pipe to `cat`, which writes the file:
+/// the cost of one pipe hop), the file removed after.
+#[cfg(target_os = "linux")]
+pub fn write_to_file_secs(bash: &Path, file: &Path, size: u64, relay: bool) -> Res<f64> {
+    settle();
+    let t = std::time::Instant::now();
+    let st = std::process::Command::new(bash)
+        .arg("-c")
+        .arg(format!(
+            "head -c {size} /dev/zero {}> '{}'",
+            if relay { "| cat " } else { "" },
+            file.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("baseline bash: {e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(file);
+    if !st.success() || len != size {
+        return Err(format!("baseline: {st}, wrote {len} of {size} bytes"));
+    }
+    Ok(secs)
+}

@@ -77,11 +77,7 @@ impl Scratch {
         c.args(args)
             .current_dir(&self.dir)
             .env("XDG_RUNTIME_DIR", self.dir.join("run"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SYMBIONT_") {
-                c.env_remove(k);
-            }
-        }
+        without_symbiont_env(&mut c);
         c
     }
 }
@@ -90,6 +86,17 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes every `SYMBIONT_*` variable of the test's own environment from `c`: the binary sees
+/// only what the test sets.
+pub fn without_symbiont_env(c: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SYMBIONT_") {
+            c.env_remove(k);
+        }
+    }
+    c
 }
 
 pub fn stdout(o: &Output) -> String {
