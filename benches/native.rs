@@ -13,8 +13,8 @@
 //!    between two of those looks (so that none saw it past the limit) has no crossing instant:
 //!    it is listed under the figure's `not_measured` diagnostics and left out of the figure.
 //! 11. sandbox launch: `/bin/true` launched to its `Exited` (and to `Launched`) as
-//!     Permissive through the launcher pool, Permissive forced onto the direct path that
-//!     confined runs take, Moderate and Strict, against a bare spawn + `wait()` and
+//!     Permissive, Moderate and Strict through the launcher pool, Permissive and Strict forced
+//!     onto the direct path, against a bare spawn + `wait()` and
 //!     `bwrap --ro-bind / / --dev /dev --proc /proc --unshare-all --die-with-parent` of the
 //!     same program, every way once per round in a random order; the target is Strict's
 //!     median at most 0.2 ms over Permissive's. Then, with no supervisor alive, the parts
@@ -1473,21 +1473,25 @@ mod bench {
         /// Permissive through the supervisor: a ready launcher of the pool.
         Pooled,
         /// Permissive through the supervisor forced onto the direct vfork path (the run is
-        /// given a standard input, which a launcher does not take), as confined runs are.
+        /// given a standard input, which a launcher does not take).
         Direct,
+        /// Moderate and Strict through a launcher of the pool, as confined runs start.
         Moderate,
         Strict,
         /// Debian's bubblewrap around the same program, spawned bare.
         Bwrap,
+        /// Strict forced onto the direct path: with `Direct`, the sandbox's own cost.
+        StrictDirect,
     }
 
-    const WAYS: [Way; 6] = [
+    const WAYS: [Way; 7] = [
         Way::Bare,
         Way::Pooled,
         Way::Direct,
         Way::Moderate,
         Way::Strict,
         Way::Bwrap,
+        Way::StrictDirect,
     ];
 
     impl Way {
@@ -1499,6 +1503,7 @@ mod bench {
                 Way::Moderate => "moderate",
                 Way::Strict => "strict",
                 Way::Bwrap => "bwrap",
+                Way::StrictDirect => "strict_direct",
             }
         }
 
@@ -1510,6 +1515,7 @@ mod bench {
                 Way::Moderate => "Moderate",
                 Way::Strict => "Strict",
                 Way::Bwrap => "bwrap --unshare-all",
+                Way::StrictDirect => "Strict (direct path)",
             }
         }
     }
@@ -1786,8 +1792,9 @@ mod bench {
                             supervised_run(ctx, &sup, &mut rx, &agent, program, &moderate, false)
                                 .await?
                         }
-                        Way::Strict => {
-                            supervised_run(ctx, &sup, &mut rx, &agent, program, &strict, false)
+                        Way::Strict | Way::StrictDirect => {
+                            let direct = w == Way::StrictDirect;
+                            supervised_run(ctx, &sup, &mut rx, &agent, program, &strict, direct)
                                 .await?
                         }
                     };
@@ -1847,39 +1854,44 @@ mod bench {
         let med = |v: &[f64]| st(v).median;
         let p10 = |v: &[f64]| st(v).p10;
         let (s, p, d) = (idx(Way::Strict), idx(Way::Pooled), idx(Way::Direct));
+        let sd = idx(Way::StrictDirect);
         let over = |v: &[Vec<f64>], a: usize, b: usize| med(&v[a]) - med(&v[b]);
         let deltas = json!({
             "strict_minus_permissive_pool_exit_ms": over(&exit, s, p),
             "strict_minus_permissive_pool_running_ms": over(&run, s, p),
-            "strict_minus_permissive_direct_exit_ms": over(&exit, s, d),
-            "strict_minus_permissive_direct_running_ms": over(&run, s, d),
-            "moderate_minus_permissive_direct_exit_ms": over(&exit, idx(Way::Moderate), d),
+            "strict_direct_minus_permissive_direct_exit_ms": over(&exit, sd, d),
+            "strict_direct_minus_permissive_direct_running_ms": over(&run, sd, d),
+            "moderate_minus_permissive_pool_exit_ms": over(&exit, idx(Way::Moderate), p),
+            "moderate_minus_permissive_pool_running_ms": over(&run, idx(Way::Moderate), p),
             "permissive_direct_minus_pool_exit_ms": over(&exit, d, p),
             "permissive_direct_minus_pool_running_ms": over(&run, d, p),
             "paired_median_strict_minus_pool_exit_ms": med(&paired(&exit[s], &exit[p])),
-            "paired_median_strict_minus_direct_exit_ms": med(&paired(&exit[s], &exit[d])),
+            "paired_median_strict_direct_minus_direct_exit_ms": med(&paired(&exit[sd], &exit[d])),
             "paired_median_strict_minus_pool_running_ms": med(&paired(&run[s], &run[p])),
-            "paired_median_strict_minus_direct_running_ms": med(&paired(&run[s], &run[d])),
+            "paired_median_strict_direct_minus_direct_running_ms": med(&paired(&run[sd], &run[d])),
             // The lowest tenth is the least disturbed by other load on the machine.
             "p10_strict_minus_permissive_pool_running_ms": p10(&run[s]) - p10(&run[p]),
-            "p10_strict_minus_permissive_direct_running_ms": p10(&run[s]) - p10(&run[d]),
-            "p10_strict_minus_permissive_direct_exit_ms": p10(&exit[s]) - p10(&exit[d]),
+            "p10_strict_direct_minus_permissive_direct_running_ms": p10(&run[sd]) - p10(&run[d]),
+            "p10_strict_direct_minus_permissive_direct_exit_ms": p10(&exit[sd]) - p10(&exit[d]),
         });
         println!(
-            "  Strict - Permissive (pool): {} ms to exit, {} ms to running; of which the path \
-             (direct - pool): {} ms to exit, {} ms to running; the sandbox (Strict - direct): {} ms \
-             to exit, {} ms to running (differences of medians)",
+            "  Strict - Permissive, both through the pool: {} ms to exit, {} ms to running; both on \
+             the direct path: {} ms to exit, {} ms to running; the path itself (Permissive direct - \
+             pool): {} ms to exit, {} ms to running (differences of medians)",
             num(over(&exit, s, p)),
             num(over(&run, s, p)),
+            num(over(&exit, sd, d)),
+            num(over(&run, sd, d)),
             num(over(&exit, d, p)),
             num(over(&run, d, p)),
-            num(over(&exit, s, d)),
-            num(over(&run, s, d)),
         );
 
         let bare_what = "bare Command::spawn(/bin/true) + wait(), the same rounds";
         let name = |w: Way| match w {
             Way::Bwrap => "11e. bwrap --unshare-all /bin/true: spawn -> exit".to_string(),
+            Way::StrictDirect => {
+                "11i. /bin/true Strict (direct path): launch -> Exited".to_string()
+            }
             _ => {
                 let l = (b'a' + w as u8 - 1) as char;
                 format!("11{l}. /bin/true {}: launch -> Exited", w.label())
@@ -1891,6 +1903,7 @@ mod bench {
             Way::Moderate,
             Way::Strict,
             Way::Bwrap,
+            Way::StrictDirect,
         ] {
             let mut f = Figure::new(format!("sandbox_{}_exit", w.key()), name(w), "ms")
                 .ours(exit[idx(w)].clone())
@@ -1902,9 +1915,9 @@ mod bench {
                     b.display(),
                     BWRAP_ARGS.join(" ")
                 ))),
-                (Way::Direct, _) => f.note(Some(
-                    "Permissive given a standard input (/dev/null), which a launcher of the pool \
-                     does not take: the direct vfork path that every confined run takes"
+                (Way::Direct | Way::StrictDirect, _) => f.note(Some(
+                    "given a standard input (/dev/null), which a launcher of the pool does not \
+                     take: the direct vfork path"
                         .into(),
                 )),
                 _ => f,
@@ -1913,7 +1926,8 @@ mod bench {
         }
         let pool_what = "Permissive through a launcher of the pool (the default path), same rounds";
         let direct_what = "Permissive forced onto the direct vfork path (given a standard input), \
-                           same rounds: the sandbox's own cost, the path aside";
+                           against Strict forced onto it too, same rounds: the sandbox's own cost, \
+                           the path aside";
         rows.push(
             Figure::new(
                 "sandbox_strict_over_permissive_running",
@@ -1924,53 +1938,53 @@ mod bench {
             .baseline(run[p].clone(), pool_what)
             .target(Target::OverBaseline(0.2))
             .note(Some(format!(
-                "Strict - Permissive = {} ms (medians; median of the per-round differences {} ms; \
-                 p10s {} ms): the path (Permissive direct - pool) {} ms, the sandbox (Strict - \
-                 Permissive direct) {} ms. To Exited: Strict - Permissive (pool) = {} ms ({} of \
+                "Strict - Permissive, both through the pool = {} ms (medians; median of the \
+                 per-round differences {} ms; p10s {} ms); Moderate - Permissive = {} ms ({} of \
                  {n} pooled runs ended while the pool was still making the used launcher's \
                  replacement)",
                 num(over(&run, s, p)),
                 num(med(&paired(&run[s], &run[p]))),
                 num(p10(&run[s]) - p10(&run[p])),
-                num(over(&run, d, p)),
-                num(over(&run, s, d)),
-                num(over(&exit, s, p)),
+                num(over(&run, idx(Way::Moderate), p)),
                 refilling,
             ))),
         );
         rows.push(
             Figure::new(
                 "sandbox_strict_over_direct_running",
-                "11g. Strict over Permissive (direct path): launch -> Launched",
+                "11g. Strict over Permissive (both direct path): launch -> Launched",
                 "ms",
             )
-            .ours(run[s].clone())
+            .ours(run[sd].clone())
             .baseline(run[d].clone(), direct_what)
             .target(Target::OverBaseline(0.2))
             .note(Some(format!(
-                "Strict - Permissive direct = {} ms (median of the per-round differences {} ms; \
-                 p10s {} ms)",
-                num(over(&run, s, d)),
-                num(med(&paired(&run[s], &run[d]))),
-                num(p10(&run[s]) - p10(&run[d])),
+                "Strict direct - Permissive direct = {} ms (median of the per-round differences \
+                 {} ms; p10s {} ms); the path (Permissive direct - pool) {} ms",
+                num(over(&run, sd, d)),
+                num(med(&paired(&run[sd], &run[d]))),
+                num(p10(&run[sd]) - p10(&run[d])),
+                num(over(&run, d, p)),
             ))),
         );
         rows.push(
             Figure::new(
                 "sandbox_strict_over_direct_exit",
-                "11h. Strict over Permissive (direct path): launch -> Exited",
+                "11h. Strict over Permissive (pool): launch -> Exited",
                 "ms",
             )
             .ours(exit[s].clone())
-            .baseline(exit[d].clone(), direct_what)
+            .baseline(exit[p].clone(), pool_what)
             .target(Target::OverBaseline(0.2))
             .note(Some(format!(
-                "Strict - Permissive direct = {} ms (median of the per-round differences {} ms; \
-                 p10s {} ms); Moderate - Permissive direct = {} ms",
-                num(over(&exit, s, d)),
-                num(med(&paired(&exit[s], &exit[d]))),
-                num(p10(&exit[s]) - p10(&exit[d])),
-                num(over(&exit, idx(Way::Moderate), d)),
+                "Strict - Permissive = {} ms (median of the per-round differences {} ms; p10s {} \
+                 ms); Moderate - Permissive = {} ms; both on the direct path: Strict - Permissive \
+                 = {} ms",
+                num(over(&exit, s, p)),
+                num(med(&paired(&exit[s], &exit[p]))),
+                num(p10(&exit[s]) - p10(&exit[p])),
+                num(over(&exit, idx(Way::Moderate), p)),
+                num(over(&exit, sd, d)),
             ))),
         );
 

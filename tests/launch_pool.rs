@@ -147,6 +147,87 @@ async fn pooled_launch_runs_in_the_launchers_groups_with_limits_and_clean_signal
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_launch_applies_the_strict_sandbox_and_hands_over_its_denials() {
+    let _serial = SERIAL.lock().await;
+    let s = Scratch::new("pool-sandbox");
+    let home = s.path("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/id_ed25519"), "PRIVATE KEY").unwrap();
+    let c = symbiont::policy::confinement(
+        &symbiont::config::NativeExecutionConfig::default(),
+        "pooled-strict",
+        symbiont::SandboxLevel::Strict,
+        &[],
+        Some(&home),
+    )
+    .unwrap();
+    if let Err(e) = symbiont::sandbox::enforceable(&c) {
+        skip(
+            "launch_pool sandbox",
+            &format!("no native sandbox here: {e}"),
+        );
+        return;
+    }
+    let sup = supervisor(&s);
+    let Some(_) = pool_ready(&sup).await else {
+        return;
+    };
+    let mut events = sup.subscribe();
+    let outside = s.path("outside.txt");
+    let script = format!(
+        "cat /proc/self/cgroup; \
+         echo x > \"$TMPDIR/t\" && echo tmp-written; \
+         echo x > made.txt && echo workdir-written; \
+         echo x > {} 2>/dev/null || echo outside-denied; \
+         cat {} 2>/dev/null || echo key-denied; \
+         (exec 3<>/dev/tcp/127.0.0.1/9) 2>/dev/null || echo tcp-denied",
+        outside.display(),
+        home.join(".ssh/id_ed25519").display()
+    );
+    let mut sp = spec(
+        &s,
+        "pooled-strict",
+        bash(),
+        &["bash", "-c", &script],
+        Limits::default(),
+    );
+    sp.sandbox = c;
+    let id = sup.launch(sp).unwrap();
+    let launched = matches!(events.try_recv(), Ok(Event::Launched { run_id, .. }) if run_id == id);
+    assert!(launched, "not through a ready launcher");
+    let rec = sup.wait(id).await.unwrap();
+    assert_eq!(rec.exit_code, Some(0), "{rec:?}");
+    let out = std::fs::read_to_string(&rec.stdout_log).unwrap();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("/z") && l.contains("symbiont-")),
+        "not in a launcher's group:\n{out}"
+    );
+    for want in [
+        "tmp-written",
+        "workdir-written",
+        "outside-denied",
+        "key-denied",
+        "tcp-denied",
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want}:\n{out}");
+    }
+    assert!(
+        !outside.exists(),
+        "a write outside the sandbox went through"
+    );
+    assert!(!out.contains("PRIVATE KEY"), "the key was read:\n{out}");
+    // The denied socket reached the supervisor through the launcher's listener.
+    assert!(rec.denials >= 1, "no denial counted: {rec:?}");
+    assert!(
+        rec.denied.iter().any(|d| d.contains("socket")),
+        "{:?}",
+        rec.denied
+    );
+    drop(sup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_launch_of_a_missing_program_fails_to_start_and_a_memory_hog_is_killed() {
     let _serial = SERIAL.lock().await;
     let s = Scratch::new("pool-fail");

@@ -107,7 +107,7 @@ fn exec_returns_the_guests_output_and_exit_code_from_its_own_kernel() {
             "echo hi; echo oops >&2; uname -r; cat input.txt; echo made > made.txt; exit 3",
         ],
     );
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), stderr(&o));
     let r = record(&o);
     assert_eq!(r["exit_code"], 3);
     assert_eq!(r["reason"], "exited");

@@ -58,8 +58,8 @@ struct ChildArgs {
 }
 
 /// How many descriptors a child needs at most: stdin, stdout, stderr and a `cgroup.procs` per
-/// hierarchy (six at most), then either a launcher's command and status pipes or an agent's two
-/// Landlock rulesets (a launcher applies no sandbox). Each slot is a descriptor held for good,
+/// hierarchy (six at most), then either a launcher's command and status channels or an agent's
+/// two Landlock rulesets (a launcher gets a run's rulesets with its command). Each slot is a descriptor held for good,
 /// which counts under a small open-files limit.
 const SLOTS: usize = 11;
 

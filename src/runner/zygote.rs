@@ -1,6 +1,6 @@
 //! Launchers made ahead of time ("zygotes"), Linux: a process that has already joined a fresh
-//! set of run cgroups and waits on a pipe for what to run. A launch then costs a pipe write and
-//! the agent's `execve`; creating the groups (about 0.3 ms) and joining the v1 hierarchies (an
+//! set of run cgroups and waits on a socket for what to run. A launch then costs one message
+//! and the agent's `execve`; creating the groups (about 0.3 ms) and joining the v1 hierarchies (an
 //! RCU grace period, 12 to 15 ms after a quiet spell on a hybrid host) were paid before the
 //! request, on the pool's own thread.
 //!
@@ -10,7 +10,12 @@
 //! here, against 0.5 ms). It runs on its own stack, makes system calls only and touches only
 //! memory the parent prepared and keeps alive until the launcher has exec'd or exited. It holds
 //! nothing but its own descriptors, and exits by itself when the supervisor closes (or, dying,
-//! loses) the command pipe, so an unused one never outlives its supervisor.
+//! loses) the command channel, so an unused one never outlives its supervisor.
+//!
+//! A confined run's launcher applies its sandbox as the direct path's child does: the run's
+//! Landlock rulesets come with the go byte (`SCM_RIGHTS`), the seccomp filter is read from the
+//! shared memory, and the filter's listener goes back to the supervisor on the status channel
+//! before the exec, so that the agent never holds it.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -44,7 +49,16 @@ struct Header {
     has_affinity: u32,
     rlimits: RlimitSet,
     affinity: libc::cpu_set_t,
+    /// The sandbox: how many Landlock rulesets came with the go byte, the flags to restrict
+    /// with, and the seccomp filter (notifying; `len` 0 for none), whose listener the launcher
+    /// sends back on the status channel.
+    landlock_count: u32,
+    landlock_flags: u32,
+    seccomp: libc::sock_fprog,
 }
+
+/// Most Landlock rulesets a launcher takes with its command (a run has two at most).
+const MAX_RULESETS: usize = 4;
 
 /// How long `exec` spins, at most, for the launcher's exec before it sleeps. The launcher is
 /// woken on another CPU than the parent's and the parent spins meanwhile, so that the agent's
@@ -69,7 +83,9 @@ struct Shared {
     /// Whether the launcher waits as `SCHED_BATCH` (the supervisor runs as `SCHED_OTHER`).
     batch: bool,
     cgroup_fds: Vec<RawFd>,
-    /// /dev/null, stdout write end, stderr write end, command read end, status write end.
+    /// /dev/null, stdout write end, stderr write end, the launcher's ends of the command and
+    /// status channels (Unix datagram-sequence sockets: descriptors travel with their
+    /// messages).
     fds: [RawFd; 5],
     /// Started sharing the parent's descriptor table: see `vfork::unshare_below`.
     unshare_from: Option<RawFd>,
@@ -80,6 +96,7 @@ struct Shared {
 /// A launcher, ready: joined to its groups and waiting for a command.
 pub struct Zygote {
     pub pid: i32,
+    /// The command channel's end: the go byte, with the run's Landlock rulesets.
     cmd: Option<OwnedFd>,
     status: OwnedFd,
     stdout: Option<OwnedFd>,
@@ -92,9 +109,10 @@ pub struct Zygote {
     slots: Option<SlotGuard>,
 }
 
-// SAFETY: `Zygote` is not `Send` by itself only for the raw pointers in `Shared::argv` and
-// `Shared::envp`. No thread of the supervisor dereferences them: they are null, or point into
-// `Shared::buf` of the same box, and only the launcher (another process, which does not care
+// SAFETY: `Zygote` is not `Send` by itself only for the raw pointers in `Shared::argv`,
+// `Shared::envp` and the header's seccomp program. No thread of the supervisor dereferences
+// them: they are null, or point into `Shared::buf` of the same box or into a filter cached for
+// the life of the process, and only the launcher (another process, which does not care
 // which thread owns the `Zygote`) follows them, before its exec. Moving the `Zygote` moves
 // the box pointer, not the memory the launcher uses. Everything else in it (descriptors,
 // `Vec`s, atomics, the slot guard's `&'static SlotSet`) is `Send`. There is no `Sync`.
@@ -158,6 +176,24 @@ fn write_full(fd: impl AsFd, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The go byte, with `fds` (the run's Landlock rulesets) where there are any.
+fn send_go(cmd: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    if fds.is_empty() {
+        return write_full(cmd, b"x");
+    }
+    let iov = [io::IoSlice::new(b"x")];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    loop {
+        match sendmsg::<()>(cmd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::Error::other("the go byte was not sent")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The launcher: never returns.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the boxed `Shared` of `Zygote::start`, whose `live` word is this
@@ -169,7 +205,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe { launcher(arg as *mut Shared) }
 }
 
-/// Reports errno on the status pipe and exits: the launcher's way out of a failed step.
+/// Reports errno on the status channel and exits: the launcher's way out of a failed step.
 ///
 /// # Safety
 /// Only in the launcher, never in the supervisor: it `_exit`s the calling process. In the
@@ -212,6 +248,10 @@ unsafe fn fail_with(status: RawFd, e: i32) -> ! {
 ///   is written only by the kernel.
 /// - `fds` and `cgroup_fds` are open descriptors of the table this process starts with (the
 ///   slots, with `unshare_from`, or a copy of the parent's table).
+/// - The header's `seccomp` program points into a filter the supervisor caches for its whole
+///   life (`sandbox::seccomp::filter`); the Landlock rulesets are this process's own copies,
+///   received with the go byte. Both restrict this task only, not the supervisor whose memory
+///   (but not credentials or filters) it shares.
 unsafe fn launcher(shared: *mut Shared) -> ! {
     let fds = (*shared).fds;
     let status0 = fds[4];
@@ -274,8 +314,10 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
         libc::_exit(1);
     }
     // One byte says the command is in the shared memory; end of file, that none will come.
-    let mut go = [0u8; 1];
-    if read_full(cmd, &mut go) != 1 {
+    // The run's Landlock rulesets come with it, into this process's table (close-on-exec).
+    let mut rulesets = [-1 as RawFd; MAX_RULESETS];
+    let got = recv_go(cmd, &mut rulesets);
+    if got < 0 {
         libc::_exit(0);
     }
     libc::close(cmd);
@@ -323,6 +365,34 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
         m.envp[i] = p;
     }
     m.envp[envc] = std::ptr::null();
+    if h.landlock_count as isize != got {
+        fail_with(status, libc::EBADMSG);
+    }
+    // The sandbox, before the rlimits (a tiny open-files limit would refuse the listener):
+    // Landlock by descriptor, then the seccomp filter, whose listener goes to the parent.
+    if (got > 0 || h.seccomp.len > 0)
+        && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0
+    {
+        fail(status);
+    }
+    for &fd in &rulesets[..got as usize] {
+        if libc::syscall(libc::SYS_landlock_restrict_self, fd, h.landlock_flags) != 0 {
+            fail(status);
+        }
+        libc::close(fd);
+    }
+    if h.seccomp.len > 0 {
+        let listener = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
+            &h.seccomp as *const libc::sock_fprog,
+        );
+        if listener < 0 || !send_listener(status, listener as RawFd) {
+            fail(status);
+        }
+        libc::close(listener as RawFd);
+    }
     if h.rlimits.apply().is_err() {
         fail(status);
     }
@@ -343,6 +413,94 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
     fail(status)
 }
 
+/// Receives the go byte on `cmd`, and the descriptors that come with it into `fds`: their
+/// count, or -1 at end of file (or a failed read). The launcher's side.
+///
+/// # Safety
+/// Only in the launcher (see `launcher`): raw system calls on its own stack's locals.
+unsafe fn recv_go(cmd: RawFd, fds: &mut [RawFd; MAX_RULESETS]) -> isize {
+    let mut go = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: go.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // Room for one SCM_RIGHTS message of `MAX_RULESETS` descriptors, aligned as a cmsghdr.
+    let mut control = [0u64; 8];
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let n = loop {
+        let n = libc::recvmsg(cmd, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break n;
+    };
+    if n != 1 {
+        return -1;
+    }
+    let mut count = 0usize;
+    let mut c = libc::CMSG_FIRSTHDR(&msg);
+    while !c.is_null() {
+        if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+            let data = libc::CMSG_DATA(c) as *const RawFd;
+            let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+            for i in 0..len / std::mem::size_of::<RawFd>() {
+                let fd = std::ptr::read_unaligned(data.add(i));
+                if count < MAX_RULESETS {
+                    fds[count] = fd;
+                    count += 1;
+                } else {
+                    libc::close(fd);
+                }
+            }
+        }
+        c = libc::CMSG_NXTHDR(&msg, c);
+    }
+    count as isize
+}
+
+/// Sends the seccomp filter's `listener` to the parent on `status` (four zero bytes with it):
+/// whether it went. The launcher's side.
+///
+/// # Safety
+/// Only in the launcher (see `launcher`): raw system calls on its own stack's locals.
+unsafe fn send_listener(status: RawFd, listener: RawFd) -> bool {
+    let zero = 0i32;
+    let mut iov = libc::iovec {
+        iov_base: (&zero as *const i32).cast_mut().cast(),
+        iov_len: 4,
+    };
+    let mut control = [0u64; 4];
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+    let c = libc::CMSG_FIRSTHDR(&msg);
+    (*c).cmsg_level = libc::SOL_SOCKET;
+    (*c).cmsg_type = libc::SCM_RIGHTS;
+    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+    std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, listener);
+    libc::sendmsg(status, &msg, libc::MSG_NOSIGNAL) == 4
+}
+
+/// A connected pair of Unix datagram-sequence sockets, close-on-exec: a launcher's command or
+/// status channel (a pipe that carries descriptors, and keeps message boundaries).
+fn channel() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    crate::sampler::budget::FdBudget::global().saw(&b);
+    Ok((a, b))
+}
+
 impl Zygote {
     /// Starts a launcher that joins the groups of `cgroup_fds` (`cgroup.procs`, open for
     /// writing) and then waits for a command; `wait_ready` tells when the join is done.
@@ -352,8 +510,8 @@ impl Zygote {
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let (cmd_r, cmd_w) = pipe()?;
-        let (status_r, status_w) = pipe()?;
+        let (cmd_r, cmd_w) = channel()?;
+        let (status_r, status_w) = channel()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let mut fds = vec![
@@ -372,8 +530,9 @@ impl Zygote {
             flags |= libc::CLONE_FILES;
         }
         let mut mem = Box::new(Shared {
-            // SAFETY: `Header` is `repr(C)` plain data: `u32`s, an `RlimitSet` (integers) and
-            // a `cpu_set_t` (an integer array); all-zero is a valid value of each.
+            // SAFETY: `Header` is `repr(C)` plain data: `u32`s, an `RlimitSet` (integers), a
+            // `cpu_set_t` (an integer array) and a `sock_fprog` (a length and a raw pointer,
+            // null when zeroed, which means no filter); all-zero is a valid value of each.
             header: unsafe { std::mem::zeroed() },
             buf: vec![0u8; BUF],
             argv: vec![std::ptr::null(); MAX_PTRS],
@@ -432,7 +591,7 @@ impl Zygote {
 
     /// Waits until the launcher has joined its groups.
     pub fn wait_ready(&mut self) -> io::Result<()> {
-        // While the slots hold a copy of the status pipe's write end, a launcher that dies
+        // While the slots hold a copy of the status channel's write end, a launcher that dies
         // leaves no end of file: its `live` word tells instead.
         if self.slots.is_some() {
             while !self.status_readable(10) && !self.gone() {}
@@ -458,12 +617,12 @@ impl Zygote {
     }
 
     /// Whether the launcher is still there, waiting (one that was killed has closed its end
-    /// of the status pipe).
+    /// of the status channel).
     pub fn alive(&self) -> bool {
         !self.status_readable(0)
     }
 
-    /// Whether the status pipe has something to read (or its end of file) within `ms`.
+    /// Whether the status channel has something to read (or its end of file) within `ms`.
     fn status_readable(&self, ms: u16) -> bool {
         let mut pfd = [PollFd::new(self.status.as_fd(), PollFlags::POLLIN)];
         poll(&mut pfd, ms).is_ok_and(|n| n > 0)
@@ -565,19 +724,11 @@ impl Zygote {
         self.stack = None;
     }
 
-    /// Runs `l` in this launcher: the command into the shared memory, one byte down the pipe,
-    /// then the wait for its `execve` (the status pipe closes on success, or carries the errno
+    /// Runs `l` in this launcher: the command into the shared memory, one byte down the command
+    /// channel (with the sandbox's rulesets), then the wait for its `execve` (the status channel closes on success, or carries the errno
     /// of the step that failed).
     pub fn exec(mut self, l: &NativeLaunch<'_>) -> io::Result<Started> {
         use std::os::unix::ffi::OsStrExt;
-        // A launcher was made before the run's sandbox existed and cannot apply one: confined
-        // runs take the direct path (`vfork`).
-        if l.sandbox.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a launcher cannot apply a sandbox",
-            ));
-        }
         if !Self::fits(l.program, l.cwd, l.argv, l.env) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -611,13 +762,29 @@ impl Zygote {
             kv.extend_from_slice(v.as_bytes());
             push(&kv)?;
         }
-        // SAFETY: all-zero is a valid `Header` (integers only; see `start`).
+        // SAFETY: all-zero is a valid `Header` (integers and a null pointer; see `start`).
         let mut h: Header = unsafe { std::mem::zeroed() };
         h.magic = MAGIC;
         h.len = at as u32;
         h.argc = l.argv.len() as u32;
         h.envc = l.env.len() as u32;
         h.rlimits = l.rlimits;
+        // The sandbox: its rulesets go with the go byte, its filter is read from here.
+        let rulesets: Vec<RawFd> = l
+            .sandbox
+            .map(|sb| sb.rulesets.iter().map(|r| r.as_raw_fd()).collect())
+            .unwrap_or_default();
+        if rulesets.len() > MAX_RULESETS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many Landlock rulesets for a launcher",
+            ));
+        }
+        h.landlock_count = rulesets.len() as u32;
+        h.landlock_flags = l.sandbox.map_or(0, |sb| sb.restrict_flags);
+        if let Some(f) = l.sandbox.and_then(|sb| sb.filter) {
+            h.seccomp = f.prog(true);
+        }
         // The masks stay libc's `cpu_set_t`, and these calls raw libc: that is what `Header`
         // carries to the launcher and what `NativeLaunch::affinity` is, and nix's `CpuSet`
         // converts to neither. Copying bit by bit (as `native::affinity_for` does, once per run)
@@ -674,7 +841,7 @@ impl Zygote {
             set_affinity(&one);
         }
         let cmd = self.cmd.take().expect("an unused launcher");
-        write_full(&cmd, b"x")?;
+        send_go(&cmd, &rulesets)?;
         drop(cmd);
         if spread && !self.spin_gone(SPIN) && !self.gone() {
             // Held up (a busy CPU): while this thread sleeps, its CPU is free for the launcher.
@@ -683,41 +850,82 @@ impl Zygote {
             set_affinity(&h.affinity);
         }
         // Woken by the kernel as the exec replaces the launcher's memory (or as it exits), not by
-        // the status pipe's end of file: that wake-up is a "sync" one, which queued this thread
+        // the status channel's end of file: that wake-up is a "sync" one, which queued this thread
         // behind the agent's own start-up on the agent's CPU.
         self.wait_gone(None);
         // A failed step wrote its errno before the launcher exited; nothing there (or end of
-        // file) means the exec went past its point of no return.
-        let mut e = [0u8; 4];
-        let n = if self.status_readable(0) {
-            read_full(self.status.as_raw_fd(), &mut e)
-        } else {
-            0
-        };
+        // file) means the exec went past its point of no return. A sandboxed launcher sent its
+        // filter's listener first.
+        let outcome = self.outcome();
         self.release();
-        match n {
-            0 => {
-                let s = Started {
-                    pid: self.pid,
-                    stdout: self.stdout.take().expect("stdout"),
-                    stderr: self.stderr.take().expect("stderr"),
-                    denials: None,
-                };
-                super::native::widen_pipes(&s);
-                Ok(s)
-            }
-            4 => Err(io::Error::from_raw_os_error(i32::from_ne_bytes(e))),
-            _ => Err(io::Error::other(
-                "the launcher died before starting the agent",
-            )),
+        let (errno, listener) = outcome?;
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(errno));
         }
+        if h.seccomp.len > 0 && listener.is_none() {
+            return Err(io::Error::other(
+                "the launcher did not hand over its seccomp listener",
+            ));
+        }
+        let s = Started {
+            pid: self.pid,
+            stdout: self.stdout.take().expect("stdout"),
+            stderr: self.stderr.take().expect("stderr"),
+            denials: listener,
+        };
+        super::native::widen_pipes(&s);
+        Ok(s)
+    }
+
+    /// What the launcher left on the status channel once it exec'd or exited: the errno of a
+    /// failed step (0: none) and the seccomp listener it sent.
+    fn outcome(&self) -> io::Result<(i32, Option<OwnedFd>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut listener = None;
+        while self.status_readable(0) {
+            let mut e = [0u8; 4];
+            let mut iov = [io::IoSliceMut::new(&mut e)];
+            let mut space = nix::cmsg_space!(RawFd);
+            let msg = match recvmsg::<()>(
+                self.status.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let n = msg.bytes;
+            for c in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for fd in fds {
+                        // SAFETY: the kernel just put this descriptor in our table for this
+                        // message; nothing else knows its number.
+                        listener =
+                            Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                    }
+                }
+            }
+            match n {
+                0 => break,
+                4 if i32::from_ne_bytes(e) == 0 => continue,
+                4 => return Ok((i32::from_ne_bytes(e), listener)),
+                _ => {
+                    return Err(io::Error::other(
+                        "the launcher died before starting the agent",
+                    ))
+                }
+            }
+        }
+        Ok((0, listener))
     }
 }
 
 impl Drop for Zygote {
     fn drop(&mut self) {
         if self.mem.is_some() {
-            // Unused: closing the command pipe makes it exit.
+            // Unused: closing the command channel makes it exit.
             self.cmd = None;
             self.release();
         }

@@ -199,6 +199,7 @@ impl NativeHost {
             stdin: stdin.map(OwnedFd::from),
             refill_due: false,
             tmpdir: None,
+            confined: None,
             env: None,
             #[cfg(target_os = "linux")]
             sandbox: None,
@@ -277,6 +278,8 @@ pub(crate) struct NativeTarget {
     /// What the agent's process applies to itself before its exec.
     #[cfg(target_os = "linux")]
     sandbox: Option<crate::sandbox::ChildSandbox>,
+    /// Whether the sandbox was prepared (by the pooled start or by `prepare`), and how.
+    confined: Option<Result<(), String>>,
 }
 
 /// The rlimits of a run. Where no cgroup limits memory, RLIMIT_DATA per process (never
@@ -459,9 +462,18 @@ impl NativeTarget {
         }
     }
 
-    /// Prepares the run's sandbox (SPEC 3.1): its own temp directory where writes are
+    /// Prepares the run's sandbox (SPEC 3.1), once: its own temp directory where writes are
     /// confined, and the rules its process applies to itself. An error refuses the run.
     fn confine(&mut self) -> Result<(), String> {
+        if let Some(done) = &self.confined {
+            return done.clone();
+        }
+        let done = self.make_confinement();
+        self.confined = Some(done.clone());
+        done
+    }
+
+    fn make_confinement(&mut self) -> Result<(), String> {
         let c = &self.spec.sandbox;
         if !c.any() {
             return Ok(());
@@ -528,11 +540,16 @@ impl NativeTarget {
         let host = self.host.clone();
         let pool = host.pool.as_ref()?;
         let spec = self.spec.clone();
-        // A launcher cannot apply a sandbox: confined runs take the direct path.
-        if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, &spec.env)
-            || self.stdin.is_some()
-            || spec.sandbox.any()
-        {
+        if self.stdin.is_some() {
+            return None;
+        }
+        // The launcher applies the sandbox too; one that cannot be prepared is refused in
+        // `prepare`, on the way every refusal takes.
+        if spec.sandbox.any() && self.confine().is_err() {
+            return None;
+        }
+        let env = self.env.as_deref().unwrap_or(&spec.env);
+        if !crate::runner::zygote::Zygote::fits(&step.program, &spec.cwd, &step.argv, env) {
             return None;
         }
         // The launcher shares the supervisor's memory until its exec, which is charged to the
