@@ -173,19 +173,25 @@ impl<T: Target> Life<T> {
         mut ctl: mpsc::UnboundedReceiver<Control>,
         mut pre: Option<Result<Started, String>>,
     ) -> RunRecord {
-        let prepared = self.target.prepare().await;
-        self.audit_enforcement(&prepared);
-        self.message = prepared.note.clone();
-        if prepared.note.is_some() {
-            let mut s = lock(&self.status);
-            s.note = prepared.note.clone();
-            s.touch();
-        }
-        if let Some(e) = &prepared.fatal {
-            self.message = Some(e.clone());
-            self.failed_to_start = true;
-        }
-        let os = prepared.os;
+        // What `prepare` returns is dropped here, not kept in this future for the run's life
+        // (its audit fields are a few hundred bytes of maps per run).
+        let os = {
+            // The tier's one-off steps are boxed: the run's task, which every idle agent keeps,
+            // is then not sized for their state machines.
+            let prepared = Box::pin(self.target.prepare()).await;
+            self.audit_enforcement(&prepared);
+            self.message = prepared.note.clone();
+            if prepared.note.is_some() {
+                let mut s = lock(&self.status);
+                s.note = prepared.note.clone();
+                s.touch();
+            }
+            if let Some(e) = prepared.fatal {
+                self.message = Some(e);
+                self.failed_to_start = true;
+            }
+            prepared.os
+        };
         let (mut last, mut first_pid, mut container_id) = (None, None, None);
         let (mut cpu_ns, mut rusage_peak, mut argv_run) = (0u64, 0u64, Vec::new());
         for n in 0..self.spec.steps.len() {
@@ -209,7 +215,7 @@ impl<T: Target> Life<T> {
                 break;
             }
         }
-        let finals = self.target.finish().await;
+        let finals = Box::pin(self.target.finish()).await;
         let (peak_rss, peak_procs, sampled_cpu) = {
             let s = lock(&self.status);
             (s.peak_rss_bytes, s.peak_processes, s.cpu_ns)
@@ -285,7 +291,7 @@ impl<T: Target> Life<T> {
         let announced = pre.is_some();
         let started = match pre {
             Some(r) => r,
-            None => self.target.start(n, &self.spec.steps[n]).await,
+            None => Box::pin(self.target.start(n, &self.spec.steps[n])).await,
         };
         let started = match started {
             Ok(s) => s,
@@ -312,7 +318,7 @@ impl<T: Target> Life<T> {
             exit,
         } = started;
         let exit = self.control_loop(exit, ctl).await;
-        self.target.end_step().await;
+        Box::pin(self.target.end_step()).await;
         let exit = match exit {
             Ok(e) => Some(e),
             Err(e) => {

@@ -280,8 +280,9 @@ pub struct RunStatus {
     pub denials: u64,
     pub denied: Vec<String>,
     pub argv: Vec<String>,
-    pub cwd: PathBuf,
-    pub env_names: Vec<String>,
+    /// What was asked for (its working directory, the names of its environment): shared with
+    /// the run, not copied into every status.
+    pub spec: Arc<RunSpec>,
     pub limits: Limits,
     /// What the operator can do to this run on its tier.
     pub actions: Actions,
@@ -627,8 +628,7 @@ impl Supervisor {
             denials: 0,
             denied: Vec::new(),
             argv: spec.steps[0].argv.clone(),
-            cwd: spec.cwd.clone(),
-            env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),
+            spec: spec.clone(),
             limits: spec.limits.clone(),
             actions,
             state: RunState::Starting,

@@ -575,19 +575,24 @@ pub fn pressure(s: &RunStatus) -> f64 {
     p
 }
 
-/// (CPU %, resident bytes) per refresh, oldest first, at most [`HISTORY`] of them. Each sample
-/// takes 12 bytes (a `(f32, u64)` takes 16) and the buffer grows to exactly [`HISTORY`], not to
-/// the next power of two: 1,440 bytes per run once full instead of 2,048, kept by every
-/// run, idle or not.
+/// (CPU %, resident bytes) per refresh, oldest first, at most [`HISTORY`] of them, kept by every
+/// run, idle or not. Repeated samples are stored once with a count: an idle agent (no CPU, the
+/// same resident size) keeps one 12-byte entry instead of 120 samples (1,440 bytes); a busy
+/// one at most [`HISTORY`] entries of 12 bytes.
 #[derive(Debug, Clone, Default)]
-pub struct History(VecDeque<Sample>);
+pub struct History {
+    runs: VecDeque<Sample>,
+    len: usize,
+}
 
-/// One sample of [`History`]: the resident bytes split in two halves to keep 4-byte alignment.
+/// A run of equal samples of [`History`]: the resident bytes split to keep 4-byte alignment
+/// (48 bits: 256 TiB), and how many samples in a row had these values.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     cpu: f32,
     rss_lo: u32,
-    rss_hi: u32,
+    rss_hi: u16,
+    count: u16,
 }
 
 impl Sample {
@@ -602,32 +607,52 @@ impl Sample {
 impl History {
     /// Appends a sample, dropping the oldest past [`HISTORY`].
     pub fn push(&mut self, cpu_pct: f32, rss: u64) {
-        if self.0.len() >= HISTORY {
-            self.0.pop_front();
+        if self.len >= HISTORY {
+            if let Some(front) = self.runs.front_mut() {
+                front.count -= 1;
+                if front.count == 0 {
+                    self.runs.pop_front();
+                }
+            }
+            self.len -= 1;
         }
-        let len = self.0.len();
-        if len == self.0.capacity() {
-            let want = (len * 2).clamp(8, HISTORY.max(len + 1));
-            self.0.reserve_exact(want - len);
+        let rss = rss.min((1 << 48) - 1);
+        self.len += 1;
+        if let Some(back) = self.runs.back_mut() {
+            if back.get() == (cpu_pct, rss) && back.count < u16::MAX {
+                back.count += 1;
+                return;
+            }
         }
-        self.0.push_back(Sample {
+        let n = self.runs.len();
+        if n == self.runs.capacity() {
+            let want = (n * 2).clamp(2, HISTORY.max(n + 1));
+            self.runs.reserve_exact(want - n);
+        }
+        self.runs.push_back(Sample {
             cpu: cpu_pct,
             rss_lo: rss as u32,
-            rss_hi: (rss >> 32) as u32,
+            rss_hi: (rss >> 32) as u16,
+            count: 1,
         });
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
 
     /// (CPU %, resident bytes), oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (f32, u64)> + ExactSizeIterator + '_ {
-        self.0.iter().map(|s| s.get())
+        let all: Vec<(f32, u64)> = self
+            .runs
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.get(), usize::from(s.count)))
+            .collect();
+        all.into_iter()
     }
 }
 
@@ -638,5 +663,39 @@ impl FromIterator<(f32, u64)> for History {
             h.push(c, r);
         }
         h
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::{History, HISTORY};
+
+    #[test]
+    fn repeated_samples_are_stored_once_and_read_back_in_full() {
+        let mut h = History::default();
+        let mut want = Vec::new();
+        // Idle stretches, a busy stretch, idle again: more than the history keeps.
+        for i in 0..300u64 {
+            let s = match i {
+                0..=99 => (0.0, 4096),
+                100..=179 => (i as f32, 4096 + i * 10),
+                _ => (0.5, 1 << 40),
+            };
+            h.push(s.0, s.1);
+            want.push(s);
+        }
+        let want = &want[want.len() - HISTORY..];
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h.iter().collect::<Vec<_>>(), want);
+        assert_eq!(h.iter().len(), HISTORY);
+        assert_eq!(h.iter().next_back(), Some((0.5, 1 << 40)));
+        // The idle tail is one entry.
+        let mut idle = History::default();
+        for _ in 0..1000 {
+            idle.push(0.0, 1 << 20);
+        }
+        assert_eq!(idle.len(), HISTORY);
+        assert_eq!(idle.runs.len(), 1);
+        assert!(idle.runs.capacity() <= 2, "{}", idle.runs.capacity());
     }
 }

@@ -258,9 +258,10 @@ pub(crate) struct NativeTarget {
     /// What the run's cgroups hold, once they are made (or came with a pooled launcher).
     held: Option<Enforced>,
     rlimits: RlimitSet,
-    /// No CPU quota without a cgroup: the agent is pinned to as many CPUs as it may use.
+    /// No CPU quota without a cgroup: the agent is pinned to as many CPUs as it may use
+    /// (boxed: 128 bytes that most runs, kept by every idle one, do not need).
     #[cfg(target_os = "linux")]
-    affinity: Option<libc::cpu_set_t>,
+    affinity: Option<Box<libc::cpu_set_t>>,
     /// The current step's main process and output pipes, and the tasks draining them.
     pid: Option<i32>,
     pipes: Option<(OwnedFd, OwnedFd)>,
@@ -385,7 +386,9 @@ impl NativeTarget {
         #[cfg(target_os = "linux")]
         {
             self.affinity = match self.spec.limits.cpu_cores {
-                Some(c) if self.spec.enforce_limits && !held.cpu_quota => native::affinity_for(c),
+                Some(c) if self.spec.enforce_limits && !held.cpu_quota => {
+                    native::affinity_for(c).map(Box::new)
+                }
                 _ => None,
             };
         }
@@ -454,7 +457,7 @@ impl NativeTarget {
             cgroup_fds,
             rlimits: self.rlimits,
             #[cfg(target_os = "linux")]
-            affinity: self.affinity,
+            affinity: self.affinity.as_deref().copied(),
             subreaper: !self.held.is_some_and(|h| h.tree),
             stdin: self.stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
             #[cfg(target_os = "linux")]

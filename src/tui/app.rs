@@ -117,8 +117,8 @@ impl AgentRow {
             },
             to_limit,
             argv: s.argv.clone(),
-            cwd: s.cwd.display().to_string(),
-            env_names: s.env_names.clone(),
+            cwd: s.spec.cwd.display().to_string(),
+            env_names: s.spec.env.iter().map(|(k, _)| k.clone()).collect(),
             note: match rec {
                 Some(r) => {
                     let parts: Vec<String> = r.message.iter().cloned().chain(r.losses()).collect();
