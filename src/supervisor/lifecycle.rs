@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use super::ending::{self, ExitFacts, Observed, PerProcessMemory};
@@ -49,8 +49,8 @@ pub(super) fn launch_fields(id: RunId, spec: &RunSpec) -> Value {
 /// The channels and shared state of one run.
 pub(super) struct RunParts {
     pub status: Arc<Mutex<RunStatus>>,
-    pub ctl_tx: mpsc::UnboundedSender<Control>,
-    pub ctl: mpsc::UnboundedReceiver<Control>,
+    pub ctl_tx: super::control::ControlTx,
+    pub ctl: super::control::ControlRx,
     pub done: watch::Sender<Option<Arc<RunRecord>>>,
     /// The caller streaming the run's output (`RunIo::output`).
     pub output: Option<super::OutputSender>,
@@ -65,7 +65,7 @@ struct Life<T: Target> {
     id: RunId,
     spec: Arc<RunSpec>,
     status: Arc<Mutex<RunStatus>>,
-    ctl_tx: mpsc::UnboundedSender<Control>,
+    ctl_tx: super::control::ControlTx,
     target: T,
     tree: Arc<dyn Tree>,
     started_at: SystemTime,
@@ -170,7 +170,7 @@ impl<T: Target> Life<T> {
 
     async fn run(
         &mut self,
-        mut ctl: mpsc::UnboundedReceiver<Control>,
+        mut ctl: super::control::ControlRx,
         mut pre: Option<Result<Started, String>>,
     ) -> RunRecord {
         // What `prepare` returns is dropped here, not kept in this future for the run's life
@@ -286,7 +286,7 @@ impl<T: Target> Life<T> {
         n: usize,
         pre: Option<Result<Started, String>>,
         os: OsEnforced,
-        ctl: &mut mpsc::UnboundedReceiver<Control>,
+        ctl: &mut super::control::ControlRx,
     ) -> Option<StepEnd> {
         let announced = pre.is_some();
         let started = match pre {
@@ -369,7 +369,7 @@ impl<T: Target> Life<T> {
     async fn control_loop(
         &mut self,
         mut exit: super::target::ExitFuture,
-        ctl: &mut mpsc::UnboundedReceiver<Control>,
+        ctl: &mut super::control::ControlRx,
     ) -> Result<Exit, String> {
         loop {
             let far = Instant::now() + Duration::from_secs(86400 * 365);

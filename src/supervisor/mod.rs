@@ -3,6 +3,7 @@
 //! its clients, sending commands in and reading the event stream out.
 
 pub mod audit;
+mod control;
 mod ending;
 mod lifecycle;
 #[cfg(test)]
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
 use crate::tier::container::ContainerHost;
@@ -390,7 +391,7 @@ impl SupervisorOptions {
 
 struct RunEntry {
     status: Arc<Mutex<RunStatus>>,
-    ctl: mpsc::UnboundedSender<Control>,
+    ctl: control::ControlTx,
     done: watch::Receiver<Option<Arc<RunRecord>>>,
     tree: Arc<dyn Tree>,
 }
@@ -652,7 +653,7 @@ impl Supervisor {
             note: None,
             version: STAMP.fetch_add(1, Ordering::SeqCst) + 1,
         }));
-        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+        let (ctl, ctl_rx) = control::channel();
         let (done_tx, done) = watch::channel(None);
         let entry = RunEntry {
             status: status.clone(),

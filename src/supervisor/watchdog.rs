@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::target::Tree;
 use super::{Actor, Control, Event, Reason, RunId, RunState, RunStatus, Scope, Sig};
@@ -58,7 +57,7 @@ pub(crate) struct Watched {
     pub agent: String,
     pub status: Arc<Mutex<RunStatus>>,
     pub tree: Arc<dyn Tree>,
-    pub ctl: UnboundedSender<Control>,
+    pub ctl: super::control::ControlTx,
     pub limits: Limits,
     pub os: OsEnforced,
     probe: Probe,
@@ -75,7 +74,7 @@ impl Watched {
         agent: String,
         status: Arc<Mutex<RunStatus>>,
         tree: Arc<dyn Tree>,
-        ctl: UnboundedSender<Control>,
+        ctl: super::control::ControlTx,
         limits: Limits,
         os: OsEnforced,
     ) -> Watched {
