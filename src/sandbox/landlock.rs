@@ -123,13 +123,37 @@ pub fn write_layer(dirs: &[&Path]) -> Result<OwnedFd, String> {
         .map_err(|e| fail(&e))?
         .create()
         .map_err(|e| fail(&e))?;
-    let devices = WRITABLE_DEVICES.iter().map(Path::new);
-    for path in dirs.iter().copied().chain(devices) {
+    for path in dirs.iter().copied() {
         if let Some(r) = rule(path, rights, abi) {
             created = created.add_rule(r).map_err(|e| fail(&e))?;
         }
     }
+    for (fd, is_dir) in devices() {
+        let access = if *is_dir {
+            rights
+        } else {
+            rights & AccessFs::from_file(abi)
+        };
+        created = created
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(|e| fail(&e))?;
+    }
     Option::<OwnedFd>::from(created).ok_or_else(|| fail(&"Landlock is not enabled"))
+}
+
+/// The common devices (those that exist), opened once (`O_PATH`) and kept for the life of the
+/// process: every confined run's write layer names them without opening nine paths again.
+fn devices() -> &'static [(PathFd, bool)] {
+    static DEVICES: OnceLock<Vec<(PathFd, bool)>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        WRITABLE_DEVICES
+            .iter()
+            .filter_map(|p| {
+                let is_dir = std::fs::metadata(p).ok()?.is_dir();
+                Some((PathFd::new(p).ok()?, is_dir))
+            })
+            .collect()
+    })
 }
 
 /// The read layer for `deny` (with the exceptions `allow` beneath it), shared by every Strict

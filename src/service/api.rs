@@ -154,11 +154,11 @@ impl RunView {
         RunView {
             run_id: s.id,
             agent: s.agent.clone(),
-            trigger: s.trigger.clone(),
+            trigger: s.spec.trigger.clone(),
             tier: s.tier,
             state: s.state,
             pid: s.pid,
-            argv: s.argv.clone(),
+            argv: s.argv().to_vec(),
             cpu_percent: if r.is_some() { 0.0 } else { s.cpu_pct },
             memory_bytes: if r.is_some() { 0 } else { s.rss_bytes },
             peak_memory_bytes: r.map_or(s.peak_rss_bytes, |r| r.peak_memory_bytes),
@@ -168,8 +168,8 @@ impl RunView {
             timeout_secs: s.limits.timeout.map(|t| t.as_secs_f64()),
             reason: r.map(|r| r.reason.as_str().to_string()),
             exit_code: r.and_then(|r| r.exit_code),
-            stdout_log: s.stdout_log.clone(),
-            stderr_log: s.stderr_log.clone(),
+            stdout_log: s.stdout_log(),
+            stderr_log: s.stderr_log(),
         }
     }
 }

@@ -802,7 +802,7 @@ fn logs_of(s: &Service, target: &str) -> Option<(PathBuf, PathBuf, Option<RunId>
     let runs = s.resolve(target);
     if let Some(&(id, live)) = runs.last() {
         let st = s.sup.status(id)?;
-        return Some((st.stdout_log, st.stderr_log, live.then_some(id)));
+        return Some((st.stdout_log(), st.stderr_log(), live.then_some(id)));
     }
     // An ended run the service no longer holds, or one of an earlier service.
     let id = target.parse::<RunId>().ok();

@@ -341,8 +341,8 @@ impl<T: Target> Life<T> {
                 .map_err(|e| (e, StreamSink::without_log(tail.clone())))
         };
         let (out, err) = (
-            sink(&s.stdout_log, &s.stdout),
-            sink(&s.stderr_log, &s.stderr),
+            sink(&s.stdout_log(), &s.stdout),
+            sink(&s.stderr_log(), &s.stderr),
         );
         if let Some((e, _)) = out.as_ref().err().or(err.as_ref().err()) {
             self.message = Some(format!(
@@ -509,7 +509,7 @@ impl<T: Target> Life<T> {
         {
             let mut s = lock(&self.status);
             s.pid = pid;
-            s.argv = argv.clone();
+            s.step = n;
             s.state = if self.ordered.is_some() {
                 RunState::Stopping
             } else {
@@ -588,8 +588,8 @@ impl<T: Target> Life<T> {
             processes: 0,
             stdout_tail: tail(&s.stdout),
             stderr_tail: tail(&s.stderr),
-            stdout_log: s.stdout_log.clone(),
-            stderr_log: s.stderr_log.clone(),
+            stdout_log: s.stdout_log(),
+            stderr_log: s.stderr_log(),
             log_dropped_bytes: dropped,
             log_truncated_bytes: out_cut + err_cut,
             log_dropped_since: since.map(|t| humantime::format_rfc3339_millis(t).to_string()),

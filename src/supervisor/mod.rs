@@ -273,14 +273,14 @@ pub enum Event {
 pub struct RunStatus {
     pub id: RunId,
     pub agent: String,
-    pub trigger: String,
     pub tier: SecurityTier,
     /// The native sandbox level.
     pub sandbox: crate::tier::SandboxLevel,
     /// What the sandbox refused: how often, and the latest few.
     pub denials: u64,
     pub denied: Vec<String>,
-    pub argv: Vec<String>,
+    /// The step that runs (or ran last): its argv is [`RunStatus::argv`].
+    pub step: usize,
     /// What was asked for (its working directory, the names of its environment): shared with
     /// the run, not copied into every status.
     pub spec: Arc<RunSpec>,
@@ -297,8 +297,8 @@ pub struct RunStatus {
     pub peak_processes: u64,
     pub stdout: SharedTail,
     pub stderr: SharedTail,
-    pub stdout_log: PathBuf,
-    pub stderr_log: PathBuf,
+    /// The run's directory: its `stdout.log` and `stderr.log` (see [`RunStatus::stdout_log`]).
+    pub dir: PathBuf,
     pub record: Option<Arc<RunRecord>>,
     /// CPU of the whole tree over the last refresh, in percent of one core.
     pub cpu_pct: f64,
@@ -326,6 +326,24 @@ pub fn current_stamp() -> u64 {
 }
 
 impl RunStatus {
+    /// The argv of the step that runs (or ran last), from the spec: not copied per run.
+    pub fn argv(&self) -> &[String] {
+        self.spec
+            .steps
+            .get(self.step)
+            .map_or(&[][..], |s| s.argv.as_slice())
+    }
+
+    /// The run's standard output log (one path kept per run, not two).
+    pub fn stdout_log(&self) -> PathBuf {
+        self.dir.join("stdout.log")
+    }
+
+    /// The run's standard error log.
+    pub fn stderr_log(&self) -> PathBuf {
+        self.dir.join("stderr.log")
+    }
+
     /// Marks a change: the status's version moves past every version seen before.
     pub fn touch(&mut self) {
         self.version = STAMP.fetch_add(1, Ordering::SeqCst) + 1;
@@ -623,12 +641,11 @@ impl Supervisor {
         let status = Arc::new(Mutex::new(RunStatus {
             id,
             agent: spec.agent.clone(),
-            trigger: spec.trigger.clone(),
             tier: spec.tier,
             sandbox: spec.sandbox.level,
             denials: 0,
             denied: Vec::new(),
-            argv: spec.steps[0].argv.clone(),
+            step: 0,
             spec: spec.clone(),
             limits: spec.limits.clone(),
             actions,
@@ -642,8 +659,7 @@ impl Supervisor {
             peak_processes: 0,
             stdout: tail(),
             stderr: tail(),
-            stdout_log: dir.join("stdout.log"),
-            stderr_log: dir.join("stderr.log"),
+            dir,
             record: None,
             cpu_pct: 0.0,
             history: Default::default(),

@@ -84,7 +84,7 @@ impl AgentRow {
         AgentRow {
             id: s.id,
             agent: s.agent.clone(),
-            trigger: s.trigger.clone(),
+            trigger: s.spec.trigger.clone(),
             tier: s.tier,
             sandbox: s.sandbox,
             denials: rec.map_or(s.denials, |r| r.denials),
@@ -116,7 +116,7 @@ impl AgentRow {
                 Vec::new()
             },
             to_limit,
-            argv: s.argv.clone(),
+            argv: s.argv().to_vec(),
             cwd: s.spec.cwd.display().to_string(),
             env_names: s.spec.env.iter().map(|(k, _)| k.clone()).collect(),
             note: match rec {
