@@ -347,6 +347,13 @@ fn main() -> ExitCode {
         Command::Man { out_dir } => return man(out_dir.as_deref()),
         _ => {}
     }
+    // The commands whose supervisor may hold thousands of idle runs for hours.
+    if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Run(_) | Command::Dashboard(_)
+    ) {
+        symbiont::process::one_heap_arena();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -108,6 +108,19 @@ pub fn release_free_memory() {
     }
 }
 
+/// One malloc arena for the whole process (glibc), for a long-lived supervisor: its runs'
+/// small allocations, made on whichever thread, then share pages instead of spreading over one
+/// arena per thread (the service bench at 5,000 idle agents: 64.3 -> 59.3 MiB), and its
+/// threads allocate rarely enough not to queue on the one lock. Call before any thread starts.
+pub fn one_heap_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt sets one of glibc's malloc parameters; it takes integers only and is
+    // called before any other thread of this process exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Set by the `symbiont` binary, which has the hidden `__sweep` subcommand: only then does the
 /// guardian exec the running binary to sweep (a library's host program, a test or a bench,
 /// would run itself again).
