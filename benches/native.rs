@@ -1924,20 +1924,25 @@ mod bench {
             };
             rows.push(f);
         }
+        // A target row: `ours` at most 0.2 ms over `base`, measured `what` way.
+        let over_row = |id: &str, label: &str, ours: &[f64], base: &[f64], what: &str, note| {
+            Figure::new(id, label, "ms")
+                .ours(ours.to_vec())
+                .baseline(base.to_vec(), what)
+                .target(Target::OverBaseline(0.2))
+                .note(Some(note))
+        };
         let pool_what = "Permissive through a launcher of the pool (the default path), same rounds";
         let direct_what = "Permissive forced onto the direct vfork path (given a standard input), \
                            against Strict forced onto it too, same rounds: the sandbox's own cost, \
                            the path aside";
-        rows.push(
-            Figure::new(
-                "sandbox_strict_over_permissive_running",
-                "11f. Strict over Permissive (pool): launch -> Launched",
-                "ms",
-            )
-            .ours(run[s].clone())
-            .baseline(run[p].clone(), pool_what)
-            .target(Target::OverBaseline(0.2))
-            .note(Some(format!(
+        rows.push(over_row(
+            "sandbox_strict_over_permissive_running",
+            "11f. Strict over Permissive (pool): launch -> Launched",
+            &run[s],
+            &run[p],
+            pool_what,
+            format!(
                 "Strict - Permissive, both through the pool = {} ms (medians; median of the \
                  per-round differences {} ms; p10s {} ms); Moderate - Permissive = {} ms ({} of \
                  {n} pooled runs ended while the pool was still making the used launcher's \
@@ -1947,36 +1952,30 @@ mod bench {
                 num(p10(&run[s]) - p10(&run[p])),
                 num(over(&run, idx(Way::Moderate), p)),
                 refilling,
-            ))),
-        );
-        rows.push(
-            Figure::new(
-                "sandbox_strict_over_direct_running",
-                "11g. Strict over Permissive (both direct path): launch -> Launched",
-                "ms",
-            )
-            .ours(run[sd].clone())
-            .baseline(run[d].clone(), direct_what)
-            .target(Target::OverBaseline(0.2))
-            .note(Some(format!(
+            ),
+        ));
+        rows.push(over_row(
+            "sandbox_strict_over_direct_running",
+            "11g. Strict over Permissive (both direct path): launch -> Launched",
+            &run[sd],
+            &run[d],
+            direct_what,
+            format!(
                 "Strict direct - Permissive direct = {} ms (median of the per-round differences \
                  {} ms; p10s {} ms); the path (Permissive direct - pool) {} ms",
                 num(over(&run, sd, d)),
                 num(med(&paired(&run[sd], &run[d]))),
                 num(p10(&run[sd]) - p10(&run[d])),
                 num(over(&run, d, p)),
-            ))),
-        );
-        rows.push(
-            Figure::new(
-                "sandbox_strict_over_direct_exit",
-                "11h. Strict over Permissive (pool): launch -> Exited",
-                "ms",
-            )
-            .ours(exit[s].clone())
-            .baseline(exit[p].clone(), pool_what)
-            .target(Target::OverBaseline(0.2))
-            .note(Some(format!(
+            ),
+        ));
+        rows.push(over_row(
+            "sandbox_strict_over_permissive_exit",
+            "11h. Strict over Permissive (pool): launch -> Exited",
+            &exit[s],
+            &exit[p],
+            pool_what,
+            format!(
                 "Strict - Permissive = {} ms (median of the per-round differences {} ms; p10s {} \
                  ms); Moderate - Permissive = {} ms; both on the direct path: Strict - Permissive \
                  = {} ms",
@@ -1985,8 +1984,8 @@ mod bench {
                 num(p10(&exit[s]) - p10(&exit[p])),
                 num(over(&exit, idx(Way::Moderate), p)),
                 num(over(&exit, sd, d)),
-            ))),
-        );
+            ),
+        ));
 
         let parts = sandbox_parts(ctx, n, program, &moderate, &strict, home);
         // This supervisor reaps only its runs and launchers: its guardian (a fork of this

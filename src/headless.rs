@@ -377,34 +377,15 @@ pub async fn exec(sup: Supervisor, spec: RunSpec, json: bool) -> Result<u8, Laun
 /// What `exec` says once its command has ended: with `json` the record on stdout; else, on
 /// stderr, what was lost and how the run ended when it did not exit on its own.
 pub fn exec_report(r: &RunRecord, json: bool) {
-    let ended_by_symbiont = || {
-        r.reason == Reason::Exited && r.exit_code.is_none() && r.signal.is_none() && !r.success()
-    };
     if json {
         println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
-        // Symbiont's own failure (125) says why on stderr, with --json too.
-        if exec_status(r) == crate::report::FAILED {
-            if let Some(m) = r.losses() {
-                eprintln!("symbiont: {m}");
-            }
-            if let Some(m) = r.message.as_deref().filter(|_| !r.success()) {
-                eprintln!("symbiont: {}", visible(m));
-            }
+        // The record says it all, unless symbiont itself failed (125): then stderr says why.
+        if exec_status(r) != crate::report::FAILED {
+            return;
         }
-        return;
     }
     if let Some(m) = r.losses() {
         eprintln!("symbiont: {m}");
-    }
-    if ended_by_symbiont() {
-        eprintln!(
-            "symbiont: {}",
-            visible(
-                r.message
-                    .as_deref()
-                    .unwrap_or("the run ended without an exit status")
-            )
-        );
     }
     if !r.success() && r.reason != Reason::Exited {
         eprintln!(
@@ -415,6 +396,13 @@ pub fn exec_report(r: &RunRecord, json: bool) {
                 .as_deref()
                 .map(|m| format!(": {}", visible(m)))
                 .unwrap_or_default()
+        );
+    } else if r.exit_code.is_none() && r.signal.is_none() && !r.success() {
+        // Ended without a status of its own (a VM whose guest wrote no result): why, from here.
+        let m = r.message.as_deref();
+        eprintln!(
+            "symbiont: {}",
+            visible(m.unwrap_or("the run ended without an exit status"))
         );
     }
 }

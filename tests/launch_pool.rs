@@ -76,6 +76,18 @@ async fn pool_ready(sup: &Supervisor) -> Option<usize> {
     }
 }
 
+/// Through a ready launcher the agent is running when `launch` returns: its `Launched` event
+/// is already there.
+fn launched_by_now(events: &mut tokio::sync::broadcast::Receiver<Event>, id: u64) -> bool {
+    matches!(events.try_recv(), Ok(Event::Launched { run_id, .. }) if run_id == id)
+}
+
+/// Whether the agent's `/proc/self/cgroup` (`out`) names a group of the pool (`z<n>`).
+fn in_a_launchers_group(out: &str) -> bool {
+    out.lines()
+        .any(|l| l.contains("/z") && l.contains("symbiont-"))
+}
+
 /// Children of this process that are not zombies.
 fn live_children() -> Vec<i32> {
     let me = (std::process::id() as i32).to_string();
@@ -109,17 +121,16 @@ async fn pooled_launch_runs_in_the_launchers_groups_with_limits_and_clean_signal
     let id = sup
         .launch(spec(&s, "pooled", bash(), &["bash", "-c", script], limits))
         .unwrap();
-    // Through a ready launcher the agent is running when `launch` returns: the event is there.
-    let launched = matches!(events.try_recv(), Ok(Event::Launched { run_id, .. }) if run_id == id);
-    assert!(launched, "no Launched event by the time launch() returned");
+    assert!(
+        launched_by_now(&mut events, id),
+        "no Launched event by the time launch() returned"
+    );
     let rec = sup.wait(id).await.unwrap();
     assert_eq!(rec.reason, Reason::Exited, "{rec:?}");
     assert_eq!(rec.exit_code, Some(0), "{rec:?}");
     let out = std::fs::read_to_string(&rec.stdout_log).unwrap();
-    // The pool's groups are named z<n>.
     assert!(
-        out.lines()
-            .any(|l| l.contains("/z") && l.contains("symbiont-")),
+        in_a_launchers_group(&out),
         "not in a launcher's group:\n{out}"
     );
     let has_limit = |n: u64| out.lines().any(|l| l.trim() == n.to_string());
@@ -193,14 +204,15 @@ async fn a_pooled_launch_applies_the_strict_sandbox_and_hands_over_its_denials()
     );
     sp.sandbox = c;
     let id = sup.launch(sp).unwrap();
-    let launched = matches!(events.try_recv(), Ok(Event::Launched { run_id, .. }) if run_id == id);
-    assert!(launched, "not through a ready launcher");
+    assert!(
+        launched_by_now(&mut events, id),
+        "not through a ready launcher"
+    );
     let rec = sup.wait(id).await.unwrap();
     assert_eq!(rec.exit_code, Some(0), "{rec:?}");
     let out = std::fs::read_to_string(&rec.stdout_log).unwrap();
     assert!(
-        out.lines()
-            .any(|l| l.contains("/z") && l.contains("symbiont-")),
+        in_a_launchers_group(&out),
         "not in a launcher's group:\n{out}"
     );
     for want in [

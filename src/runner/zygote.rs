@@ -413,6 +413,21 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
     fail(status)
 }
 
+/// A message header for the one buffer `iov` and the first `control_len` bytes of `control`
+/// (at most its size). The launcher's side: no allocation.
+///
+/// # Safety
+/// The header points into `iov` and `control`: it is used only while they live, unmoved.
+unsafe fn message(iov: &mut libc::iovec, control: &mut [u64], control_len: usize) -> libc::msghdr {
+    // All-zero is a valid `msghdr`: null pointers and zero lengths, filled in below.
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control_len.min(std::mem::size_of_val(control)) as _;
+    msg
+}
+
 /// Receives the go byte on `cmd`, and the descriptors that come with it into `fds`: their
 /// count, or -1 at end of file (or a failed read). The launcher's side.
 ///
@@ -426,11 +441,8 @@ unsafe fn recv_go(cmd: RawFd, fds: &mut [RawFd; MAX_RULESETS]) -> isize {
     };
     // Room for one SCM_RIGHTS message of `MAX_RULESETS` descriptors, aligned as a cmsghdr.
     let mut control = [0u64; 8];
-    let mut msg: libc::msghdr = std::mem::zeroed();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let len = std::mem::size_of_val(&control);
+    let mut msg = message(&mut iov, &mut control, len);
     let n = loop {
         let n = libc::recvmsg(cmd, &mut msg, libc::MSG_CMSG_CLOEXEC);
         if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
@@ -474,11 +486,8 @@ unsafe fn send_listener(status: RawFd, listener: RawFd) -> bool {
         iov_len: 4,
     };
     let mut control = [0u64; 4];
-    let mut msg: libc::msghdr = std::mem::zeroed();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+    let len = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+    let msg = message(&mut iov, &mut control, len);
     let c = libc::CMSG_FIRSTHDR(&msg);
     (*c).cmsg_level = libc::SOL_SOCKET;
     (*c).cmsg_type = libc::SCM_RIGHTS;

@@ -644,16 +644,48 @@ impl History {
         self.len == 0
     }
 
-    /// (CPU %, resident bytes), oldest first.
+    /// (CPU %, resident bytes), oldest first, expanded as it goes (no copy: the dashboard reads
+    /// every limited run's recent samples each refresh).
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (f32, u64)> + ExactSizeIterator + '_ {
-        let all: Vec<(f32, u64)> = self
-            .runs
-            .iter()
-            .flat_map(|s| std::iter::repeat_n(s.get(), usize::from(s.count)))
-            .collect();
-        all.into_iter()
+        Expanded {
+            inner: self
+                .runs
+                .iter()
+                .flat_map(|s| std::iter::repeat_n(s.get(), usize::from(s.count))),
+            left: self.len,
+        }
     }
 }
+
+/// The samples of a [`History`], with their count known.
+struct Expanded<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator<Item = (f32, u64)>> Iterator for Expanded<I> {
+    type Item = (f32, u64);
+
+    fn next(&mut self) -> Option<(f32, u64)> {
+        let v = self.inner.next()?;
+        self.left -= 1;
+        Some(v)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: DoubleEndedIterator<Item = (f32, u64)>> DoubleEndedIterator for Expanded<I> {
+    fn next_back(&mut self) -> Option<(f32, u64)> {
+        let v = self.inner.next_back()?;
+        self.left -= 1;
+        Some(v)
+    }
+}
+
+impl<I: Iterator<Item = (f32, u64)>> ExactSizeIterator for Expanded<I> {}
 
 impl FromIterator<(f32, u64)> for History {
     fn from_iter<I: IntoIterator<Item = (f32, u64)>>(it: I) -> History {
