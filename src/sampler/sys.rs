@@ -28,6 +28,18 @@ fn pid_of(p: i32) -> Pid {
 
 /// CPU time, resident memory, parent and name of each of `pids` still alive.
 pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
+    let out = read(pids);
+    if out.iter().any(|p| p.name.is_empty()) {
+        // Nameless: sysinfo caught it while it was created (seen under Wine on a loaded
+        // machine) and keeps what it saw then, an empty path or no handle at all (and
+        // without a handle no CPU time or memory is ever read either). Start afresh: the next
+        // sample opens every process again. CPU time is cumulative; nothing is lost.
+        SYS.with(|s| *s.borrow_mut() = None);
+    }
+    out
+}
+
+fn read(pids: &[i32]) -> Vec<ProcSample> {
     with_system(|s| {
         let list: Vec<Pid> = pids.iter().map(|&p| pid_of(p)).collect();
         s.refresh_processes_specifics(
@@ -43,14 +55,7 @@ pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
         pids.iter()
             .filter_map(|&p| {
                 let pr = s.process(pid_of(p))?;
-                let name = match pr.name().to_string_lossy() {
-                    n if n.is_empty() => pr
-                        .exe()
-                        .and_then(|e| e.file_name())
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    n => n.into_owned(),
-                };
+                let name = name_of(pr);
                 Some(ProcSample {
                     pid: p,
                     ppid: pr.parent().map_or(0, |q| q.as_u32() as i32),
@@ -65,6 +70,18 @@ pub fn sample(pids: &[i32]) -> Vec<ProcSample> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// The process's name, or its executable's file name where the name is empty.
+fn name_of(pr: &sysinfo::Process) -> String {
+    match pr.name().to_string_lossy() {
+        n if n.is_empty() => pr
+            .exe()
+            .and_then(|e| e.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        n => n.into_owned(),
+    }
 }
 
 /// Reads the processes of one tree: one sysinfo refresh of just their pids per sample.
