@@ -468,7 +468,22 @@ fn moderate_run_has_its_own_temp_directory_and_the_floor_holds() {
         .iter()
         .find_map(|l| l.strip_prefix("T="))
         .unwrap_or_else(|| panic!("{tail:?}"));
-    assert!(tmp.contains("symbiont-run"), "{tmp}");
+    // Named after the supervisor, which made more ahead for the next runs and removed them
+    // when it ended.
+    let supervisor = Path::new(tmp)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("symbiont-tmp"))
+        .and_then(|n| n.split_once('-'))
+        .map(|(pid, _)| format!("symbiont-tmp{pid}-"))
+        .unwrap_or_else(|| panic!("{tmp}"));
+    let left: Vec<_> = std::fs::read_dir(Path::new(tmp).parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&supervisor))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     assert!(tail.iter().any(|l| l == "tmp-ok"), "{tail:?}");
     assert!(
         tail.iter().any(|l| l == "tmp-denied"),

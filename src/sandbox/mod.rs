@@ -28,6 +28,8 @@ pub mod rlimit;
 pub mod landlock;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
+#[cfg(unix)]
+pub mod tmpdir;
 
 /// Whether this host can enforce `c` on the native tier; the reason and the fix where not.
 /// An agent that asks for what cannot be enforced is refused, never run unconfined.

@@ -37,6 +37,8 @@ pub(crate) struct NativeHost {
     reaper: Reaper,
     /// The watchdog's interval for runs without a cgroup memory limit.
     watchdog_interval: Duration,
+    /// Confined runs' own temp directories, a few made ahead.
+    tmpdirs: crate::sandbox::tmpdir::TempDirs,
 }
 
 impl NativeHost {
@@ -74,6 +76,7 @@ impl NativeHost {
             census,
             reaper,
             watchdog_interval: opts.watchdog_interval,
+            tmpdirs: Default::default(),
         })
     }
 
@@ -484,13 +487,7 @@ impl NativeTarget {
         crate::sandbox::enforceable(c)?;
         let mut writable = vec![self.spec.cwd.clone()];
         if c.writes {
-            let template = std::env::temp_dir().join(format!("symbiont-run{}-XXXXXX", self.id));
-            let dir = nix::unistd::mkdtemp(&template).map_err(|e| {
-                format!(
-                    "cannot make the run's temp directory {}: {e}",
-                    template.display()
-                )
-            })?;
+            let dir = self.host.tmpdirs.take().map_err(|e| e.to_string())?;
             let mut env = self.spec.env.clone();
             env.retain(|(k, _)| k != "TMPDIR");
             env.push(("TMPDIR".into(), dir.to_string_lossy().into_owned()));
@@ -504,6 +501,15 @@ impl NativeTarget {
             self.sandbox = Some(crate::sandbox::ChildSandbox::new(c, &dirs)?);
         }
         Ok(())
+    }
+
+    /// A confined run took a temp directory: the next runs' are made, off the async workers
+    /// (two directories, up to 0.3 ms on an ext4 /tmp) and after the agent started.
+    fn refill_tmpdirs(&self) {
+        if self.tmpdir.is_some() {
+            let host = self.host.clone();
+            tokio::task::spawn_blocking(move || host.tmpdirs.refill());
+        }
     }
 
     /// A step's process runs: it is the tree's main process, the guardian knows its group.
@@ -636,6 +642,7 @@ impl Target for NativeTarget {
             if let Some(pool) = &self.host.pool {
                 pool.refill();
             }
+            self.refill_tmpdirs();
         }
         let (note, mut fatal) = match self.make_groups() {
             Ok(note) => (note, None),
@@ -711,6 +718,7 @@ impl Target for NativeTarget {
             .map_err(|e| crate::sampler::budget::spawn_error(&step.program.display(), &e));
         drop(join);
         let (pid, s, exit) = spawned?;
+        self.refill_tmpdirs();
         Ok(self.started(pid, s, exit))
     }
 
@@ -782,7 +790,15 @@ impl Target for NativeTarget {
         }
         if let Some(dir) = self.tmpdir.take() {
             // Whatever the agent left there goes with the run.
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(
+                        "cannot remove the run's temp directory {}: {e}",
+                        dir.display()
+                    );
+                }
+            })
+            .await;
         }
         finals
     }
