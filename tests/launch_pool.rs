@@ -183,6 +183,71 @@ async fn a_pooled_launch_applies_the_strict_sandbox_and_hands_over_its_denials()
     let Some(_) = pool_ready(&sup).await else {
         return;
     };
+    // The first Strict run installs its filter at launch; the pool then makes launchers with
+    // that filter installed ahead, and the next Strict run takes one of those.
+    let first = strict_run_through_a_launcher(&s, &sup, &c, &home).await;
+    pool_ready(&sup).await;
+    let filtered = launchers_with_a_filter();
+    assert!(
+        !filtered.is_empty() && !filtered.contains(&first),
+        "no launcher was made with the filter: {filtered:?}"
+    );
+    let second = strict_run_through_a_launcher(&s, &sup, &c, &home).await;
+    assert!(
+        filtered.contains(&second),
+        "the second Strict run ({second}) did not take a launcher with its filter ({filtered:?})"
+    );
+    // A Permissive run never gets one of those.
+    pool_ready(&sup).await;
+    let mut events = sup.subscribe();
+    let id = sup
+        .launch(spec(
+            &s,
+            "pooled-permissive",
+            bash(),
+            &[
+                "bash",
+                "-c",
+                "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status",
+            ],
+            Limits::default(),
+        ))
+        .unwrap();
+    assert!(
+        launched_by_now(&mut events, id),
+        "not through a ready launcher"
+    );
+    let rec = sup.wait(id).await.unwrap();
+    let out = std::fs::read_to_string(&rec.stdout_log).unwrap();
+    assert!(
+        out.contains("Seccomp:\t0") && out.contains("NoNewPrivs:\t0"),
+        "a Permissive run was filtered:\n{out}"
+    );
+    drop(sup);
+    assert!(
+        launchers_with_a_filter().is_empty(),
+        "launchers outlived their supervisor"
+    );
+}
+
+/// The launchers among this process's children that have a seccomp filter installed.
+fn launchers_with_a_filter() -> Vec<i32> {
+    live_children()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|st| st.lines().any(|l| l == "Seccomp:\t2"))
+        })
+        .collect()
+}
+
+/// A Strict agent through a ready launcher, probing its sandbox: its pid.
+async fn strict_run_through_a_launcher(
+    s: &Scratch,
+    sup: &Supervisor,
+    c: &symbiont::supervisor::Confinement,
+    home: &std::path::Path,
+) -> i32 {
     let mut events = sup.subscribe();
     let outside = s.path("outside.txt");
     let script = format!(
@@ -196,13 +261,13 @@ async fn a_pooled_launch_applies_the_strict_sandbox_and_hands_over_its_denials()
         home.join(".ssh/id_ed25519").display()
     );
     let mut sp = spec(
-        &s,
+        s,
         "pooled-strict",
         bash(),
         &["bash", "-c", &script],
         Limits::default(),
     );
-    sp.sandbox = c;
+    sp.sandbox = c.clone();
     let id = sup.launch(sp).unwrap();
     assert!(
         launched_by_now(&mut events, id),
@@ -236,7 +301,7 @@ async fn a_pooled_launch_applies_the_strict_sandbox_and_hands_over_its_denials()
         "{:?}",
         rec.denied
     );
-    drop(sup);
+    rec.pid.expect("pid")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

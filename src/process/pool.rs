@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::reaper::{ExitInfo, Reaper};
 use crate::runner::zygote::Zygote;
 use crate::sandbox::cgroup::{CgroupRoots, RunCgroup};
+use crate::sandbox::seccomp::Filter;
 use crate::supervisor::Limits;
 
 /// How many launchers are kept ready by default.
@@ -50,9 +51,25 @@ struct Shared {
     cv: Condvar,
     stop: AtomicBool,
     want: usize,
-    /// The limits (and whether they are enforced) of the last pooled launch: new launchers'
-    /// groups carry them already, so a launch with the same limits writes none.
-    expect: Mutex<(Limits, bool)>,
+    /// What the last pooled launch carried: new launchers' groups carry its limits (and
+    /// whether they are enforced) already, so a launch with the same limits writes none, and
+    /// some new launchers have its seccomp filter installed (see `make_next`).
+    expect: Mutex<Expect>,
+}
+
+#[derive(Clone, Default)]
+struct Expect {
+    limits: Limits,
+    enforce: bool,
+    filter: Option<&'static Filter>,
+}
+
+/// What the next launcher gets: the expected filter installed ahead, unless half the pool
+/// already has a filter. The other half takes any run (a filter is then installed at its
+/// launch): a supervisor whose runs alternate between levels never waits for a launcher.
+fn make_next(ready: &VecDeque<Pooled>, want: usize, expect: &Expect) -> Option<&'static Filter> {
+    let filtered = ready.iter().filter(|p| p.zygote.filter().is_some()).count();
+    expect.filter.filter(|_| filtered < want / 2)
 }
 
 pub(crate) struct LaunchPool {
@@ -70,17 +87,20 @@ pub fn configured_size() -> usize {
         .min(64)
 }
 
-/// Makes a launcher in fresh groups that already carry `expect`'s limits.
+/// Makes a launcher in fresh groups that already carry `expect`'s limits, with `filter`
+/// installed.
 fn make(
     roots: &CgroupRoots,
     reaper: &Reaper,
     name: &str,
-    expect: &(Limits, bool),
+    expect: &Expect,
+    filter: Option<&'static Filter>,
 ) -> std::io::Result<Pooled> {
-    let cgroup = RunCgroup::create(roots, name, &expect.0, expect.1)?;
+    let cgroup = RunCgroup::create(roots, name, &expect.limits, expect.enforce)?;
     let join = cgroup.open_join()?;
     let fds: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-    let (_, zygote, exit) = reaper.spawn_registered(|| Zygote::start(&fds).map(|z| (z.pid, z)))?;
+    let (_, zygote, exit) =
+        reaper.spawn_registered(|| Zygote::start(&fds, filter).map(|z| (z.pid, z)))?;
     drop(join);
     let mut p = Pooled {
         zygote,
@@ -107,7 +127,7 @@ impl LaunchPool {
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
             want,
-            expect: Mutex::new((Limits::default(), false)),
+            expect: Mutex::new(Expect::default()),
         });
         let (sh, roots, thread_reaper) = (shared.clone(), roots.clone(), reaper.clone());
         let thread = std::thread::Builder::new()
@@ -117,18 +137,20 @@ impl LaunchPool {
                 let mut failures = 0;
                 let mut gave_up = false;
                 loop {
-                    {
+                    let (expect, filter) = {
                         let mut g = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
                         while (gave_up || g.len() >= sh.want) && !sh.stop.load(Ordering::SeqCst) {
                             g = sh.cv.wait(g).unwrap_or_else(|e| e.into_inner());
                         }
-                    }
+                        let expect = sh.expect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let filter = make_next(&g, sh.want, &expect);
+                        (expect, filter)
+                    };
                     if sh.stop.load(Ordering::SeqCst) {
                         break;
                     }
                     n += 1;
-                    let expect = sh.expect.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    match make(&roots, &thread_reaper, &format!("z{n}"), &expect) {
+                    match make(&roots, &thread_reaper, &format!("z{n}"), &expect, filter) {
                         Ok(p) => {
                             failures = 0;
                             let mut g = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,18 +197,30 @@ impl LaunchPool {
         self.shared.want
     }
 
-    /// A ready launcher, if there is one. The pool is not refilled until `refill`.
-    pub fn take(&self) -> Option<Pooled> {
-        self.shared
-            .ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+    /// A ready launcher for a run confined by `filter` (or none), if there is one: one with
+    /// that filter installed already, else one without any. The pool is not refilled until
+    /// `refill`.
+    pub fn take(&self, filter: Option<&'static Filter>) -> Option<Pooled> {
+        let mut g = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let has = |p: &Pooled, f: Option<&'static Filter>| match (p.zygote.filter(), f) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            _ => false,
+        };
+        let at = filter
+            .and_then(|_| g.iter().position(|p| has(p, filter)))
+            .or_else(|| g.iter().position(|p| has(p, None)))?;
+        g.remove(at)
     }
 
-    /// Tells the pool which limits launches now carry, for the launchers it makes next.
-    pub fn expect(&self, limits: &Limits, enforce: bool) {
-        *self.shared.expect.lock().unwrap_or_else(|e| e.into_inner()) = (limits.clone(), enforce);
+    /// Tells the pool what launches now carry (limits, whether they are enforced, the seccomp
+    /// filter), for the launchers it makes next.
+    pub fn expect(&self, limits: &Limits, enforce: bool, filter: Option<&'static Filter>) {
+        *self.shared.expect.lock().unwrap_or_else(|e| e.into_inner()) = Expect {
+            limits: limits.clone(),
+            enforce,
+            filter,
+        };
     }
 
     /// Lets the pool make up for what was taken. Called once the agent has started: joining

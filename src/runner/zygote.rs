@@ -30,6 +30,7 @@ use super::vfork::{
     SlotGuard,
 };
 use crate::sandbox::rlimit::RlimitSet;
+use crate::sandbox::seccomp::Filter;
 
 /// Largest argv plus environment a zygote takes (the direct path takes the rest).
 const BUF: usize = 256 * 1024;
@@ -91,6 +92,11 @@ struct Shared {
     unshare_from: Option<RawFd>,
     /// Set by a launcher that could not unshare the table.
     unshare_refused: std::sync::atomic::AtomicBool,
+    /// A seccomp filter (notifying; `len` 0 for none) the launcher installs before it says it
+    /// is ready, sending its listener with that word: a run confined by that very filter then
+    /// pays nothing for it at launch (its installation is about 40 µs, the largest part of a
+    /// confined launch). Written before the clone, never after.
+    prefilter: libc::sock_fprog,
 }
 
 /// A launcher, ready: joined to its groups and waiting for a command.
@@ -107,6 +113,9 @@ pub struct Zygote {
     /// The descriptor slots the launcher started from, until it is ready (it has its own
     /// descriptor table by then).
     slots: Option<SlotGuard>,
+    /// The filter the launcher installed while it got ready, and its listener.
+    filter: Option<&'static Filter>,
+    listener: Option<OwnedFd>,
 }
 
 // SAFETY: `Zygote` is not `Send` by itself only for the raw pointers in `Shared::argv`,
@@ -138,29 +147,6 @@ unsafe fn prefault(p: *mut u8, len: usize) {
         // byte write needs no alignment.
         unsafe { std::ptr::write_volatile(p.add(off), 0) };
     }
-}
-
-/// Reads until `buf` is full or end of file: the byte count, or -1. Also runs in the launcher
-/// (`CLONE_VM`, before exec): raw `read`, which touches nothing but `buf` and errno.
-fn read_full(fd: RawFd, buf: &mut [u8]) -> isize {
-    let mut got = 0usize;
-    while got < buf.len() {
-        // SAFETY: the kernel writes at most `buf.len() - got` bytes, exactly the length of
-        // `buf[got..]`, which the pointer comes from and which is borrowed mutably for the
-        // call. A bad `fd` only makes the call fail.
-        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        if r < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return -1;
-        }
-        if r == 0 {
-            break;
-        }
-        got += r as usize;
-    }
-    got as isize
 }
 
 /// Writes all of `buf` (the supervisor's side only).
@@ -248,8 +234,8 @@ unsafe fn fail_with(status: RawFd, e: i32) -> ! {
 ///   is written only by the kernel.
 /// - `fds` and `cgroup_fds` are open descriptors of the table this process starts with (the
 ///   slots, with `unshare_from`, or a copy of the parent's table).
-/// - The header's `seccomp` program points into a filter the supervisor caches for its whole
-///   life (`sandbox::seccomp::filter`); the Landlock rulesets are this process's own copies,
+/// - The header's `seccomp` program, and `prefilter`, point into a filter the supervisor caches
+///   for its whole life (`sandbox::seccomp::filter`); the Landlock rulesets are this process's own copies,
 ///   received with the go byte. Both restrict this task only, not the supervisor whose memory
 ///   (but not credentials or filters) it shares.
 unsafe fn launcher(shared: *mut Shared) -> ! {
@@ -308,10 +294,28 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
     }
     // Nothing else of the supervisor's: no other agent's pipe stays open through this one.
     close_from(5);
-    // Ready (errno 0): the groups are joined.
-    let ready = 0i32;
-    if libc::write(status, (&ready as *const i32).cast(), 4) != 4 {
-        libc::_exit(1);
+    // Ready (errno 0): the groups are joined, and the filter asked for ahead is installed, its
+    // listener sent with the word.
+    let prefilter = (*shared).prefilter;
+    if prefilter.len > 0 {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+            fail(status);
+        }
+        let listener = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
+            &prefilter as *const libc::sock_fprog,
+        );
+        if listener < 0 || !send_listener(status, listener as RawFd) {
+            fail(status);
+        }
+        libc::close(listener as RawFd);
+    } else {
+        let ready = 0i32;
+        if libc::write(status, (&ready as *const i32).cast(), 4) != 4 {
+            libc::_exit(1);
+        }
     }
     // One byte says the command is in the shared memory; end of file, that none will come.
     // The run's Landlock rulesets come with it, into this process's table (close-on-exec).
@@ -512,8 +516,9 @@ fn channel() -> io::Result<(OwnedFd, OwnedFd)> {
 
 impl Zygote {
     /// Starts a launcher that joins the groups of `cgroup_fds` (`cgroup.procs`, open for
-    /// writing) and then waits for a command; `wait_ready` tells when the join is done.
-    pub fn start(cgroup_fds: &[RawFd]) -> io::Result<Zygote> {
+    /// writing), installs `filter` if given, and then waits for a command; `wait_ready` tells
+    /// when it is ready.
+    pub fn start(cgroup_fds: &[RawFd], filter: Option<&'static Filter>) -> io::Result<Zygote> {
         let devnull = open(
             c"/dev/null",
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -555,6 +560,13 @@ impl Zygote {
             fds: [fds[0], fds[1], fds[2], fds[3], fds[4]],
             unshare_from: slots.as_ref().map(SlotGuard::end),
             unshare_refused: std::sync::atomic::AtomicBool::new(false),
+            prefilter: filter.map_or(
+                libc::sock_fprog {
+                    len: 0,
+                    filter: std::ptr::null_mut(),
+                },
+                |f| f.prog(true),
+            ),
         });
         const PTRS_BYTES: usize = MAX_PTRS * std::mem::size_of::<*const libc::c_char>();
         let mut stack = vec![0u8; STACK];
@@ -595,6 +607,8 @@ impl Zygote {
             mem: Some(mem),
             stack: Some(stack),
             slots,
+            filter,
+            listener: None,
         })
     }
 
@@ -615,13 +629,57 @@ impl Zygote {
             // The next launcher gets a copy of the table instead.
             slots_refused();
         }
-        let mut r = [0u8; 4];
-        let n = read_full(self.status.as_raw_fd(), &mut r);
-        let e = i32::from_ne_bytes(r);
-        match n {
-            4 if e == 0 => Ok(()),
-            4 => Err(io::Error::from_raw_os_error(e)),
+        match self.recv_status()? {
+            (4, 0, listener) => {
+                self.listener = listener;
+                if self.filter.is_some() && self.listener.is_none() {
+                    return Err(io::Error::other(
+                        "the launcher did not hand over its seccomp listener",
+                    ));
+                }
+                Ok(())
+            }
+            (4, e, _) => Err(io::Error::from_raw_os_error(e)),
             _ => Err(io::Error::other("the launcher exited before it was ready")),
+        }
+    }
+
+    /// The filter this launcher installed while it got ready: it takes only runs confined by
+    /// that filter (`exec` refuses the others).
+    pub fn filter(&self) -> Option<&'static Filter> {
+        self.filter
+    }
+
+    /// One message of the status channel: its length (0 at end of file), the word it carries
+    /// (an errno, 0 for none) and the descriptor sent with it.
+    fn recv_status(&self) -> io::Result<(usize, i32, Option<OwnedFd>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        loop {
+            let mut e = [0u8; 4];
+            let mut iov = [io::IoSliceMut::new(&mut e)];
+            let mut space = nix::cmsg_space!(RawFd);
+            let msg = match recvmsg::<()>(
+                self.status.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let n = msg.bytes;
+            let mut fd = None;
+            for c in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for raw in fds {
+                        // SAFETY: the kernel just put this descriptor in our table for this
+                        // message; nothing else knows its number.
+                        fd = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+                    }
+                }
+            }
+            return Ok((n, i32::from_ne_bytes(e), fd));
         }
     }
 
@@ -791,8 +849,18 @@ impl Zygote {
         }
         h.landlock_count = rulesets.len() as u32;
         h.landlock_flags = l.sandbox.map_or(0, |sb| sb.restrict_flags);
-        if let Some(f) = l.sandbox.and_then(|sb| sb.filter) {
-            h.seccomp = f.prog(true);
+        let filter = l.sandbox.and_then(|sb| sb.filter);
+        match (self.filter, filter) {
+            (None, Some(f)) => h.seccomp = f.prog(true),
+            (None, None) => {}
+            // Installed while it got ready.
+            (Some(have), Some(want)) if std::ptr::eq(have, want) => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "this launcher's seccomp filter is not the run's",
+                ))
+            }
         }
         // The masks stay libc's `cpu_set_t`, and these calls raw libc: that is what `Header`
         // carries to the launcher and what `NativeLaunch::affinity` is, and nix's `CpuSet`
@@ -871,7 +939,8 @@ impl Zygote {
         if errno != 0 {
             return Err(io::Error::from_raw_os_error(errno));
         }
-        if h.seccomp.len > 0 && listener.is_none() {
+        let listener = listener.or_else(|| self.listener.take());
+        if filter.is_some() && listener.is_none() {
             return Err(io::Error::other(
                 "the launcher did not hand over its seccomp listener",
             ));
@@ -889,37 +958,14 @@ impl Zygote {
     /// What the launcher left on the status channel once it exec'd or exited: the errno of a
     /// failed step (0: none) and the seccomp listener it sent.
     fn outcome(&self) -> io::Result<(i32, Option<OwnedFd>)> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let mut listener = None;
         while self.status_readable(0) {
-            let mut e = [0u8; 4];
-            let mut iov = [io::IoSliceMut::new(&mut e)];
-            let mut space = nix::cmsg_space!(RawFd);
-            let msg = match recvmsg::<()>(
-                self.status.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => m,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let n = msg.bytes;
-            for c in msg.cmsgs()? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for fd in fds {
-                        // SAFETY: the kernel just put this descriptor in our table for this
-                        // message; nothing else knows its number.
-                        listener =
-                            Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-                    }
-                }
-            }
+            let (n, e, fd) = self.recv_status()?;
+            listener = fd.or(listener);
             match n {
                 0 => break,
-                4 if i32::from_ne_bytes(e) == 0 => continue,
-                4 => return Ok((i32::from_ne_bytes(e), listener)),
+                4 if e == 0 => continue,
+                4 => return Ok((e, listener)),
                 _ => {
                     return Err(io::Error::other(
                         "the launcher died before starting the agent",

@@ -573,7 +573,8 @@ impl NativeTarget {
         {
             return None;
         }
-        let mut p = pool.take()?;
+        let filter = self.sandbox.as_ref().and_then(|sb| sb.filter);
+        let mut p = pool.take(filter)?;
         let usable = p.zygote.alive()
             && p.cgroup
                 .can_carry(&host.roots, &spec.limits, spec.enforce_limits)
@@ -585,7 +586,7 @@ impl NativeTarget {
             p.discard(&host.reaper);
             return None;
         }
-        pool.expect(&spec.limits, spec.enforce_limits);
+        pool.expect(&spec.limits, spec.enforce_limits, filter);
         self.hold(p.cgroup.enforced);
         *self.tree.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.cgroup);
         let result = p
