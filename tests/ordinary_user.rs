@@ -449,3 +449,49 @@ fn another_user_cannot_reach_the_service() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(service.wait().unwrap().code(), Some(0));
 }
+
+/// The kernel counts every pipe's capacity against its user: past `fs.pipe-user-pages-soft`
+/// (64 MiB), an ordinary user's new pipes get 8 KiB, in every program of the session. Forty idle
+/// agents (eighty output pipes) must leave the user's other pipes their usual 64 KiB, and a
+/// chatty agent's output still arrives whole.
+#[test]
+fn forty_idle_agents_leave_the_users_other_pipes_their_size() {
+    let test = "forty_idle_agents_leave_the_users_other_pipes_their_size";
+    if runtime(test, "python3").is_none() {
+        return;
+    }
+    let w = World::new("pipes");
+    let mut agents = String::new();
+    for i in 0..40 {
+        agents += &format!(
+            "agent Idle{i} {{\n security {{ tier: None }}\n on start {{ execute_native(\"sh -c 'sleep 4'\") }}\n}}\n"
+        );
+    }
+    // A chatty one: 16 MiB through its pipe (the log keeps 32 MiB), counted on the other side.
+    agents += "agent Chatty {\n security { tier: None }\n on start { execute_native(\"sh -c 'head -c 16777216 /dev/zero'\") }\n}\n";
+    agents += "agent Probe {\n security { tier: None }\n on start { execute_native(\"python3 probe.py\") }\n}\n";
+    w.file(
+        "probe.py",
+        "import os, fcntl, time\ntime.sleep(2)\nr, w = os.pipe()\nprint('pipe', fcntl.fcntl(r, 1032))\n",
+    );
+    let f = w.file("many.agent", &agents);
+    let o = w.run(&["run", f.to_str().unwrap(), "--json"]);
+    let recs = records(&o);
+    assert_eq!(recs.len(), 42, "{}", stderr(&o));
+    let probe = recs
+        .iter()
+        .find(|r| r["agent"] == "Probe")
+        .unwrap_or_else(|| panic!("{recs:?}"));
+    assert_eq!(
+        probe["stdout_tail"],
+        serde_json::json!(["pipe 65536"]),
+        "{probe:#}"
+    );
+    let chatty = recs.iter().find(|r| r["agent"] == "Chatty").unwrap();
+    let log = chatty["stdout_log"].as_str().unwrap();
+    assert_eq!(
+        std::fs::metadata(log).map(|m| m.len()).ok(),
+        Some(16 << 20),
+        "{chatty:#}"
+    );
+}

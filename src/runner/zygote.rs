@@ -945,14 +945,12 @@ impl Zygote {
                 "the launcher did not hand over its seccomp listener",
             ));
         }
-        let s = Started {
+        Ok(Started {
             pid: self.pid,
             stdout: self.stdout.take().expect("stdout"),
             stderr: self.stderr.take().expect("stderr"),
             denials: listener,
-        };
-        super::native::widen_pipes(&s);
-        Ok(s)
+        })
     }
 
     /// What the launcher left on the status channel once it exec'd or exited: the errno of a

@@ -336,6 +336,7 @@ fn exit_of(e: ExitInfo) -> Exit {
 /// to a small buffer on the stack, so an end of file with no output allocates nothing).
 async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
     let mut buf: Vec<u8> = Vec::new();
+    let mut wide = false;
     loop {
         if pipe.readable().await.is_err() {
             break;
@@ -366,7 +367,17 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
         };
         match read {
             Ok(0) => break,
-            Ok(n) => sink.pass(&buf[..n]).await,
+            Ok(n) => {
+                // A full pipe: the agent writes faster than this reads, so it gets room to
+                // write in bigger strides; a trickle gives the room back (see `set_pipe_size`).
+                if !wide && n >= native::DEFAULT_PIPE {
+                    wide = native::set_pipe_size(&pipe, native::WIDE_PIPE);
+                } else if wide && n < native::DEFAULT_PIPE / 4 {
+                    // Refused while more than the default is in the pipe: tried again later.
+                    wide = !native::set_pipe_size(&pipe, native::DEFAULT_PIPE);
+                }
+                sink.pass(&buf[..n]).await
+            }
             Err(e)
                 if matches!(
                     e.kind(),
