@@ -326,8 +326,15 @@ fn an_operator_kill_from_the_dashboard_stops_the_vm() {
         wait_for(|| !vms_of(pid).is_empty(), Duration::from_secs(60)),
         "no QEMU started"
     );
-    let (_, line) = p.line_with("VmSleeper").unwrap();
-    assert!(line.contains("microvm"), "the tier column: {line}");
+    // The row gets its tier with the run's start, which the next frame shows.
+    assert!(
+        wait_for(
+            || p.line_with("VmSleeper").is_some_and(|(_, l)| l.contains("microvm")),
+            Duration::from_secs(10)
+        ),
+        "the tier column: {:?}",
+        p.line_with("VmSleeper")
+    );
     p.send("X");
     p.wait_for("killed by operator", Duration::from_secs(20));
     assert!(
