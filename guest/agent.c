@@ -116,14 +116,22 @@ static void load_modules(void) {
   fclose(f);
 }
 
-/* Mounts the 9p share `tag` at `dir`, waiting for its device to be probed. */
+/* Mounts the 9p share `tag` at `dir`, waiting for its device to be probed. Every error is
+ * retried: while the virtio devices are probed a mount can fail in several ways (under software
+ * emulation on a busy host, once in about 40 boots it failed at once, before this retried all),
+ * and the guest's clock can run fast there, so the bound is generous. */
 static int mount_share(const char *tag, const char *dir) {
-  for (int i = 0; i < 500; i++) {
+  int last = 0;
+  for (int i = 0; i < 1500; i++) {
     if (mount(tag, dir, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144,cache=none") == 0)
       return 0;
-    if (errno != ENOENT && errno != ENODEV) return -1;
+    if (errno != last) {
+      last = errno;
+      say("mount %s: %s (retrying)", tag, strerror(errno));
+    }
     sleep_ms(10);
   }
+  errno = last;
   return -1;
 }
 
@@ -175,6 +183,13 @@ int main(void) {
   mount("proc", "/proc", "proc", 0, NULL);
   mount("sysfs", "/sys", "sysfs", 0, NULL);
   mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+  /* What this agent says reaches the console log (the initramfs has no /dev/console of its
+   * own, so the kernel started it without one). */
+  int console = open("/dev/console", O_WRONLY | O_NOCTTY);
+  if (console >= 0 && console != 2) {
+    dup2(console, 2);
+    close(console);
+  }
   mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777");
   mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, NULL);
   load_modules();
