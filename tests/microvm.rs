@@ -329,7 +329,8 @@ fn an_operator_kill_from_the_dashboard_stops_the_vm() {
     // The row gets its tier with the run's start, which the next frame shows.
     assert!(
         wait_for(
-            || p.line_with("VmSleeper").is_some_and(|(_, l)| l.contains("microvm")),
+            || p.line_with("VmSleeper")
+                .is_some_and(|(_, l)| l.contains("microvm")),
             Duration::from_secs(10)
         ),
         "the tier column: {:?}",
