@@ -183,12 +183,17 @@ int main(void) {
   mount("proc", "/proc", "proc", 0, NULL);
   mount("sysfs", "/sys", "sysfs", 0, NULL);
   mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
-  /* What this agent says reaches the console log (the initramfs has no /dev/console of its
-   * own, so the kernel started it without one). */
-  int console = open("/dev/console", O_WRONLY | O_NOCTTY);
-  if (console >= 0 && console != 2) {
-    dup2(console, 2);
-    close(console);
+  /* Standard input, output and error open before anything else (the initramfs has no
+   * /dev/console of its own, so the kernel may start this without them): every descriptor
+   * opened later is above 2, and what this agent says reaches the console log. */
+  for (int i = 0; i < 3; i++) {
+    if (fcntl(i, F_GETFD) >= 0) continue;
+    int f = open(i == 0 ? "/dev/null" : "/dev/console", (i == 0 ? O_RDONLY : O_WRONLY) | O_NOCTTY);
+    if (f < 0) f = open("/dev/null", O_RDWR);
+    if (f >= 0 && f != i) {
+      dup2(f, i);
+      close(f);
+    }
   }
   mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777");
   mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, NULL);
@@ -262,6 +267,10 @@ int main(void) {
     write_file(CG "/pids.max", num);
   }
 
+  /* From here on the agent's command may have run: the host never boots this VM again. */
+  int started = open(CTL "/started", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (started < 0) fail("write the start mark");
+  close(started);
   pid_t child = fork();
   if (child < 0) fail("fork");
   if (child == 0) {

@@ -445,10 +445,19 @@ impl StdWriter {
                 // Stdout unbuffered, as stderr is: std's line buffering looked for the last
                 // newline in every chunk, a scan of all the output (12 % of the CPU of 1 GiB
                 // through `exec`).
+                // Not on a terminal, whose reader wants lines (and where Windows converts
+                // text for the console).
                 let _ = out.lock().flush();
-                let mut raw = unbuffered_stdout();
+                let mut raw = if std::io::IsTerminal::is_terminal(&out) {
+                    None
+                } else {
+                    unbuffered_stdout()
+                };
                 while let Some((stderr, data)) = rx.blocking_recv() {
                     let (mut o, mut e);
+                    // Stdout's lock is held for the raw write too: nothing else printed lands
+                    // inside a chunk.
+                    let _held = (!stderr).then(|| out.lock());
                     let to: &mut dyn Write = match (stderr, raw.as_mut()) {
                         (true, _) => {
                             e = err.lock();

@@ -119,7 +119,8 @@ pub struct Zygote {
 }
 
 // SAFETY: `Zygote` is not `Send` by itself only for the raw pointers in `Shared::argv`,
-// `Shared::envp` and the header's seccomp program. No thread of the supervisor dereferences
+// `Shared::envp`, the header's seccomp program and `Shared::prefilter` (written before the
+// clone, never after). No thread of the supervisor dereferences
 // them: they are null, or point into `Shared::buf` of the same box or into a filter cached for
 // the life of the process, and only the launcher (another process, which does not care
 // which thread owns the `Zygote`) follows them, before its exec. Moving the `Zygote` moves

@@ -3,12 +3,17 @@
 //!
 //! A few are made ahead of time, off the launch path: making a directory took a launch 0.04 to
 //! 0.13 ms on this machine's ext4 `/tmp` (figure 11), a large part of what a confined launch adds
-//! to a plain one. Each is named after the supervisor's process id, so that a supervisor that
-//! was killed before it could remove its directories has them removed by the next one.
+//! to a plain one. Each is named after the supervisor's process id and held with a shared
+//! `flock` while the supervisor has it, so that a supervisor that was killed before it could
+//! remove its directories has them removed by the next one, and one that lives (in another pid
+//! namespace sharing `/tmp` too) keeps them.
 
 use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// How many directories wait for the next confined runs.
 const STOCK: usize = 2;
@@ -21,9 +26,21 @@ pub struct TempDirs {
     stock: Mutex<Stock>,
 }
 
+/// A run's temp directory, held (its lock) until it is dropped.
+pub struct RunTmp {
+    pub path: PathBuf,
+    _held: Flock<std::fs::File>,
+}
+
+impl std::fmt::Debug for RunTmp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.path.fmt(f)
+    }
+}
+
 #[derive(Default)]
 struct Stock {
-    dirs: Vec<PathBuf>,
+    dirs: Vec<RunTmp>,
     /// A confined run asked for one: the stock is kept full from then on.
     wanted: bool,
     /// Leftovers of dead supervisors were looked for (once, off the launch path).
@@ -50,31 +67,50 @@ impl TempDirs {
     }
 
     /// A new, empty directory (mode 0700) for a run: one made ahead, else one made now.
-    pub fn take(&self) -> io::Result<PathBuf> {
-        let ready = {
-            let mut s = self.lock();
-            s.wanted = true;
-            s.dirs.pop()
-        };
-        match ready {
-            Some(dir) => Ok(dir),
-            None => self.make(),
+    pub fn take(&self) -> io::Result<RunTmp> {
+        loop {
+            let ready = {
+                let mut s = self.lock();
+                s.wanted = true;
+                s.dirs.pop()
+            };
+            let Some(dir) = ready else {
+                return self.make();
+            };
+            // Still ours as made: a stocked directory may wait long in a service, and what
+            // cleans the temp directory (systemd-tmpfiles, after ten idle days) may have removed
+            // it, and someone else made one of that name.
+            if still_ours(&dir.path) {
+                return Ok(dir);
+            }
+            tracing::warn!(
+                "the temp directory {} made ahead is gone or not this user's any more: another is made",
+                dir.path.display()
+            );
         }
     }
 
-    fn make(&self) -> io::Result<PathBuf> {
+    fn make(&self) -> io::Result<RunTmp> {
         let template = self
             .base
             .join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
-        nix::unistd::mkdtemp(&template).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!(
-                    "cannot make the run's temp directory {}: {e}",
-                    template.display()
-                ),
-            )
-        })
+        let fail = |e: &dyn std::fmt::Display| {
+            io::Error::other(format!(
+                "cannot make the run's temp directory {}: {e}",
+                template.display()
+            ))
+        };
+        let path = nix::unistd::mkdtemp(&template).map_err(|e| fail(&e))?;
+        let held = std::fs::File::open(&path)
+            .map_err(|e| fail(&e))
+            .and_then(|f| Flock::lock(f, FlockArg::LockSharedNonblock).map_err(|(_, e)| fail(&e)));
+        match held {
+            Ok(held) => Ok(RunTmp { path, _held: held }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                Err(e)
+            }
+        }
     }
 
     /// Fills the stock up again, once confined runs have asked for directories. Called off the
@@ -107,20 +143,33 @@ impl TempDirs {
 impl Drop for TempDirs {
     fn drop(&mut self) {
         for dir in std::mem::take(&mut self.lock().dirs) {
-            if let Err(e) = std::fs::remove_dir(&dir) {
+            if let Err(e) = std::fs::remove_dir(&dir.path) {
                 tracing::warn!(
                     "cannot remove the unused temp directory {}: {e}",
-                    dir.display()
+                    dir.path.display()
                 );
             }
         }
     }
 }
 
+/// Whether `path` is still a directory of this user's, mode 0700, not a link.
+fn still_ours(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| {
+        m.is_dir()
+            && m.uid() == nix::unistd::getuid().as_raw()
+            && m.permissions().mode() & 0o777 == 0o700
+    })
+}
+
+/// Whether no process holds the directory (a supervisor's lock goes with it).
+fn unheld(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok())
+}
+
 /// Removes the directories of supervisors of this user that no longer run (killed before they
 /// could remove them), with whatever their runs left inside.
 fn sweep_dead(base: &Path) {
-    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
@@ -138,9 +187,10 @@ fn sweep_dead(base: &Path) {
         let dead = pid > 0
             && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
                 == Err(nix::errno::Errno::ESRCH);
-        // Not a link, and this user's own: never anything another user made to look alike.
+        // Not a link, and this user's own: never anything another user made to look alike;
+        // and held by no one (a supervisor in another pid namespace holds its own).
         let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        if dead && ours {
+        if dead && ours && unheld(&entry.path()) {
             let path = entry.path();
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => tracing::info!(
@@ -163,31 +213,41 @@ mod tests {
             std::env::temp_dir().join(format!("symbiont-tmpdirs-test-{}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();
         // A dead supervisor's leftover (pid 0x7fff_fff0 is never a live process here), with
-        // a file inside, and a live one's (ours is alive: kept).
+        // a file inside; a live one's (pid 1 runs: kept); a "dead" one's that a supervisor in
+        // another pid namespace still holds (kept).
         let dead = base.join(format!("{PREFIX}2147483632-abcdef"));
         std::fs::create_dir_all(&dead).unwrap();
         std::fs::write(dead.join("f"), "x").unwrap();
         let live = base.join(format!("{PREFIX}1-abcdef"));
         std::fs::create_dir_all(&live).unwrap();
+        let held = base.join(format!("{PREFIX}2147483631-abcdef"));
+        std::fs::create_dir_all(&held).unwrap();
+        let holder = Flock::lock(
+            std::fs::File::open(&held).unwrap(),
+            FlockArg::LockSharedNonblock,
+        )
+        .unwrap();
         let dirs = TempDirs::new(base.clone());
         // Nothing is stocked before a run asks.
         dirs.refill();
-        assert_eq!(std::fs::read_dir(&base).unwrap().count(), 2);
+        assert_eq!(std::fs::read_dir(&base).unwrap().count(), 3);
         let first = dirs.take().unwrap();
-        assert!(first.is_dir() && first.starts_with(&base));
+        assert!(first.path.is_dir() && first.path.starts_with(&base));
         dirs.refill();
         assert!(!dead.exists(), "the dead supervisor's directory is removed");
         assert!(live.exists(), "pid 1 runs: its directory stays");
-        let stocked = dirs.lock().dirs.clone();
+        assert!(held.exists(), "a held directory stays");
+        drop(holder);
+        let stocked: Vec<PathBuf> = dirs.lock().dirs.iter().map(|d| d.path.clone()).collect();
         assert_eq!(stocked.len(), STOCK);
+        // One made ahead that is no longer ours as made (here: its mode changed) is not handed
+        // out; the other is.
+        std::fs::set_permissions(&stocked[1], std::fs::Permissions::from_mode(0o755)).unwrap();
         let second = dirs.take().unwrap();
-        assert!(stocked.contains(&second) && second != first);
+        assert_eq!(second.path, stocked[0]);
         drop(dirs);
-        for d in stocked.iter().filter(|d| **d != second) {
-            assert!(!d.exists(), "{} is removed with the stock", d.display());
-        }
         assert!(
-            first.exists() && second.exists(),
+            first.path.exists() && second.path.exists(),
             "taken ones are the runs'"
         );
         std::fs::remove_dir_all(&base).unwrap();

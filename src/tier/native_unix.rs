@@ -277,7 +277,7 @@ pub(crate) struct NativeTarget {
     refill_due: bool,
     /// Under a sandbox that confines writes: the run's own temp directory (its `TMPDIR`),
     /// removed when the run ends, and the environment that names it.
-    tmpdir: Option<PathBuf>,
+    tmpdir: Option<crate::sandbox::tmpdir::RunTmp>,
     env: Option<Vec<(String, String)>>,
     /// What the agent's process applies to itself before its exec.
     #[cfg(target_os = "linux")]
@@ -338,7 +338,20 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
     let mut buf: Vec<u8> = Vec::new();
     let mut wide = false;
     loop {
-        if pipe.readable().await.is_err() {
+        // A widened pipe whose agent fell quiet for a second gives its room back (it is empty
+        // then, so the kernel cannot refuse): a burst at start-up does not keep it for good.
+        let ready = if wide {
+            match tokio::time::timeout(Duration::from_secs(1), pipe.readable()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    wide = !native::set_pipe_size(&pipe, native::DEFAULT_PIPE);
+                    continue;
+                }
+            }
+        } else {
+            pipe.readable().await
+        };
+        if ready.is_err() {
             break;
         }
         let read = if buf.is_empty() {
@@ -384,7 +397,7 @@ async fn drain(pipe: tokio::net::unix::pipe::Receiver, mut sink: StreamSink) {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ) =>
             {
-                continue
+                continue;
             }
             Err(_) => break,
         }
@@ -501,9 +514,9 @@ impl NativeTarget {
             let dir = self.host.tmpdirs.take().map_err(|e| e.to_string())?;
             let mut env = self.spec.env.clone();
             env.retain(|(k, _)| k != "TMPDIR");
-            env.push(("TMPDIR".into(), dir.to_string_lossy().into_owned()));
+            env.push(("TMPDIR".into(), dir.path.to_string_lossy().into_owned()));
             self.env = Some(env);
-            writable.push(dir.clone());
+            writable.push(dir.path.clone());
             self.tmpdir = Some(dir);
         }
         #[cfg(target_os = "linux")]
@@ -687,7 +700,7 @@ impl Target for NativeTarget {
         let c = &self.spec.sandbox;
         audit.insert(
             "sandbox".into(),
-            json!({"level": c.level, "confines": c.summary(), "tmpdir": self.tmpdir}),
+            json!({"level": c.level, "confines": c.summary(), "tmpdir": self.tmpdir.as_ref().map(|t| &t.path)}),
         );
         Prepared {
             os: OsEnforced {
@@ -803,10 +816,11 @@ impl Target for NativeTarget {
         if let Some(dir) = self.tmpdir.take() {
             // Whatever the agent left there goes with the run.
             let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                // Removed while still held: no sweep of another supervisor can come between.
+                if let Err(e) = std::fs::remove_dir_all(&dir.path) {
                     tracing::warn!(
                         "cannot remove the run's temp directory {}: {e}",
-                        dir.display()
+                        dir.path.display()
                     );
                 }
             })
