@@ -455,18 +455,15 @@ impl StdWriter {
                 };
                 while let Some((stderr, data)) = rx.blocking_recv() {
                     let (mut o, mut e);
-                    // Stdout's lock is held for the raw write too: nothing else printed lands
-                    // inside a chunk.
-                    let _held = (!stderr).then(|| out.lock());
-                    let to: &mut dyn Write = match (stderr, raw.as_mut()) {
-                        (true, _) => {
-                            e = err.lock();
-                            &mut e
-                        }
-                        (false, Some(f)) => f,
-                        (false, None) => {
-                            o = out.lock();
-                            &mut o
+                    let to: &mut dyn Write = if stderr {
+                        e = err.lock();
+                        &mut e
+                    } else {
+                        // Held for the raw write too: nothing else printed lands in a chunk.
+                        o = out.lock();
+                        match raw.as_mut() {
+                            Some(f) => f,
+                            None => &mut o,
                         }
                     };
                     let mut wrote = to.write_all(&data);

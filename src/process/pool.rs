@@ -202,14 +202,10 @@ impl LaunchPool {
     /// `refill`.
     pub fn take(&self, filter: Option<&'static Filter>) -> Option<Pooled> {
         let mut g = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-        let has = |p: &Pooled, f: Option<&'static Filter>| match (p.zygote.filter(), f) {
-            (None, None) => true,
-            (Some(a), Some(b)) => std::ptr::eq(a, b),
-            _ => false,
-        };
-        let at = filter
-            .and_then(|_| g.iter().position(|p| has(p, filter)))
-            .or_else(|| g.iter().position(|p| has(p, None)))?;
+        let at = g
+            .iter()
+            .position(|p| p.zygote.filter().is_some() && p.zygote.serves(filter))
+            .or_else(|| g.iter().position(|p| p.zygote.filter().is_none()))?;
         g.remove(at)
     }
 

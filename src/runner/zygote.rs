@@ -302,16 +302,7 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
             fail(status);
         }
-        let listener = libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
-            &prefilter as *const libc::sock_fprog,
-        );
-        if listener < 0 || !send_listener(status, listener as RawFd) {
-            fail(status);
-        }
-        libc::close(listener as RawFd);
+        install_filter(status, &prefilter);
     } else {
         let ready = 0i32;
         if libc::write(status, (&ready as *const i32).cast(), 4) != 4 {
@@ -387,16 +378,7 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
         libc::close(fd);
     }
     if h.seccomp.len > 0 {
-        let listener = libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
-            &h.seccomp as *const libc::sock_fprog,
-        );
-        if listener < 0 || !send_listener(status, listener as RawFd) {
-            fail(status);
-        }
-        libc::close(listener as RawFd);
+        install_filter(status, &h.seccomp);
     }
     if h.rlimits.apply().is_err() {
         fail(status);
@@ -416,6 +398,25 @@ unsafe fn launcher(shared: *mut Shared) -> ! {
     }
     libc::execve(program, m.argv.as_ptr(), m.envp.as_ptr());
     fail(status)
+}
+
+/// Installs the seccomp filter `prog` (no-new-privileges already set) and sends its listener to
+/// the parent on `status`; on failure, reports errno there and exits. The launcher's side.
+///
+/// # Safety
+/// Only in the launcher (see `launcher`); `prog` points into a filter cached for the life of
+/// the supervisor.
+unsafe fn install_filter(status: RawFd, prog: &libc::sock_fprog) {
+    let listener = libc::syscall(
+        libc::SYS_seccomp,
+        libc::SECCOMP_SET_MODE_FILTER,
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
+        prog as *const libc::sock_fprog,
+    );
+    if listener < 0 || !send_listener(status, listener as RawFd) {
+        fail(status);
+    }
+    libc::close(listener as RawFd);
 }
 
 /// A message header for the one buffer `iov` and the first `control_len` bytes of `control`
@@ -645,10 +646,19 @@ impl Zygote {
         }
     }
 
-    /// The filter this launcher installed while it got ready: it takes only runs confined by
-    /// that filter (`exec` refuses the others).
+    /// The filter this launcher installed while it got ready.
     pub fn filter(&self) -> Option<&'static Filter> {
         self.filter
+    }
+
+    /// Whether a run confined by `run` (its filter, or none) can start here: any run where
+    /// the launcher has no filter (it installs the run's own at launch), else only a run
+    /// confined by that very filter.
+    pub fn serves(&self, run: Option<&'static Filter>) -> bool {
+        match self.filter {
+            None => true,
+            Some(have) => run.is_some_and(|want| std::ptr::eq(have, want)),
+        }
     }
 
     /// One message of the status channel: its length (0 at end of file), the word it carries
@@ -803,6 +813,13 @@ impl Zygote {
                 "the command does not fit a launcher",
             ));
         }
+        let filter = l.sandbox.and_then(|sb| sb.filter);
+        if !self.serves(filter) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this launcher's seccomp filter is not the run's",
+            ));
+        }
         let m = self.mem.as_mut().expect("an unused launcher");
         let mut at = 0usize;
         let mut push = |b: &[u8]| -> io::Result<()> {
@@ -850,18 +867,9 @@ impl Zygote {
         }
         h.landlock_count = rulesets.len() as u32;
         h.landlock_flags = l.sandbox.map_or(0, |sb| sb.restrict_flags);
-        let filter = l.sandbox.and_then(|sb| sb.filter);
-        match (self.filter, filter) {
-            (None, Some(f)) => h.seccomp = f.prog(true),
-            (None, None) => {}
-            // Installed while it got ready.
-            (Some(have), Some(want)) if std::ptr::eq(have, want) => {}
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "this launcher's seccomp filter is not the run's",
-                ))
-            }
+        // Installed at launch unless it was while the launcher got ready.
+        if let (None, Some(f)) = (self.filter, filter) {
+            h.seccomp = f.prog(true);
         }
         // The masks stay libc's `cpu_set_t`, and these calls raw libc: that is what `Header`
         // carries to the launcher and what `NativeLaunch::affinity` is, and nix's `CpuSet`

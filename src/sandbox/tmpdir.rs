@@ -114,7 +114,7 @@ impl TempDirs {
     }
 
     /// Fills the stock up again, once confined runs have asked for directories. Called off the
-    /// launch path (after the run's `Launched`, or at its end).
+    /// launch path (after the agent started).
     pub fn refill(&self) {
         let (missing, sweep) = {
             let mut s = self.lock();
@@ -125,7 +125,7 @@ impl TempDirs {
             (STOCK.saturating_sub(s.dirs.len()), sweep)
         };
         if sweep {
-            sweep_dead(&self.base);
+            sweep_dead(&self.base, PREFIX);
         }
         for _ in 0..missing {
             match self.make() {
@@ -167,9 +167,10 @@ fn unheld(path: &Path) -> bool {
     std::fs::File::open(path).is_ok_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok())
 }
 
-/// Removes the directories of supervisors of this user that no longer run (killed before they
-/// could remove them), with whatever their runs left inside.
-fn sweep_dead(base: &Path) {
+/// Removes the directories beneath `base` named `<prefix><supervisor pid>-...` of supervisors of
+/// this user that no longer run (killed before they could remove them), with whatever their
+/// runs left inside; one that some process holds (`flock`) stays.
+pub(crate) fn sweep_dead(base: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
@@ -178,7 +179,7 @@ fn sweep_dead(base: &Path) {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|n| n.strip_prefix(prefix))
             .and_then(|rest| rest.split_once('-'))
             .and_then(|(pid, _)| pid.parse::<i32>().ok())
         else {

@@ -507,19 +507,7 @@ struct ControlDir {
 impl ControlDir {
     /// Removes the control shares of supervisors that died without removing them (SIGKILL).
     fn sweep() {
-        let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
-            return;
-        };
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("symbiont-vm-")) else {
-                continue;
-            };
-            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+        crate::sandbox::tmpdir::sweep_dead(&std::env::temp_dir(), "symbiont-vm-");
     }
 
     fn new(name: &str) -> std::io::Result<ControlDir> {
